@@ -1,0 +1,213 @@
+"""Numba kernels of the reduced coefficient recursion (SPEC section 4).
+
+Pure functions of plain arrays and scalars, ``@njit(cache=True)``; every
+helper a kernel calls lives in this module (numba#1833).  Index conventions:
+axis j in {0, 1} stands for j = +1, -1 (sign ``1 - 2j``); p in {0, 1} is the
+patch (signal, noise).  At step t, with all right-hand sides at t:
+
+  s_{j,r,i} = yhat_i (A_{j,r} + j gamma_{j,r})
+  z_{j,r,i} = B_{j,r,i} + sum_k rho_{j,r,k} G_{k,i}     (G = I: "orthogonal")
+  f_i       = c sum_j j sum_r [v_{j,r,1} ReLU(s) + v_{j,r,2} ReLU(z)]
+  l'_i      = -1 / (1 + exp(y_i f_i))
+  gamma    += -(eta c/n) ||mu||^2 v_{j,r,1} sum_i l'_i y_i yhat_i 1[s > 0]
+  rho_i    += -(eta c/n) N_i j y_i l'_i v_{j,r,2} 1[z > 0]
+  v_{j,r,1}+= -(eta_v c/n) j sum_i l'_i y_i ReLU(s)      (not if v frozen)
+  v_{j,r,2}+= -(eta_v c/n) j sum_i l'_i y_i ReLU(z)
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True)
+def _logistic_terms(yf):
+    """(log(1 + exp(-yf)), l' = -1/(1 + exp(yf))), overflow-safe."""
+    if yf >= 0.0:
+        e = np.exp(-yf)
+        return np.log1p(e), -e / (1.0 + e)
+    e = np.exp(yf)
+    return -yf + np.log1p(e), -1.0 / (1.0 + e)
+
+
+@njit(cache=True)
+def _forward(A, gamma, rho, v, B, G, yhat, use_gram, c, s, z, f):
+    """Fill s, z (2, m, n) and f (n) for the current state."""
+    m = gamma.shape[1]
+    n = yhat.shape[0]
+    for i in range(n):
+        f[i] = 0.0
+    for j in range(2):
+        js = 1.0 - 2.0 * j
+        for r in range(m):
+            a = A[j, r] + js * gamma[j, r]
+            v1 = v[j, r, 0]
+            v2 = v[j, r, 1]
+            for i in range(n):
+                si = yhat[i] * a
+                if use_gram:
+                    zi = B[j, r, i]
+                    for k in range(n):
+                        zi += rho[j, r, k] * G[k, i]
+                else:
+                    zi = B[j, r, i] + rho[j, r, i]
+                s[j, r, i] = si
+                z[j, r, i] = zi
+                out = 0.0
+                if si > 0.0:
+                    out += v1 * si
+                if zi > 0.0:
+                    out += v2 * zi
+                f[i] += js * c * out
+
+
+@njit(cache=True)
+def _step(gamma, rho, v, s, z, lp, yhat, y, N, mu2, c, eta, eta_v, train_v):
+    """One simultaneous GD update of (gamma, rho, v) from s, z, l' at t."""
+    m = gamma.shape[1]
+    n = yhat.shape[0]
+    cw = eta * c / n
+    cv = eta_v * c / n
+    for j in range(2):
+        js = 1.0 - 2.0 * j
+        for r in range(m):
+            v1 = v[j, r, 0]
+            v2 = v[j, r, 1]
+            sg = 0.0
+            sv1 = 0.0
+            sv2 = 0.0
+            for i in range(n):
+                q = lp[i] * y[i]
+                si = s[j, r, i]
+                zi = z[j, r, i]
+                if si > 0.0:
+                    sg += q * yhat[i]
+                    sv1 += q * si
+                if zi > 0.0:
+                    rho[j, r, i] -= cw * N[i] * js * q * v2
+                    sv2 += q * zi
+            gamma[j, r] -= cw * mu2 * v1 * sg
+            if train_v:
+                v[j, r, 0] -= cv * js * sv1
+                v[j, r, 1] -= cv * js * sv2
+
+
+@njit(cache=True)
+def run_kernel(A, B, G, N, yhat, y, mu2, c, eta, eta_v, steps, record_every,
+               use_gram, train_v, gamma, rho, v,
+               out_gamma, out_rho, out_v, out_loss, out_err):
+    """Iterate the recursion ``steps`` times from the state (gamma, rho, v).
+
+    The state arrays are updated in place (final state on return).  Records at
+    t % record_every == 0 and at t == steps go to the out_* arrays.  Returns -1
+    on success, or the first step t whose forward pass is not finite.
+    """
+    m = gamma.shape[1]
+    n = yhat.shape[0]
+    s = np.empty((2, m, n))
+    z = np.empty((2, m, n))
+    f = np.empty(n)
+    lp = np.empty(n)
+    rec = 0
+    for t in range(steps + 1):
+        _forward(A, gamma, rho, v, B, G, yhat, use_gram, c, s, z, f)
+        loss = 0.0
+        err = 0.0
+        for i in range(n):
+            yf = y[i] * f[i]
+            if not np.isfinite(yf):
+                return t
+            li, lp[i] = _logistic_terms(yf)
+            loss += li
+            if yf <= 0.0:
+                err += 1.0
+        if t % record_every == 0 or t == steps:
+            out_gamma[rec] = gamma
+            out_rho[rec] = rho
+            out_v[rec] = v
+            out_loss[rec] = loss / n
+            out_err[rec] = err / n
+            rec += 1
+        if t == steps:
+            break
+        _step(gamma, rho, v, s, z, lp, yhat, y, N, mu2, c, eta, eta_v, train_v)
+    return -1
+
+
+@njit(cache=True)
+def test_error_kernel(A, gamma, rho, v, N, c, test_yhat, test_B, test_X):
+    """Clean test error: fraction of test points with yhat f(x) <= 0.
+
+    z_{j,r}(x) = <w0, xi> + sum_k (rho_{j,r,k}/N_k) <xi_k, xi>.
+    """
+    m = gamma.shape[1]
+    n = N.shape[0]
+    nt = test_yhat.shape[0]
+    wrong = 0
+    coef = np.empty(n)
+    f = np.zeros(nt)
+    for j in range(2):
+        js = 1.0 - 2.0 * j
+        for r in range(m):
+            a = A[j, r] + js * gamma[j, r]
+            v1 = v[j, r, 0]
+            v2 = v[j, r, 1]
+            for k in range(n):
+                coef[k] = rho[j, r, k] / N[k]
+            for t in range(nt):
+                zi = test_B[j, r, t]
+                for k in range(n):
+                    zi += coef[k] * test_X[k, t]
+                si = test_yhat[t] * a
+                out = 0.0
+                if si > 0.0:
+                    out += v1 * si
+                if zi > 0.0:
+                    out += v2 * zi
+                f[t] += js * c * out
+    for t in range(nt):
+        if test_yhat[t] * f[t] <= 0.0:
+            wrong += 1
+    return wrong / nt
+
+
+@njit(cache=True, parallel=True)
+def batch_kernel(w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
+                 job_seed, job_mu, job_v0, c, eta, eta_v, steps,
+                 use_gram, train_v, out_test, out_loss, out_train, out_status):
+    """Run many configurations in parallel (numba prange), final values only.
+
+    Realisation arrays are stacked over seeds (leading axis S); job q uses
+    seed index job_seed[q], ||mu|| = job_mu[q] and v0 = job_v0[q].  Writes the
+    final clean test error, training loss and training error, and the
+    divergence step (-1 if none) of each job.  Jobs are independent, so the
+    results do not depend on the number of threads.
+    """
+    n_jobs = job_seed.shape[0]
+    m = w0_e1.shape[2]
+    n = yhat.shape[1]
+    for q in prange(n_jobs):
+        si = job_seed[q]
+        mu = job_mu[q]
+        A = mu * w0_e1[si]
+        gamma = np.zeros((2, m))
+        rho = np.zeros((2, m, n))
+        v = np.full((2, m, 2), job_v0[q])
+        og = np.empty((2, 2, m))  # records at t = 0 and t = steps
+        orho = np.empty((2, 2, m, n))
+        ov = np.empty((2, 2, m, 2))
+        ol = np.empty(2)
+        oe = np.empty(2)
+        status = run_kernel(A, B[si], G[si], N[si], yhat[si], y[si], mu * mu,
+                            c, eta, eta_v, steps, steps + 1, use_gram, train_v,
+                            gamma, rho, v, og, orho, ov, ol, oe)
+        out_status[q] = status
+        if status >= 0:
+            out_test[q] = np.nan
+            out_loss[q] = np.nan
+            out_train[q] = np.nan
+        else:
+            out_loss[q] = ol[1]
+            out_train[q] = oe[1]
+            out_test[q] = test_error_kernel(A, gamma, rho, v, N[si], c,
+                                            test_yhat[si], test_B[si], test_X[si])

@@ -1,0 +1,127 @@
+"""Weight-space gradient descent on the real network (SPEC section 2).
+
+W (2, m, d) and V (2, m, 2) in float64, full batch, simultaneous update; all
+sample/neuron work is BLAS (the loop is over time steps only).  The data come
+from ``dynamics.data.sample_data`` (same realisation as the reduced model at
+the same seed).  W-derived coefficients are recorded on the reduced model's
+schedule: gamma_{j,r} = j <w - w0, mu>, and rho by solving
+(W - W0) Xi^T = (rho / N) K with the noise Gram K.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from scipy.linalg import cho_factor, cho_solve
+
+from dynamics.data import Realisation, check_memory, data_bytes, sample_data
+from dynamics.params import Params
+from dynamics.run import DivergenceError, Trajectory, record_steps
+
+_JS = np.array([1.0, -1.0])
+
+
+def network_bytes(params: Params) -> float:
+    """Bytes of a full run: data, W, W0-copy-free state, gradient, buffers."""
+    p = params
+    return data_bytes(p) + 8.0 * (3 * 2 * p.m * p.d + 6 * 2 * p.m * p.n)
+
+
+def forward(W, V, mu, xi, yhat, c):
+    """Pre-activations s = <w, yhat mu> (2,m,n), z = <w, xi> (2,m,n), output f (n,)."""
+    m, d = W.shape[1], W.shape[2]
+    s = (W @ mu)[..., None] * yhat[None, None, :]
+    z = (W.reshape(2 * m, d) @ xi.T).reshape(2, m, -1)
+    out = V[..., 0:1] * np.maximum(s, 0.0) + V[..., 1:2] * np.maximum(z, 0.0)
+    f = c * np.einsum("j,jri->i", _JS, out)
+    return s, z, f
+
+
+def gradients(W, V, mu, xi, yhat, y, c):
+    """Loss, training error, output f and the gradients (gW, gV).
+
+    dL/dw_{j,r} = (c/n) j sum_i l'_i y_i [v1 1[s>0] yhat_i mu + v2 1[z>0] xi_i]
+    dL/dv_{j,r,p} = (c/n) j sum_i l'_i y_i ReLU(<w_{j,r}, x_i^(p)>)
+    """
+    n = y.shape[0]
+    m, d = W.shape[1], W.shape[2]
+    s, z, f = forward(W, V, mu, xi, yhat, c)
+    yf = y * f
+    loss = float(np.mean(np.logaddexp(0.0, -yf)))
+    lp = -np.exp(-np.logaddexp(0.0, yf))  # -1/(1 + exp(yf))
+    q = (c / n) * lp * y  # (n,)
+    jq = _JS[:, None, None] * q[None, None, :]
+    sig = np.einsum("jri,i->jr", jq * (s > 0), yhat)  # sum_i ... yhat_i 1[s>0]
+    gW = (V[..., 0] * sig)[..., None] * mu[None, None, :]
+    gW += ((jq * (z > 0)) * V[..., 1:2]).reshape(2 * m, n).dot(xi).reshape(2, m, d)
+    gV = np.stack([np.sum(jq * np.maximum(s, 0.0), axis=-1),
+                   np.sum(jq * np.maximum(z, 0.0), axis=-1)], axis=-1)
+    return loss, float(np.mean(yf <= 0.0)), f, gW, gV
+
+
+def coefficients(W, real: Realisation, gram_factor):
+    """(gamma, rho) with W = W0 + j gamma mu/||mu||^2 + sum_i rho_i xi_i/N_i."""
+    D = W - real.W0
+    m = W.shape[1]
+    gamma = _JS[:, None] * (D @ real.mu)
+    N = np.diag(real.stats.gram)
+    proj = D.reshape(2 * m, -1) @ real.xi.T  # = rhohat K
+    rhohat = cho_solve(gram_factor, proj.T).T  # K symmetric
+    return gamma, (rhohat * N).reshape(2, m, -1)
+
+
+def test_error(W, V, real: Realisation, params: Params) -> float:
+    """Clean test error on the real fresh test points (regenerated in chunks)."""
+    yt = real.stats.test_yhat
+    wrong = 0
+    for sl, chunk in real.test_vectors(params):
+        _, _, f = forward(W, V, real.mu, chunk, yt[sl], params.c)
+        wrong += int(np.sum(yt[sl] * f <= 0.0))
+    return wrong / params.n_test
+
+
+def simulate_full(params: Params, record_every: int = 1,
+                  real: Realisation | None = None, keep_weights: bool = False,
+                  train_v: bool = True) -> Trajectory:
+    """Full-batch GD on (W, V); returns a ``Trajectory`` of level "full".
+
+    ``keep_weights`` stores the final W and V in ``traj.extra``.
+    ``train_v=False`` freezes V (the fixed-output model).
+    """
+    p = params
+    check_memory(network_bytes(p), f"the full network at d={p.d}, m={p.m}, n={p.n}")
+    rec = record_steps(p.steps, record_every)
+    t0 = time.perf_counter()
+    if real is None:
+        real = sample_data(p)
+    st = real.stats
+    factor = cho_factor(st.gram)
+    W = real.W0.copy()
+    V = np.full((2, p.m, 2), p.v0)
+    R = len(rec)
+    gamma = np.empty((R, 2, p.m))
+    rho = np.empty((R, 2, p.m, p.n))
+    v = np.empty((R, 2, p.m, 2))
+    loss = np.empty(R)
+    err = np.empty(R)
+    k = 0
+    for t in range(p.steps + 1):
+        L, e, f, gW, gV = gradients(W, V, real.mu, real.xi, st.yhat, st.y, p.c)
+        if not np.all(np.isfinite(f)):
+            raise DivergenceError(t, p, "full")
+        if t == rec[k]:
+            gamma[k], rho[k] = coefficients(W, real, factor)
+            v[k], loss[k], err[k] = V, L, e
+            k += 1
+        if t == p.steps:
+            break
+        W -= p.eta * gW
+        if train_v:
+            V -= p.eta_v_eff * gV
+    traj = Trajectory(params=p, level="full", sampler="data", stats=st,
+                      steps=rec, gamma=gamma, rho=rho, v=v, loss=loss,
+                      train_error=err, test_error=test_error(W, V, real, p),
+                      wall_time=time.perf_counter() - t0)
+    if keep_weights:
+        traj.extra.update(W=W, V=V)
+    return traj
