@@ -135,7 +135,7 @@ def run_kernel(A, B, G, N, yhat, y, mu2, c, eta, eta_v, steps, record_every,
 
 
 @njit(cache=True)
-def test_error_kernel(A, gamma, rho, v, N, c, test_yhat, test_B, test_X):
+def clean_error_kernel(A, gamma, rho, v, N, c, test_yhat, test_B, test_X):
     """Clean test error: fraction of test points with yhat f(x) <= 0.
 
     z_{j,r}(x) = <w0, xi> + sum_k (rho_{j,r,k}/N_k) <xi_k, xi>.
@@ -209,5 +209,5 @@ def batch_kernel(w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
         else:
             out_loss[q] = ol[1]
             out_train[q] = oe[1]
-            out_test[q] = test_error_kernel(A, gamma, rho, v, N[si], c,
+            out_test[q] = clean_error_kernel(A, gamma, rho, v, N[si], c,
                                             test_yhat[si], test_B[si], test_X[si])

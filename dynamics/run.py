@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .data import Stats, sample_stats
-from .kernels import run_kernel, test_error_kernel
+from .kernels import run_kernel, clean_error_kernel
 from .params import LEVELS, SAMPLERS, Params, ParamError, check_choice
 
 # (use_gram, train_v) per reduced level
@@ -111,7 +111,7 @@ def simulate(params: Params, level: str = "exact", sampler: str = "wishart",
                         out["train_error"])
     if status >= 0:
         raise DivergenceError(status, p, level)
-    test = test_error_kernel(A, gamma, rho, v, N, p.c, stats.test_yhat,
+    test = clean_error_kernel(A, gamma, rho, v, N, p.c, stats.test_yhat,
                              stats.test_B, stats.test_X)
     return Trajectory(params=p, level=level, sampler=sampler, stats=stats,
                       steps=rec, test_error=float(test),

@@ -70,7 +70,7 @@ def coefficients(W, real: Realisation, gram_factor):
     return gamma, (rhohat * N).reshape(2, m, -1)
 
 
-def test_error(W, V, real: Realisation, params: Params) -> float:
+def clean_test_error(W, V, real: Realisation, params: Params) -> float:
     """Clean test error on the real fresh test points (regenerated in chunks)."""
     yt = real.stats.test_yhat
     wrong = 0
@@ -120,7 +120,7 @@ def simulate_full(params: Params, record_every: int = 1,
             V -= p.eta_v_eff * gV
     traj = Trajectory(params=p, level="full", sampler="data", stats=st,
                       steps=rec, gamma=gamma, rho=rho, v=v, loss=loss,
-                      train_error=err, test_error=test_error(W, V, real, p),
+                      train_error=err, test_error=clean_test_error(W, V, real, p),
                       wall_time=time.perf_counter() - t0)
     if keep_weights:
         traj.extra.update(W=W, V=V)

@@ -1,0 +1,133 @@
+"""Trajectories as xarray Datasets, and atomic netCDF I/O.
+
+Layout of one trajectory: dims ``step``, ``j`` (+1, -1), ``r``, ``i``, ``p``
+(1 = signal patch, 2 = noise patch); variables gamma, rho, v, loss,
+train_error, test_error, balance.  ``combine`` stacks a reduced and a full
+trajectory of one configuration on a ``model`` dimension ("reduced", "full").
+Attributes: CF-style globals, every parameter as a flat scalar plus
+``params_json``, level, sampler, package version and creation time.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import tempfile
+
+import numpy as np
+import xarray as xr
+
+from dynamics import __version__
+from dynamics.params import Params
+from dynamics.run import Trajectory
+
+ENGINE = "netcdf4"
+
+_META = {
+    "gamma": ("signal coefficient gamma_{j,r}", "1"),
+    "rho": ("noise coefficient rho_{j,r,i}", "1"),
+    "v": ("output weight v_{j,r,p}", "1"),
+    "loss": ("training logistic loss", "1"),
+    "train_error": ("training error (observed labels)", "1"),
+    "test_error": ("clean test error at the last step", "1"),
+    "balance": ("sum_p v_{j,r,p}^2 - ||w_{j,r}||^2", "1"),
+    "yhat": ("clean training label", "1"),
+    "y": ("observed training label", "1"),
+}
+
+
+def global_attrs(params: Params | None, **extra) -> dict:
+    """CF-style global attributes plus the flat parameter attributes."""
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    attrs = {
+        "Conventions": "CF-1.8",
+        "title": extra.pop("title", "dyn output"),
+        "source": f"dyn {__version__}",
+        "history": f"{now} created by dyn {__version__}",
+        "created": now,
+        "dyn_version": __version__,
+    }
+    if params is not None:
+        attrs.update(params.to_attrs())
+    for key, val in extra.items():
+        attrs[key] = _netcdf_attr(val)
+    return attrs
+
+
+def _netcdf_attr(val):
+    """netCDF refuses None/bool/dict attributes (xarray#1681): convert them."""
+    if val is None:
+        return ""
+    if isinstance(val, (bool, np.bool_)):
+        return int(val)
+    if isinstance(val, dict):
+        import json
+        return json.dumps(val, sort_keys=True)
+    return val
+
+
+def _with_meta(ds: xr.Dataset) -> xr.Dataset:
+    for name, (long_name, units) in _META.items():
+        if name in ds:
+            ds[name].attrs.update(long_name=long_name, units=units)
+    return ds
+
+
+def trajectory_dataset(traj: Trajectory) -> xr.Dataset:
+    """One trajectory as a Dataset (see module docstring)."""
+    p = traj.params
+    coords = {"step": traj.steps, "j": np.array([1, -1]), "r": np.arange(p.m),
+              "i": np.arange(p.n), "p": np.array([1, 2])}
+    ds = xr.Dataset(
+        {
+            "gamma": (("step", "j", "r"), traj.gamma),
+            "rho": (("step", "j", "r", "i"), traj.rho),
+            "v": (("step", "j", "r", "p"), traj.v),
+            "loss": (("step",), traj.loss),
+            "train_error": (("step",), traj.train_error),
+            "test_error": ((), traj.test_error),
+            "balance": (("step", "j", "r"), traj.balance()),
+            "yhat": (("i",), traj.stats.yhat),
+            "y": (("i",), traj.stats.y),
+        },
+        coords=coords,
+        attrs=global_attrs(p, title="dyn trajectory", level=traj.level,
+                           sampler=traj.sampler, wall_time=traj.wall_time),
+    )
+    return _with_meta(ds)
+
+
+def combine(reduced: Trajectory, full: Trajectory) -> xr.Dataset:
+    """Reduced and full trajectories of one configuration on dim ``model``."""
+    if reduced.params != full.params or not np.array_equal(reduced.steps, full.steps):
+        raise ValueError("combine needs the same parameters and record schedule")
+    parts = [trajectory_dataset(t).drop_vars(["yhat", "y"]) for t in (reduced, full)]
+    ds = xr.concat(parts, dim="model", combine_attrs="drop")
+    ds = ds.assign_coords(model=["reduced", "full"])
+    ds["yhat"] = ("i", reduced.stats.yhat)
+    ds["y"] = ("i", reduced.stats.y)
+    ds["wall_time"] = ("model", [reduced.wall_time, full.wall_time])
+    ds.attrs = global_attrs(reduced.params, title="dyn reduced vs full",
+                            level=reduced.level, sampler=reduced.sampler)
+    return _with_meta(ds)
+
+
+def write_netcdf(ds: xr.Dataset, path) -> str:
+    """Write atomically: temporary file in the same folder, then rename."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=folder)
+    os.close(fd)
+    try:
+        ds.to_netcdf(tmp, engine=ENGINE)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_netcdf(path) -> xr.Dataset:
+    """Read a dyn netCDF file fully into memory (file closed on return)."""
+    with xr.open_dataset(path, engine=ENGINE) as ds:
+        return ds.load()

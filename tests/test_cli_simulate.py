@@ -1,0 +1,102 @@
+"""`dyn simulate`, parameter validation and netCDF round trip."""
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from compare.dataset import read_netcdf, trajectory_dataset, write_netcdf
+from dynamics import Params, simulate
+from dynamics.cli import main
+
+BAD = [  # (option, value, API field, API value)
+    ("--n", "1", "n", 1),
+    ("--d", "1", "d", 1),
+    ("--m", "0", "m", 0),
+    ("--sigma0", "0", "sigma_0", 0.0),
+    ("--sigmap", "-1", "sigma_p", -1.0),
+    ("--mu", "0", "mu_norm", 0.0),
+    ("--v0", "-0.1", "v0", -0.1),
+    ("--eta", "0", "eta", 0.0),
+    ("--eta-v", "-1", "eta_v", -1.0),
+    ("--steps", "0", "steps", 0),
+    ("--c", "0", "c", 0.0),
+    ("--flip", "0.5", "flip", 0.5),
+    ("--seed", "-3", "seed", -3),
+    ("--n-test", "0", "n_test", 0),
+    ("--eta", "nan", "eta", float("nan")),
+]
+
+
+@pytest.mark.parametrize("flag,value,field,api_value", BAD)
+def test_bad_parameter_one_line_error(flag, value, field, api_value):
+    res = CliRunner().invoke(main, ["simulate", flag, value])
+    assert res.exit_code == 2
+    assert "Traceback" not in res.output
+    err_lines = [ln for ln in res.output.splitlines() if ln.startswith("Error:")]
+    assert len(err_lines) == 1 and flag in err_lines[0], res.output
+    with pytest.raises(ValueError, match=field):
+        Params(**{field: api_value})
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--level", "bogus"], "--level"),
+    (["--sampler", "bogus"], "--sampler"),
+    (["--record-every", "0"], "--record-every"),
+    (["--d", "50"], "--d"),  # wishart needs d - 1 >= 2m + n
+    (["--sampler", "data", "--d", "10"], "--n"),  # data needs n <= d - 1
+])
+def test_bad_options_one_line_error(args, needle):
+    res = CliRunner().invoke(main, ["simulate", *args])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert needle in res.output
+
+
+def test_divergence_reports_step_and_hint():
+    res = CliRunner().invoke(main, ["simulate", "--eta", "1e4", "--v0", "10"])
+    assert res.exit_code == 1
+    assert "step" in res.output and "smaller eta" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_api_rejects_bad_level():
+    with pytest.raises(ValueError, match="level"):
+        simulate(Params(), level="nope")
+
+
+@pytest.mark.parametrize("level", ["exact", "orthogonal", "fixed-output", "full"])
+def test_simulate_writes_dataset(tmp_path, level):
+    out = tmp_path / f"{level}.nc"
+    args = ["simulate", "--level", level, "--steps", "40", "--d", "300",
+            "--record-every", "10", "--out", str(out)]
+    if level == "full":
+        args += ["--sampler", "data"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "test error" in res.output and "wall time" in res.output
+    ds = read_netcdf(out)
+    assert ds.attrs["level"] == level
+    assert list(ds.step.values) == [0, 10, 20, 30, 40]
+    assert set(ds.dims) == {"step", "j", "r", "i", "p"}
+    for name in ("gamma", "rho", "v", "loss", "train_error", "test_error", "balance"):
+        assert name in ds
+    assert Params.from_attrs(ds.attrs) == Params(steps=40, d=300)
+
+
+def test_same_seed_same_data_for_every_level():
+    p = Params(steps=5, d=300, seed=9)
+    from fullsim import simulate_full
+    runs = [simulate(p, lvl, "data") for lvl in ("exact", "orthogonal", "fixed-output")]
+    runs.append(simulate_full(p))
+    for tr in runs[1:]:
+        np.testing.assert_array_equal(tr.stats.B, runs[0].stats.B)
+        np.testing.assert_array_equal(tr.stats.y, runs[0].stats.y)
+
+
+def test_netcdf_round_trip_lossless(tmp_path):
+    p = Params(steps=20, d=300, eta_v=0.02, flip=0.1, seed=4)
+    ds = trajectory_dataset(simulate(p, "exact", record_every=3))
+    path = write_netcdf(ds, tmp_path / "x.nc")
+    back = read_netcdf(path)
+    for name in ds.data_vars:
+        np.testing.assert_array_equal(back[name].values, ds[name].values)
+    assert Params.from_attrs(back.attrs) == p
+    assert not list(tmp_path.glob("*.tmp"))  # atomic write left no temp file

@@ -1,0 +1,114 @@
+"""The exact recursion reproduces the weight-space network (SPEC 4, 7)."""
+import numpy as np
+import pytest
+
+from conftest import reduced_and_full, rel_err
+from dynamics import Params, sample_data, simulate
+from fullsim import gradients, simulate_full
+
+TOL = 1e-10
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("flip", [0.0, 0.1])
+@pytest.mark.parametrize("v0", [1e-3, 1e-1, 1.0])
+def test_exact_matches_full_network(v0, flip, seed):
+    p = Params(v0=v0, flip=flip, seed=seed, steps=200)
+    _, red, full = reduced_and_full(p)
+    for name in ("gamma", "rho", "v", "loss"):
+        err = rel_err(getattr(red, name), getattr(full, name))
+        assert err <= TOL, f"{name}: relative error {err:.2e}"
+    np.testing.assert_array_equal(red.train_error, full.train_error)
+    # same real test vectors: identical predictions up to round-off at ties
+    assert abs(red.test_error - full.test_error) <= 2.0 / p.n_test
+
+
+def test_flip_actually_flips_labels():
+    real = sample_data(Params(flip=0.3, n=200, d=400, m=2, seed=5))
+    frac = np.mean(real.stats.y != real.stats.yhat)
+    assert 0.15 < frac < 0.45
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_fixed_output_matches_frozen_network(seed):
+    p = Params(v0=0.5, seed=seed, steps=100, mu_norm=2.0)
+    _, red, full = reduced_and_full(p, level="fixed-output", train_v=False)
+    assert np.all(red.v == p.v0)
+    for name in ("gamma", "rho", "loss"):
+        assert rel_err(getattr(red, name), getattr(full, name)) <= TOL
+
+
+@pytest.mark.parametrize("v0", [1e-3, 1.0])
+def test_reconstruction_of_W(v0):
+    """W = W0 + j gamma mu/||mu||^2 + sum_i rho_i xi_i/||xi_i||^2 (round-off)."""
+    p = Params(v0=v0, seed=7, steps=150)
+    real, red, full = reduced_and_full(p, keep_weights=True)
+    js = np.array([1.0, -1.0])[:, None, None]
+    W = (real.W0 + js * red.gamma[-1][..., None] * real.mu / p.mu_norm**2
+         + np.einsum("jri,id->jrd", red.rho[-1] / real.stats.N, real.xi))
+    assert rel_err(W, full.extra["W"]) <= 1e-12
+    assert rel_err(W - real.W0, full.extra["W"] - real.W0) <= 1e-10
+    assert rel_err(red.v[-1], full.extra["V"]) <= TOL
+
+
+def test_balancedness_per_step_full_network():
+    """b(t+1) - b(t) = eta^2 (sum_p g_v^2 - ||g_w||^2), b = sum_p v^2 - ||w||^2."""
+    p = Params(v0=0.05, seed=2, steps=30, d=300)
+    real = sample_data(p)
+    W, V = real.W0.copy(), np.full((2, p.m, 2), p.v0)
+    st = real.stats
+    for _ in range(p.steps):
+        _, _, _, gW, gV = gradients(W, V, real.mu, real.xi, st.yhat, st.y, p.c)
+        b0 = np.sum(V**2, -1) - np.sum(W**2, -1)
+        W, V = W - p.eta * gW, V - p.eta * gV
+        b1 = np.sum(V**2, -1) - np.sum(W**2, -1)
+        predicted = p.eta**2 * (np.sum(gV**2, -1) - np.sum(gW**2, -1))
+        assert np.max(np.abs((b1 - b0) - predicted)) <= 1e-14 * np.max(np.abs(b0))
+
+
+@pytest.mark.parametrize("v0", [1e-3, 0.3])
+def test_balancedness_per_step_reduced(v0):
+    """Same identity from the reduced coefficients (d-free sampler)."""
+    p = Params(v0=v0, seed=4, steps=100)
+    tr = simulate(p, "exact", "wishart")
+    st = tr.stats
+    b = tr.balance()
+    dv = np.diff(tr.v, axis=0)
+    dgam = np.diff(tr.gamma, axis=0)
+    drh = np.diff(tr.rho, axis=0) / st.N
+    dw2 = dgam**2 / p.mu_norm**2 + np.einsum("tjrk,kl,tjrl->tjr", drh, st.gram, drh)
+    predicted = np.sum(dv**2, -1) - dw2  # = eta^2 (g_v^2 - g_w^2)
+    scale = np.max(np.abs(b))
+    assert np.max(np.abs(np.diff(b, axis=0) - predicted)) <= 1e-13 * scale
+    # and the identity is not trivially zero: balance really moves
+    assert np.max(np.abs(b[-1] - b[0])) > 1e-8 * scale
+
+
+def test_reparametrisation_of_c():
+    """(c, v0, eta_v) trains exactly like (1, c v0, c^2 eta_v): same f, v' = c v."""
+    p = Params(c=0.05, v0=0.4, eta_v=0.02, seed=1, steps=120)
+    q = p.replace(c=1.0, v0=p.c * p.v0, eta_v=p.c**2 * p.eta_v)
+    a, b = simulate(p, "exact"), simulate(q, "exact")
+    assert rel_err(a.gamma, b.gamma) <= 1e-12
+    assert rel_err(a.rho, b.rho) <= 1e-12
+    assert rel_err(p.c * a.v, b.v) <= 1e-12
+    assert rel_err(a.loss, b.loss) <= 1e-12
+    assert a.test_error == b.test_error
+
+
+def test_longer_run_has_same_beginning():
+    p = Params(seed=3, steps=60)
+    a = simulate(p, "exact")
+    b = simulate(p.replace(steps=61), "exact")
+    np.testing.assert_array_equal(a.rho, b.rho[:-1])
+    np.testing.assert_array_equal(a.v, b.v[:-1])
+    np.testing.assert_array_equal(a.loss, b.loss[:-1])
+
+
+def test_record_every_subsamples_the_same_trajectory():
+    p = Params(seed=3, steps=50)
+    a = simulate(p, "exact", record_every=1)
+    b = simulate(p, "exact", record_every=7)
+    np.testing.assert_array_equal(b.steps, [0, 7, 14, 21, 28, 35, 42, 49, 50])
+    np.testing.assert_array_equal(a.rho[b.steps], b.rho)
+    assert a.test_error == b.test_error
