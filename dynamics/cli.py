@@ -6,7 +6,6 @@ bad input becomes a one-line click error naming the option (no traceback).
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 
 import click
@@ -31,7 +30,9 @@ MODEL_OPTIONS = {
     "n_test": ("--n-test", int, "test points / Gaussian test draws (>= 1)"),
 }
 FLAG_OF = {name: spec[0] for name, spec in MODEL_OPTIONS.items()}
-FLAG_OF.update(record_every="--record-every", level="--level", sampler="--sampler")
+FLAG_OF.update(record_every="--record-every", level="--level", sampler="--sampler",
+               seeds="--seeds", threshold="--threshold", verify_seeds="--verify-seeds",
+               tol="--tol")
 
 
 def model_options(skip=()):
@@ -116,3 +117,117 @@ def simulate(level, sampler, record_every, out, **kwargs):
         if out:
             write_netcdf(trajectory_dataset(traj), out)
             click.echo(f"  wrote {out}")
+
+
+def _int_list(name):
+    """click callback: comma-separated positive integers."""
+    def parse(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            vals = tuple(int(x) for x in str(value).split(",") if x.strip())
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: expected comma-separated integers",
+                                     param_hint=name) from None
+        if not vals or min(vals) < 2:
+            raise click.BadParameter(f"{value!r}: need integers >= 2", param_hint=name)
+        return vals
+    return parse
+
+
+@contextlib.contextmanager
+def progress_bar(length, label, quiet):
+    """click progress bar with ETA on stderr; yields an ``advance(k)`` callable."""
+    if quiet:
+        yield None
+        return
+    with click.progressbar(length=length, label=label, show_eta=True, show_pos=True,
+                           file=click.get_text_stream("stderr")) as bar:
+        yield bar.update
+
+
+@main.command()
+@model_options(skip=("v0",))
+@click.option("--v0", "v0s", type=float, multiple=True, default=(Params().v0,),
+              show_default=True, help="initial output weight(s); repeat for several")
+@click.option("--seeds", type=int, default=8, show_default=True, help="seeds per grid point (>= 1)")
+@click.option("--threshold", type=float, default=0.25, show_default=True,
+              help="test-error threshold tau defining ||mu||*, in (0, 0.5)")
+@click.option("--level", type=click.Choice(LEVELS), default="exact", show_default=True)
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart", show_default=True)
+@click.option("--d-grid", default="500,1000,2000,4000,8000,16000,32000,64000",
+              show_default=True, callback=_int_list("--d-grid"), help="d values for the scaling fit")
+@click.option("--n-grid", default="10,20,40,80,160", show_default=True,
+              callback=_int_list("--n-grid"), help="n values for the scaling fit")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="check against the full network at mu*/2, mu*, 2mu*")
+@click.option("--verify-seeds", type=int, default=3, show_default=True,
+              help="seeds for the full-network check")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="dyn-out",
+              show_default=True, help="output folder (solve.nc and PNG figures)")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, verify, verify_seeds,
+          out_dir, quiet, **kwargs):
+    """Phase boundary ||mu||* for each v0, its d and n scaling, and a check
+    of the reduction against the full network."""
+    from compare.solve import format_summary, solve as run_solve, to_dataset, work_units, write_outputs
+
+    params = build_params(kwargs)
+    t0 = time.perf_counter()
+    with cli_errors():
+        for v0 in v0s:
+            Params(v0=v0)  # validate every --v0
+        if seeds < 1:
+            raise ParamError("seeds", seeds, "must be an integer >= 1")
+        units = work_units(len(v0s), d_grid, n_grid, verify, verify_seeds)
+        with progress_bar(units, "dyn solve", quiet) as advance:
+            results = run_solve(params, v0s, level, sampler, seeds, threshold, d_grid,
+                                n_grid, verify, verify_seeds, progress=advance)
+        ds = to_dataset(results, params, level, sampler, seeds, threshold, d_grid, n_grid)
+        paths = write_outputs(results, ds, out_dir, d_grid, n_grid)
+    click.echo(format_summary(results, threshold))
+    click.echo(f"wrote {len(paths)} files to {out_dir}/ (solve.nc + figures); "
+               f"total {time.perf_counter() - t0:.1f} s")
+
+
+@main.command()
+@model_options()
+@click.option("--level", type=click.Choice(LEVELS), default="exact", show_default=True,
+              help="reduced level to check against the full network")
+@click.option("--record-every", type=int, default=1, show_default=True)
+@click.option("--tol", type=float, default=1e-6, show_default=True,
+              help="relative-error tolerance for 'first step above'")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="netCDF file with both trajectories (dim model) and the metrics")
+@click.option("--plots", "plot_dir", type=click.Path(file_okay=False), default=None,
+              help="folder for the overlay and relative-error PNGs")
+def compare(level, record_every, tol, out, plot_dir, **kwargs):
+    """Run a reduced level and the full network on the same data; print metrics."""
+    from compare.dataset import combine, write_netcdf
+    from compare.metrics import discrepancy, format_metrics
+    from compare.verify import run_pair
+    from .run import record_steps
+
+    params = build_params(kwargs)
+    with cli_errors():
+        record_steps(params.steps, record_every)
+        if not tol > 0:
+            raise ParamError("tol", tol, "must be > 0")
+        reduced, full = run_pair(params, level, record_every)
+        met = discrepancy(reduced, full, tol)
+        click.echo(f"dyn compare: {level} vs full network, sampler data, n={params.n} "
+                   f"d={params.d} m={params.m} ||mu||={params.mu_norm:g} v0={params.v0:g} "
+                   f"T={params.steps} seed={params.seed} (reduced {reduced.wall_time:.3f} s, "
+                   f"full {full.wall_time:.3f} s)")
+        click.echo(format_metrics(met))
+        if out:
+            ds = combine(reduced, full).merge(met.rename(step="metric_step")
+                                              .rename_vars(rel_err="rel_err_per_step"))
+            write_netcdf(ds, out)
+            click.echo(f"wrote {out}")
+        if plot_dir:
+            from compare.plots import plot_overlay, plot_rel_error
+            import os
+            for path in (plot_overlay(reduced, full, os.path.join(plot_dir, f"overlay_{level}.png")),
+                         plot_rel_error(reduced, full, os.path.join(plot_dir, f"relerr_{level}.png"))):
+                click.echo(f"wrote {path}")

@@ -32,7 +32,10 @@ def _logistic_terms(yf):
 
 @njit(cache=True)
 def _forward(A, gamma, rho, v, B, G, yhat, use_gram, c, s, z, f):
-    """Fill s, z (2, m, n) and f (n) for the current state."""
+    """Fill s, z (2, m, n) and f (n) for the current state.
+
+    z is accumulated row by row (z += rho_k G_k.), a contiguous inner loop.
+    """
     m = gamma.shape[1]
     n = yhat.shape[0]
     for i in range(n):
@@ -43,16 +46,23 @@ def _forward(A, gamma, rho, v, B, G, yhat, use_gram, c, s, z, f):
             a = A[j, r] + js * gamma[j, r]
             v1 = v[j, r, 0]
             v2 = v[j, r, 1]
+            zr = z[j, r]
+            for i in range(n):
+                zr[i] = B[j, r, i]
+            if use_gram:
+                for k in range(n):
+                    rk = rho[j, r, k]
+                    if rk != 0.0:
+                        Gk = G[k]
+                        for i in range(n):
+                            zr[i] += rk * Gk[i]
+            else:
+                for i in range(n):
+                    zr[i] += rho[j, r, i]
             for i in range(n):
                 si = yhat[i] * a
-                if use_gram:
-                    zi = B[j, r, i]
-                    for k in range(n):
-                        zi += rho[j, r, k] * G[k, i]
-                else:
-                    zi = B[j, r, i] + rho[j, r, i]
                 s[j, r, i] = si
-                z[j, r, i] = zi
+                zi = zr[i]
                 out = 0.0
                 if si > 0.0:
                     out += v1 * si

@@ -63,6 +63,25 @@ class Trajectory:
     wall_time: float = 0.0
     extra: dict = field(default_factory=dict)
 
+    def preactivations(self):
+        """s, z (R, 2, m, n) and f (R, n) at every recorded step (SPEC 4).
+
+        z uses this level's own G (the identity for "orthogonal"; the full
+        network's coefficients give its true <w, xi_i> up to round-off).
+        """
+        st, p = self.stats, self.params
+        js = np.array([1.0, -1.0])[None, :, None]
+        a = p.mu_norm * st.w0_e1[None] + js * self.gamma
+        s = a[..., None] * st.yhat
+        if self.level == "orthogonal":
+            z = st.B[None] + self.rho
+        else:
+            z = st.B[None] + np.einsum("tjrk,ki->tjri", self.rho, st.G)
+        out = (self.v[..., 0:1] * np.maximum(s, 0.0)
+               + self.v[..., 1:2] * np.maximum(z, 0.0))
+        f = p.c * np.einsum("j,tjri->ti", js[0, :, 0], out)
+        return s, z, f
+
     def w_norm_sq(self) -> np.ndarray:
         """||w_{j,r}(t)||^2 from the coefficients, shape (R, 2, m).
 

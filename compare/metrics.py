@@ -1,0 +1,82 @@
+"""Discrepancy metrics between a reduced and a full trajectory.
+
+Relative error of a variable at step t: ||a_t - b_t||_max / ||b_t||_max
+(0 when both are 0), b the full network.  Reported per variable: max and
+median over steps and the first step above ``tol`` (-1 if never).  Also: final
+loss and test-error differences, agreement of activation patterns
+1[z_{j,r,i} > 0] and 1[s_{j,r,i} > 0], and of the signs of v.
+"""
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from dynamics.run import Trajectory
+
+VARIABLES = ("gamma", "rho", "v", "loss", "balance")
+
+
+def rel_err_per_step(a, b) -> np.ndarray:
+    """max|a_t - b_t| / max|b_t| per leading index t (0 where both vanish)."""
+    a = np.asarray(a).reshape(len(a), -1)
+    b = np.asarray(b).reshape(len(b), -1)
+    num = np.max(np.abs(a - b), axis=1)
+    den = np.max(np.abs(b), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(num > 0, np.inf, 0.0))
+    return out
+
+
+def _series(traj: Trajectory, name: str):
+    return traj.balance() if name == "balance" else getattr(traj, name)
+
+
+def discrepancy(reduced: Trajectory, full: Trajectory, tol: float = 1e-6) -> xr.Dataset:
+    """Metrics Dataset: per-variable errors (dim ``variable``) and scalars."""
+    if not np.array_equal(reduced.steps, full.steps):
+        raise ValueError("trajectories must share the record schedule")
+    steps = reduced.steps
+    per_step = np.stack([rel_err_per_step(_series(reduced, v), _series(full, v))
+                         for v in VARIABLES])
+    exceed = per_step > tol
+    first = np.where(exceed.any(axis=1), steps[np.argmax(exceed, axis=1)], -1)
+    s_r, z_r, _ = reduced.preactivations()
+    s_f, z_f, _ = full.preactivations()
+    act_z = np.mean((z_r > 0) == (z_f > 0), axis=(1, 2, 3))
+    act_s = np.mean((s_r > 0) == (s_f > 0), axis=(1, 2, 3))
+    v_sign = np.mean(np.sign(reduced.v) == np.sign(full.v), axis=(1, 2, 3))
+    ds = xr.Dataset(
+        {
+            "rel_err": (("variable", "step"), per_step),
+            "max_rel_err": (("variable",), per_step.max(axis=1)),
+            "median_rel_err": (("variable",), np.median(per_step, axis=1)),
+            "first_step_above_tol": (("variable",), first),
+            "activation_agreement": (("step",), act_z),
+            "signal_activation_agreement": (("step",), act_s),
+            "v_sign_agreement": (("step",), v_sign),
+            "loss_diff_final": ((), float(reduced.loss[-1] - full.loss[-1])),
+            "test_error_diff": ((), float(reduced.test_error - full.test_error)),
+            "test_error_reduced": ((), float(reduced.test_error)),
+            "test_error_full": ((), float(full.test_error)),
+        },
+        coords={"variable": list(VARIABLES), "step": steps},
+        attrs={"tol": tol, "level": reduced.level},
+    )
+    return ds
+
+
+def format_metrics(ds: xr.Dataset) -> str:
+    """A plain-text table of a ``discrepancy`` Dataset."""
+    lines = [f"{'variable':<9} {'max rel err':>12} {'median':>12} {'first step > ' + format(ds.attrs['tol'], 'g'):>18}"]
+    for var in ds.variable.values:
+        row = ds.sel(variable=var)
+        lines.append(f"{var:<9} {float(row.max_rel_err):12.3e} {float(row.median_rel_err):12.3e} "
+                     f"{int(row.first_step_above_tol):18d}")
+    lines.append(f"final loss diff (reduced - full)  {float(ds.loss_diff_final):+.3e}")
+    lines.append(f"test error reduced / full / diff  {float(ds.test_error_reduced):.4f} / "
+                 f"{float(ds.test_error_full):.4f} / {float(ds.test_error_diff):+.4f}")
+    lines.append(f"activation agreement 1[z>0] (min over steps / final)  "
+                 f"{float(ds.activation_agreement.min()):.4f} / {float(ds.activation_agreement[-1]):.4f}")
+    lines.append(f"sign(v) agreement (min over steps / final)            "
+                 f"{float(ds.v_sign_agreement.min()):.4f} / {float(ds.v_sign_agreement[-1]):.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""Matplotlib figures (Agg backend), saved atomically as PNG."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dynamics.run import Trajectory  # noqa: E402
+
+from .metrics import VARIABLES, rel_err_per_step  # noqa: E402
+
+
+def save_figure(fig, path) -> str:
+    """Save to a temporary file in the target folder, then rename."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _caption(p) -> str:
+    return (f"n={p.n}, d={p.d}, m={p.m}, ||mu||={p.mu_norm:.3g}, v0={p.v0:g}, "
+            f"eta={p.eta:g}, c={p.c:g}, T={p.steps}, flip={p.flip:g}, seed={p.seed}")
+
+
+def plot_overlay(reduced: Trajectory, full: Trajectory, path, neurons=4) -> str:
+    """Reduced (solid) vs full (dashed) gamma, max_i rho, v and loss over steps."""
+    t = reduced.steps
+    p = reduced.params
+    # the neurons with the largest final |v_2|: the ones that matter
+    flat = np.argsort(-np.abs(full.v[-1, :, :, 1]).ravel())[:neurons]
+    picks = [np.unravel_index(k, full.v.shape[1:3]) for k in flat]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    panels = [("gamma", lambda tr, j, r: tr.gamma[:, j, r], r"$\gamma_{j,r}$"),
+              ("rho", lambda tr, j, r: tr.rho[:, j, r].max(axis=-1), r"$\max_i \rho_{j,r,i}$"),
+              ("v", lambda tr, j, r: tr.v[:, j, r, 1], r"$v_{j,r,2}$ (noise patch)")]
+    for ax, (_, get, label) in zip(axes.flat, panels):
+        for c_idx, (j, r) in enumerate(picks):
+            color = f"C{c_idx}"
+            jl = "+1" if j == 0 else "-1"
+            ax.plot(t, get(reduced, j, r), color=color, lw=1.8, label=f"j={jl}, r={r} {reduced.level}")
+            ax.plot(t, get(full, j, r), color=color, lw=1.2, ls="--", label=f"j={jl}, r={r} full")
+        ax.set_xlabel("step t")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7, ncol=2)
+    ax = axes[1, 1]
+    ax.semilogy(t, reduced.loss, lw=1.8, label=f"{reduced.level} (test err {reduced.test_error:.3f})")
+    ax.semilogy(t, full.loss, lw=1.2, ls="--", label=f"full (test err {full.test_error:.3f})")
+    ax.set_xlabel("step t")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.suptitle(f"{reduced.level} reduction (solid) vs weight-space network (dashed)\n{_caption(p)}",
+                 fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_rel_error(reduced: Trajectory, full: Trajectory, path) -> str:
+    """Relative error reduced vs full per step, per variable (log y)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    floor = 1e-17
+    for name in VARIABLES:
+        a = reduced.balance() if name == "balance" else getattr(reduced, name)
+        b = full.balance() if name == "balance" else getattr(full, name)
+        ax.semilogy(reduced.steps, np.maximum(rel_err_per_step(a, b), floor), label=name)
+    ax.axhline(1e-10, color="k", ls=":", lw=1, label="1e-10")
+    ax.set_xlabel("step t")
+    ax.set_ylabel(r"$\|a_t-b_t\|_\max / \|b_t\|_\max$ (floored at 1e-17)")
+    ax.set_title(f"{reduced.level} vs full network: relative error\n{_caption(reduced.params)}",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_scaling(x, mu_star, ci_lo, ci_hi, fit, theory_slopes, xlabel, path, title) -> str:
+    """mu* vs a grid variable on log axes, with fitted and theory slopes.
+
+    fit: (slope, intercept) in log space; theory_slopes: {label: slope}, drawn
+    through the geometric centre of the measurements.
+    """
+    x, y = np.asarray(x, float), np.asarray(mu_star, float)
+    ok = np.isfinite(y)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    yerr = np.vstack([y - np.asarray(ci_lo), np.asarray(ci_hi) - y])
+    ax.errorbar(x[ok], y[ok], yerr=np.abs(yerr[:, ok]), fmt="o", color="k", capsize=3,
+                label=r"measured $\|\mu\|^*$ (95% bootstrap)")
+    xs = np.geomspace(x.min(), x.max(), 50)
+    slope, icpt = fit
+    ax.plot(xs, np.exp(icpt) * xs**slope, color="C0", label=f"fit: slope {slope:.3f}")
+    if ok.any():
+        cx, cy = np.exp(np.mean(np.log(x[ok]))), np.exp(np.mean(np.log(y[ok])))
+        for k, (label, sl) in enumerate(theory_slopes.items()):
+            ax.plot(xs, cy * (xs / cx) ** sl, ls="--", color=f"C{k + 1}", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(r"critical signal $\|\mu\|^*$ (test error = $\tau$)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_error_curve(mu, test, tau, mu_star, path, title) -> str:
+    """Seed-mean test error vs ||mu|| (log x) with the per-seed spread."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    mean = test.mean(axis=0)
+    ax.fill_between(mu, test.min(axis=0), test.max(axis=0), alpha=0.2, label="seed range")
+    ax.plot(mu, mean, "o-", ms=3, label="seed mean")
+    ax.axhline(tau, color="k", ls=":", lw=1, label=f"tau = {tau:g}")
+    if np.isfinite(mu_star):
+        ax.axvline(mu_star, color="C3", ls="--", lw=1, label=rf"$\|\mu\|^*$ = {mu_star:.3g}")
+    ax.set_xscale("log")
+    ax.set_xlabel(r"signal strength $\|\mu\|$")
+    ax.set_ylabel("clean test error")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -1,0 +1,261 @@
+"""`dyn solve`: phase boundary, its scaling in d and n, and a full-network check.
+
+For each v0: (1) mu* at the given parameters (dynamics.boundary); (2) mu*
+over a d grid and an n grid, with least-squares exponents of
+mu* ~ d^a n^b; (3) verification: reduced level vs the weight-space network
+(sampler data, same realisations) at mu*/2, mu*, 2 mu*.  Everything goes into
+one Dataset (dim v0), written atomically with the figures.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+
+from dynamics.boundary import Boundary, find_mu_star, fit_exponents, seed_list
+from dynamics.params import Params, ParamError
+
+from .dataset import global_attrs, write_netcdf
+
+D_GRID = (500, 1000, 2000, 4000, 8000, 16000, 32000, 64000)
+N_GRID = (10, 20, 40, 80, 160)
+# Exponents (a, b) of mu* ~ d^a n^b quoted in SPEC 8
+THEORY_EXPONENTS = {
+    "large v0 / fixed output: a=1/4, b=-1/4": (0.25, -0.25),
+    "quoted small-v0 law: a=b=0": (0.0, 0.0),
+}
+VERIFY_LABELS = ("mu*/2", "mu*", "2mu*")
+
+
+@dataclass
+class V0Result:
+    """Everything `solve` finds for one v0."""
+
+    v0: float
+    main: Boundary
+    d_grid: list = field(default_factory=list)   # Boundary per d
+    n_grid: list = field(default_factory=list)   # Boundary per n
+    fit: dict = field(default_factory=dict)
+    verify: xr.Dataset | None = None
+    example: tuple | None = None                 # (reduced, full) at mu*
+    wall_time: float = 0.0
+
+
+def _grid(params, values, key, level, sampler, n_seeds, tau, main, progress):
+    """Boundaries along one axis, continuing each guess from its neighbour."""
+    values = list(values)
+    out = [None] * len(values)
+    start = getattr(params, key)
+    # walk outwards from the point nearest the main parameters
+    centre = int(np.argmin([abs(np.log(v / start)) for v in values]))
+    order = list(range(centre, len(values))) + list(range(centre - 1, -1, -1))
+    guess = {centre: main.star()}
+    for k in order:
+        p = params.replace(**{key: int(values[k])})
+        if p == main.params:
+            out[k] = main
+        else:
+            g = guess.get(k, main.star())
+            out[k] = find_mu_star(p, level, sampler, n_seeds, (tau,), guess=g)
+        nxt = k + 1 if k >= centre else k - 1
+        if np.isfinite(out[k].star()):
+            guess[nxt] = out[k].star()
+        if progress:
+            progress(1)
+    return out
+
+
+def solve(params: Params, v0s=None, level="exact", sampler="wishart", n_seeds=8,
+          tau=0.25, d_grid=D_GRID, n_grid=N_GRID, verify=True, verify_seeds=3,
+          progress=None) -> list[V0Result]:
+    """Run the whole `dyn solve` job; ``progress(k)`` is called per unit of work."""
+    v0s = [params.v0] if v0s is None else list(v0s)
+    if not 0.0 < tau < 0.5:
+        raise ParamError("threshold", tau, "must be in (0, 0.5)")
+    if int(verify_seeds) < 1:
+        raise ParamError("verify_seeds", verify_seeds, "must be an integer >= 1")
+    results = []
+    for v0 in v0s:
+        t0 = time.perf_counter()
+        p = params.replace(v0=v0)
+        main = find_mu_star(p, level, sampler, n_seeds, (tau, 0.1, 0.4))
+        if progress:
+            progress(1)
+        res = V0Result(v0=p.v0, main=main)
+        if np.isfinite(main.star()):
+            res.d_grid = _grid(p, d_grid, "d", level, sampler, n_seeds, tau, main, progress)
+            res.n_grid = _grid(p, n_grid, "n", level, sampler, n_seeds, tau, main, progress)
+            ds_ = [b.params.d for b in res.d_grid] + [b.params.d for b in res.n_grid]
+            ns_ = [b.params.n for b in res.d_grid] + [b.params.n for b in res.n_grid]
+            ms_ = [b.star() for b in res.d_grid] + [b.star() for b in res.n_grid]
+            res.fit = fit_exponents(ds_, ns_, ms_)
+            if verify:
+                from .verify import verify_points
+                star = main.star()
+                res.verify, res.example = verify_points(
+                    p, level, [star / 2, star, 2 * star], VERIFY_LABELS,
+                    seed_list(p, verify_seeds), progress=progress)
+        elif progress:
+            progress(len(d_grid) + len(n_grid) + (3 * verify_seeds if verify else 0))
+        res.wall_time = time.perf_counter() - t0
+        results.append(res)
+    return results
+
+
+def work_units(n_v0, d_grid=D_GRID, n_grid=N_GRID, verify=True, verify_seeds=3):
+    """Number of progress units `solve` reports."""
+    return n_v0 * (1 + len(d_grid) + len(n_grid) + (3 * verify_seeds if verify else 0))
+
+
+def _boundary_arrays(bounds, tau):
+    star = [b.star(tau) for b in bounds]
+    lo = [b.ci[tau][0] for b in bounds]
+    hi = [b.ci[tau][1] for b in bounds]
+    fitted = [int(b.fitted) for b in bounds]
+    return star, lo, hi, fitted
+
+
+def to_dataset(results: list[V0Result], params: Params, level, sampler, n_seeds,
+               tau, d_grid=D_GRID, n_grid=N_GRID) -> xr.Dataset:
+    """All results of `solve` as one Dataset with a v0 dimension."""
+    taus = list(results[0].main.taus)
+    V = len(results)
+    n_eval = max(r.main.curve_mu.size for r in results)
+    curve_mu = np.full((V, n_eval), np.nan)
+    curve_test = np.full((V, n_seeds, n_eval), np.nan)
+    curve_loss = np.full((V, n_seeds, n_eval), np.nan)
+    nan_grid = lambda k: np.full((V, k), np.nan)  # noqa: E731
+    arrs = {k: nan_grid(len(d_grid)) for k in ("mu_star_d", "mu_star_d_lo", "mu_star_d_hi", "fitted_d")}
+    arrs.update({k: nan_grid(len(n_grid)) for k in ("mu_star_n", "mu_star_n_lo", "mu_star_n_hi", "fitted_n")})
+    fit_keys = ("a", "b", "a_lo", "a_hi", "b_lo", "b_hi", "rms")
+    fits = {k: np.full(V, np.nan) for k in fit_keys}
+    for v, r in enumerate(results):
+        M = r.main.curve_mu.size
+        curve_mu[v, :M] = r.main.curve_mu
+        curve_test[v, :, :M] = r.main.curve_test
+        curve_loss[v, :, :M] = r.main.curve_loss
+        for axis, bounds in (("d", r.d_grid), ("n", r.n_grid)):
+            if bounds:
+                star, lo, hi, fitted = _boundary_arrays(bounds, tau)
+                arrs[f"mu_star_{axis}"][v] = star
+                arrs[f"mu_star_{axis}_lo"][v] = lo
+                arrs[f"mu_star_{axis}_hi"][v] = hi
+                arrs[f"fitted_{axis}"][v] = fitted
+        if r.fit:
+            f = r.fit
+            vals = (f["a"], f["b"], *f["a_ci"], *f["b_ci"], f["rms"])
+            for k, val in zip(fit_keys, vals):
+                fits[k][v] = val
+    data = {
+        "mu_star": (("v0", "tau"), [[r.main.mu_star[t] for t in taus] for r in results]),
+        "mu_star_lo": (("v0", "tau"), [[r.main.ci[t][0] for t in taus] for r in results]),
+        "mu_star_hi": (("v0", "tau"), [[r.main.ci[t][1] for t in taus] for r in results]),
+        "loss_at_mu_star": (("v0",), [r.main.loss_at_star for r in results]),
+        "train_error_at_mu_star": (("v0",), [r.main.train_error_at_star for r in results]),
+        "fitted": (("v0",), [int(r.main.fitted) for r in results]),
+        "curve_mu": (("v0", "eval"), curve_mu),
+        "curve_test_error": (("v0", "seed", "eval"), curve_test),
+        "curve_loss": (("v0", "seed", "eval"), curve_loss),
+        "wall_time": (("v0",), [r.wall_time for r in results]),
+    }
+    for k, val in arrs.items():
+        data[k] = (("v0", "d_grid" if k.endswith(("_d", "_d_lo", "_d_hi")) else "n_grid"), val)
+    for k, val in fits.items():
+        data[f"exponent_{k}" if k != "rms" else "fit_rms_log"] = (("v0",), val)
+    ds = xr.Dataset(data, coords={"v0": [r.v0 for r in results], "tau": taus,
+                                  "seed": seed_list(params, n_seeds),
+                                  "d_grid": list(d_grid), "n_grid": list(n_grid)})
+    ver = [r.verify for r in results]
+    if all(v is not None for v in ver):
+        ds = ds.merge(xr.concat(ver, dim="v0").assign_coords(v0=ds.v0))
+    ds.attrs = global_attrs(params, title="dyn solve: phase boundary ||mu||*",
+                            level=level, sampler=sampler, n_seeds=n_seeds,
+                            threshold=tau, verify_sampler="data")
+    ds["mu_star"].attrs.update(long_name="critical ||mu|| where mean test error = tau")
+    return ds
+
+
+def write_outputs(results, ds, out_dir, d_grid=D_GRID, n_grid=N_GRID) -> list[str]:
+    """solve.nc and PNG figures into ``out_dir``; returns the written paths."""
+    from .plots import plot_error_curve, plot_overlay, plot_rel_error, plot_scaling
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [write_netcdf(ds, os.path.join(out_dir, "solve.nc"))]
+    tau = float(ds.attrs["threshold"])
+    for v, r in enumerate(results):
+        tag = f"v0={r.v0:g}"
+        p = r.main.params
+        paths.append(plot_error_curve(
+            r.main.curve_mu, r.main.curve_test, tau, r.main.star(),
+            os.path.join(out_dir, f"error_curve_{tag}.png"),
+            f"test error vs ||mu|| ({r.main.level}, {r.main.sampler}, {len(r.main.seeds)} seeds)\n"
+            f"n={p.n}, d={p.d}, m={p.m}, v0={p.v0:g}, eta={p.eta:g}, T={p.steps}"))
+        if not r.fit:
+            continue
+        growth = {"growth-rate ratio (hypothesis): slope 1/2 in d, -1/2 in n": (0.5, -0.5)}
+        theories = {**THEORY_EXPONENTS, **growth}
+        for axis, grid, bounds, k in (("d", d_grid, r.d_grid, 0), ("n", n_grid, r.n_grid, 1)):
+            star, lo, hi, _ = _boundary_arrays(bounds, tau)
+            x = np.array(grid, float)
+            ok = np.isfinite(star)
+            slope, icpt = (np.polyfit(np.log(x[ok]), np.log(np.array(star)[ok]), 1)
+                           if ok.sum() >= 2 else (np.nan, np.nan))
+            fixed = f"n={p.n}" if axis == "d" else f"d={p.d}"
+            paths.append(plot_scaling(
+                x, star, lo, hi, (slope, icpt),
+                {f"{lab.split(':')[0]}: slope {ab[k]:g}": ab[k] for lab, ab in theories.items()},
+                f"input dimension d ({fixed})" if axis == "d" else f"training samples n ({fixed})",
+                os.path.join(out_dir, f"mu_star_vs_{axis}_{tag}.png"),
+                f"||mu||* vs {axis} at v0={r.v0:g} (tau={tau:g}, {r.main.level}, "
+                f"{r.main.sampler}, {len(r.main.seeds)} seeds, T={p.steps})"))
+        if r.example is not None:
+            red, full = r.example
+            paths.append(plot_overlay(red, full, os.path.join(out_dir, f"verify_overlay_{tag}.png")))
+            paths.append(plot_rel_error(red, full, os.path.join(out_dir, f"verify_relerr_{tag}.png")))
+    return paths
+
+
+def format_summary(results: list[V0Result], tau: float) -> str:
+    """The at-a-glance table printed by `dyn solve`."""
+    lines = []
+    for r in results:
+        b = r.main
+        p = b.params
+        lines.append(f"v0 = {r.v0:g}   ({b.level}/{b.sampler}, {len(b.seeds)} seeds, n={p.n}, "
+                     f"d={p.d}, m={p.m}, c={p.c:g}, eta={p.eta:g}, T={p.steps}, "
+                     f"flip={p.flip:g}; {r.wall_time:.1f} s)")
+        star, (lo, hi) = b.star(), b.ci[b.taus[0]]
+        lines.append(f"  ||mu||* (test err = {tau:g})   {star:9.4g}   95% CI [{lo:.4g}, {hi:.4g}]")
+        for t in b.taus[1:]:
+            lines.append(f"  crossing at {t:<4g}              {b.mu_star[t]:9.4g}")
+        fit_s = "yes" if b.fitted else "NO (train error > 0)"
+        lines.append(f"  train loss at ||mu||*        {b.loss_at_star:9.3g}   data fitted: {fit_s}")
+        for note in b.notes:
+            lines.append(f"  note: {note}")
+        if r.fit:
+            f = r.fit
+            lines.append(f"  exponents mu* ~ d^a n^b      a = {f['a']:+.3f} [{f['a_ci'][0]:+.3f}, "
+                         f"{f['a_ci'][1]:+.3f}]   b = {f['b']:+.3f} [{f['b_ci'][0]:+.3f}, "
+                         f"{f['b_ci'][1]:+.3f}]   (rms log resid {f['rms']:.3f})")
+            for lab, (a, bb) in THEORY_EXPONENTS.items():
+                lines.append(f"    vs {lab}")
+            grid_d = "  ".join(f"{x.params.d}:{x.star():.3g}" for x in r.d_grid)
+            grid_n = "  ".join(f"{x.params.n}:{x.star():.3g}" for x in r.n_grid)
+            lines.append(f"  mu* over d   {grid_d}")
+            lines.append(f"  mu* over n   {grid_n}")
+        if r.verify is not None:
+            vds = r.verify
+            lines.append(f"  verification vs full network (sampler data, seeds "
+                         f"{', '.join(str(s) for s in vds.verify_seed.values)}):")
+            lines.append(f"    {'point':<6} {'||mu||':>8} {'test err reduced':>17} {'full':>7} "
+                         f"{'max|diff|':>9} {'max rel err':>12} {'act. agree':>10}")
+            for pt in vds.point.values:
+                row = vds.sel(point=pt)
+                tr, tf = row.test_error_reduced.values, row.test_error_full.values
+                lines.append(f"    {pt:<6} {float(row.verify_mu):8.4g} {tr.mean():17.4f} {tf.mean():7.4f} "
+                             f"{np.max(np.abs(tr - tf)):9.4f} {float(row.max_rel_err.max()):12.2e} "
+                             f"{float(row.activation_agreement_min.min()):10.4f}")
+    return "\n".join(lines)

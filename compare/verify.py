@@ -1,0 +1,59 @@
+"""Check a reduced level against the weight-space network on the same data."""
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from dynamics.data import sample_data
+from dynamics.params import Params
+from dynamics.run import LEVEL_FLAGS, simulate
+from fullsim import simulate_full
+
+from .metrics import VARIABLES, discrepancy
+
+
+def run_pair(params: Params, level: str = "exact", record_every: int = 1):
+    """(reduced, full) trajectories on one real data realisation (sampler data)."""
+    real = sample_data(params)
+    reduced = simulate(params, level, "data", record_every, stats=real.stats)
+    full = simulate_full(params, record_every, real=real, train_v=LEVEL_FLAGS[level][1])
+    return reduced, full
+
+
+def verify_points(params: Params, level: str, mus, labels, seeds, tol=1e-6,
+                  progress=None):
+    """Reduced vs full at each ||mu|| in ``mus`` and each seed.
+
+    Returns (Dataset with dims point, seed[, variable], the (reduced, full)
+    pair of the middle point and first seed for figures).
+    """
+    shape = (len(mus), len(seeds))
+    te_r, te_f = np.full(shape, np.nan), np.full(shape, np.nan)
+    act, vsign = np.full(shape, np.nan), np.full(shape, np.nan)
+    max_err = np.full(shape + (len(VARIABLES),), np.nan)
+    example = None
+    for a, mu in enumerate(mus):
+        for b, seed in enumerate(seeds):
+            red, full = run_pair(params.replace(mu_norm=float(mu), seed=int(seed)), level)
+            met = discrepancy(red, full, tol)
+            te_r[a, b], te_f[a, b] = red.test_error, full.test_error
+            act[a, b] = float(met.activation_agreement.min())
+            vsign[a, b] = float(met.v_sign_agreement.min())
+            max_err[a, b] = met.max_rel_err.values
+            if example is None and a == len(mus) // 2:
+                example = (red, full)
+            if progress:
+                progress(1)
+    ds = xr.Dataset(
+        {
+            "verify_mu": (("point",), np.asarray(mus, float)),
+            "test_error_reduced": (("point", "verify_seed"), te_r),
+            "test_error_full": (("point", "verify_seed"), te_f),
+            "activation_agreement_min": (("point", "verify_seed"), act),
+            "v_sign_agreement_min": (("point", "verify_seed"), vsign),
+            "max_rel_err": (("point", "verify_seed", "variable"), max_err),
+        },
+        coords={"point": list(labels), "verify_seed": np.asarray(seeds),
+                "variable": list(VARIABLES)},
+    )
+    return ds, example
