@@ -53,19 +53,21 @@ def plot_overlay(reduced: Trajectory, full: Trajectory, path, neurons=4) -> str:
             color = f"C{c_idx}"
             jl = "+1" if j == 0 else "-1"
             ax.plot(t, get(reduced, j, r), color=color, lw=1.8, label=f"j={jl}, r={r} {reduced.level}")
-            ax.plot(t, get(full, j, r), color=color, lw=1.2, ls="--", label=f"j={jl}, r={r} full")
+            ax.plot(t, get(full, j, r), color=color, lw=0, marker="o", mfc="none", ms=4,
+                    markevery=max(1, len(t) // 15), label=f"j={jl}, r={r} full")
         ax.set_xlabel("step t")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7, ncol=2)
     ax = axes[1, 1]
     ax.semilogy(t, reduced.loss, lw=1.8, label=f"{reduced.level} (test err {reduced.test_error:.3f})")
-    ax.semilogy(t, full.loss, lw=1.2, ls="--", label=f"full (test err {full.test_error:.3f})")
+    ax.semilogy(t, full.loss, lw=0, marker="o", mfc="none", ms=4, markevery=max(1, len(t) // 15),
+                label=f"full (test err {full.test_error:.3f})")
     ax.set_xlabel("step t")
     ax.set_ylabel("training loss")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    fig.suptitle(f"{reduced.level} reduction (solid) vs weight-space network (dashed)\n{_caption(p)}",
+    fig.suptitle(f"{reduced.level} reduction (lines) vs weight-space network (circles)\n{_caption(p)}",
                  fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -240,8 +240,7 @@ def format_summary(results: list[V0Result], tau: float) -> str:
             lines.append(f"  exponents mu* ~ d^a n^b      a = {f['a']:+.3f} [{f['a_ci'][0]:+.3f}, "
                          f"{f['a_ci'][1]:+.3f}]   b = {f['b']:+.3f} [{f['b_ci'][0]:+.3f}, "
                          f"{f['b_ci'][1]:+.3f}]   (rms log resid {f['rms']:.3f})")
-            for lab, (a, bb) in THEORY_EXPONENTS.items():
-                lines.append(f"    vs {lab}")
+            lines.append("    theory (SPEC 8): " + "; ".join(THEORY_EXPONENTS))
             grid_d = "  ".join(f"{x.params.d}:{x.star():.3g}" for x in r.d_grid)
             grid_n = "  ".join(f"{x.params.n}:{x.star():.3g}" for x in r.n_grid)
             lines.append(f"  mu* over d   {grid_d}")

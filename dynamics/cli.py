@@ -6,6 +6,7 @@ bad input becomes a one-line click error naming the option (no traceback).
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 
 import click
@@ -142,7 +143,7 @@ def progress_bar(length, label, quiet):
         yield None
         return
     with click.progressbar(length=length, label=label, show_eta=True, show_pos=True,
-                           file=click.get_text_stream("stderr")) as bar:
+                           file=sys.stderr) as bar:
         yield bar.update
 
 
@@ -179,6 +180,10 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, verify, verify_
             Params(v0=v0)  # validate every --v0
         if seeds < 1:
             raise ParamError("seeds", seeds, "must be an integer >= 1")
+        if verify_seeds < 1:
+            raise ParamError("verify_seeds", verify_seeds, "must be an integer >= 1")
+        if not 0.0 < threshold < 0.5:
+            raise ParamError("threshold", threshold, "must be in (0, 0.5)")
         units = work_units(len(v0s), d_grid, n_grid, verify, verify_seeds)
         with progress_bar(units, "dyn solve", quiet) as advance:
             results = run_solve(params, v0s, level, sampler, seeds, threshold, d_grid,
