@@ -1,0 +1,1 @@
+"""Both models side by side: Datasets, metrics, netCDF I/O, figures, `solve`."""
