@@ -32,9 +32,14 @@ def save_figure(fig, path) -> str:
     return path
 
 
-def _caption(p) -> str:
-    return (f"n={p.n}, d={p.d}, m={p.m}, ||mu||={p.mu_norm:.3g}, v0={p.v0:g}, "
-            f"eta={p.eta:g}, c={p.c:g}, T={p.steps}, flip={p.flip:g}, seed={p.seed}")
+def _caption(p, swept=()) -> str:
+    """Parameters of a figure; swept ones are left out."""
+    items = [("n", f"n={p.n}"), ("d", f"d={p.d}"), ("m", f"m={p.m}"),
+             ("mu", f"||mu||={p.mu_norm:.3g}"), ("v0", f"v0={p.v0:g}"),
+             ("sigma0", f"sigma0={p.sigma_0:g}"), ("eta", f"eta={p.eta:g}"),
+             ("c", f"c={p.c:g}"), ("T", f"T={p.steps}"), ("flip", f"flip={p.flip:g}"),
+             ("seed", f"seed={p.seed}")]
+    return ", ".join(text for key, text in items if key not in swept)
 
 
 def plot_overlay(reduced: Trajectory, full: Trajectory, path, neurons=4) -> str:
@@ -137,5 +142,54 @@ def plot_error_curve(mu, test, tau, mu_star, path, title) -> str:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+# Exponent of mu* in (v0, d, n) for each law of SPEC 8 (constants unknown;
+# curves are anchored on the measured mu* curve, at the end named last).
+PHASE_LAWS = {
+    "large-v0 law (d/n)^(1/4)": ({"v0": 0.0, "d": 0.25, "n": -0.25}, "last"),
+    "quoted small-v0 law 1/v0": ({"v0": -1.0, "d": 0.0, "n": 0.0}, "first"),
+    "growth-rate law (d/n)^(1/2)": ({"v0": 0.0, "d": 0.5, "n": -0.5}, "first"),
+}
+
+
+def plot_phase(ds, path) -> str:
+    """Heatmap of the seed-mean test error with the mu* curve and theory laws."""
+    xn, yn = ds.attrs["x_axis"], ds.attrs["y_axis"]
+    x, y = ds[xn].values.astype(float), ds[yn].values.astype(float)
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    mesh = ax.pcolormesh(x, y, ds.test_error_mean.transpose(yn, xn).values, shading="nearest",
+                         cmap="viridis", vmin=0.0, vmax=0.5)
+    cbar = fig.colorbar(mesh, ax=ax)
+    cbar.set_label(f"clean test error (mean over {ds.sizes['seed']} seeds)")
+    if "mu_star" in ds:
+        other = yn if xn == "mu" else xn
+        t = ds[other].values.astype(float)
+        star = ds.mu_star.values
+        ok = np.isfinite(star)
+        curve = (t, star) if yn == "mu" else (star, t)
+        ax.plot(*(c[ok] for c in curve), "w-o", ms=3, lw=2,
+                label=rf"measured $\|\mu\|^*$ (test error = {ds.attrs['threshold']:g})")
+        if other in ("v0", "d", "n") and ok.sum() >= 2:
+            for k, (label, (expo, anchor)) in enumerate(PHASE_LAWS.items()):
+                i0 = np.nonzero(ok)[0][-1 if anchor == "last" else 0]
+                law = star[i0] * (t / t[i0]) ** expo[other]
+                xy = (t, law) if yn == "mu" else (law, t)
+                ax.plot(*xy, ls="--", lw=1.5, color=f"C{k + 1}", label=f"{label} (anchored)")
+        ax.set_xlim(x.min(), x.max())
+        ax.set_ylim(y.min(), y.max())
+        ax.legend(fontsize=7, loc="best", framealpha=0.8)
+    names = {"v0": "output-layer init $v_0$", "mu": r"signal $\|\mu\|$", "d": "dimension d",
+             "n": "samples n", "m": "filters m", "sigma0": r"$\sigma_0$", "eta": r"$\eta$"}
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(names.get(xn, xn))
+    ax.set_ylabel(names.get(yn, yn))
+    from dynamics.params import Params
+    p = Params.from_attrs(ds.attrs)
+    ax.set_title(f"dyn phase ({ds.attrs['level']}, {ds.attrs['sampler']}): {xn} x {yn}\n"
+                 f"{_caption(p, swept=(xn, yn))}", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .data import sample_stats
-from .kernels import batch_kernel
+from .kernels import batch_kernel, batch_kernel_serial
 from .params import LEVELS, SAMPLERS, Params, ParamError, check_choice
 from .run import LEVEL_FLAGS
 
@@ -36,10 +36,11 @@ def stacked_stats(params: Params, sampler: str, seeds) -> dict:
 
 
 def run_batch(params: Params, level: str, stacked: dict, job_seed, job_mu,
-              job_v0=None) -> dict:
-    """Final test error, loss, train error and status of many runs (prange).
+              job_v0=None, parallel: bool = True) -> dict:
+    """Final test error, loss, train error and status of many runs.
 
-    Job q runs seed index job_seed[q] at ||mu|| = job_mu[q], v0 = job_v0[q].
+    Job q runs seed index job_seed[q] at ||mu|| = job_mu[q], v0 = job_v0[q];
+    ``parallel`` uses numba prange (else one thread; same results bit for bit).
     """
     use_gram, train_v = LEVEL_FLAGS[level]
     job_seed = np.ascontiguousarray(job_seed, dtype=np.int64)
@@ -49,7 +50,8 @@ def run_batch(params: Params, level: str, stacked: dict, job_seed, job_mu,
     out = {k: np.empty(job_mu.shape[0]) for k in ("test_error", "loss", "train_error")}
     status = np.empty(job_mu.shape[0], dtype=np.int64)
     p = params
-    batch_kernel(stacked["w0_e1"], stacked["B"], stacked["G"], stacked["N"],
+    kernel = batch_kernel if parallel else batch_kernel_serial
+    kernel(stacked["w0_e1"], stacked["B"], stacked["G"], stacked["N"],
                  stacked["yhat"], stacked["y"], stacked["test_yhat"],
                  stacked["test_B"], stacked["test_X"], job_seed, job_mu, job_v0,
                  p.c, p.eta, p.eta_v_eff, p.steps, use_gram, train_v,

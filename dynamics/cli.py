@@ -10,6 +10,7 @@ import sys
 import time
 
 import click
+import numpy as np
 
 from .params import LEVELS, SAMPLERS, Params, ParamError
 
@@ -33,7 +34,7 @@ MODEL_OPTIONS = {
 FLAG_OF = {name: spec[0] for name, spec in MODEL_OPTIONS.items()}
 FLAG_OF.update(record_every="--record-every", level="--level", sampler="--sampler",
                seeds="--seeds", threshold="--threshold", verify_seeds="--verify-seeds",
-               tol="--tol")
+               tol="--tol", x="--x", y="--y", dask_workers="--dask-workers")
 
 
 def model_options(skip=()):
@@ -236,3 +237,64 @@ def compare(level, record_every, tol, out, plot_dir, **kwargs):
             for path in (plot_overlay(reduced, full, os.path.join(plot_dir, f"overlay_{level}.png")),
                          plot_rel_error(reduced, full, os.path.join(plot_dir, f"relerr_{level}.png"))):
                 click.echo(f"wrote {path}")
+
+
+@main.command()
+@model_options()
+@click.option("--x", "x_axis", default="v0=1e-3..10:64", show_default=True,
+              help="first axis NAME=LO..HI:K (log-spaced); NAME in v0, mu, d, n, m, sigma0, eta")
+@click.option("--y", "y_axis", default="mu=0.5..50:64", show_default=True,
+              help="second axis, same syntax")
+@click.option("--seeds", type=int, default=8, show_default=True, help="seeds per grid point (>= 1)")
+@click.option("--threshold", type=float, default=0.25, show_default=True,
+              help="test-error threshold for the mu* curve, in (0, 0.5)")
+@click.option("--level", type=click.Choice(LEVELS + ("full",)), default="exact", show_default=True)
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart", show_default=True,
+              help="statistics sampler (level full always uses data)")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="dyn-phase",
+              show_default=True, help="store folder (resumable) with phase.nc and phase.png")
+@click.option("--overwrite", is_flag=True, help="discard an existing store with other settings")
+@click.option("--scheduler", default=None, help="dask.distributed scheduler address")
+@click.option("--dask-workers", type=int, default=None,
+              help="start a local dask cluster with this many worker processes")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def phase(x_axis, y_axis, seeds, threshold, level, sampler, out_dir, overwrite,
+          scheduler, dask_workers, quiet, **kwargs):
+    """Test-error heatmap over two parameter axes (resumable sweep)."""
+    import os
+    from compare.phase import make_spec, parse_axis, run_phase
+    from compare.dataset import write_netcdf
+    from compare.plots import plot_phase
+
+    params = build_params(kwargs)
+    t0 = time.perf_counter()
+    with cli_errors():
+        x = parse_axis(x_axis, "x")
+        y = parse_axis(y_axis, "y")
+        if x[0] == y[0]:
+            raise ParamError("y", y_axis, "must differ from the --x axis")
+        if seeds < 1:
+            raise ParamError("seeds", seeds, "must be an integer >= 1")
+        if not 0.0 < threshold < 0.5:
+            raise ParamError("threshold", threshold, "must be in (0, 0.5)")
+        if dask_workers is not None and dask_workers < 1:
+            raise ParamError("dask_workers", dask_workers, "must be an integer >= 1")
+        if level == "full":
+            sampler = "data"
+        spec = make_spec(params, x, y, seeds, level, sampler, threshold)
+        with progress_bar(len(x[1]), f"dyn phase {x[0]} x {y[0]}", quiet) as advance:
+            ds = run_phase(spec, out_dir, overwrite, scheduler, dask_workers, advance)
+        nc = write_netcdf(ds, os.path.join(out_dir, "phase.nc"))
+        png = plot_phase(ds, os.path.join(out_dir, "phase.png"))
+    runs = ds.test_error.size
+    click.echo(f"dyn phase: {x[0]} ({len(x[1])}) x {y[0]} ({len(y[1])}) x {seeds} seeds = "
+               f"{runs} runs, level={level}, sampler={sampler}; {time.perf_counter() - t0:.1f} s")
+    if "mu_star" in ds:
+        other = ds.mu_star.dims[0]
+        vals = ds[other].values
+        pick = np.unique(np.linspace(0, len(vals) - 1, min(8, len(vals))).astype(int))
+        click.echo(f"  mu* (test error = {threshold:g}) at " + "  ".join(
+            f"{other}={vals[i]:.3g}: {float(ds.mu_star[i]):.3g}" for i in pick))
+    click.echo(f"  not fitted (train error > 0) at {int((ds.fitted == 0).sum())} of "
+               f"{ds.fitted.size} grid points")
+    click.echo(f"  wrote {nc} and {png}")

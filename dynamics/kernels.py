@@ -181,6 +181,39 @@ def clean_error_kernel(A, gamma, rho, v, N, c, test_yhat, test_B, test_X):
     return wrong / nt
 
 
+@njit(cache=True)
+def _run_job(q, w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
+             job_seed, job_mu, job_v0, c, eta, eta_v, steps, use_gram, train_v,
+             out_test, out_loss, out_train, out_status):
+    """Job q of a batch: train from (0, 0, v0) and write its final values."""
+    m = w0_e1.shape[2]
+    n = yhat.shape[1]
+    si = job_seed[q]
+    mu = job_mu[q]
+    A = mu * w0_e1[si]
+    gamma = np.zeros((2, m))
+    rho = np.zeros((2, m, n))
+    v = np.full((2, m, 2), job_v0[q])
+    og = np.empty((2, 2, m))  # records at t = 0 and t = steps
+    orho = np.empty((2, 2, m, n))
+    ov = np.empty((2, 2, m, 2))
+    ol = np.empty(2)
+    oe = np.empty(2)
+    status = run_kernel(A, B[si], G[si], N[si], yhat[si], y[si], mu * mu,
+                        c, eta, eta_v, steps, steps + 1, use_gram, train_v,
+                        gamma, rho, v, og, orho, ov, ol, oe)
+    out_status[q] = status
+    if status >= 0:
+        out_test[q] = np.nan
+        out_loss[q] = np.nan
+        out_train[q] = np.nan
+    else:
+        out_loss[q] = ol[1]
+        out_train[q] = oe[1]
+        out_test[q] = clean_error_kernel(A, gamma, rho, v, N[si], c,
+                                         test_yhat[si], test_B[si], test_X[si])
+
+
 @njit(cache=True, parallel=True)
 def batch_kernel(w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
                  job_seed, job_mu, job_v0, c, eta, eta_v, steps,
@@ -193,31 +226,18 @@ def batch_kernel(w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
     divergence step (-1 if none) of each job.  Jobs are independent, so the
     results do not depend on the number of threads.
     """
-    n_jobs = job_seed.shape[0]
-    m = w0_e1.shape[2]
-    n = yhat.shape[1]
-    for q in prange(n_jobs):
-        si = job_seed[q]
-        mu = job_mu[q]
-        A = mu * w0_e1[si]
-        gamma = np.zeros((2, m))
-        rho = np.zeros((2, m, n))
-        v = np.full((2, m, 2), job_v0[q])
-        og = np.empty((2, 2, m))  # records at t = 0 and t = steps
-        orho = np.empty((2, 2, m, n))
-        ov = np.empty((2, 2, m, 2))
-        ol = np.empty(2)
-        oe = np.empty(2)
-        status = run_kernel(A, B[si], G[si], N[si], yhat[si], y[si], mu * mu,
-                            c, eta, eta_v, steps, steps + 1, use_gram, train_v,
-                            gamma, rho, v, og, orho, ov, ol, oe)
-        out_status[q] = status
-        if status >= 0:
-            out_test[q] = np.nan
-            out_loss[q] = np.nan
-            out_train[q] = np.nan
-        else:
-            out_loss[q] = ol[1]
-            out_train[q] = oe[1]
-            out_test[q] = clean_error_kernel(A, gamma, rho, v, N[si], c,
-                                            test_yhat[si], test_B[si], test_X[si])
+    for q in prange(job_seed.shape[0]):
+        _run_job(q, w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
+                 job_seed, job_mu, job_v0, c, eta, eta_v, steps, use_gram, train_v,
+                 out_test, out_loss, out_train, out_status)
+
+
+@njit(cache=True)
+def batch_kernel_serial(w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
+                        job_seed, job_mu, job_v0, c, eta, eta_v, steps,
+                        use_gram, train_v, out_test, out_loss, out_train, out_status):
+    """``batch_kernel`` on one thread (for dask workers: no nested threading)."""
+    for q in range(job_seed.shape[0]):
+        _run_job(q, w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
+                 job_seed, job_mu, job_v0, c, eta, eta_v, steps, use_gram, train_v,
+                 out_test, out_loss, out_train, out_status)
