@@ -30,6 +30,8 @@ _META = {
     "train_error": ("training error (observed labels)", "1"),
     "test_error": ("clean test error at the last step", "1"),
     "balance": ("sum_p v_{j,r,p}^2 - ||w_{j,r}||^2", "1"),
+    "test_error_noisy": ("test error vs flipped labels = flip + (1-2 flip) clean", "1"),
+    "out_of_span": ("||W-W0 outside span{mu, xi_i}|| / ||W-W0||", "1"),
     "yhat": ("clean training label", "1"),
     "y": ("observed training label", "1"),
 }
@@ -85,7 +87,10 @@ def trajectory_dataset(traj: Trajectory) -> xr.Dataset:
             "loss": (("step",), traj.loss),
             "train_error": (("step",), traj.train_error),
             "test_error": ((), traj.test_error),
+            "test_error_noisy": ((), traj.test_error_noisy),
             "balance": (("step", "j", "r"), traj.balance()),
+            **({"out_of_span": (("step",), traj.extra["out_of_span"])}
+               if "out_of_span" in traj.extra else {}),
             "yhat": (("i",), traj.stats.yhat),
             "y": (("i",), traj.stats.y),
         },

@@ -18,7 +18,7 @@ import numpy as np
 from .data import sample_stats
 from .kernels import batch_kernel, batch_kernel_serial
 from .params import LEVELS, SAMPLERS, Params, ParamError, check_choice
-from .run import LEVEL_FLAGS
+from .run import LEVEL_FLAGS, optimizer_array
 
 _STACK = ("w0_e1", "B", "G", "N", "yhat", "y", "test_yhat", "test_B", "test_X")
 
@@ -52,10 +52,10 @@ def run_batch(params: Params, level: str, stacked: dict, job_seed, job_mu,
     p = params
     kernel = batch_kernel if parallel else batch_kernel_serial
     kernel(stacked["w0_e1"], stacked["B"], stacked["G"], stacked["N"],
-                 stacked["yhat"], stacked["y"], stacked["test_yhat"],
-                 stacked["test_B"], stacked["test_X"], job_seed, job_mu, job_v0,
-                 p.c, p.eta, p.eta_v_eff, p.steps, use_gram, train_v,
-                 out["test_error"], out["loss"], out["train_error"], status)
+           stacked["yhat"], stacked["y"], stacked["test_yhat"],
+           stacked["test_B"], stacked["test_X"], job_seed, job_mu, job_v0,
+           p.c, p.eta, p.eta_v_eff, p.steps, use_gram, train_v, optimizer_array(p),
+           out["test_error"], out["loss"], out["train_error"], status)
     out["status"] = status
     return out
 

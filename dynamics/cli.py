@@ -12,7 +12,7 @@ import time
 import click
 import numpy as np
 
-from .params import LEVELS, SAMPLERS, Params, ParamError
+from .params import LEVELS, NOISE_HELP, OPTIMIZER_HELP, SAMPLERS, Params, ParamError
 
 # Params field -> (CLI flag, type, help)
 MODEL_OPTIONS = {
@@ -30,6 +30,8 @@ MODEL_OPTIONS = {
     "flip": ("--flip", float, "label-flip probability, in [0, 0.5)"),
     "seed": ("--seed", int, "master random seed (>= 0)"),
     "n_test": ("--n-test", int, "test points / Gaussian test draws (>= 1)"),
+    "noise": ("--noise", str, "noise law: " + NOISE_HELP + " (non-gaussian needs sampler data)"),
+    "optimizer": ("--optimizer", str, "update rule: " + OPTIMIZER_HELP),
 }
 FLAG_OF = {name: spec[0] for name, spec in MODEL_OPTIONS.items()}
 FLAG_OF.update(record_every="--record-every", level="--level", sampler="--sampler",
@@ -111,11 +113,17 @@ def simulate(level, sampler, record_every, out, **kwargs):
             traj = run_reduced(params, level, sampler, record_every)
         click.echo(f"dyn simulate: level={traj.level} sampler={traj.sampler} "
                    f"n={params.n} d={params.d} m={params.m} ||mu||={params.mu_norm:g} "
-                   f"v0={params.v0:g} c={params.c:g} T={params.steps} seed={params.seed}")
-        echo_kv([("final loss", f"{traj.loss[-1]:.6g}"),
-                 ("train error", f"{traj.train_error[-1]:.4f}"),
-                 ("test error (clean)", f"{traj.test_error:.4f}"),
-                 ("wall time", f"{traj.wall_time:.3f} s")])
+                   f"v0={params.v0:g} c={params.c:g} T={params.steps} seed={params.seed} "
+                   f"flip={params.flip:g} noise={params.noise} optimizer={params.optimizer}")
+        rows = [("final loss", f"{traj.loss[-1]:.6g}"),
+                ("train error", f"{traj.train_error[-1]:.4f}"),
+                ("test error (clean)", f"{traj.test_error:.4f}")]
+        if params.flip > 0:
+            rows.append(("test error (noisy labels)", f"{traj.test_error_noisy:.4f}"))
+        if "out_of_span" in traj.extra:
+            rows.append(("max out-of-span ||W-W0||", f"{traj.extra['out_of_span'].max():.3e}"))
+        echo_kv(rows + [
+                        ("wall time", f"{traj.wall_time:.3f} s")])
         if out:
             write_netcdf(trajectory_dataset(traj), out)
             click.echo(f"  wrote {out}")

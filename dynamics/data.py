@@ -73,15 +73,69 @@ class Realisation:
     xi: np.ndarray  # (n, d)
     stats: Stats
     test_seed: np.random.SeedSequence  # regenerates the real test vectors
+    spikes: np.ndarray | None = None  # (K, d) shared directions ('spiked' noise)
 
     def test_vectors(self, params: Params):
         """Yield (slice, xi_test chunk) of the real test noise, in order."""
-        return _test_noise_chunks(params, self.test_seed)
+        return _test_noise_chunks(params, self.test_seed, self.spikes)
 
 
 def seed_streams(seed: int):
-    """Independent child seeds for (labels, init, noise, test)."""
+    """Independent child seeds for (labels, init, noise, test); a fifth child
+    (``spike_seed``) draws the shared directions of 'spiked' noise."""
     return np.random.SeedSequence(seed).spawn(4)
+
+
+def spike_directions(params: Params) -> np.ndarray | None:
+    """K orthonormal directions orthogonal to e_1 (rows), for 'spiked:K,BETA'."""
+    kind, args = params.noise_spec
+    if kind != "spiked":
+        return None
+    K = args[0]
+    if K > params.d - 1:
+        raise ParamError("noise", params.noise, f"needs K <= d - 1 = {params.d - 1}")
+    rng = np.random.default_rng(np.random.SeedSequence(params.seed).spawn(5)[4])
+    Z = rng.standard_normal((params.d - 1, K))
+    Q, _ = np.linalg.qr(Z)
+    U = np.zeros((K, params.d))
+    U[:, 1:] = Q.T
+    return U
+
+
+def noise_vectors(params: Params, rng: np.random.Generator, rows: int,
+                  spikes: np.ndarray | None = None) -> np.ndarray:
+    """(rows, d) noise vectors of the law ``params.noise``, projected out of mu.
+
+    gaussian: sigma_p g; ar1:KAPPA: stationary AR(1) along coordinates
+    (covariance sigma_p^2 S, S_ab = KAPPA^|a-b|); spiked:K,BETA: sigma_p (g +
+    sqrt(BETA) U^T c), c ~ N(0, I_K) (covariance sigma_p^2 (I + BETA U^T U));
+    rademacher: sigma_p * (+-1); student-t:NU: sigma_p t_NU sqrt((NU-2)/NU).
+    All entries have variance sigma_p^2 (plus BETA along the spikes); the
+    first coordinate (the mu direction) is then set to 0 (the projection P).
+    """
+    kind, args = params.noise_spec
+    d, sp = params.d, params.sigma_p
+    if kind == "gaussian":
+        x = rng.standard_normal((rows, d))
+    elif kind == "ar1":
+        from scipy.signal import lfilter
+        kappa = args[0]
+        e = rng.standard_normal((rows, d))
+        b = np.sqrt(1.0 - kappa**2)
+        x = lfilter([b], [1.0, -kappa], e, axis=1, zi=(1.0 - b) * e[:, :1])[0]
+    elif kind == "spiked":
+        x = rng.standard_normal((rows, d))
+        x += np.sqrt(args[1]) * rng.standard_normal((rows, spikes.shape[0])) @ spikes
+    elif kind == "rademacher":
+        x = rng.integers(0, 2, size=(rows, d)).astype(np.float64) * 2.0 - 1.0
+    elif kind == "student-t":
+        nu = args[0]
+        x = rng.standard_t(nu, size=(rows, d)) * np.sqrt((nu - 2.0) / nu)
+    else:  # pragma: no cover - Params validated the kind
+        raise ValueError(kind)
+    x *= sp
+    x[:, 0] = 0.0
+    return x
 
 
 def draw_labels(params: Params, ss: np.random.SeedSequence):
@@ -121,15 +175,13 @@ def data_bytes(params: Params) -> float:
     return 8.0 * (2 * params.m + params.n + 1) * params.d + _TEST_CHUNK_BYTES
 
 
-def _test_noise_chunks(params: Params, ss: np.random.SeedSequence):
+def _test_noise_chunks(params: Params, ss: np.random.SeedSequence, spikes=None):
     rng = np.random.default_rng(ss)
     rng.integers(0, 2, size=params.n_test)  # labels come first in this stream
     rows = max(1, _TEST_CHUNK_BYTES // (8 * params.d))
     for start in range(0, params.n_test, rows):
         stop = min(params.n_test, start + rows)
-        chunk = params.sigma_p * rng.standard_normal((stop - start, params.d))
-        chunk[:, 0] = 0.0
-        yield slice(start, stop), chunk
+        yield slice(start, stop), noise_vectors(params, rng, stop - start, spikes)
 
 
 def _test_labels(params: Params, ss: np.random.SeedSequence) -> np.ndarray:
@@ -147,14 +199,14 @@ def sample_data(params: Params) -> Realisation:
     s_lab, s_init, s_noise, s_test = seed_streams(p.seed)
     yhat, y = draw_labels(p, s_lab)
     W0 = p.sigma_0 * np.random.default_rng(s_init).standard_normal((2, p.m, p.d))
-    xi = p.sigma_p * np.random.default_rng(s_noise).standard_normal((p.n, p.d))
-    xi[:, 0] = 0.0
+    spikes = spike_directions(p)
+    xi = noise_vectors(p, np.random.default_rng(s_noise), p.n, spikes)
     mu = np.zeros(p.d)
     mu[0] = p.mu_norm
     W0f = W0.reshape(2 * p.m, p.d)
     test_B = np.empty((2 * p.m, p.n_test))
     test_X = np.empty((p.n, p.n_test))
-    for sl, chunk in _test_noise_chunks(p, s_test):
+    for sl, chunk in _test_noise_chunks(p, s_test, spikes):
         test_B[:, sl] = W0f @ chunk.T
         test_X[:, sl] = xi @ chunk.T
     stats = Stats(
@@ -168,7 +220,7 @@ def sample_data(params: Params) -> Realisation:
         test_B=test_B.reshape(2, p.m, p.n_test),
         test_X=test_X,
     )
-    return Realisation(mu=mu, W0=W0, xi=xi, stats=stats, test_seed=s_test)
+    return Realisation(mu=mu, W0=W0, xi=xi, stats=stats, test_seed=s_test, spikes=spikes)
 
 
 def bartlett_factor(dof: int, K: int, rng: np.random.Generator) -> np.ndarray:
@@ -209,6 +261,9 @@ def sample_wishart(params: Params) -> Stats:
     """Exact d-free sampler of the statistics (Bartlett decomposition)."""
     p = params
     K = 2 * p.m + p.n
+    if p.noise != "gaussian":
+        raise ParamError("sampler", "wishart", f"the d-free sampler holds only for gaussian "
+                         f"noise (noise={p.noise}); use sampler 'data'")
     if p.d - 1 < K:
         raise ParamError("d", p.d, f"sampler 'wishart' needs d - 1 >= 2m + n = {K}")
     s_lab, s_init, s_noise, s_test = seed_streams(p.seed)

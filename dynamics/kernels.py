@@ -13,6 +13,13 @@ patch (signal, noise).  At step t, with all right-hand sides at t:
   rho_i    += -(eta c/n) N_i j y_i l'_i v_{j,r,2} 1[z > 0]
   v_{j,r,1}+= -(eta_v c/n) j sum_i l'_i y_i ReLU(s)      (not if v frozen)
   v_{j,r,2}+= -(eta_v c/n) j sum_i l'_i y_i ReLU(z)
+
+Optimizers act on these GD increments delta (``opt`` = [code, a, b, eps]):
+code 0, momentum a = beta (a = 0: plain GD): u = beta u + delta, theta += u;
+exact, since heavy ball in weight space is linear in the gradients.
+code 1, Adam (a, b, eps) and code 2, sign GD use the coefficient gradient
+g = -delta / lr (lr = eta or eta_v) per coefficient: an analogy only, since
+those rules act per weight coordinate and W leaves span{mu, xi_i}.
 """
 from __future__ import annotations
 
@@ -72,8 +79,9 @@ def _forward(A, gamma, rho, v, B, G, yhat, use_gram, c, s, z, f):
 
 
 @njit(cache=True)
-def _step(gamma, rho, v, s, z, lp, yhat, y, N, mu2, c, eta, eta_v, train_v):
-    """One simultaneous GD update of (gamma, rho, v) from s, z, l' at t."""
+def _increments(gamma, v, s, z, lp, yhat, y, N, mu2, c, eta, eta_v, train_v,
+                dgamma, drho, dv):
+    """GD increments of (gamma, rho, v) at t from s, z, l' (SPEC 4)."""
     m = gamma.shape[1]
     n = yhat.shape[0]
     cw = eta * c / n
@@ -94,17 +102,49 @@ def _step(gamma, rho, v, s, z, lp, yhat, y, N, mu2, c, eta, eta_v, train_v):
                     sg += q * yhat[i]
                     sv1 += q * si
                 if zi > 0.0:
-                    rho[j, r, i] -= cw * N[i] * js * q * v2
+                    drho[j, r, i] = -(cw * N[i] * js * q * v2)
                     sv2 += q * zi
-            gamma[j, r] -= cw * mu2 * v1 * sg
+                else:
+                    drho[j, r, i] = 0.0
+            dgamma[j, r] = -(cw * mu2 * v1 * sg)
             if train_v:
-                v[j, r, 0] -= cv * js * sv1
-                v[j, r, 1] -= cv * js * sv2
+                dv[j, r, 0] = -(cv * js * sv1)
+                dv[j, r, 1] = -(cv * js * sv2)
+            else:
+                dv[j, r, 0] = 0.0
+                dv[j, r, 1] = 0.0
+
+
+@njit(cache=True)
+def _apply(theta, delta, mom, sq, lr, opt, t):
+    """theta += optimizer(delta) elementwise (flat views; t = 1, 2, ...)."""
+    code = opt[0]
+    if code == 0.0:
+        beta = opt[1]
+        for k in range(theta.size):
+            mom[k] = beta * mom[k] + delta[k]
+            theta[k] += mom[k]
+    elif code == 1.0:
+        b1, b2, eps = opt[1], opt[2], opt[3]
+        c1 = 1.0 - b1 ** t
+        c2 = 1.0 - b2 ** t
+        for k in range(theta.size):
+            g = -delta[k] / lr
+            mom[k] = b1 * mom[k] + (1.0 - b1) * g
+            sq[k] = b2 * sq[k] + (1.0 - b2) * g * g
+            theta[k] -= lr * (mom[k] / c1) / (np.sqrt(sq[k] / c2) + eps)
+    else:
+        for k in range(theta.size):
+            g = -delta[k] / lr
+            if g > 0.0:
+                theta[k] -= lr
+            elif g < 0.0:
+                theta[k] += lr
 
 
 @njit(cache=True)
 def run_kernel(A, B, G, N, yhat, y, mu2, c, eta, eta_v, steps, record_every,
-               use_gram, train_v, gamma, rho, v,
+               use_gram, train_v, opt, gamma, rho, v,
                out_gamma, out_rho, out_v, out_loss, out_err):
     """Iterate the recursion ``steps`` times from the state (gamma, rho, v).
 
@@ -118,6 +158,12 @@ def run_kernel(A, B, G, N, yhat, y, mu2, c, eta, eta_v, steps, record_every,
     z = np.empty((2, m, n))
     f = np.empty(n)
     lp = np.empty(n)
+    dgamma = np.empty((2, m))
+    drho = np.empty((2, m, n))
+    dv = np.empty((2, m, 2))
+    # optimizer state: first and second moments per coefficient
+    mg, mr, mv = np.zeros((2, m)), np.zeros((2, m, n)), np.zeros((2, m, 2))
+    sg, sr, sv = np.zeros((2, m)), np.zeros((2, m, n)), np.zeros((2, m, 2))
     rec = 0
     for t in range(steps + 1):
         _forward(A, gamma, rho, v, B, G, yhat, use_gram, c, s, z, f)
@@ -140,7 +186,12 @@ def run_kernel(A, B, G, N, yhat, y, mu2, c, eta, eta_v, steps, record_every,
             rec += 1
         if t == steps:
             break
-        _step(gamma, rho, v, s, z, lp, yhat, y, N, mu2, c, eta, eta_v, train_v)
+        _increments(gamma, v, s, z, lp, yhat, y, N, mu2, c, eta, eta_v, train_v,
+                    dgamma, drho, dv)
+        _apply(gamma.ravel(), dgamma.ravel(), mg.ravel(), sg.ravel(), eta, opt, t + 1)
+        _apply(rho.ravel(), drho.ravel(), mr.ravel(), sr.ravel(), eta, opt, t + 1)
+        if train_v:
+            _apply(v.ravel(), dv.ravel(), mv.ravel(), sv.ravel(), eta_v, opt, t + 1)
     return -1
 
 
@@ -184,7 +235,7 @@ def clean_error_kernel(A, gamma, rho, v, N, c, test_yhat, test_B, test_X):
 @njit(cache=True)
 def _run_job(q, w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
              job_seed, job_mu, job_v0, c, eta, eta_v, steps, use_gram, train_v,
-             out_test, out_loss, out_train, out_status):
+             opt, out_test, out_loss, out_train, out_status):
     """Job q of a batch: train from (0, 0, v0) and write its final values."""
     m = w0_e1.shape[2]
     n = yhat.shape[1]
@@ -200,7 +251,7 @@ def _run_job(q, w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
     ol = np.empty(2)
     oe = np.empty(2)
     status = run_kernel(A, B[si], G[si], N[si], yhat[si], y[si], mu * mu,
-                        c, eta, eta_v, steps, steps + 1, use_gram, train_v,
+                        c, eta, eta_v, steps, steps + 1, use_gram, train_v, opt,
                         gamma, rho, v, og, orho, ov, ol, oe)
     out_status[q] = status
     if status >= 0:
@@ -217,7 +268,7 @@ def _run_job(q, w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
 @njit(cache=True, parallel=True)
 def batch_kernel(w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
                  job_seed, job_mu, job_v0, c, eta, eta_v, steps,
-                 use_gram, train_v, out_test, out_loss, out_train, out_status):
+                 use_gram, train_v, opt, out_test, out_loss, out_train, out_status):
     """Run many configurations in parallel (numba prange), final values only.
 
     Realisation arrays are stacked over seeds (leading axis S); job q uses
@@ -229,15 +280,15 @@ def batch_kernel(w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
     for q in prange(job_seed.shape[0]):
         _run_job(q, w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
                  job_seed, job_mu, job_v0, c, eta, eta_v, steps, use_gram, train_v,
-                 out_test, out_loss, out_train, out_status)
+                 opt, out_test, out_loss, out_train, out_status)
 
 
 @njit(cache=True)
 def batch_kernel_serial(w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
                         job_seed, job_mu, job_v0, c, eta, eta_v, steps,
-                        use_gram, train_v, out_test, out_loss, out_train, out_status):
+                        use_gram, train_v, opt, out_test, out_loss, out_train, out_status):
     """``batch_kernel`` on one thread (for dask workers: no nested threading)."""
     for q in range(job_seed.shape[0]):
         _run_job(q, w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
                  job_seed, job_mu, job_v0, c, eta, eta_v, steps, use_gram, train_v,
-                 out_test, out_loss, out_train, out_status)
+                 opt, out_test, out_loss, out_train, out_status)

@@ -66,7 +66,9 @@ class Params:
     sigma_0: std of the initial filters; sigma_p: noise std; mu_norm: ||mu||;
     v0: initial output weight (all entries); eta: step of W; eta_v: step of V
     (None means eta); steps: GD steps T; c: output scale (F_j = c sum ...);
-    flip: label-flip probability; seed: master seed; n_test: test points.
+    flip: label-flip probability; seed: master seed; n_test: test points;
+    noise: noise law (``parse_noise``); optimizer: update rule
+    (``parse_optimizer``).
     """
 
     n: int = 20
@@ -83,6 +85,8 @@ class Params:
     flip: float = 0.0
     seed: int = 0
     n_test: int = 1000
+    noise: str = "gaussian"
+    optimizer: str = "gd"
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen)
@@ -101,6 +105,18 @@ class Params:
         set_("flip", _check_float("flip", self.flip, 0.0, 0.5, lo_open=False))
         set_("seed", _check_int("seed", self.seed, 0, 2**63 - 1))
         set_("n_test", _check_int("n_test", self.n_test, 1, 10**8))
+        set_("noise", format_spec(parse_noise(self.noise)))
+        set_("optimizer", format_spec(parse_optimizer(self.optimizer)))
+
+    @property
+    def noise_spec(self) -> tuple:
+        """(kind, args) of the noise law."""
+        return parse_noise(self.noise)
+
+    @property
+    def optimizer_spec(self) -> tuple:
+        """(kind, args) of the optimizer."""
+        return parse_optimizer(self.optimizer)
 
     @property
     def eta_v_eff(self) -> float:
@@ -133,6 +149,78 @@ class Params:
         if "params_json" not in attrs:
             raise ValueError("attributes hold no 'params_json': not a dyn output")
         return cls(**json.loads(attrs["params_json"]))
+
+
+NOISE_HELP = ("gaussian | ar1:KAPPA (|KAPPA| < 1) | spiked:K,BETA (K >= 1, BETA > 0) | "
+              "rademacher | student-t:NU (NU > 2)")
+OPTIMIZER_HELP = "gd | momentum:BETA (0 <= BETA < 1) | adam[:B1,B2,EPS] | sign"
+
+
+def _spec_args(name, text, kind, raw, count):
+    parts = [x for x in raw.split(",")] if raw else []
+    if len(parts) not in count:
+        raise ParamError(name, text, f"'{kind}' takes {' or '.join(map(str, count))} "
+                         f"comma-separated numbers")
+    try:
+        return tuple(float(x) for x in parts)
+    except ValueError:
+        raise ParamError(name, text, f"arguments of '{kind}' must be numbers") from None
+
+
+def parse_noise(text) -> tuple:
+    """'gaussian', 'ar1:KAPPA', 'spiked:K,BETA', 'rademacher', 'student-t:NU'."""
+    if not isinstance(text, str):
+        raise ParamError("noise", text, f"must be one of {NOISE_HELP}")
+    kind, _, raw = text.strip().partition(":")
+    if kind in ("gaussian", "rademacher"):
+        _spec_args("noise", text, kind, raw, (0,))
+        return (kind, ())
+    if kind == "ar1":
+        (kappa,) = _spec_args("noise", text, kind, raw, (1,))
+        if not -1.0 < kappa < 1.0:
+            raise ParamError("noise", text, "ar1 needs -1 < KAPPA < 1")
+        return (kind, (kappa,))
+    if kind == "spiked":
+        k, beta = _spec_args("noise", text, kind, raw, (2,))
+        if not (k >= 1 and float(k).is_integer() and beta > 0 and math.isfinite(beta)):
+            raise ParamError("noise", text, "spiked needs an integer K >= 1 and BETA > 0")
+        return (kind, (int(k), beta))
+    if kind == "student-t":
+        (nu,) = _spec_args("noise", text, kind, raw, (1,))
+        if not (nu > 2 and math.isfinite(nu)):
+            raise ParamError("noise", text, "student-t needs NU > 2 (finite variance)")
+        return (kind, (nu,))
+    raise ParamError("noise", text, f"must be one of {NOISE_HELP}")
+
+
+def parse_optimizer(text) -> tuple:
+    """'gd', 'momentum:BETA', 'adam[:B1,B2,EPS]', 'sign'."""
+    if not isinstance(text, str):
+        raise ParamError("optimizer", text, f"must be one of {OPTIMIZER_HELP}")
+    kind, _, raw = text.strip().partition(":")
+    if kind in ("gd", "sign"):
+        _spec_args("optimizer", text, kind, raw, (0,))
+        return (kind, ())
+    if kind == "momentum":
+        (beta,) = _spec_args("optimizer", text, kind, raw, (1,))
+        if not 0.0 <= beta < 1.0:
+            raise ParamError("optimizer", text, "momentum needs 0 <= BETA < 1")
+        return (kind, (beta,))
+    if kind == "adam":
+        args = _spec_args("optimizer", text, kind, raw, (0, 3)) or (0.9, 0.999, 1e-8)
+        b1, b2, eps = args
+        if not (0 <= b1 < 1 and 0 <= b2 < 1 and eps > 0):
+            raise ParamError("optimizer", text, "adam needs 0 <= B1, B2 < 1 and EPS > 0")
+        return (kind, args)
+    raise ParamError("optimizer", text, f"must be one of {OPTIMIZER_HELP}")
+
+
+def format_spec(spec) -> str:
+    """Canonical string of a parsed (kind, args) spec."""
+    kind, args = spec
+    if not args:
+        return kind
+    return kind + ":" + ",".join(str(a) if isinstance(a, int) else repr(float(a)) for a in args)
 
 
 def check_choice(name: str, value: str, allowed) -> str:

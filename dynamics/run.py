@@ -20,6 +20,18 @@ LEVEL_FLAGS = {"exact": (True, True), "orthogonal": (False, True),
                "fixed-output": (True, False)}
 
 
+_OPT_CODES = {"gd": 0.0, "momentum": 0.0, "adam": 1.0, "sign": 2.0}
+
+
+def optimizer_array(params: Params) -> np.ndarray:
+    """Kernel encoding [code, a, b, eps] of ``params.optimizer``."""
+    kind, args = params.optimizer_spec
+    out = np.zeros(4)
+    out[0] = _OPT_CODES[kind]
+    out[1:1 + len(args)] = args
+    return out
+
+
 class DivergenceError(FloatingPointError):
     """Non-finite values during training."""
 
@@ -62,6 +74,12 @@ class Trajectory:
     test_error: float
     wall_time: float = 0.0
     extra: dict = field(default_factory=dict)
+
+    @property
+    def test_error_noisy(self) -> float:
+        """Test error against flipped labels: flip + (1 - 2 flip) clean error."""
+        flip = self.params.flip
+        return flip + (1.0 - 2.0 * flip) * self.test_error
 
     def preactivations(self):
         """s, z (R, 2, m, n) and f (R, n) at every recorded step (SPEC 4).
@@ -125,7 +143,8 @@ def simulate(params: Params, level: str = "exact", sampler: str = "wishart",
                v=np.empty((R, 2, p.m, 2)), loss=np.empty(R), train_error=np.empty(R))
     status = run_kernel(A, stats.B, stats.G, N, stats.yhat, stats.y,
                         p.mu_norm**2, p.c, p.eta, p.eta_v_eff, p.steps,
-                        int(record_every), use_gram, train_v, gamma, rho, v,
+                        int(record_every), use_gram, train_v, optimizer_array(p),
+                        gamma, rho, v,
                         out["gamma"], out["rho"], out["v"], out["loss"],
                         out["train_error"])
     if status >= 0:

@@ -80,6 +80,48 @@ def clean_test_error(W, V, real: Realisation, params: Params) -> float:
     return wrong / params.n_test
 
 
+def make_optimizer(params: Params):
+    """Weight-space update ``step(name, x, g, lr, t)`` (in place, t = 1, 2, ...).
+
+    gd: x -= lr g; momentum (heavy ball): u = beta u - lr g, x += u;
+    adam: bias-corrected moments, x -= lr mhat / (sqrt(shat) + eps);
+    sign: x -= lr sign(g).  Same formulas as the reduced kernel's ``_apply``.
+    """
+    kind, args = params.optimizer_spec
+    state = {}
+
+    def step(name, x, g, lr, t):
+        if kind == "gd":
+            x -= lr * g
+        elif kind == "momentum":
+            u = state.setdefault(name, np.zeros_like(x))
+            u *= args[0]
+            u -= lr * g
+            x += u
+        elif kind == "adam":
+            b1, b2, eps = args
+            m1 = state.setdefault(name + ".m", np.zeros_like(x))
+            m2 = state.setdefault(name + ".s", np.zeros_like(x))
+            m1 *= b1
+            m1 += (1.0 - b1) * g
+            m2 *= b2
+            m2 += (1.0 - b2) * g * g
+            x -= lr * (m1 / (1.0 - b1**t)) / (np.sqrt(m2 / (1.0 - b2**t)) + eps)
+        else:  # sign
+            x -= lr * np.sign(g)
+    return step
+
+
+def out_of_span(W, real: Realisation, gamma, rho) -> float:
+    """||(W - W0) - proj_span{mu, xi}(W - W0)||_F / ||W - W0||_F (0 if W = W0)."""
+    D = W - real.W0
+    js = _JS[:, None, None]
+    inside = (js * gamma[..., None] * real.mu / np.dot(real.mu, real.mu)
+              + np.einsum("jri,id->jrd", rho / np.diag(real.stats.gram), real.xi))
+    norm = np.linalg.norm(D)
+    return float(np.linalg.norm(D - inside) / norm) if norm > 0 else 0.0
+
+
 def simulate_full(params: Params, record_every: int = 1,
                   real: Realisation | None = None, keep_weights: bool = False,
                   train_v: bool = True) -> Trajectory:
@@ -104,6 +146,8 @@ def simulate_full(params: Params, record_every: int = 1,
     v = np.empty((R, 2, p.m, 2))
     loss = np.empty(R)
     err = np.empty(R)
+    span_err = np.empty(R)
+    update = make_optimizer(p)
     k = 0
     for t in range(p.steps + 1):
         L, e, f, gW, gV = gradients(W, V, real.mu, real.xi, st.yhat, st.y, p.c)
@@ -111,17 +155,19 @@ def simulate_full(params: Params, record_every: int = 1,
             raise DivergenceError(t, p, "full")
         if t == rec[k]:
             gamma[k], rho[k] = coefficients(W, real, factor)
+            span_err[k] = out_of_span(W, real, gamma[k], rho[k])
             v[k], loss[k], err[k] = V, L, e
             k += 1
         if t == p.steps:
             break
-        W -= p.eta * gW
+        update("W", W, gW, p.eta, t + 1)
         if train_v:
-            V -= p.eta_v_eff * gV
+            update("V", V, gV, p.eta_v_eff, t + 1)
     traj = Trajectory(params=p, level="full", sampler="data", stats=st,
                       steps=rec, gamma=gamma, rho=rho, v=v, loss=loss,
                       train_error=err, test_error=clean_test_error(W, V, real, p),
                       wall_time=time.perf_counter() - t0)
+    traj.extra["out_of_span"] = span_err
     if keep_weights:
         traj.extra.update(W=W, V=V)
     return traj
