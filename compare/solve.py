@@ -47,6 +47,8 @@ class V0Result:
 def _grid(params, values, key, level, sampler, n_seeds, tau, main, progress):
     """Boundaries along one axis, continuing each guess from its neighbour."""
     values = list(values)
+    if not values:
+        return []
     out = [None] * len(values)
     start = getattr(params, key)
     # walk outwards from the point nearest the main parameters
@@ -88,15 +90,16 @@ def solve(params: Params, v0s=None, level="exact", sampler="wishart", n_seeds=8,
         if np.isfinite(main.star()):
             res.d_grid = _grid(p, d_grid, "d", level, sampler, n_seeds, tau, main, progress)
             res.n_grid = _grid(p, n_grid, "n", level, sampler, n_seeds, tau, main, progress)
-            ds_ = [b.params.d for b in res.d_grid] + [b.params.d for b in res.n_grid]
-            ns_ = [b.params.n for b in res.d_grid] + [b.params.n for b in res.n_grid]
-            ms_ = [b.star() for b in res.d_grid] + [b.star() for b in res.n_grid]
-            res.fit = fit_exponents(ds_, ns_, ms_)
+            grid = res.d_grid + res.n_grid
+            if grid:
+                res.fit = fit_exponents([b.params.d for b in grid], [b.params.n for b in grid],
+                                        [b.star() for b in grid])
             if verify:
                 from .verify import verify_points
                 star = main.star()
                 res.verify, res.example = verify_points(
-                    p, level, [star / 2, star, 2 * star], VERIFY_LABELS,
+                    p, "exact" if level == "full" else level, [star / 2, star, 2 * star],
+                    VERIFY_LABELS,
                     seed_list(p, verify_seeds), progress=progress)
         elif progress:
             progress(len(d_grid) + len(n_grid) + (3 * verify_seeds if verify else 0))
@@ -194,10 +197,12 @@ def write_outputs(results, ds, out_dir, d_grid=D_GRID, n_grid=N_GRID) -> list[st
             f"test error vs ||mu|| ({r.main.level}, {r.main.sampler}, {len(r.main.seeds)} seeds)\n"
             f"n={p.n}, d={p.d}, m={p.m}, v0={p.v0:g}, eta={p.eta:g}, T={p.steps}"))
         if not r.fit:
-            continue
+            continue  # no scaling grid
         growth = {"growth-rate ratio (hypothesis): slope 1/2 in d, -1/2 in n": (0.5, -0.5)}
         theories = {**THEORY_EXPONENTS, **growth}
         for axis, grid, bounds, k in (("d", d_grid, r.d_grid, 0), ("n", n_grid, r.n_grid, 1)):
+            if len(bounds) < 2:
+                continue
             star, lo, hi, _ = _boundary_arrays(bounds, tau)
             x = np.array(grid, float)
             ok = np.isfinite(star)
@@ -226,7 +231,8 @@ def format_summary(results: list[V0Result], tau: float) -> str:
         p = b.params
         lines.append(f"v0 = {r.v0:g}   ({b.level}/{b.sampler}, {len(b.seeds)} seeds, n={p.n}, "
                      f"d={p.d}, m={p.m}, c={p.c:g}, eta={p.eta:g}, T={p.steps}, "
-                     f"flip={p.flip:g}; {r.wall_time:.1f} s)")
+                     f"flip={p.flip:g}, noise={p.noise}, optimizer={p.optimizer}; "
+                     f"{r.wall_time:.1f} s)")
         star, (lo, hi) = b.star(), b.ci[b.taus[0]]
         lines.append(f"  ||mu||* (test err = {tau:g})   {star:9.4g}   95% CI [{lo:.4g}, {hi:.4g}]")
         for t in b.taus[1:]:
@@ -235,7 +241,7 @@ def format_summary(results: list[V0Result], tau: float) -> str:
         lines.append(f"  train loss at ||mu||*        {b.loss_at_star:9.3g}   data fitted: {fit_s}")
         for note in b.notes:
             lines.append(f"  note: {note}")
-        if r.fit:
+        if r.fit and np.isfinite(r.fit["rms"]):
             f = r.fit
             lines.append(f"  exponents mu* ~ d^a n^b      a = {f['a']:+.3f} [{f['a_ci'][0]:+.3f}, "
                          f"{f['a_ci'][1]:+.3f}]   b = {f['b']:+.3f} [{f['b_ci'][0]:+.3f}, "

@@ -60,12 +60,33 @@ def run_batch(params: Params, level: str, stacked: dict, job_seed, job_mu,
     return out
 
 
+def run_full_batch(params: Params, seeds, job_seed, job_mu, job_v0=None) -> dict:
+    """``run_batch`` for level "full": the weight-space network, job by job.
+
+    Job q trains on the real data of seed seeds[job_seed[q]] (sampler data).
+    Imported lazily: fullsim builds on dynamics.
+    """
+    from fullsim import simulate_full
+
+    job_v0 = np.full(len(job_mu), params.v0) if job_v0 is None else job_v0
+    out = {k: np.empty(len(job_mu)) for k in ("test_error", "loss", "train_error")}
+    out["status"] = np.full(len(job_mu), -1, dtype=np.int64)
+    for q, (si, mu, v0) in enumerate(zip(job_seed, job_mu, job_v0)):
+        p = params.replace(seed=int(seeds[si]), mu_norm=float(mu), v0=float(v0))
+        tr = simulate_full(p, record_every=p.steps)
+        out["test_error"][q], out["loss"][q] = tr.test_error, tr.loss[-1]
+        out["train_error"][q] = tr.train_error[-1]
+    return out
+
+
 class ErrorCurve:
     """Per-seed final errors at every evaluated ||mu|| (cached, CRN)."""
 
-    def __init__(self, params: Params, level: str, stacked: dict):
+    def __init__(self, params: Params, level: str, stacked: dict | None, seeds=None):
         self.params, self.level, self.stacked = params, level, stacked
-        self.n_seeds = stacked["yhat"].shape[0]
+        self.seeds = seeds
+        self.n_seeds = len(seeds) if stacked is None else stacked["yhat"].shape[0]
+        self.diverged = []  # ||mu|| of runs with non-finite outputs
         self.mu = np.empty(0)
         self.test = np.empty((self.n_seeds, 0))
         self.loss = np.empty((self.n_seeds, 0))
@@ -78,14 +99,17 @@ class ErrorCurve:
         if new.size:
             S = self.n_seeds
             job_mu = np.repeat(new, S)
-            res = run_batch(self.params, self.level, self.stacked,
-                            np.tile(np.arange(S), new.size), job_mu)
+            job_seed = np.tile(np.arange(S), new.size)
+            if self.level == "full":
+                res = run_full_batch(self.params, self.seeds, job_seed, job_mu)
+            else:
+                res = run_batch(self.params, self.level, self.stacked, job_seed, job_mu)
             bad = res["status"] >= 0
-            if bad.any():
-                q = int(np.argmax(bad))
-                raise FloatingPointError(
-                    f"{self.level} run diverged at ||mu||={job_mu[q]:g}, step "
-                    f"{res['status'][q]} (eta={self.params.eta:g}); try a smaller eta")
+            if bad.any():  # no finite prediction: count as chance, flag it
+                res["test_error"][bad] = 0.5
+                res["train_error"][bad] = 1.0
+                res["loss"][bad] = np.nan
+                self.diverged.extend(job_mu[bad].tolist())
             shape = (new.size, S)
             self.mu = np.concatenate([self.mu, new])
             for name, key in (("test", "test_error"), ("loss", "loss"),
@@ -150,13 +174,16 @@ def find_mu_star(params: Params, level: str = "exact", sampler: str = "wishart",
                  stacked: dict | None = None) -> Boundary:
     """mu* for each tau (the first tau is the headline threshold).
 
+    level "full" trains the weight-space network (sampler data) at every
+    evaluation: exact for any optimizer, but O(m n d) per step.
+
     guess: centre of the initial bracket grid (guess * 4^k, k = -1..1); else a
     coarse log grid over ``mu_range`` (9 points).  Brackets widen by 4x up to
     6 times.  Bisection in log ||mu|| stops when the bracket ratio is below
     1 + rel_tol.  Bootstrap: seeds resampled n_boot times, crossing of the
     resampled mean curve, 2.5-97.5% interval.
     """
-    check_choice("level", level, LEVELS)
+    check_choice("level", level, LEVELS + ("full",))
     check_choice("sampler", sampler, SAMPLERS)
     if int(n_seeds) < 1:
         raise ParamError("seeds", n_seeds, "must be an integer >= 1")
@@ -164,16 +191,18 @@ def find_mu_star(params: Params, level: str = "exact", sampler: str = "wishart",
         if not 0.0 < tau < 0.5:
             raise ParamError("threshold", tau, "must be in (0, 0.5)")
     seeds = seed_list(params, int(n_seeds))
-    if stacked is None:
+    if level == "full":
+        stacked, sampler = None, "data"
+    elif stacked is None:
         stacked = stacked_stats(params, sampler, seeds)
-    curve = ErrorCurve(params, level, stacked)
+    curve = ErrorCurve(params, level, stacked, seeds)
     grid = (guess * 4.0 ** np.arange(-1, 2) if guess and np.isfinite(guess)
             else np.geomspace(mu_range[0], mu_range[1], 9))
     err = curve.evaluate(grid)
     notes = []
     for _ in range(6):  # widen until every tau is bracketed
         lo_need = any(err[0] < tau for tau in taus)
-        hi_need = any(err[-1] >= tau for tau in taus)
+        hi_need = any(err[-1] >= tau and _bracket(curve.mu, err, tau) is None for tau in taus)
         if not (lo_need or hi_need):
             break
         ext = []
@@ -209,6 +238,10 @@ def find_mu_star(params: Params, level: str = "exact", sampler: str = "wishart",
         boots = boots[np.isfinite(boots)]
         ci[tau] = (tuple(np.percentile(boots, [2.5, 97.5])) if boots.size
                    else (np.nan, np.nan))
+    if curve.diverged:
+        notes.append(f"{len(curve.diverged)} runs diverged (counted as test error 0.5), "
+                     f"at ||mu|| in [{min(curve.diverged):.3g}, {max(curve.diverged):.3g}]; "
+                     f"a smaller eta avoids this")
     res = Boundary(params=params, level=level, sampler=sampler, taus=tuple(taus),
                    mu_star=mu_star, ci=ci, seeds=seeds, curve_mu=curve.mu.copy(),
                    curve_test=curve.test.copy(), curve_loss=curve.loss.copy(),
@@ -238,22 +271,29 @@ def _bracket(mu, err, tau):
 def fit_exponents(d, n, mu_star):
     """Least squares log mu* = const + a log d + b log n, with 95% intervals.
 
-    Returns dict(a, b, const, a_ci, b_ci, rms) (NaN points dropped).
+    Returns dict(a, b, const, a_ci, b_ci, rms, n_points); an exponent whose
+    variable does not vary over the points is NaN (NaN mu* are dropped).
     """
     from scipy import stats as sps
 
     d, n, y = (np.asarray(x, dtype=float) for x in (d, n, mu_star))
     ok = np.isfinite(y) & (y > 0)
-    X = np.column_stack([np.ones(ok.sum()), np.log(d[ok]), np.log(n[ok])])
+    cols = {"a": np.log(d[ok]), "b": np.log(n[ok])}
+    used = [k for k, c in cols.items() if c.size and np.ptp(c) > 0]
+    X = np.column_stack([np.ones(ok.sum())] + [cols[k] for k in used])
     yy = np.log(y[ok])
+    out = {"a": np.nan, "b": np.nan, "a_ci": (np.nan, np.nan), "b_ci": (np.nan, np.nan),
+           "const": np.nan, "rms": np.nan, "n_points": int(ok.sum())}
+    if X.shape[0] <= X.shape[1] - 1 or not used:
+        return out
     coef, *_ = np.linalg.lstsq(X, yy, rcond=None)
     resid = yy - X @ coef
-    dof = max(1, X.shape[0] - X.shape[1])
-    s2 = float(resid @ resid) / dof
-    cov = s2 * np.linalg.pinv(X.T @ X)
-    t = sps.t.ppf(0.975, dof)
-    se = np.sqrt(np.diag(cov))
-    return {"const": coef[0], "a": coef[1], "b": coef[2],
-            "a_ci": (coef[1] - t * se[1], coef[1] + t * se[1]),
-            "b_ci": (coef[2] - t * se[2], coef[2] + t * se[2]),
-            "rms": float(np.sqrt(np.mean(resid**2))), "n_points": int(ok.sum())}
+    dof = X.shape[0] - X.shape[1]
+    s2 = float(resid @ resid) / max(dof, 1)
+    se = np.sqrt(np.diag(s2 * np.linalg.pinv(X.T @ X)))
+    t = sps.t.ppf(0.975, dof) if dof > 0 else np.nan
+    out.update(const=coef[0], rms=float(np.sqrt(np.mean(resid**2))))
+    for k, c, e in zip(used, coef[1:], se[1:]):
+        out[k] = c
+        out[f"{k}_ci"] = (c - t * e, c + t * e)
+    return out

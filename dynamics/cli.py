@@ -130,10 +130,12 @@ def simulate(level, sampler, record_every, out, **kwargs):
 
 
 def _int_list(name):
-    """click callback: comma-separated positive integers."""
+    """click callback: comma-separated integers >= 2, or 'none' (no grid)."""
     def parse(ctx, param, value):
         if value is None:
             return None
+        if str(value).strip().lower() == "none":
+            return ()
         try:
             vals = tuple(int(x) for x in str(value).split(",") if x.strip())
         except ValueError:
@@ -163,12 +165,16 @@ def progress_bar(length, label, quiet):
 @click.option("--seeds", type=int, default=8, show_default=True, help="seeds per grid point (>= 1)")
 @click.option("--threshold", type=float, default=0.25, show_default=True,
               help="test-error threshold tau defining ||mu||*, in (0, 0.5)")
-@click.option("--level", type=click.Choice(LEVELS), default="exact", show_default=True)
-@click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart", show_default=True)
+@click.option("--level", type=click.Choice(LEVELS + ("full",)), default="exact", show_default=True,
+              help="model level of the solver ('full' trains the real network: slow, exact "
+                   "for every optimizer)")
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart", show_default=True,
+              help="statistics sampler (non-gaussian noise and level full need 'data')")
 @click.option("--d-grid", default="500,1000,2000,4000,8000,16000,32000,64000",
-              show_default=True, callback=_int_list("--d-grid"), help="d values for the scaling fit")
+              show_default=True, callback=_int_list("--d-grid"),
+              help="d values for the scaling fit ('none' to skip)")
 @click.option("--n-grid", default="10,20,40,80,160", show_default=True,
-              callback=_int_list("--n-grid"), help="n values for the scaling fit")
+              callback=_int_list("--n-grid"), help="n values for the scaling fit ('none' to skip)")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="check against the full network at mu*/2, mu*, 2mu*")
 @click.option("--verify-seeds", type=int, default=3, show_default=True,
