@@ -9,6 +9,7 @@ Attributes: CF-style globals, every parameter as a flat scalar plus
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import tempfile
@@ -116,20 +117,27 @@ def combine(reduced: Trajectory, full: Trajectory) -> xr.Dataset:
     return _with_meta(ds)
 
 
-def write_netcdf(ds: xr.Dataset, path) -> str:
-    """Write atomically: temporary file in the same folder, then rename."""
+@contextlib.contextmanager
+def atomic_target(path, suffix=".tmp"):
+    """Yield a temporary path beside ``path``; rename it over ``path`` on success."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=folder)
     os.close(fd)
     try:
-        ds.to_netcdf(tmp, engine=ENGINE)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return path
+
+
+def write_netcdf(ds: xr.Dataset, path) -> str:
+    """Write atomically: temporary file in the same folder, then rename."""
+    with atomic_target(path, ".nc.tmp") as tmp:
+        ds.to_netcdf(tmp, engine=ENGINE)
+    return os.fspath(path)
 
 
 def read_netcdf(path) -> xr.Dataset:

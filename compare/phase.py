@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 
 import numpy as np
 import xarray as xr
@@ -29,7 +28,7 @@ from dynamics import __version__
 from dynamics.boundary import crossing, run_batch, stacked_stats
 from dynamics.params import Params, ParamError
 
-from .dataset import global_attrs, read_netcdf, write_netcdf
+from .dataset import atomic_target, global_attrs, read_netcdf, write_netcdf
 
 # axis name -> Params field; which axes change the data statistics
 AXES = {"v0": "v0", "mu": "mu_norm", "d": "d", "n": "n", "m": "m",
@@ -178,10 +177,8 @@ class PhaseStore:
 
 
 def _atomic_text(path, text):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
+    with atomic_target(path) as tmp, open(tmp, "w") as fh:
         fh.write(text)
-    os.replace(tmp, path)
 
 
 def run_phase(spec: dict, out_dir, overwrite=False, scheduler=None, dask_workers=None,

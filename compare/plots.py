@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import matplotlib
 
@@ -12,24 +11,18 @@ import numpy as np  # noqa: E402
 
 from dynamics.run import Trajectory  # noqa: E402
 
+from .dataset import atomic_target  # noqa: E402
 from .metrics import VARIABLES, rel_err_per_step  # noqa: E402
 
 
 def save_figure(fig, path) -> str:
     """Save to a temporary file in the target folder, then rename."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_target(path, ".png") as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return os.fspath(path)
 
 
 def _caption(p, swept=()) -> str:

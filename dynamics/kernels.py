@@ -38,6 +38,17 @@ def _logistic_terms(yf):
 
 
 @njit(cache=True)
+def _neuron_output(v1, v2, s, z):
+    """v_1 ReLU(s) + v_2 ReLU(z) (ReLU'(0) = 0 convention elsewhere)."""
+    out = 0.0
+    if s > 0.0:
+        out += v1 * s
+    if z > 0.0:
+        out += v2 * z
+    return out
+
+
+@njit(cache=True)
 def _forward(A, gamma, rho, v, B, G, yhat, use_gram, c, s, z, f):
     """Fill s, z (2, m, n) and f (n) for the current state.
 
@@ -69,13 +80,7 @@ def _forward(A, gamma, rho, v, B, G, yhat, use_gram, c, s, z, f):
             for i in range(n):
                 si = yhat[i] * a
                 s[j, r, i] = si
-                zi = zr[i]
-                out = 0.0
-                if si > 0.0:
-                    out += v1 * si
-                if zi > 0.0:
-                    out += v2 * zi
-                f[i] += js * c * out
+                f[i] += js * c * _neuron_output(v1, v2, si, zr[i])
 
 
 @njit(cache=True)
@@ -219,13 +224,7 @@ def clean_error_kernel(A, gamma, rho, v, N, c, test_yhat, test_B, test_X):
                 zi = test_B[j, r, t]
                 for k in range(n):
                     zi += coef[k] * test_X[k, t]
-                si = test_yhat[t] * a
-                out = 0.0
-                if si > 0.0:
-                    out += v1 * si
-                if zi > 0.0:
-                    out += v2 * zi
-                f[t] += js * c * out
+                f[t] += js * c * _neuron_output(v1, v2, test_yhat[t] * a, zi)
     for t in range(nt):
         if test_yhat[t] * f[t] <= 0.0:
             wrong += 1
