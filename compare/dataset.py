@@ -20,6 +20,7 @@ import xarray as xr
 from dynamics import __version__
 from dynamics.params import Params
 from dynamics.run import Trajectory
+from dynamics.theory import MECHANISM_ATTRS, mechanisms
 
 ENGINE = "netcdf4"
 
@@ -99,6 +100,11 @@ def trajectory_dataset(traj: Trajectory) -> xr.Dataset:
         attrs=global_attrs(p, title="dyn trajectory", level=traj.level,
                            sampler=traj.sampler, wall_time=traj.wall_time),
     )
+    # measured mechanisms of the theory (SPEC 8): ratios, norms, l' deviation
+    for name, (dims, values) in mechanisms(traj).items():
+        if name not in ds:
+            ds[name] = (dims, values)
+            ds[name].attrs.update(MECHANISM_ATTRS[name])
     return _with_meta(ds)
 
 

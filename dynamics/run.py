@@ -32,6 +32,21 @@ def optimizer_array(params: Params) -> np.ndarray:
     return out
 
 
+def reduced_forward(gamma, rho, v, stats: Stats, params: Params, use_gram=True):
+    """s, z (..., 2, m, n) and f (..., n) of SPEC 4 for states with any leading axes.
+
+    s = yhat (A + j gamma), z = B + rho G (G = I if not use_gram),
+    f = c sum_j j sum_r [v1 ReLU(s) + v2 ReLU(z)].
+    """
+    js = np.array([1.0, -1.0])
+    a = params.mu_norm * stats.w0_e1 + js[:, None] * gamma
+    s = a[..., None] * stats.yhat
+    z = stats.B + (rho @ stats.G if use_gram else rho)
+    out = v[..., 0:1] * np.maximum(s, 0.0) + v[..., 1:2] * np.maximum(z, 0.0)
+    f = params.c * np.einsum("j,...jri->...i", js, out)
+    return s, z, f
+
+
 class DivergenceError(FloatingPointError):
     """Non-finite values during training."""
 
@@ -87,18 +102,8 @@ class Trajectory:
         z uses this level's own G (the identity for "orthogonal"; the full
         network's coefficients give its true <w, xi_i> up to round-off).
         """
-        st, p = self.stats, self.params
-        js = np.array([1.0, -1.0])[None, :, None]
-        a = p.mu_norm * st.w0_e1[None] + js * self.gamma
-        s = a[..., None] * st.yhat
-        if self.level == "orthogonal":
-            z = st.B[None] + self.rho
-        else:
-            z = st.B[None] + np.einsum("tjrk,ki->tjri", self.rho, st.G)
-        out = (self.v[..., 0:1] * np.maximum(s, 0.0)
-               + self.v[..., 1:2] * np.maximum(z, 0.0))
-        f = p.c * np.einsum("j,tjri->ti", js[0, :, 0], out)
-        return s, z, f
+        return reduced_forward(self.gamma, self.rho, self.v, self.stats, self.params,
+                               use_gram=self.level != "orthogonal")
 
     def w_norm_sq(self) -> np.ndarray:
         """||w_{j,r}(t)||^2 from the coefficients, shape (R, 2, m).

@@ -29,6 +29,7 @@ import sympy as sp
 
 from .params import Params
 from .run import Trajectory, simulate
+from .run import reduced_forward as forward
 
 _JS = np.array([1.0, -1.0])
 
@@ -119,21 +120,6 @@ def _increment_funcs():
     R = derive_recursion()
     names = ("dgamma_i", "drho_i", "dv1_i", "dv2_i")
     return sp.lambdify(_NUM_ARGS, [R[k_] for k_ in names], modules="numpy", cse=True)
-
-
-def forward(gamma, rho, v, stats, params: Params, use_gram=True):
-    """s, z (..., 2, m, n) and f (..., n) of SPEC 4 for states with any leading axes.
-
-    s = yhat (A + j gamma), z = B + rho G (G = I if not use_gram),
-    f = c sum_j j sum_r [v1 ReLU(s) + v2 ReLU(z)].
-    """
-    js = _JS[:, None]
-    a = params.mu_norm * stats.w0_e1 + js * gamma
-    s_ = a[..., None] * stats.yhat
-    z_ = stats.B + (rho @ stats.G if use_gram else rho)
-    out = v[..., 0:1] * np.maximum(s_, 0.0) + v[..., 1:2] * np.maximum(z_, 0.0)
-    f = params.c * np.einsum("j,...jri->...i", _JS, out)
-    return s_, z_, f
 
 
 def lprime(y_, f):
@@ -234,8 +220,6 @@ def _linear_funcs():
         ratio_signal=fl(L["ratio_signal"], (eta, eta_v, c, n, mu)),
         rate_noise_gd=fl(L["rate_noise_gd"].subs(N, S_N / k), (eta, eta_v, c, n, k, S_N)),
         rate_signal_gd=fl(L["rate_signal_gd"], (eta, eta_v, c, n, mu, q)),
-        Kn=fl(L["K_noise"].subs(N, S_N / k), (eta, eta_v, c, n, k, S_N)),
-        Ks=fl(L["K_signal"], (j, eta, eta_v, c, n, mu, q)),
         Mt=fl(list(Mt), (P, Q, t)), Mcum=fl(list(Mc), (P, Q, t)),
     )
 
@@ -453,13 +437,18 @@ def _slope(x, Y):
 
 def growth_rates(traj: Trajectory, window=None) -> dict:
     """Measured vs predicted per-step log growth rates over ``window`` = (t0, t1)
-    (default: second half of stage 1, (t_1/2, t_1)).
+    (default: second half of stage 1, (t_1/2, t_1)); medians over neurons.
 
-    Measured: slope of (1/2) log of the mode energy, noise E = Y^2/(alpha S_N)
-    + v2^2/beta (Y = sum_{i in I} z_i, I fixed at t0), signal E = a^2/(alpha
-    ||mu||^2) + v1^2/beta; in these coordinates both maps are symmetric, so
-    E ~ lambda_+^{2t} once the growing mode dominates.  Also the slope of
-    log v2.  Medians over neurons (noise: k >= 1 and v2 > 0 at t0).
+    Measured: slope of (1/2) log of a mode energy; in the scaled coordinates
+    both maps are symmetric, so E ~ lambda_+^{2t} once the growing mode
+    dominates.  Noise, two choices of the active set, fixed at t0:
+      'same'  I = {y_i = j, z_i > 0} (the paper's block), Y = sum_I z_i,
+      'all'   every active sample with sign e_i = j y_i, Y = sum e_i z_i
+              (the exact linearisation at t0: opposite-class samples drain v2);
+      E = Y^2/(alpha S_N) + v2^2/beta, predicted log(1 + sqrt(alpha beta S_N)).
+    Signal: E = a^2/(alpha ||mu||^2) + v1^2/beta, predicted
+    log(1 + q ||mu|| sqrt(alpha beta)).  Also the slope of log v2 ('same' neurons).
+    Noise medians use neurons with k_same >= 1 and v2 > 0 at t0.
     """
     p, st = traj.params, traj.stats
     if window is None:
@@ -470,26 +459,30 @@ def growth_rates(traj: Trajectory, window=None) -> dict:
     al, be = p.eta * p.c / (2 * p.n), p.eta_v_eff * p.c / (2 * p.n)
     _, z_, _ = traj.preactivations()
     i0 = np.argmax(sel) if sel.any() else 0
-    act = (st.y[None, :] == _JS[:, None])[:, None, :] & (z_[i0] > 0)
-    kk, SN = act.sum(-1), np.sum(act * st.N, -1)
-    Y = np.sum(np.where(act, z_[sel], 0.0), -1)
+    act = z_[i0] > 0
+    e_all = _JS[:, None, None] * st.y * act
+    e_same = (e_all > 0).astype(float)
     v2_ = traj.v[sel, ..., 1]
+    out = dict(window=tuple(int(w_) for w_ in window))
+    ok = (e_same.sum(-1) > 0) & (traj.v[i0, ..., 1] > 0)
+    med = lambda x_: float(np.nanmedian(x_)) if np.isfinite(x_).any() else float("nan")  # noqa: E731
     with np.errstate(invalid="ignore", divide="ignore"):
-        En = Y**2 / (al * SN) + v2_**2 / be
+        for name, e_ in (("same", e_same), ("all", e_all)):
+            SN = np.sum(np.abs(e_) * st.N, -1)
+            Y = np.sum(e_ * z_[sel], -1)
+            E = Y**2 / (al * SN) + v2_**2 / be
+            pn, _ = predicted_rates(p, np.abs(e_).sum(-1), SN, 0.0)
+            out[f"noise_{name}_measured"] = med(np.where(ok, _slope(x, 0.5 * np.log(E)), np.nan))
+            out[f"noise_{name}_predicted"] = med(np.where(ok, pn, np.nan))
+        out["noise_log_v2_measured"] = med(np.where(
+            ok, _slope(x, np.log(np.where(v2_ > 0, v2_, np.nan))), np.nan))
         a = p.mu_norm * st.w0_e1 + _JS[:, None] * traj.gamma[sel]
         Es = a**2 / (al * p.mu_norm**2) + traj.v[sel, ..., 0] ** 2 / be
-        ok = (kk > 0) & (traj.v[i0, ..., 1] > 0)
-        rn = np.where(ok, _slope(x, 0.5 * np.log(En)), np.nan)
-        rv2 = np.where(ok, _slope(x, np.log(np.where(v2_ > 0, v2_, np.nan))), np.nan)
-        rs = _slope(x, 0.5 * np.log(Es))
+        out["signal_measured"] = med(_slope(x, 0.5 * np.log(Es)))
     on = (st.yhat * (p.mu_norm * st.w0_e1 + _JS[:, None] * traj.gamma[i0])[..., None]) > 0
-    qn = np.sum(on * st.y * st.yhat, -1)
-    pn, ps = predicted_rates(p, kk, SN, qn)
-    med = lambda x_: float(np.nanmedian(x_)) if np.isfinite(x_).any() else float("nan")  # noqa: E731
-    return dict(window=tuple(int(w_) for w_ in window),
-                noise_measured=med(rn), noise_log_v2_measured=med(rv2),
-                noise_predicted=med(np.where(ok, pn, np.nan)),
-                signal_measured=med(rs), signal_predicted=med(ps))
+    _, ps = predicted_rates(p, 1.0, 1.0, np.sum(on * st.y * st.yhat, -1))
+    out["signal_predicted"] = med(ps)
+    return out
 
 
 # ----------------------------------------------------------------------------
@@ -627,10 +620,11 @@ def format_report(rep: dict) -> str:
          f"{'quantity':44s} {'predicted':>12s} {'measured':>12s}",
          f"{'stage-1 end (max|l+1/2|>' + format(s1['tol'], 'g') + ', |f|>' + format(s1['f_threshold'], '.3g') + ')':44s}"
          f" {s1['predicted']:>12d} {s1['measured']:>12d}",
-         f"{'noise growth /step, energy (window ' + str(g['window']) + ')':44s}"
-         f" {g['noise_predicted']:>12.4g} {g['noise_measured']:>12.4g}",
-         f"{'noise growth /step, log v2':44s} {g['noise_predicted']:>12.4g} {g['noise_log_v2_measured']:>12.4g}",
-         f"{'signal growth /step, energy':44s} {g['signal_predicted']:>12.4g} {g['signal_measured']:>12.4g}"]
+         f"{'growth /step in window ' + str(g['window']) + ':':44s}",
+         f"{'  noise, same-class block (paper)':44s} {g['noise_same_predicted']:>12.4g} {g['noise_same_measured']:>12.4g}",
+         f"{'  noise, all active at t0 (signed)':44s} {g['noise_all_predicted']:>12.4g} {g['noise_all_measured']:>12.4g}",
+         f"{'  noise, slope of log v2':44s} {g['noise_same_predicted']:>12.4g} {g['noise_log_v2_measured']:>12.4g}",
+         f"{'  signal (a, v1)':44s} {g['signal_predicted']:>12.4g} {g['signal_measured']:>12.4g}"]
     for label, a in rep["at"].items():
         nr, npd, ag = a["noise_ratio"], a["noise_ratio_pred"], a["noise_ratio_over_pred"]
         L += [f"-- at {label} (t={a['step']}), medians over neurons [q10, q90] --",
@@ -638,7 +632,7 @@ def format_report(rep: dict) -> str:
               f"{'  ratio/pred':44s} {1.0:>12.4g} {ag['median']:>12.4g}  [{ag['q10']:.3g}, {ag['q90']:.3g}] n={ag['count']}",
               f"{'j<w,mu>/v1':44s} {a['signal_ratio_pred']:>12.4g} {a['signal_ratio']['median']:>12.4g}",
               f"{'||w||/||v||':44s} {'':>12s} {a['wv_norm_ratio']['median']:>12.4g}",
-              f"{'||v-v0||/(sqrt2 v0)':44s} {'':>12s} {a['v_rel_change']['median']:>12.4g}  (max {a['v_rel_change']['q90']:.3g} q90)",
+              f"{'||v-v0||/(sqrt2 v0)':44s} {'':>12s} {a['v_rel_change']['median']:>12.4g}  [{a['v_rel_change']['q10']:.3g}, {a['v_rel_change']['q90']:.3g}]",
               f"{'neurons with v2 <= 0':44s} {'':>12s} {a['v2_negative']:>12d}"]
     L.append(f"final loss {rep['loss_T']:.4g}, clean test error {rep['test_error']:.4g}")
     return "\n".join(L)
