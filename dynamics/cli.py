@@ -312,3 +312,63 @@ def phase(x_axis, y_axis, seeds, threshold, level, sampler, out_dir, overwrite,
     click.echo(f"  not fitted (train error > 0) at {int((ds.fitted == 0).sum())} of "
                f"{ds.fitted.size} grid points")
     click.echo(f"  wrote {nc} and {png}")
+
+
+@main.command()
+@model_options()
+@click.option("--level", type=click.Choice(LEVELS + ("full",)), default="exact", show_default=True)
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart", show_default=True)
+@click.option("--tol", type=float, default=0.1, show_default=True,
+              help="stage 1 ends when max_i |l'_i + 1/2| exceeds this, in (0, 0.5)")
+@click.option("--formulas/--no-formulas", default=True, show_default=True,
+              help="print the derived formulas")
+@click.option("--latex", is_flag=True, help="print formulas as LaTeX instead of ASCII art")
+@click.option("--fit-laws", is_flag=True,
+              help="measure boundaries with the solver and fit the laws of SPEC 8 per regime")
+@click.option("--seeds", type=int, default=8, show_default=True, help="seeds per boundary (--fit-laws)")
+@click.option("--figures", "fig_dir", type=click.Path(file_okay=False), default=None,
+              help="write ratio and v-change figures for v0 in {1e-3, 1e-2, 1e-1, 1} here")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet, **kwargs):
+    """Derived mechanisms (sympy) against the measured dynamics."""
+    from . import theory as th
+
+    params = build_params(kwargs)
+    with cli_errors():
+        if not 0.0 < tol < 0.5:
+            raise ParamError("tol", tol, "must be in (0, 0.5)")
+        if seeds < 1:
+            raise ParamError("seeds", seeds, "must be an integer >= 1")
+        if level == "full":
+            sampler = "data"
+        if formulas:
+            click.echo("derived formulas (sympy; alpha = eta c/(2n), beta = eta_v c/(2n)):")
+            for name, f in th.formulas().items():
+                body = f["latex"] if latex else f["text"]
+                sep = " " if latex or "\n" not in body else "\n"
+                click.echo(f"- {name}:{sep}{body}")
+            click.echo("")
+        if level == "full":
+            from fullsim import simulate_full
+            traj = simulate_full(params)
+        else:
+            from .run import simulate as run_reduced
+            traj = run_reduced(params, level, sampler, 1)
+        click.echo(th.format_report(th.summarize(traj, tol)))
+        if fit_laws:
+            with progress_bar(th.regime_points(), "fitting laws", quiet) as advance:
+                fits = th.fit_regimes(params, seeds, "exact" if level == "full" else level,
+                                      sampler, progress=advance)
+            click.echo("")
+            click.echo("conditions: laws of SPEC 8 fitted to measured boundaries (tau = 0.25)")
+            click.echo(th.format_fits(fits))
+        if fig_dir:
+            import os
+            from compare.theory_plots import plot_ratio_agreement, plot_ratio_vs_step, plot_v_change
+            from .run import simulate as run_reduced
+            trajs = {v: run_reduced(params.replace(v0=v), "exact" if level == "full" else level,
+                                    sampler, 1) for v in (1e-3, 1e-2, 1e-1, 1.0)}
+            for fn, name in ((plot_ratio_vs_step, "noise_ratio_vs_step.png"),
+                             (plot_ratio_agreement, "noise_ratio_agreement.png"),
+                             (plot_v_change, "v_change_vs_step.png")):
+                click.echo(f"wrote {fn(trajs, os.path.join(fig_dir, name))}")

@@ -636,3 +636,73 @@ def format_report(rep: dict) -> str:
               f"{'neurons with v2 <= 0':44s} {'':>12s} {a['v2_negative']:>12d}"]
     L.append(f"final loss {rep['loss_T']:.4g}, clean test error {rep['test_error']:.4g}")
     return "\n".join(L)
+
+
+# ----------------------------------------------------------------------------
+# 5b. boundaries measured by the solver, fitted per regime
+# ----------------------------------------------------------------------------
+REGIMES = {"small v0": ((1e-3, 3e-3, 1e-2), 1e-3), "large v0": ((0.3, 1.0, 3.0), 1.0)}
+
+
+D_GRID = (500, 1000, 2000, 4000, 8000, 16000, 32000, 64000)
+N_GRID = (10, 20, 40, 80, 160)
+
+
+def boundary_table(params: Params, v0s, grid_v0, d_grid=D_GRID, n_grid=N_GRID, n_seeds=8, level="exact", sampler="wishart",
+                   progress=None) -> dict:
+    """mu* measured by ``find_mu_star`` at each v0 (other parameters as given)
+    and over the d and n grids at ``grid_v0``: a table for ``fit_laws``."""
+    from .boundary import find_mu_star
+
+    points = [params.replace(v0=v) for v in v0s]
+    base = params.replace(v0=grid_v0)
+    points += [base.replace(d=int(x)) for x in d_grid if x != base.d]
+    points += [base.replace(n=int(x)) for x in n_grid if x != base.n]
+    rows, guess = [], None
+    for p in points:
+        b = find_mu_star(p, level, sampler, n_seeds, (0.25,), guess=guess)
+        guess = b.star() if np.isfinite(b.star()) else None
+        rows.append((p.v0, p.n, p.d, p.m, p.sigma_p, b.star()))
+        if progress:
+            progress(1)
+    cols = np.array(rows, float).T
+    return dict(zip(LAW_VARS + ("mu_star",), cols))
+
+
+def fit_regimes(params: Params, n_seeds=8, level="exact", sampler="wishart",
+                progress=None) -> dict:
+    """For each regime of ``REGIMES``: the measured table, the fit of every
+    law of ``laws()`` (constant C, rms of log mu*) and the free power law."""
+    out = {}
+    for name, (v0s, grid_v0) in REGIMES.items():
+        table = boundary_table(params, v0s, grid_v0, n_seeds=n_seeds, level=level,
+                               sampler=sampler, progress=progress)
+        out[name] = dict(table=table, laws=fit_laws(table), free=fit_exponents(table))
+    return out
+
+
+def regime_points() -> int:
+    """Number of solver calls ``fit_regimes`` makes (for progress bars)."""
+    base = Params()
+    return sum(len(v0s) + sum(x != base.d for x in D_GRID) + sum(x != base.n for x in N_GRID)
+               for v0s, _ in REGIMES.values())
+
+
+def format_fits(fits: dict) -> str:
+    """Plain-text table: per regime, each law's C and rms, the best law, free exponents."""
+    L = []
+    for regime, res in fits.items():
+        t = res["table"]
+        v0s = ", ".join(f"{x:g}" for x in sorted(set(t["v0"])))
+        L.append(f"{regime}: {len(t['mu_star'])} boundaries, v0 in {{{v0s}}}, "
+                 f"d in [{t['d'].min():g}, {t['d'].max():g}], "
+                 f"n in [{t['n'].min():g}, {t['n'].max():g}]")
+        for law in FIT_LAWS:
+            f = res["laws"][law]
+            mark = "  <- best" if law == res["laws"]["best"] else ""
+            L.append(f"  {law:16s} C = {f['C']:9.4g}   rms(log mu*) = {f['rms']:.3f}   "
+                     f"{f['formula']}{mark}")
+        fr = res["free"]
+        L.append("  free power law: mu* ~ " + " ".join(
+            f"{k_}^{e:+.3f}" for k_, e in fr["exponents"].items()) + f"   rms = {fr['rms']:.3f}")
+    return "\n".join(L)

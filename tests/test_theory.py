@@ -210,3 +210,18 @@ def test_report_and_formulas_render():
     F = th.formulas()
     assert {"ratio_noise", "ratio_signal", "rate_noise_gd", "law_growth_rate"} <= set(F)
     assert all(isinstance(v["latex"], str) and v["text"] for v in F.values())
+
+
+def test_dyn_theory_cli_end_to_end(tmp_path):
+    from click.testing import CliRunner
+    from dynamics.cli import main
+
+    args = ["theory", "--m", "3", "--steps", "40", "--n-test", "200", "--seeds", "2",
+            "--fit-laws", "--figures", str(tmp_path), "--quiet"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    for needle in ("rate_noise_gf", "stage-1 end", "small v0:", "large v0:", "<- best"):
+        assert needle in res.output
+    assert (tmp_path / "noise_ratio_vs_step.png").exists()
+    bad = CliRunner().invoke(main, ["theory", "--tol", "0.7"])
+    assert bad.exit_code == 2 and "--tol" in bad.output and "Traceback" not in bad.output
