@@ -100,3 +100,12 @@ def test_netcdf_round_trip_lossless(tmp_path):
         np.testing.assert_array_equal(back[name].values, ds[name].values)
     assert Params.from_attrs(back.attrs) == p
     assert not list(tmp_path.glob("*.tmp"))  # atomic write left no temp file
+
+
+def test_memory_guard_refuses_oversized_full_run():
+    from fullsim import simulate_full
+    with pytest.raises(MemoryError, match="GiB"):
+        simulate_full(Params(d=10**11))
+    res = CliRunner().invoke(main, ["simulate", "--level", "full", "--sampler", "data",
+                                    "--d", "100000000000"])
+    assert res.exit_code == 1 and "GiB" in res.output and "Traceback" not in res.output
