@@ -30,8 +30,8 @@ What it measures (one run, Markdown tables on stdout):
 
 Run from the repository root::
 
-    python benchmarks/phase.py              # full benchmark (~5-8 min on 2 cores)
-    python benchmarks/phase.py --quick      # smoke test: small grids, few repeats
+    python benchmarks/phase.py              # full benchmark (~3-4 min on 2 idle cores)
+    python benchmarks/phase.py --quick      # smoke test: small grids, few repeats (~30 s)
     python benchmarks/phase.py --skip-default   # without section 5
 
 Timings are wall-clock and sensitive to other load on the machine: the load
@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -61,19 +60,13 @@ from dynamics import Params, simulate
 from dynamics.boundary import stacked_stats
 from dynamics.data import sample_data, sample_stats
 
+from _common import machine_rows, repeat_times, table
+
 TAU = 0.25
 FULL_BUDGET_S = 180.0  # time the full level on a subset of rows above this
 
 
 # ----------------------------------------------------------------- helpers
-def table(headers, rows):
-    print("| " + " | ".join(headers) + " |")
-    print("|" + "|".join("---" for _ in headers) + "|")
-    for r in rows:
-        print("| " + " | ".join(str(c) for c in r) + " |")
-    print()
-
-
 def verdict(ok: bool, quick: bool) -> str:
     v = "PASS" if ok else "MISS"
     return f"{v} (quick run, indicative)" if quick else v
@@ -89,29 +82,24 @@ def progress(msg):
     print(f"  [{msg}]", file=sys.stderr, flush=True)
 
 
+MAX_LOAD = [0.0]  # highest 1-minute load average seen at a checkpoint
+
+
 def load() -> str:
     try:
-        return "%.2f %.2f %.2f" % os.getloadavg()
+        la = os.getloadavg()
     except OSError:
         return "n/a"
+    MAX_LOAD[0] = max(MAX_LOAD[0], la[0])
+    return "%.2f %.2f %.2f" % la
 
 
 def median_time(fn, repeats):
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+    return float(np.median(repeat_times(fn, repeats)))
 
 
 def min_time(fn, repeats):
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(min(ts))
+    return float(np.min(repeat_times(fn, repeats)))
 
 
 def slope(x, y) -> float:
@@ -155,30 +143,35 @@ def warm_up():
 
 # --------------------------------------------------------------- section 1
 def time_grid(params, xs, ys, seeds, level, subset_rows, budget, sampler="data"):
-    """Time compute_chunk over the rows; the full level may use a row subset."""
+    """Time compute_chunk over the rows; the full level may use a row subset.
+
+    For the full level one untimed-for-the-table probe run predicts the grid
+    time; above ``budget`` seconds only ``subset_rows`` evenly spaced rows are
+    timed and the total is extrapolated linearly in the number of rows.
+    """
     spec = make_spec(params, xs, ys, seeds, level, sampler, TAU)
     nx = len(xs[1])
-    rows_all = list(range(nx))
-    outs, elapsed, rows = {}, 0.0, []
-    t0 = time.perf_counter()
-    outs[0] = compute_chunk(spec, 0)
-    elapsed = time.perf_counter() - t0
-    rows.append(0)
-    if level == "full" and elapsed * nx > budget:
-        k = max(1, min(subset_rows, nx))
-        rest = [int(i) for i in np.linspace(0, nx - 1, k)][1:]
-    else:
-        rest = rows_all[1:]
-    for ix in rest:
+    runs = nx * len(ys[1]) * seeds
+    rows = list(range(nx))
+    predicted = None
+    if level == "full":
+        from fullsim import simulate_full
+        p1 = params.replace(v0=float(xs[1][0]), mu_norm=float(ys[1][0]))
+        t0 = time.perf_counter()
+        simulate_full(p1, record_every=p1.steps)
+        predicted = (time.perf_counter() - t0) * runs
+        if predicted > budget:
+            k = max(1, min(subset_rows, nx))
+            rows = sorted({int(i) for i in np.linspace(0, nx - 1, k)})
+    outs, elapsed = {}, 0.0
+    for ix in rows:
         t0 = time.perf_counter()
         outs[ix] = compute_chunk(spec, ix)
         elapsed += time.perf_counter() - t0
-        rows.append(ix)
     total = elapsed * nx / len(rows)
-    runs = nx * len(ys[1]) * seeds
     return dict(level=level, sampler=sampler, d=params.d, elapsed=elapsed, rows=rows, nx=nx,
                 total=total, runs=runs, rate=runs / total, outs=outs,
-                extrapolated=len(rows) < nx)
+                extrapolated=len(rows) < nx, predicted=predicted)
 
 
 def section_grid(cfg, quick):
@@ -241,10 +234,11 @@ def section_grid(cfg, quick):
         nrows.append([d, fmt_t(t_draw), f"{fmt_t(t_stats * cfg['g'])} ({100 * share:.0f}%)",
                       f"{full['runs']} ({fmt_t(t_draw * full['runs'])} est.)",
                       f"{diffs.max():.3g} / {diffs.mean():.2g} over {diffs.size} runs"])
-    table(["d", "one sample_data draw", "exact: stats sampling in grid time (share; est. = rows x min of repeated stacked_stats)",
+    table(["d", "one sample_data draw", "exact: stats sampling in grid time (share, est.)",
            "full: data draws per grid (time)", "max / mean abs diff test error exact vs full"],
           nrows)
-    print("The reduced levels draw the statistics once per row (4 seeds, re-drawn for "
+    print("Sampling estimate = rows x (min over repeats of one row's stacked_stats). "
+          "The reduced levels draw the statistics once per row (4 seeds, re-drawn for "
           "every row although the seeds are common along v0); the full level draws the "
           "data again for every run (every mu and v0).\n")
     return res
@@ -394,10 +388,8 @@ def main(argv=None):
 
     t_start = time.perf_counter()
     print("# dyn phase benchmark" + (" (--quick)" if quick else "") + "\n")
-    table(["python", "numpy", "numba", "os.cpu_count()", "numba threads", "platform",
-           "load avg at start"],
-          [[platform.python_version(), np.__version__, numba.__version__, os.cpu_count(),
-            numba.config.NUMBA_NUM_THREADS, platform.platform(terse=True), load()]])
+    load()
+    table(["item", "value"], machine_rows())
     t_warm = warm_up()
     print(f"Warm-up (Numba cache load / compile, every level): {t_warm:.2f} s\n")
 
@@ -428,6 +420,11 @@ def main(argv=None):
               f"{default['store'] / 2**20:.2f} MiB\n")
     else:
         print("Store size of the default sweep: n/a (--skip-default)\n")
+    ncpu = os.cpu_count() or 1
+    if MAX_LOAD[0] > ncpu + 0.5:
+        print(f"NOTE: the 1-minute load average reached {MAX_LOAD[0]:.2f} on {ncpu} CPUs "
+              f"(this benchmark itself uses up to {numba.config.NUMBA_NUM_THREADS} threads): "
+              f"other processes competed for the CPU, timings are noisy.\n")
     print(f"Total benchmark time: {time.perf_counter() - t_start:.1f} s")
 
 

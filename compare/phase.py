@@ -95,6 +95,22 @@ def _seeds(spec, ix, iy):
     return [point_seed(base, kx, ky, s) for s in range(spec["n_seeds"])]
 
 
+_STATS_CACHE: dict = {}  # (Params, sampler, seeds) -> stacked statistics, last few rows
+
+
+def _cached_stats(pkey: Params, sampler: str, seeds) -> dict:
+    """Stacked statistics, reused across rows that share them (e.g. along v0).
+
+    A pure cache: the statistics are a function of the key alone.
+    """
+    key = (pkey, sampler, tuple(seeds))
+    if key not in _STATS_CACHE:
+        while len(_STATS_CACHE) >= 4:
+            _STATS_CACHE.pop(next(iter(_STATS_CACHE)))
+        _STATS_CACHE[key] = stacked_stats(pkey, sampler, seeds)
+    return _STATS_CACHE[key]
+
+
 def compute_chunk(spec: dict, ix: int, parallel: bool = True) -> dict:
     """Row ix of the sweep: arrays (ny, S) of test error, loss, train error.
 
@@ -122,7 +138,7 @@ def compute_chunk(spec: dict, ix: int, parallel: bool = True) -> dict:
                     out["loss"][iy, s] = tr.loss[-1]
                     out["train_error"][iy, s] = tr.train_error[-1]
             continue
-        stacked = stacked_stats(pkey, spec["sampler"], seeds)
+        stacked = _cached_stats(pkey, spec["sampler"], seeds)
         iys = np.array([iy for iy, _ in members])
         mus = np.array([p.mu_norm for _, p in members])
         v0s = np.array([p.v0 for _, p in members])

@@ -204,27 +204,32 @@ def run_kernel(A, B, G, N, yhat, y, mu2, c, eta, eta_v, steps, record_every,
 def clean_error_kernel(A, gamma, rho, v, N, c, test_yhat, test_B, test_X):
     """Clean test error: fraction of test points with yhat f(x) <= 0.
 
-    z_{j,r}(x) = <w0, xi> + sum_k (rho_{j,r,k}/N_k) <xi_k, xi>.
+    z_{j,r}(x) = <w0, xi> + sum_k (rho_{j,r,k}/N_k) <xi_k, xi>, accumulated
+    row by row (contiguous inner loop over test points; no BLAS, which would
+    oversubscribe the cores inside prange).
     """
     m = gamma.shape[1]
     n = N.shape[0]
     nt = test_yhat.shape[0]
-    wrong = 0
-    coef = np.empty(n)
     f = np.zeros(nt)
+    zrow = np.empty(nt)
     for j in range(2):
         js = 1.0 - 2.0 * j
         for r in range(m):
             a = A[j, r] + js * gamma[j, r]
             v1 = v[j, r, 0]
             v2 = v[j, r, 1]
-            for k in range(n):
-                coef[k] = rho[j, r, k] / N[k]
             for t in range(nt):
-                zi = test_B[j, r, t]
-                for k in range(n):
-                    zi += coef[k] * test_X[k, t]
-                f[t] += js * c * _neuron_output(v1, v2, test_yhat[t] * a, zi)
+                zrow[t] = test_B[j, r, t]
+            for k in range(n):
+                ck = rho[j, r, k] / N[k]
+                if ck != 0.0:
+                    Xk = test_X[k]
+                    for t in range(nt):
+                        zrow[t] += ck * Xk[t]
+            for t in range(nt):
+                f[t] += js * c * _neuron_output(v1, v2, test_yhat[t] * a, zrow[t])
+    wrong = 0
     for t in range(nt):
         if test_yhat[t] * f[t] <= 0.0:
             wrong += 1
