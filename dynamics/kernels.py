@@ -28,24 +28,17 @@ from numba import njit, prange
 
 
 @njit(cache=True)
-def _logistic_terms(yf):
-    """(log(1 + exp(-yf)), l' = -1/(1 + exp(yf))), overflow-safe."""
+def _logistic_loss(yf):
+    """log(1 + exp(-yf)), overflow-safe."""
     if yf >= 0.0:
-        e = np.exp(-yf)
-        return np.log1p(e), -e / (1.0 + e)
-    e = np.exp(yf)
-    return -yf + np.log1p(e), -1.0 / (1.0 + e)
+        return np.log1p(np.exp(-yf))
+    return -yf + np.log1p(np.exp(yf))
 
 
 @njit(cache=True)
 def _neuron_output(v1, v2, s, z):
-    """v_1 ReLU(s) + v_2 ReLU(z) (ReLU'(0) = 0 convention elsewhere)."""
-    out = 0.0
-    if s > 0.0:
-        out += v1 * s
-    if z > 0.0:
-        out += v2 * z
-    return out
+    """v_1 ReLU(s) + v_2 ReLU(z), branch-free (vectorises)."""
+    return v1 * max(s, 0.0) + v2 * max(z, 0.0)
 
 
 @njit(cache=True)
@@ -68,12 +61,11 @@ def _forward(A, gamma, rho, v, B, G, yhat, use_gram, c, s, z, f):
             for i in range(n):
                 zr[i] = B[j, r, i]
             if use_gram:
-                for k in range(n):
+                for k in range(n):  # no branch here: it blocks SIMD
                     rk = rho[j, r, k]
-                    if rk != 0.0:
-                        Gk = G[k]
-                        for i in range(n):
-                            zr[i] += rk * Gk[i]
+                    Gk = G[k]
+                    for i in range(n):
+                        zr[i] += rk * Gk[i]
             else:
                 for i in range(n):
                     zr[i] += rho[j, r, i]
@@ -94,24 +86,21 @@ def _increments(gamma, v, s, z, lp, yhat, y, N, mu2, c, eta, eta_v, train_v,
     for j in range(2):
         js = 1.0 - 2.0 * j
         for r in range(m):
-            v1 = v[j, r, 0]
             v2 = v[j, r, 1]
             sg = 0.0
             sv1 = 0.0
             sv2 = 0.0
-            for i in range(n):
+            for i in range(n):  # masks instead of branches (SIMD-friendly)
                 q = lp[i] * y[i]
                 si = s[j, r, i]
                 zi = z[j, r, i]
-                if si > 0.0:
-                    sg += q * yhat[i]
-                    sv1 += q * si
-                if zi > 0.0:
-                    drho[j, r, i] = -(cw * N[i] * js * q * v2)
-                    sv2 += q * zi
-                else:
-                    drho[j, r, i] = 0.0
-            dgamma[j, r] = -(cw * mu2 * v1 * sg)
+                ms = 1.0 if si > 0.0 else 0.0
+                mz = 1.0 if zi > 0.0 else 0.0
+                sg += q * yhat[i] * ms
+                sv1 += q * si * ms
+                sv2 += q * zi * mz
+                drho[j, r, i] = -(cw * N[i] * js * q * v2) * mz
+            dgamma[j, r] = -(cw * mu2 * v[j, r, 0] * sg)
             if train_v:
                 dv[j, r, 0] = -(cv * js * sv1)
                 dv[j, r, 1] = -(cv * js * sv2)
@@ -172,17 +161,21 @@ def run_kernel(A, B, G, N, yhat, y, mu2, c, eta, eta_v, steps, record_every,
     rec = 0
     for t in range(steps + 1):
         _forward(A, gamma, rho, v, B, G, yhat, use_gram, c, s, z, f)
-        loss = 0.0
-        err = 0.0
+        finite = True
         for i in range(n):
             yf = y[i] * f[i]
-            if not np.isfinite(yf):
-                return t
-            li, lp[i] = _logistic_terms(yf)
-            loss += li
-            if yf <= 0.0:
-                err += 1.0
+            finite &= np.isfinite(yf)
+            lp[i] = -1.0 / (1.0 + np.exp(yf))  # l'_i; exp(+inf) -> l' = -0
+        if not finite:
+            return t
         if t % record_every == 0 or t == steps:
+            loss = 0.0
+            err = 0.0
+            for i in range(n):
+                yf = y[i] * f[i]
+                loss += _logistic_loss(yf)
+                if yf <= 0.0:
+                    err += 1.0
             out_gamma[rec] = gamma
             out_rho[rec] = rho
             out_v[rec] = v
@@ -223,10 +216,9 @@ def clean_error_kernel(A, gamma, rho, v, N, c, test_yhat, test_B, test_X):
                 zrow[t] = test_B[j, r, t]
             for k in range(n):
                 ck = rho[j, r, k] / N[k]
-                if ck != 0.0:
-                    Xk = test_X[k]
-                    for t in range(nt):
-                        zrow[t] += ck * Xk[t]
+                Xk = test_X[k]
+                for t in range(nt):
+                    zrow[t] += ck * Xk[t]
             for t in range(nt):
                 f[t] += js * c * _neuron_output(v1, v2, test_yhat[t] * a, zrow[t])
     wrong = 0
