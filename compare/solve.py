@@ -196,6 +196,10 @@ def write_outputs(results, ds, out_dir, d_grid=D_GRID, n_grid=N_GRID) -> list[st
             os.path.join(out_dir, f"error_curve_{tag}.png"),
             f"test error vs ||mu|| ({r.main.level}, {r.main.sampler}, {len(r.main.seeds)} seeds)\n"
             f"n={p.n}, d={p.d}, m={p.m}, v0={p.v0:g}, eta={p.eta:g}, T={p.steps}"))
+        if r.example is not None:
+            red, full = r.example
+            paths.append(plot_overlay(red, full, os.path.join(out_dir, f"verify_overlay_{tag}.png")))
+            paths.append(plot_rel_error(red, full, os.path.join(out_dir, f"verify_relerr_{tag}.png")))
         if not r.fit:
             continue  # no scaling grid
         growth = {"growth-rate ratio (hypothesis): slope 1/2 in d, -1/2 in n": (0.5, -0.5)}
@@ -216,10 +220,6 @@ def write_outputs(results, ds, out_dir, d_grid=D_GRID, n_grid=N_GRID) -> list[st
                 os.path.join(out_dir, f"mu_star_vs_{axis}_{tag}.png"),
                 f"||mu||* vs {axis} at v0={r.v0:g} (tau={tau:g}, {r.main.level}, "
                 f"{r.main.sampler}, {len(r.main.seeds)} seeds, T={p.steps})"))
-        if r.example is not None:
-            red, full = r.example
-            paths.append(plot_overlay(red, full, os.path.join(out_dir, f"verify_overlay_{tag}.png")))
-            paths.append(plot_rel_error(red, full, os.path.join(out_dir, f"verify_relerr_{tag}.png")))
     return paths
 
 
