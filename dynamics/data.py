@@ -81,8 +81,9 @@ class Realisation:
 
 
 def seed_streams(seed: int):
-    """Independent child seeds for (labels, init, noise, test); a fifth child
-    (``spike_seed``) draws the shared directions of 'spiked' noise."""
+    """Independent child seeds for (labels, init, noise, test).  The fifth
+    child of the same SeedSequence draws the shared directions of 'spiked'
+    noise (``spike_directions``)."""
     return np.random.SeedSequence(seed).spawn(4)
 
 
