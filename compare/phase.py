@@ -25,7 +25,7 @@ import numpy as np
 import xarray as xr
 
 from dynamics import __version__
-from dynamics.boundary import crossing, run_batch, stacked_stats
+from dynamics.boundary import crossing, run_batch, run_full_batch, stacked_stats
 from dynamics.params import Params, ParamError
 
 from .dataset import atomic_target, global_attrs, read_netcdf, write_netcdf
@@ -129,22 +129,16 @@ def compute_chunk(spec: dict, ix: int, parallel: bool = True) -> dict:
         key = (p.replace(mu_norm=1.0, v0=1.0, seed=0), tuple(seeds))
         groups.setdefault(key, []).append((iy, p))
     for (pkey, seeds), members in groups.items():
-        if spec["level"] == "full":
-            from fullsim import simulate_full
-            for iy, p in members:
-                for s, seed in enumerate(seeds):
-                    tr = simulate_full(p.replace(seed=seed), record_every=p.steps)
-                    out["test_error"][iy, s] = tr.test_error
-                    out["loss"][iy, s] = tr.loss[-1]
-                    out["train_error"][iy, s] = tr.train_error[-1]
-            continue
-        stacked = _cached_stats(pkey, spec["sampler"], seeds)
         iys = np.array([iy for iy, _ in members])
         mus = np.array([p.mu_norm for _, p in members])
         v0s = np.array([p.v0 for _, p in members])
         S_ = len(seeds)
-        res = run_batch(pkey, spec["level"], stacked, np.tile(np.arange(S_), len(members)),
-                        np.repeat(mus, S_), np.repeat(v0s, S_), parallel=parallel)
+        jobs = (np.tile(np.arange(S_), len(members)), np.repeat(mus, S_), np.repeat(v0s, S_))
+        if spec["level"] == "full":
+            res = run_full_batch(pkey, seeds, *jobs)
+        else:
+            stacked = _cached_stats(pkey, spec["sampler"], seeds)
+            res = run_batch(pkey, spec["level"], stacked, *jobs, parallel=parallel)
         for k in ("test_error", "loss", "train_error"):
             out[k][iys] = res[k].reshape(len(members), S_)
     return out

@@ -130,11 +130,9 @@ def crossing(mu, err, tau):
     Linear interpolation in log ||mu|| between the bracketing points; NaN when
     the curve never crosses.  ``mu`` sorted ascending.
     """
-    above = err >= tau
-    idx = np.nonzero(above[:-1] & ~above[1:])[0]
-    if idx.size == 0:
+    k = _last_crossing(err, tau)
+    if k is None:
         return np.nan
-    k = idx[-1]  # last downward crossing: robust to noise at tiny ||mu||
     x0, x1 = np.log(mu[k]), np.log(mu[k + 1])
     e0, e1 = err[k], err[k + 1]
     frac = 0.5 if e0 == e1 else (e0 - tau) / (e0 - e1)
@@ -258,42 +256,59 @@ def find_mu_star(params: Params, level: str = "exact", sampler: str = "wishart",
     return res
 
 
-def _bracket(mu, err, tau):
-    """The last adjacent pair (lo, hi) with err(lo) >= tau > err(hi)."""
+def _last_crossing(err, tau):
+    """Index k of the last adjacent pair with err[k] >= tau > err[k+1], or None.
+
+    The last downward crossing is robust to noise at tiny ||mu||.
+    """
     above = err >= tau
     idx = np.nonzero(above[:-1] & ~above[1:])[0]
-    if idx.size == 0:
-        return None
-    k = idx[-1]
-    return mu[k], mu[k + 1]
+    return int(idx[-1]) if idx.size else None
 
 
-def fit_exponents(d, n, mu_star):
-    """Least squares log mu* = const + a log d + b log n, with 95% intervals.
+def _bracket(mu, err, tau):
+    """The last adjacent pair (lo, hi) with err(lo) >= tau > err(hi)."""
+    k = _last_crossing(err, tau)
+    return None if k is None else (mu[k], mu[k + 1])
 
-    Returns dict(a, b, const, a_ci, b_ci, rms, n_points); an exponent whose
-    variable does not vary over the points is NaN (NaN mu* are dropped).
+
+def fit_power_law(variables: dict, y) -> dict:
+    """Least squares log y = const + sum_x e_x log x, with 95% intervals.
+
+    Variables that do not vary over the finite, positive points are left out.
+    Returns dict(const, exponents {name: e}, ci {name: (lo, hi)}, rms, n_points);
+    NaN const/rms when there are too few points.
     """
     from scipy import stats as sps
 
-    d, n, y = (np.asarray(x, dtype=float) for x in (d, n, mu_star))
+    y = np.asarray(y, dtype=float)
     ok = np.isfinite(y) & (y > 0)
-    cols = {"a": np.log(d[ok]), "b": np.log(n[ok])}
+    cols = {k: np.log(np.asarray(x, dtype=float)[ok]) for k, x in variables.items()}
     used = [k for k, c in cols.items() if c.size and np.ptp(c) > 0]
+    out = {"const": np.nan, "exponents": {}, "ci": {}, "rms": np.nan, "n_points": int(ok.sum())}
     X = np.column_stack([np.ones(ok.sum())] + [cols[k] for k in used])
-    yy = np.log(y[ok])
-    out = {"a": np.nan, "b": np.nan, "a_ci": (np.nan, np.nan), "b_ci": (np.nan, np.nan),
-           "const": np.nan, "rms": np.nan, "n_points": int(ok.sum())}
-    if X.shape[0] <= X.shape[1] - 1 or not used:
+    if not used or X.shape[0] < X.shape[1]:
         return out
+    yy = np.log(y[ok])
     coef, *_ = np.linalg.lstsq(X, yy, rcond=None)
     resid = yy - X @ coef
     dof = X.shape[0] - X.shape[1]
     s2 = float(resid @ resid) / max(dof, 1)
     se = np.sqrt(np.diag(s2 * np.linalg.pinv(X.T @ X)))
     t = sps.t.ppf(0.975, dof) if dof > 0 else np.nan
-    out.update(const=coef[0], rms=float(np.sqrt(np.mean(resid**2))))
+    out.update(const=float(coef[0]), rms=float(np.sqrt(np.mean(resid**2))))
     for k, c, e in zip(used, coef[1:], se[1:]):
-        out[k] = c
-        out[f"{k}_ci"] = (c - t * e, c + t * e)
+        out["exponents"][k] = float(c)
+        out["ci"][k] = (c - t * e, c + t * e)
+    return out
+
+
+def fit_exponents(d, n, mu_star):
+    """``fit_power_law`` of mu* on d and n: dict(a, b, const, a_ci, b_ci, rms,
+    n_points); an exponent whose variable does not vary is NaN."""
+    f = fit_power_law({"a": d, "b": n}, mu_star)
+    out = {"const": f["const"], "rms": f["rms"], "n_points": f["n_points"]}
+    for k in ("a", "b"):
+        out[k] = f["exponents"].get(k, np.nan)
+        out[f"{k}_ci"] = f["ci"].get(k, (np.nan, np.nan))
     return out

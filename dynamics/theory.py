@@ -538,14 +538,10 @@ def fit_laws(table) -> dict:
 
 def fit_exponents(table) -> dict:
     """Free power law log mu* = log C + sum_x e_x log x over the variables that vary."""
-    cols = {k_: np.asarray(table[k_], float) for k_ in LAW_VARS + ("mu_star",)}
-    ok = np.isfinite(cols["mu_star"]) & (cols["mu_star"] > 0)
-    var = [k_ for k_ in LAW_VARS if np.ptp(np.log(cols[k_][ok])) > 0]
-    X = np.column_stack([np.ones(ok.sum())] + [np.log(cols[k_][ok]) for k_ in var])
-    coef, *_ = np.linalg.lstsq(X, np.log(cols["mu_star"][ok]), rcond=None)
-    res = np.log(cols["mu_star"][ok]) - X @ coef
-    return dict(C=float(np.exp(coef[0])), exponents=dict(zip(var, map(float, coef[1:]))),
-                rms=float(np.sqrt(np.mean(res**2))))
+    from .boundary import fit_power_law
+
+    f = fit_power_law({k_: table[k_] for k_ in LAW_VARS}, table["mu_star"])
+    return dict(C=float(np.exp(f["const"])), exponents=f["exponents"], rms=f["rms"])
 
 
 # ----------------------------------------------------------------------------
