@@ -20,7 +20,7 @@ import xarray as xr
 from dynamics import __version__
 from dynamics.params import Params
 from dynamics.run import Trajectory
-from dynamics.theory import MECHANISM_ATTRS, mechanisms
+from dynamics.theory.measure import MECHANISM_ATTRS, mechanisms
 
 ENGINE = "netcdf4"
 
@@ -39,8 +39,13 @@ _META = {
 }
 
 
-def global_attrs(params: Params | None, **extra) -> dict:
-    """CF-style global attributes plus the flat parameter attributes."""
+def global_attrs(params: Params | None, swept=(), **extra) -> dict:
+    """CF-style global attributes plus the flat parameter attributes.
+
+    ``swept``: parameters that vary along a dimension of the output; their flat
+    attribute is left out (the coordinate holds the values) and they are
+    listed in ``swept_parameters`` (params_json keeps the base value).
+    """
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     attrs = {
         "Conventions": "CF-1.8",
@@ -51,7 +56,9 @@ def global_attrs(params: Params | None, **extra) -> dict:
         "dyn_version": __version__,
     }
     if params is not None:
-        attrs.update(params.to_attrs())
+        attrs.update({k: v for k, v in params.to_attrs().items() if k not in swept})
+        if swept:
+            attrs["swept_parameters"] = " ".join(swept)
     for key, val in extra.items():
         attrs[key] = _netcdf_attr(val)
     return attrs
@@ -123,20 +130,73 @@ def combine(reduced: Trajectory, full: Trajectory) -> xr.Dataset:
     return _with_meta(ds)
 
 
+def check_output_path(path, kind: str = "file") -> str:
+    """Validate an output path before any computation (ValueError naming it).
+
+    kind "file": not an existing directory; kind "dir": not an existing
+    non-directory.  Either way the path is non-empty and its nearest existing
+    ancestor is a writable directory (missing folders are created later).
+    """
+    text = os.fspath(path)
+    if not text.strip():
+        raise ValueError("the output path must not be empty")
+    full = os.path.abspath(text)
+    if kind == "file" and os.path.isdir(full):
+        raise ValueError(f"{text} is a directory; give a file name")
+    if kind == "dir" and os.path.exists(full) and not os.path.isdir(full):
+        raise ValueError(f"{text} exists and is not a directory")
+    parent = os.path.dirname(full) if kind == "file" else full
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"cannot create {text}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {text}: {parent} is not writable")
+    return text
+
+
+def _umask_mode() -> int:
+    """Mode of a new file under the current umask (0o644 for umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_target(path, suffix=".tmp"):
-    """Yield a temporary path beside ``path``; rename it over ``path`` on success."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` on success.
+
+    The file gets the umask's mode (mkstemp would leave 0600); any failure,
+    Ctrl-C or SIGTERM removes the temporary file, and I/O errors (disk full)
+    become one ``OSError`` naming ``path``.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=folder)
-    os.close(fd)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=suffix, prefix=f".{os.path.basename(path)}.",
+                                   dir=folder)
+        os.close(fd)
+    except OSError as exc:
+        raise OSError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         yield tmp
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # netCDF4 reports disk full as RuntimeError
+        raise OSError(f"could not write {path}: {exc}") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def remove_stale_temporaries(folder, name: str):
+    """Remove temporary files of ``atomic_target`` for ``name`` left by a killed run."""
+    if os.path.isdir(folder):
+        for entry in os.listdir(folder):
+            if entry.startswith(f".{name}.") and entry.endswith("tmp"):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(folder, entry))
 
 
 def write_netcdf(ds: xr.Dataset, path) -> str:

@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dynamics.params import AXES, SPEC_OF, Params  # noqa: E402
 from dynamics.run import Trajectory  # noqa: E402
 
 from .dataset import atomic_target  # noqa: E402
@@ -18,7 +19,7 @@ from .metrics import VARIABLES, rel_err_per_step  # noqa: E402
 def save_figure(fig, path) -> str:
     """Save to a temporary file in the target folder, then rename."""
     try:
-        with atomic_target(path, ".png") as tmp:
+        with atomic_target(path, ".png.tmp") as tmp:
             fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     finally:
         plt.close(fig)
@@ -26,13 +27,19 @@ def save_figure(fig, path) -> str:
 
 
 def _caption(p, swept=()) -> str:
-    """Parameters of a figure; swept ones are left out."""
-    items = [("n", f"n={p.n}"), ("d", f"d={p.d}"), ("m", f"m={p.m}"),
-             ("mu", f"||mu||={p.mu_norm:.3g}"), ("v0", f"v0={p.v0:g}"),
-             ("sigma0", f"sigma0={p.sigma_0:g}"), ("eta", f"eta={p.eta:g}"),
-             ("c", f"c={p.c:g}"), ("T", f"T={p.steps}"), ("flip", f"flip={p.flip:g}"),
-             ("seed", f"seed={p.seed}")]
-    return ", ".join(text for key, text in items if key not in swept)
+    """Parameters of a figure; swept ones are left out (``Params.caption``)."""
+    return p.caption(swept)
+
+
+def steps_label(steps: float) -> str:
+    """'T = 200' or 'T = inf (converged)'."""
+    return "T = inf (converged)" if np.isinf(steps) else f"T = {steps:g}"
+
+
+def axis_label(name: str) -> str:
+    """Axis label of a phase axis or parameter, from the parameter table."""
+    spec = AXES.get(name) or SPEC_OF.get(name)
+    return f"{spec.long_name} {spec.label}" if spec else name
 
 
 def plot_overlay(reduced: Trajectory, full: Trajectory, path, neurons=4) -> str:
@@ -148,8 +155,10 @@ PHASE_LAWS = {
 }
 
 
-def plot_phase(ds, path) -> str:
-    """Heatmap of the seed-mean test error with the mu* curve and theory laws."""
+def plot_phase(ds, path, k: int = 0) -> str:
+    """Heatmap of the seed-mean test error at checkpoint index k, with the
+    mu* curve and theory laws."""
+    ds = ds.isel(steps=k)
     xn, yn = ds.attrs["x_axis"], ds.attrs["y_axis"]
     x, y = ds[xn].values.astype(float), ds[yn].values.astype(float)
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
@@ -174,15 +183,13 @@ def plot_phase(ds, path) -> str:
         ax.set_xlim(x.min(), x.max())
         ax.set_ylim(y.min(), y.max())
         ax.legend(fontsize=7, loc="best", framealpha=0.8)
-    names = {"v0": "output-layer init $v_0$", "mu": r"signal $\|\mu\|$", "d": "dimension d",
-             "n": "samples n", "m": "filters m", "sigma0": r"$\sigma_0$", "eta": r"$\eta$"}
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel(names.get(xn, xn))
-    ax.set_ylabel(names.get(yn, yn))
-    from dynamics.params import Params
+    ax.set_xlabel(axis_label(xn))
+    ax.set_ylabel(axis_label(yn))
     p = Params.from_attrs(ds.attrs)
-    ax.set_title(f"dyn phase ({ds.attrs['level']}, {ds.attrs['sampler']}): {xn} x {yn}\n"
+    ax.set_title(f"dyn phase ({ds.attrs['level']}, {ds.attrs['sampler']}): {xn} x {yn}, "
+                 f"{steps_label(float(ds.steps))}\n"
                  f"{_caption(p, swept=(xn, yn))}", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from dynamics.boundary import Boundary, find_mu_star, fit_exponents, seed_list
-from dynamics.params import Params, ParamError
+from dynamics.boundary import Boundary, fit_exponents, seed_list
+from dynamics.params import D_GRID, N_GRID, TAU, TRANSITION_TAUS, Params, check_count, \
+    check_threshold
 
+from .boundaries import find_boundary
 from .dataset import global_attrs, write_netcdf
 
-D_GRID = (500, 1000, 2000, 4000, 8000, 16000, 32000, 64000)
-N_GRID = (10, 20, 40, 80, 160)
 # Exponents (a, b) of mu* ~ d^a n^b quoted in SPEC 8
 THEORY_EXPONENTS = {
     "large v0 / fixed output: a=1/4, b=-1/4": (0.25, -0.25),
@@ -61,7 +61,7 @@ def _grid(params, values, key, level, sampler, n_seeds, tau, main, progress):
             out[k] = main
         else:
             g = guess.get(k, main.star())
-            out[k] = find_mu_star(p, level, sampler, n_seeds, (tau,), guess=g)
+            out[k] = find_boundary(p, level, sampler, n_seeds, (tau,), guess=g)
         nxt = k + 1 if k >= centre else k - 1
         if np.isfinite(out[k].star()):
             guess[nxt] = out[k].star()
@@ -71,19 +71,17 @@ def _grid(params, values, key, level, sampler, n_seeds, tau, main, progress):
 
 
 def solve(params: Params, v0s=None, level="exact", sampler="wishart", n_seeds=8,
-          tau=0.25, d_grid=D_GRID, n_grid=N_GRID, verify=True, verify_seeds=3,
+          tau=TAU, d_grid=D_GRID, n_grid=N_GRID, verify=True, verify_seeds=3,
           progress=None) -> list[V0Result]:
     """Run the whole `dyn solve` job; ``progress(k)`` is called per unit of work."""
-    v0s = [params.v0] if v0s is None else list(v0s)
-    if not 0.0 < tau < 0.5:
-        raise ParamError("threshold", tau, "must be in (0, 0.5)")
-    if int(verify_seeds) < 1:
-        raise ParamError("verify_seeds", verify_seeds, "must be an integer >= 1")
+    v0s = [params.v0] if v0s is None else [params.replace(v0=v).v0 for v in v0s]
+    tau = check_threshold(tau)
+    verify_seeds = check_count("verify_seeds", verify_seeds)
     results = []
     for v0 in v0s:
         t0 = time.perf_counter()
         p = params.replace(v0=v0)
-        main = find_mu_star(p, level, sampler, n_seeds, (tau, 0.1, 0.4))
+        main = find_boundary(p, level, sampler, n_seeds, (tau,) + TRANSITION_TAUS)
         if progress:
             progress(1)
         res = V0Result(v0=p.v0, main=main)
@@ -174,7 +172,11 @@ def to_dataset(results: list[V0Result], params: Params, level, sampler, n_seeds,
     ver = [r.verify for r in results]
     if all(v is not None for v in ver):
         ds = ds.merge(xr.concat(ver, dim="v0").assign_coords(v0=ds.v0))
-    ds.attrs = global_attrs(params, title="dyn solve: phase boundary ||mu||*",
+    # attributes record what was run: mu_norm is searched, not set; v0 is the
+    # run's value, or a coordinate when several were given
+    ran = params.replace(v0=results[0].v0)
+    swept = ("mu_norm",) if len(results) == 1 else ("mu_norm", "v0")
+    ds.attrs = global_attrs(ran, swept=swept, title="dyn solve: phase boundary ||mu||*",
                             level=level, sampler=sampler, n_seeds=n_seeds,
                             threshold=tau, verify_sampler="data")
     ds["mu_star"].attrs.update(long_name="critical ||mu|| where mean test error = tau")

@@ -1,9 +1,9 @@
-"""Figures of the measured mechanisms (``dynamics.theory``), Agg backend, atomic PNG."""
+"""Figures of the measured mechanisms (``dynamics.theory.measure``), Agg backend, atomic PNG."""
 from __future__ import annotations
 
 import numpy as np
 
-from dynamics.theory import mechanisms, ratio_agreement, stage1_end
+from dynamics.theory.measure import mechanisms, ratio_agreement, stage1_end
 
 from .plots import _caption, plt, save_figure
 

@@ -1,27 +1,16 @@
 """Reduced dynamics of benign overfitting with a trainable output layer.
 
-``from dynamics import Params, simulate`` for notebooks; see README.md.
+The bottom layer of ``dyn``: parameters, samplers, Numba kernels, runs and the
+boundary solver.  It imports nothing above it (``fullsim``, ``compare``).
+``from dynamics import Params, simulate`` for notebooks; the whole job
+(``solve``) lives in ``compare``: ``from compare import solve``.
 """
 from .data import Stats, sample_data, sample_stats, sample_wishart
-from .params import LEVELS, SAMPLERS, Params, ParamError
+from .params import ALL_LEVELS, LEVELS, PARAMS, SAMPLERS, Params, ParamError
 from .run import DivergenceError, Trajectory, simulate
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = ["Params", "ParamError", "Stats", "Trajectory", "DivergenceError",
-           "LEVELS", "SAMPLERS", "simulate", "sample_data", "sample_stats",
+__all__ = ["Params", "ParamError", "PARAMS", "Stats", "Trajectory", "DivergenceError",
+           "LEVELS", "ALL_LEVELS", "SAMPLERS", "simulate", "sample_data", "sample_stats",
            "sample_wishart", "__version__"]
-
-
-def solve(params, v0s=None, **kwargs):
-    """Phase boundary, scaling and verification (see ``compare.solve.solve``).
-
-    Lives in ``compare`` because the verification runs the full network;
-    imported lazily to keep ``dynamics`` free of that dependency.
-    """
-    from compare.solve import solve as _solve
-
-    return _solve(params, v0s, **kwargs)
-
-
-__all__.append("solve")

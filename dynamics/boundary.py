@@ -1,26 +1,37 @@
-"""Phase boundary ||mu||* (SPEC section 9) and its scaling with d and n.
+"""Phase boundary ||mu||* (SPEC section 9): the solver and the reduced evaluator.
 
 For fixed parameters, mu* is where the seed-averaged clean test error crosses
-a threshold tau along log ||mu||.  Seeds are params.seed + s, s = 0..S-1, and
-the statistics of each seed are drawn once and reused for every ||mu||
-(common random numbers: only A = ||mu|| <w0, e_1> changes), so the mean error
-curve is a fixed function of ||mu||.  All seeds (and all ||mu|| of one
-evaluation) run in one parallel Numba call.  Algorithm: evaluate a coarse
-log grid, widen it until every tau is bracketed, bisect in log ||mu|| on each
-bracket, and interpolate linearly in log ||mu|| inside the final bracket.
+a threshold tau along log ||mu||.  The solver ``find_boundaries`` knows
+nothing about models: it takes an *evaluator*, a callable from ||mu|| values
+(M,) to per-seed results with arrays (S, M, K) over S seeds and K checkpoint
+times (``test_error``, ``loss``, ``train_error``, ``margin``; NaN where a run
+diverged before that time) and ``status`` (S, M, 2) = (step, reason) or
+(-1, 0).  ``reduced_evaluator`` (here) runs the Numba batch kernel;
+``fullsim.batch.full_evaluator`` trains the weight-space network.
+
+Common random numbers: seeds are params.seed + s, s = 0..S-1, and the
+statistics of each seed are drawn once and reused for every ||mu|| (only
+A = ||mu|| <w0, e_1> changes), so the mean error curve is a fixed function of
+||mu||.  Algorithm, per checkpoint time: evaluate a coarse log grid, widen it
+until every tau is bracketed, bisect in log ||mu|| on each bracket, and
+interpolate linearly in log ||mu|| inside the final bracket.  All times share
+the runs (each evaluation returns every checkpoint).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
 from .data import sample_stats
 from .kernels import batch_kernel, batch_kernel_serial
-from .params import LEVELS, SAMPLERS, Params, ParamError, check_choice
-from .run import LEVEL_FLAGS, optimizer_array
+from .params import SAMPLERS, TAU, TRANSITION_TAUS, Params, ParamError, check_choice, \
+    check_threshold
+from .run import FLOW, check_integrator, kernel_config, kernel_stats
 
-_STACK = ("w0_e1", "B", "G", "N", "yhat", "y", "test_yhat", "test_B", "test_X")
+RESULTS = ("test_error", "loss", "train_error", "margin")
+Evaluator = Callable[[np.ndarray], dict]
 
 
 def seed_list(params: Params, n_seeds: int) -> np.ndarray:
@@ -28,100 +39,115 @@ def seed_list(params: Params, n_seeds: int) -> np.ndarray:
     return params.seed + np.arange(n_seeds)
 
 
-def stacked_stats(params: Params, sampler: str, seeds) -> dict:
-    """Statistics of every seed, stacked on a leading axis (for the batch kernel)."""
-    stats = [sample_stats(params.replace(seed=int(s)), sampler) for s in seeds]
-    return {k: np.ascontiguousarray(np.stack([getattr(st, k) for st in stats]))
-            for k in _STACK}
+def stacked_stats(params: Params, sampler: str, seeds):
+    """Kernel statistics of every seed, stacked on a leading axis."""
+    return kernel_stats([sample_stats(params.replace(seed=int(s)), sampler) for s in seeds])
 
 
-def run_batch(params: Params, level: str, stacked: dict, job_seed, job_mu,
-              job_v0=None, parallel: bool = True) -> dict:
-    """Final test error, loss, train error and status of many runs.
+def check_checkpoints(checkpoints, steps: int) -> np.ndarray:
+    """Ascending, distinct times in GD steps (default: [steps]): integers >= 0,
+    and inf (the limit t -> infinity) allowed last."""
+    try:
+        cp = np.array([steps] if checkpoints is None else checkpoints, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ParamError("times", checkpoints, "must be numbers (GD steps) or inf") from None
+    fin = cp[np.isfinite(cp)]
+    if (cp.ndim != 1 or cp.size == 0 or np.any(np.isnan(cp)) or np.any(cp < 0)
+            or np.any(np.diff(cp) <= 0) or np.any(fin != np.round(fin)) or np.any(fin > 1e15)):
+        raise ParamError("times", cp.tolist(),
+                         "must be ascending, distinct integers in [0, 1e15] (GD steps), "
+                         "optionally ending with inf")
+    return cp
 
-    Job q runs seed index job_seed[q] at ||mu|| = job_mu[q], v0 = job_v0[q];
-    ``parallel`` uses numba prange (else one thread; same results bit for bit).
-    """
-    use_gram, train_v = LEVEL_FLAGS[level]
+
+def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None,
+              checkpoints=None, parallel: bool = True, integrator: str = "gd") -> dict:
+    """Per-job results at each checkpoint: arrays (Q, K) of RESULTS, ``status``
+    (Q, 2) and ``info`` (Q, 4) = (limit converged 1/0 or -1, final time in GD
+    steps, RHS evaluations, rejected steps).  Job q runs seed index
+    job_seed[q] at ||mu|| = job_mu[q], v0 = job_v0[q]; ``parallel`` uses numba
+    prange (else one thread; same results bit for bit).  integrator "gd":
+    finite checkpoints are GD steps, inf continues with the flow; "flow":
+    every checkpoint is flow time eta*T."""
+    cfg = kernel_config(params, level)
+    use_flow = check_integrator(params, integrator)
+    cp = check_checkpoints(checkpoints, params.steps)
+    if not use_flow and np.isinf(cp[-1]) and params.optimizer_spec[0] != "gd":
+        check_integrator(params, "flow")  # the limit is a gradient-flow notion
     job_seed = np.ascontiguousarray(job_seed, dtype=np.int64)
     job_mu = np.ascontiguousarray(job_mu, dtype=np.float64)
-    job_v0 = np.full(job_mu.shape, params.v0) if job_v0 is None else \
-        np.ascontiguousarray(job_v0, dtype=np.float64)
-    out = {k: np.empty(job_mu.shape[0]) for k in ("test_error", "loss", "train_error")}
-    status = np.empty(job_mu.shape[0], dtype=np.int64)
-    p = params
+    job_v0 = (np.full(job_mu.shape, params.v0) if job_v0 is None
+              else np.ascontiguousarray(job_v0, dtype=np.float64))
+    Q = job_mu.shape[0]
+    out = {k: np.empty((Q, cp.size)) for k in RESULTS}
+    out["status"] = np.empty((Q, 2), dtype=np.int64)
+    out["info"] = np.empty((Q, 4))
     kernel = batch_kernel if parallel else batch_kernel_serial
-    kernel(stacked["w0_e1"], stacked["B"], stacked["G"], stacked["N"],
-           stacked["yhat"], stacked["y"], stacked["test_yhat"],
-           stacked["test_B"], stacked["test_X"], job_seed, job_mu, job_v0,
-           p.c, p.eta, p.eta_v_eff, p.steps, use_gram, train_v, optimizer_array(p),
-           out["test_error"], out["loss"], out["train_error"], status)
-    out["status"] = status
+    kernel(stacked, cfg, FLOW, use_flow, job_seed, job_mu, job_v0, cp,
+           out["test_error"], out["loss"], out["train_error"], out["margin"], out["status"],
+           out["info"])
     return out
 
 
-def run_full_batch(params: Params, seeds, job_seed, job_mu, job_v0=None) -> dict:
-    """``run_batch`` for level "full": the weight-space network, job by job.
+def jobs_to_curve(res: dict, n_mu: int, n_seeds: int) -> dict:
+    """Job-major results (Q = M*S, ...) -> evaluator layout (S, M, ...)."""
+    return {k: np.swapaxes(v.reshape((n_mu, n_seeds) + v.shape[1:]), 0, 1)
+            for k, v in res.items()}
 
-    Job q trains on the real data of seed seeds[job_seed[q]] (sampler data).
-    Imported lazily: fullsim builds on dynamics.
-    """
-    from fullsim import simulate_full
 
-    job_v0 = np.full(len(job_mu), params.v0) if job_v0 is None else job_v0
-    out = {k: np.empty(len(job_mu)) for k in ("test_error", "loss", "train_error")}
-    out["status"] = np.full(len(job_mu), -1, dtype=np.int64)
-    for q, (si, mu, v0) in enumerate(zip(job_seed, job_mu, job_v0)):
-        p = params.replace(seed=int(seeds[si]), mu_norm=float(mu), v0=float(v0))
-        tr = simulate_full(p, record_every=p.steps)
-        out["test_error"][q], out["loss"][q] = tr.test_error, tr.loss[-1]
-        out["train_error"][q] = tr.train_error[-1]
-    return out
+def reduced_evaluator(params: Params, level: str, sampler: str, seeds,
+                      checkpoints=None, stacked=None, integrator: str = "gd") -> Evaluator:
+    """Evaluator for a reduced level: the statistics of every seed are drawn
+    once; each call runs all (||mu||, seed) jobs in one parallel kernel call."""
+    check_choice("sampler", sampler, SAMPLERS)
+    kernel_config(params, level)  # validate level, optimizer, integrator up front
+    check_integrator(params, integrator)
+    stacked = stacked_stats(params, sampler, seeds) if stacked is None else stacked
+    S = len(seeds)
+
+    def evaluate(mus):
+        mus = np.asarray(mus, dtype=np.float64)
+        res = run_batch(params, level, stacked, np.tile(np.arange(S), mus.size),
+                        np.repeat(mus, S), checkpoints=checkpoints, integrator=integrator)
+        return jobs_to_curve(res, mus.size, S)
+    return evaluate
 
 
 class ErrorCurve:
-    """Per-seed final errors at every evaluated ||mu|| (cached, CRN)."""
+    """Per-seed results at every evaluated ||mu|| (cached; CRN), arrays
+    (S, M, K); runs that diverged before a checkpoint count as chance there
+    (test error 0.5, train error 1, loss NaN) and are listed in ``diverged``."""
 
-    def __init__(self, params: Params, level: str, stacked: dict | None, seeds=None):
-        self.params, self.level, self.stacked = params, level, stacked
-        self.seeds = seeds
-        self.n_seeds = len(seeds) if stacked is None else stacked["yhat"].shape[0]
-        self.diverged = []  # ||mu|| of runs with non-finite outputs
+    def __init__(self, evaluate: Evaluator, n_seeds: int, n_times: int):
+        self.evaluate_runs, self.n_seeds, self.n_times = evaluate, n_seeds, n_times
+        self.diverged = []  # (||mu||, seed index, step, reason)
         self.mu = np.empty(0)
-        self.test = np.empty((self.n_seeds, 0))
-        self.loss = np.empty((self.n_seeds, 0))
-        self.train = np.empty((self.n_seeds, 0))
+        self.data = {k: np.empty((n_seeds, 0, n_times)) for k in RESULTS}
 
-    def evaluate(self, mus) -> np.ndarray:
-        """Seed-mean test error at each ||mu|| (runs only new values)."""
+    def evaluate(self, mus, k: int = 0) -> np.ndarray:
+        """Seed-mean test error at time index k for each ||mu|| (runs only new values)."""
         mus = np.atleast_1d(np.asarray(mus, dtype=np.float64))
         new = np.unique(mus[~np.isin(mus, self.mu)])
         if new.size:
-            S = self.n_seeds
-            job_mu = np.repeat(new, S)
-            job_seed = np.tile(np.arange(S), new.size)
-            if self.level == "full":
-                res = run_full_batch(self.params, self.seeds, job_seed, job_mu)
-            else:
-                res = run_batch(self.params, self.level, self.stacked, job_seed, job_mu)
-            bad = res["status"] >= 0
-            if bad.any():  # no finite prediction: count as chance, flag it
+            res = self.evaluate_runs(new)
+            bad = ~np.isfinite(res["test_error"])
+            if bad.any():
                 res["test_error"][bad] = 0.5
                 res["train_error"][bad] = 1.0
                 res["loss"][bad] = np.nan
-                self.diverged.extend(job_mu[bad].tolist())
-            shape = (new.size, S)
+                for s, q in zip(*np.nonzero(res["status"][..., 0] >= 0)):
+                    self.diverged.append((float(new[q]), int(s), *map(int, res["status"][s, q])))
             self.mu = np.concatenate([self.mu, new])
-            for name, key in (("test", "test_error"), ("loss", "loss"),
-                              ("train", "train_error")):
-                setattr(self, name, np.concatenate(
-                    [getattr(self, name), res[key].reshape(shape).T], axis=1))
             order = np.argsort(self.mu)
             self.mu = self.mu[order]
-            self.test, self.loss, self.train = (self.test[:, order],
-                                                self.loss[:, order], self.train[:, order])
+            for name in RESULTS:
+                self.data[name] = np.concatenate([self.data[name], res[name]], axis=1)[:, order]
         idx = np.searchsorted(self.mu, mus)
-        return self.test[:, idx].mean(axis=0)
+        return self.data["test_error"][:, idx, k].mean(axis=0)
+
+    @property
+    def test(self):
+        return self.data["test_error"]
 
 
 def crossing(mu, err, tau):
@@ -141,7 +167,7 @@ def crossing(mu, err, tau):
 
 @dataclass
 class Boundary:
-    """Result of ``find_mu_star`` (see its docstring)."""
+    """mu* at one checkpoint time (see ``find_boundaries``)."""
 
     params: Params
     level: str
@@ -153,8 +179,11 @@ class Boundary:
     curve_mu: np.ndarray     # every evaluated ||mu||
     curve_test: np.ndarray   # (S, M) per-seed test error
     curve_loss: np.ndarray   # (S, M) per-seed training loss
+    steps: float = np.nan    # checkpoint time (GD steps)
     loss_at_star: float = np.nan
     train_error_at_star: float = np.nan
+    margin_at_star: float = np.nan
+    n_diverged: int = 0
     notes: list = field(default_factory=list)
 
     @property
@@ -166,94 +195,96 @@ class Boundary:
         return self.mu_star[self.taus[0] if tau is None else tau]
 
 
-def find_mu_star(params: Params, level: str = "exact", sampler: str = "wishart",
-                 n_seeds: int = 8, taus=(0.25, 0.1, 0.4), guess: float | None = None,
-                 mu_range=(0.1, 1000.0), rel_tol: float = 0.01, n_boot: int = 200,
-                 stacked: dict | None = None) -> Boundary:
-    """mu* for each tau (the first tau is the headline threshold).
+def find_boundaries(evaluate: Evaluator, params: Params, seeds, times=None,
+                    taus=(TAU,) + TRANSITION_TAUS, guess: float | None = None,
+                    mu_range=(0.1, 1000.0), rel_tol: float = 0.01, n_boot: int = 200,
+                    level: str = "", sampler: str = "") -> list[Boundary]:
+    """mu* for each tau (the first is the headline threshold) at each time.
 
-    level "full" trains the weight-space network (sampler data) at every
-    evaluation: exact for any optimizer, but O(m n d) per step.
-
-    guess: centre of the initial bracket grid (guess * 4^k, k = -1..1); else a
-    coarse log grid over ``mu_range`` (9 points).  Brackets widen by 4x up to
-    6 times.  Bisection in log ||mu|| stops when the bracket ratio is below
-    1 + rel_tol.  Bootstrap: seeds resampled n_boot times, crossing of the
-    resampled mean curve, 2.5-97.5% interval.
+    ``evaluate`` maps ||mu|| values to per-seed results at the K = len(times)
+    checkpoint times (module docstring); ``level``/``sampler`` only label the
+    result.  guess: centre of the initial bracket grid (guess * 4^k,
+    k = -1..1); else a coarse log grid over ``mu_range`` (9 points).  Brackets
+    widen by 4x up to 6 times.  Bisection in log ||mu|| stops when the bracket
+    ratio is below 1 + rel_tol.  Bootstrap: seeds resampled n_boot times,
+    crossing of the resampled mean curve, 2.5-97.5% interval.
     """
-    check_choice("level", level, LEVELS + ("full",))
-    check_choice("sampler", sampler, SAMPLERS)
-    if int(n_seeds) < 1:
-        raise ParamError("seeds", n_seeds, "must be an integer >= 1")
-    for tau in taus:
-        if not 0.0 < tau < 0.5:
-            raise ParamError("threshold", tau, "must be in (0, 0.5)")
-    seeds = seed_list(params, int(n_seeds))
-    if level == "full":
-        stacked, sampler = None, "data"
-    elif stacked is None:
-        stacked = stacked_stats(params, sampler, seeds)
-    curve = ErrorCurve(params, level, stacked, seeds)
+    taus = tuple(check_threshold(t) for t in taus)
+    times = [params.steps] if times is None else list(times)
+    curve = ErrorCurve(evaluate, len(seeds), len(times))
     grid = (guess * 4.0 ** np.arange(-1, 2) if guess and np.isfinite(guess)
             else np.geomspace(mu_range[0], mu_range[1], 9))
-    err = curve.evaluate(grid)
-    notes = []
-    for _ in range(6):  # widen until every tau is bracketed
-        lo_need = any(err[0] < tau for tau in taus)
-        hi_need = any(err[-1] >= tau and _bracket(curve.mu, err, tau) is None for tau in taus)
+    curve.evaluate(grid)
+    for _ in range(6):  # widen until every tau is bracketed at every time
+        errs = [curve.evaluate(curve.mu, k) for k in range(len(times))]
+        lo_need = any(e[0] < tau for e in errs for tau in taus)
+        hi_need = any(e[-1] >= tau and _bracket(curve.mu, e, tau) is None
+                      for e in errs for tau in taus)
         if not (lo_need or hi_need):
             break
-        ext = []
-        if lo_need:
-            ext.append(curve.mu[0] / 4.0)
-        if hi_need:
-            ext.append(curve.mu[-1] * 4.0)
-        curve.evaluate(ext)
-        err = curve.evaluate(curve.mu)
-    mu_star, ci = {}, {}
-    for tau in taus:
-        brk = _bracket(curve.mu, curve.evaluate(curve.mu), tau)
-        if brk is None:
-            notes.append(f"tau={tau}: no crossing in [{curve.mu[0]:.3g}, {curve.mu[-1]:.3g}]")
-            continue
-        lo, hi = brk
-        while hi / lo > 1.0 + rel_tol:
-            mid = np.sqrt(lo * hi)
-            if curve.evaluate(mid)[0] >= tau:
-                lo = mid
-            else:
-                hi = mid
-    mean = curve.test.mean(axis=0)
+        curve.evaluate(([curve.mu[0] / 4.0] if lo_need else []) +
+                       ([curve.mu[-1] * 4.0] if hi_need else []))
+    for k in range(len(times)):
+        for tau in taus:
+            brk = _bracket(curve.mu, curve.evaluate(curve.mu, k), tau)
+            if brk is None:
+                continue
+            lo, hi = brk
+            while hi / lo > 1.0 + rel_tol:
+                mid = np.sqrt(lo * hi)
+                if curve.evaluate(mid, k)[0] >= tau:
+                    lo = mid
+                else:
+                    hi = mid
     rng = np.random.default_rng(np.random.SeedSequence([params.seed, 2024]))
     boot_idx = rng.integers(0, curve.n_seeds, size=(n_boot, curve.n_seeds))
+    out = []
+    for k, time in enumerate(times):
+        out.append(_boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler))
+    return out
+
+
+def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) -> Boundary:
+    """Crossings, bootstrap intervals and fit diagnostics at time index k."""
+    test = curve.data["test_error"][..., k]
+    mean = test.mean(axis=0)
+    mu_star, ci, notes = {}, {}, []
     for tau in taus:
         mu_star[tau] = crossing(curve.mu, mean, tau)
         if np.isnan(mu_star[tau]):
             ci[tau] = (np.nan, np.nan)
+            notes.append(f"tau={tau}: no crossing in [{curve.mu[0]:.3g}, {curve.mu[-1]:.3g}]")
             continue
-        boots = np.array([crossing(curve.mu, curve.test[b].mean(axis=0), tau)
-                          for b in boot_idx])
+        boots = np.array([crossing(curve.mu, test[b].mean(axis=0), tau) for b in boot_idx])
         boots = boots[np.isfinite(boots)]
         ci[tau] = (tuple(np.percentile(boots, [2.5, 97.5])) if boots.size
                    else (np.nan, np.nan))
-    if curve.diverged:
-        notes.append(f"{len(curve.diverged)} runs diverged (counted as test error 0.5), "
-                     f"at ||mu|| in [{min(curve.diverged):.3g}, {max(curve.diverged):.3g}]; "
-                     f"a smaller eta avoids this")
-    res = Boundary(params=params, level=level, sampler=sampler, taus=tuple(taus),
-                   mu_star=mu_star, ci=ci, seeds=seeds, curve_mu=curve.mu.copy(),
-                   curve_test=curve.test.copy(), curve_loss=curve.loss.copy(),
-                   notes=notes)
+    div = [dv for dv in curve.diverged if dv[2] <= time]
+    if div:
+        mus = [dv[0] for dv in div]
+        notes.append(f"{len(div)} runs diverged by step {time:g} (counted as test error 0.5), "
+                     f"at ||mu|| in [{min(mus):.3g}, {max(mus):.3g}]; a smaller eta avoids this")
+    res = Boundary(params=params, level=level, sampler=sampler, taus=taus, mu_star=mu_star,
+                   ci=ci, seeds=np.asarray(seeds), curve_mu=curve.mu.copy(),
+                   curve_test=test.copy(), curve_loss=curve.data["loss"][..., k].copy(),
+                   steps=float(time), n_diverged=len(div), notes=notes)
     star = mu_star[taus[0]]
     if np.isfinite(star):
-        curve.evaluate(star)
-        k = int(np.searchsorted(curve.mu, star))
-        res.loss_at_star = float(curve.loss[:, k].mean())
-        res.train_error_at_star = float(curve.train[:, k].max())
+        curve.evaluate(star, k)
+        i = int(np.searchsorted(curve.mu, star))
+        res.loss_at_star = float(curve.data["loss"][:, i, k].mean())
+        res.train_error_at_star = float(curve.data["train_error"][:, i, k].max())
+        res.margin_at_star = float(curve.data["margin"][:, i, k].mean())
         if not res.fitted:
             notes.append(f"training data not fitted at mu* (max train error "
                          f"{res.train_error_at_star:.2f}, loss {res.loss_at_star:.3g})")
     return res
+
+
+def find_mu_star(evaluate: Evaluator, params: Params, seeds, taus=(TAU,) + TRANSITION_TAUS,
+                 **kwargs) -> Boundary:
+    """``find_boundaries`` at the single time params.steps."""
+    return find_boundaries(evaluate, params, seeds, None, taus, **kwargs)[0]
 
 
 def _last_crossing(err, tau):

@@ -160,15 +160,22 @@ def available_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def check_memory(nbytes: float, what: str, limit: float | None = None):
+def check_memory(nbytes: float, what: str, limit: float | None = None,
+                 hint: str = "lower d (or n, m), or use the d-free sampler 'wishart' "
+                             "with a reduced level"):
     """Refuse work whose arrays would not fit (80% of available memory)."""
     limit = 0.8 * available_memory_bytes() if limit is None else limit
     if nbytes > limit:
         raise MemoryError(
             f"{what} needs about {nbytes / 2**30:.2f} GiB of arrays but only "
-            f"{limit / 2**30:.2f} GiB may be used; lower d (or n, m), or use "
-            f"the d-free sampler 'wishart' with a reduced level"
+            f"{limit / 2**30:.2f} GiB may be used; {hint}"
         )
+
+
+def check_test_memory(params: Params):
+    """Guard for the test-set statistics (2m + n + 2m + n numbers per test point)."""
+    check_memory(8.0 * params.n_test * 2 * (2 * params.m + params.n),
+                 f"--n-test {params.n_test}", hint="lower --n-test")
 
 
 def data_bytes(params: Params) -> float:
@@ -197,6 +204,7 @@ def sample_data(params: Params) -> Realisation:
         raise ParamError("n", p.n, f"sampler 'data' needs n <= d - 1 = {p.d - 1} "
                          "(the noise vectors must be linearly independent)")
     check_memory(data_bytes(p), f"sampler 'data' at d={p.d}")
+    check_test_memory(p)
     s_lab, s_init, s_noise, s_test = seed_streams(p.seed)
     yhat, y = draw_labels(p, s_lab)
     W0 = p.sigma_0 * np.random.default_rng(s_init).standard_normal((2, p.m, p.d))
@@ -267,6 +275,7 @@ def sample_wishart(params: Params) -> Stats:
                          f"noise (noise={p.noise}); use sampler 'data'")
     if p.d - 1 < K:
         raise ParamError("d", p.d, f"sampler 'wishart' needs d - 1 >= 2m + n = {K}")
+    check_test_memory(p)
     s_lab, s_init, s_noise, s_test = seed_streams(p.seed)
     yhat, y = draw_labels(p, s_lab)
     w0_e1 = p.sigma_0 * np.random.default_rng(s_init).standard_normal((2, p.m))

@@ -1,11 +1,13 @@
-"""Numba kernels of the reduced coefficient recursion (SPEC section 4).
+"""Numba kernels of the reduced coefficient recursion (SPEC sections 4, 6, 10).
 
-Pure functions of plain arrays and scalars, ``@njit(cache=True)``; every
-helper a kernel calls lives in this module (numba#1833).  Index conventions:
-axis j in {0, 1} stands for j = +1, -1 (sign ``1 - 2j``); p in {0, 1} is the
-patch (signal, noise).  At step t, with all right-hand sides at t:
+Pure module-level functions of plain arrays, scalars and two NamedTuples,
+``@njit(cache=True)``; every helper a kernel calls lives in this module
+(numba#1833); randomness stays in the Python wrappers (QuantEcon discipline).
 
-  s_{j,r,i} = yhat_i (A_{j,r} + j gamma_{j,r})
+Index conventions: axis j in {0, 1} stands for j = +1, -1 (sign ``1 - 2j``);
+p in {0, 1} is the patch (signal, noise).  At step t, right-hand sides at t:
+
+  s_{j,r,i} = yhat_i (A_{j,r} + j gamma_{j,r}),   A = ||mu|| <w0, e_1>
   z_{j,r,i} = B_{j,r,i} + sum_k rho_{j,r,k} G_{k,i}     (G = I: "orthogonal")
   f_i       = c sum_j j sum_r [v_{j,r,1} ReLU(s) + v_{j,r,2} ReLU(z)]
   l'_i      = -1 / (1 + exp(y_i f_i))
@@ -14,19 +16,55 @@ patch (signal, noise).  At step t, with all right-hand sides at t:
   v_{j,r,1}+= -(eta_v c/n) j sum_i l'_i y_i ReLU(s)      (not if v frozen)
   v_{j,r,2}+= -(eta_v c/n) j sum_i l'_i y_i ReLU(z)
 
-Optimizers act on these GD increments delta (``opt`` = [code, a, b, eps]):
-code 0, momentum a = beta (a = 0: plain GD): u = beta u + delta, theta += u;
-exact, since heavy ball in weight space is linear in the gradients.
-code 1, Adam (a, b, eps) and code 2, sign GD use the coefficient gradient
-g = -delta / lr (lr = eta or eta_v) per coefficient: an analogy only, since
-those rules act per weight coordinate and W leaves span{mu, xi_i}.
+Heavy-ball momentum (beta) acts on these increments: u = beta u + delta,
+theta += u; exact, since momentum in weight space is linear in the gradients.
+
+Divergence policy (``dynamics.params``): a run stops at the first step where
+an output is non-finite (reason 1), the loss exceeds LOSS_MAX (reason 2) or a
+coefficient exceeds THETA_MAX in absolute value (reason 3); ``status`` holds
+(step, reason), step = -1 when the run finished.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
 
+from .params import LOSS_MAX, THETA_MAX
 
+DIVERGENCE_REASONS = {1: "non-finite network output", 2: f"training loss above {LOSS_MAX:g}",
+                      3: f"a coefficient above {THETA_MAX:g} in absolute value"}
+
+
+class KStats(NamedTuple):
+    """Sufficient statistics for the kernels (see ``dynamics.data.Stats``);
+    the batch kernels take the same fields stacked on a leading seed axis."""
+
+    w0_e1: np.ndarray       # (2, m)      <w0, e_1>
+    w0_perp_sq: np.ndarray  # (2, m)      ||P w0||^2
+    B: np.ndarray           # (2, m, n)   <w0, xi_i>
+    G: np.ndarray           # (n, n)      <xi_k, xi_i> / N_k
+    N: np.ndarray           # (n,)        ||xi_i||^2
+    yhat: np.ndarray        # (n,)        clean labels
+    y: np.ndarray           # (n,)        observed labels
+    test_yhat: np.ndarray   # (nt,)
+    test_B: np.ndarray      # (2, m, nt)  <w0, xi_test>
+    test_X: np.ndarray      # (n, nt)     <xi_k, xi_test>
+
+
+class KConfig(NamedTuple):
+    """Numeric settings of a run (everything but the state, mu and v0)."""
+
+    c: float
+    eta: float
+    eta_v: float
+    beta: float       # heavy-ball momentum (0: plain GD)
+    use_gram: bool    # False: level "orthogonal" (G = I)
+    train_v: bool     # False: level "fixed-output"
+
+
+# ---------------------------------------------------------------- helpers
 @njit(cache=True)
 def _logistic_loss(yf):
     """log(1 + exp(-yf)), overflow-safe."""
@@ -36,51 +74,68 @@ def _logistic_loss(yf):
 
 
 @njit(cache=True)
-def _neuron_output(v1, v2, s, z):
-    """v_1 ReLU(s) + v_2 ReLU(z), branch-free (vectorises)."""
-    return v1 * max(s, 0.0) + v2 * max(z, 0.0)
+def _accumulate_output(f, js_c, a, v1, v2, yhat, zr):
+    """f_i += j c [v1 ReLU(yhat_i a) + v2 ReLU(z_i)], branch-free (vectorises)."""
+    for i in range(f.shape[0]):
+        f[i] += js_c * (v1 * max(yhat[i] * a, 0.0) + v2 * max(zr[i], 0.0))
 
 
 @njit(cache=True)
-def _forward(A, gamma, rho, v, B, G, yhat, use_gram, c, s, z, f):
-    """Fill s, z (2, m, n) and f (n) for the current state.
+def _noise_preact(zr, B0, rho_r, G, use_gram):
+    """z_i = B0_i + sum_k rho_k G_{k,i} (row by row: contiguous inner loop)."""
+    n = rho_r.shape[0]
+    for i in range(zr.shape[0]):
+        zr[i] = B0[i]
+    if use_gram:
+        for k in range(n):  # no branch here: it blocks SIMD
+            rk = rho_r[k]
+            Gk = G[k]
+            for i in range(zr.shape[0]):
+                zr[i] += rk * Gk[i]
+    else:
+        for i in range(zr.shape[0]):
+            zr[i] += rho_r[i]
 
-    z is accumulated row by row (z += rho_k G_k.), a contiguous inner loop.
-    """
+
+@njit(cache=True)
+def _forward(A, gamma, rho, v, st, cfg, s, z, f):
+    """Fill s, z (2, m, n) and f (n) for the current state (SPEC 4)."""
     m = gamma.shape[1]
-    n = yhat.shape[0]
-    for i in range(n):
-        f[i] = 0.0
+    f[:] = 0.0
     for j in range(2):
         js = 1.0 - 2.0 * j
         for r in range(m):
             a = A[j, r] + js * gamma[j, r]
-            v1 = v[j, r, 0]
-            v2 = v[j, r, 1]
-            zr = z[j, r]
-            for i in range(n):
-                zr[i] = B[j, r, i]
-            if use_gram:
-                for k in range(n):  # no branch here: it blocks SIMD
-                    rk = rho[j, r, k]
-                    Gk = G[k]
-                    for i in range(n):
-                        zr[i] += rk * Gk[i]
-            else:
-                for i in range(n):
-                    zr[i] += rho[j, r, i]
-            for i in range(n):
-                si = yhat[i] * a
-                s[j, r, i] = si
-                f[i] += js * c * _neuron_output(v1, v2, si, zr[i])
+            _noise_preact(z[j, r], st.B[j, r], rho[j, r], st.G, cfg.use_gram)
+            for i in range(st.yhat.shape[0]):
+                s[j, r, i] = st.yhat[i] * a
+            _accumulate_output(f, js * cfg.c, a, v[j, r, 0], v[j, r, 1], st.yhat, z[j, r])
 
 
 @njit(cache=True)
-def _increments(gamma, v, s, z, lp, yhat, y, N, mu2, c, eta, eta_v, train_v,
-                dgamma, drho, dv):
-    """GD increments of (gamma, rho, v) at t from s, z, l' (SPEC 4)."""
+def _lprime(f, y, lp):
+    """l'_i = -1/(1 + exp(y_i f_i)); returns (reason, loss): reason 1 if an
+    output is non-finite, 2 if the loss exceeds LOSS_MAX, else 0."""
+    n = f.shape[0]
+    loss = 0.0
+    for i in range(n):
+        yf = y[i] * f[i]
+        if not np.isfinite(yf):
+            return 1, np.inf
+        lp[i] = -1.0 / (1.0 + np.exp(yf))  # exp(+large) -> l' = -0
+        loss += _logistic_loss(yf)
+    loss /= n
+    if loss > LOSS_MAX:
+        return 2, loss
+    return 0, loss
+
+
+@njit(cache=True)
+def _increments(gamma, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, dgamma, drho, dv):
+    """Increments of (gamma, rho, v) at t from s, z, l' (SPEC 4).  The GD step
+    uses (eta, eta_v); the flow's right-hand side uses (1, eta_v/eta)."""
     m = gamma.shape[1]
-    n = yhat.shape[0]
+    n = st.yhat.shape[0]
     cw = eta * c / n
     cv = eta_v * c / n
     for j in range(2):
@@ -91,15 +146,15 @@ def _increments(gamma, v, s, z, lp, yhat, y, N, mu2, c, eta, eta_v, train_v,
             sv1 = 0.0
             sv2 = 0.0
             for i in range(n):  # masks instead of branches (SIMD-friendly)
-                q = lp[i] * y[i]
+                q = lp[i] * st.y[i]
                 si = s[j, r, i]
                 zi = z[j, r, i]
                 ms = 1.0 if si > 0.0 else 0.0
                 mz = 1.0 if zi > 0.0 else 0.0
-                sg += q * yhat[i] * ms
+                sg += q * st.yhat[i] * ms
                 sv1 += q * si * ms
                 sv2 += q * zi * mz
-                drho[j, r, i] = -(cw * N[i] * js * q * v2) * mz
+                drho[j, r, i] = -(cw * st.N[i] * js * q * v2) * mz
             dgamma[j, r] = -(cw * mu2 * v[j, r, 0] * sg)
             if train_v:
                 dv[j, r, 0] = -(cv * js * sv1)
@@ -110,181 +165,431 @@ def _increments(gamma, v, s, z, lp, yhat, y, N, mu2, c, eta, eta_v, train_v,
 
 
 @njit(cache=True)
-def _apply(theta, delta, mom, sq, lr, opt, t):
-    """theta += optimizer(delta) elementwise (flat views; t = 1, 2, ...)."""
-    code = opt[0]
-    if code == 0.0:
-        beta = opt[1]
-        for k in range(theta.size):
-            mom[k] = beta * mom[k] + delta[k]
-            theta[k] += mom[k]
-    elif code == 1.0:
-        b1, b2, eps = opt[1], opt[2], opt[3]
-        c1 = 1.0 - b1 ** t
-        c2 = 1.0 - b2 ** t
-        for k in range(theta.size):
-            g = -delta[k] / lr
-            mom[k] = b1 * mom[k] + (1.0 - b1) * g
-            sq[k] = b2 * sq[k] + (1.0 - b2) * g * g
-            theta[k] -= lr * (mom[k] / c1) / (np.sqrt(sq[k] / c2) + eps)
-    else:
-        for k in range(theta.size):
-            g = -delta[k] / lr
-            if g > 0.0:
-                theta[k] -= lr
-            elif g < 0.0:
-                theta[k] += lr
+def _apply(theta, delta, mom, beta):
+    """theta += u, u = beta u + delta (flat views); returns max |theta|."""
+    big = 0.0
+    for k in range(theta.size):
+        mom[k] = beta * mom[k] + delta[k]
+        theta[k] += mom[k]
+        big = max(big, abs(theta[k]))
+    return big
+
+
+class _Work(NamedTuple):
+    s: np.ndarray
+    z: np.ndarray
+    f: np.ndarray
+    lp: np.ndarray
+    dgamma: np.ndarray
+    drho: np.ndarray
+    dv: np.ndarray
+    mg: np.ndarray
+    mr: np.ndarray
+    mv: np.ndarray
 
 
 @njit(cache=True)
-def run_kernel(A, B, G, N, yhat, y, mu2, c, eta, eta_v, steps, record_every,
-               use_gram, train_v, opt, gamma, rho, v,
-               out_gamma, out_rho, out_v, out_loss, out_err):
+def _work(m, n):
+    """Buffers of one run (allocated once, reused at every step)."""
+    return _Work(np.empty((2, m, n)), np.empty((2, m, n)), np.empty(n), np.empty(n),
+                 np.empty((2, m)), np.empty((2, m, n)), np.empty((2, m, 2)),
+                 np.zeros((2, m)), np.zeros((2, m, n)), np.zeros((2, m, 2)))
+
+
+@njit(cache=True)
+def _gd_step(A, mu2, gamma, rho, v, st, cfg, w):
+    """One GD (or heavy-ball) step in place after ``_forward`` and ``_lprime``
+    filled w.s, w.z, w.lp; returns 3 if a coefficient exceeds THETA_MAX, else 0."""
+    _increments(gamma, v, w.s, w.z, w.lp, st, mu2, cfg.c, cfg.eta, cfg.eta_v,
+                cfg.train_v, w.dgamma, w.drho, w.dv)
+    big = _apply(gamma.ravel(), w.dgamma.ravel(), w.mg.ravel(), cfg.beta)
+    big = max(big, _apply(rho.ravel(), w.drho.ravel(), w.mr.ravel(), cfg.beta))
+    if cfg.train_v:
+        big = max(big, _apply(v.ravel(), w.dv.ravel(), w.mv.ravel(), cfg.beta))
+    return 3 if not big <= THETA_MAX else 0
+
+
+@njit(cache=True)
+def _train_error(f, y):
+    err = 0.0
+    for i in range(f.shape[0]):
+        if y[i] * f[i] <= 0.0:
+            err += 1.0
+    return err / f.shape[0]
+
+
+# ---------------------------------------------------------------- kernels
+@njit(cache=True)
+def run_kernel(st, cfg, mu, steps, record_every, gamma, rho, v,
+               out_gamma, out_rho, out_v, out_loss, out_err, status):
     """Iterate the recursion ``steps`` times from the state (gamma, rho, v).
 
     The state arrays are updated in place (final state on return).  Records at
-    t % record_every == 0 and at t == steps go to the out_* arrays.  Returns -1
-    on success, or the first step t whose forward pass is not finite.
+    t % record_every == 0 and at t == steps go to the out_* arrays.  On
+    divergence status = (step, reason) and the run stops; else status[0] = -1.
     """
-    m = gamma.shape[1]
-    n = yhat.shape[0]
-    s = np.empty((2, m, n))
-    z = np.empty((2, m, n))
-    f = np.empty(n)
-    lp = np.empty(n)
-    dgamma = np.empty((2, m))
-    drho = np.empty((2, m, n))
-    dv = np.empty((2, m, 2))
-    # optimizer state: first and second moments per coefficient
-    mg, mr, mv = np.zeros((2, m)), np.zeros((2, m, n)), np.zeros((2, m, 2))
-    sg, sr, sv = np.zeros((2, m)), np.zeros((2, m, n)), np.zeros((2, m, 2))
+    m, n = gamma.shape[1], st.yhat.shape[0]
+    A = mu * st.w0_e1
+    w = _work(m, n)
+    status[0] = -1
+    status[1] = 0
     rec = 0
     for t in range(steps + 1):
-        _forward(A, gamma, rho, v, B, G, yhat, use_gram, c, s, z, f)
-        finite = True
-        for i in range(n):
-            yf = y[i] * f[i]
-            finite &= np.isfinite(yf)
-            lp[i] = -1.0 / (1.0 + np.exp(yf))  # l'_i; exp(+inf) -> l' = -0
-        if not finite:
-            return t
-        if t % record_every == 0 or t == steps:
-            loss = 0.0
-            err = 0.0
-            for i in range(n):
-                yf = y[i] * f[i]
-                loss += _logistic_loss(yf)
-                if yf <= 0.0:
-                    err += 1.0
+        _forward(A, gamma, rho, v, st, cfg, w.s, w.z, w.f)
+        reason, loss = _lprime(w.f, st.y, w.lp)
+        if reason == 0 and (t % record_every == 0 or t == steps):
             out_gamma[rec] = gamma
             out_rho[rec] = rho
             out_v[rec] = v
-            out_loss[rec] = loss / n
-            out_err[rec] = err / n
+            out_loss[rec] = loss
+            out_err[rec] = _train_error(w.f, st.y)
             rec += 1
+        if reason == 0 and t < steps:
+            reason = _gd_step(A, mu * mu, gamma, rho, v, st, cfg, w)
+            if reason != 0:
+                t += 1  # the new state is out of bounds
+        if reason != 0:
+            status[0] = t
+            status[1] = reason
+            return
         if t == steps:
-            break
-        _increments(gamma, v, s, z, lp, yhat, y, N, mu2, c, eta, eta_v, train_v,
-                    dgamma, drho, dv)
-        _apply(gamma.ravel(), dgamma.ravel(), mg.ravel(), sg.ravel(), eta, opt, t + 1)
-        _apply(rho.ravel(), drho.ravel(), mr.ravel(), sr.ravel(), eta, opt, t + 1)
-        if train_v:
-            _apply(v.ravel(), dv.ravel(), mv.ravel(), sv.ravel(), eta_v, opt, t + 1)
-    return -1
+            return
 
 
 @njit(cache=True)
-def clean_error_kernel(A, gamma, rho, v, N, c, test_yhat, test_B, test_X):
-    """Clean test error: fraction of test points with yhat f(x) <= 0.
+def test_outputs(A, gamma, rho, v, st, c, f):
+    """f(x) of every test point into f (nt,).
 
-    z_{j,r}(x) = <w0, xi> + sum_k (rho_{j,r,k}/N_k) <xi_k, xi>, accumulated
-    row by row (contiguous inner loop over test points; no BLAS, which would
-    oversubscribe the cores inside prange).
+    z_{j,r}(x) = <w0, xi> + sum_k (rho_{j,r,k}/N_k) <xi_k, xi> (the same
+    row-by-row accumulation as training; no BLAS, which would oversubscribe
+    the cores inside prange).
     """
-    m = gamma.shape[1]
-    n = N.shape[0]
-    nt = test_yhat.shape[0]
-    f = np.zeros(nt)
-    zrow = np.empty(nt)
+    m, n = gamma.shape[1], st.N.shape[0]
+    zrow = np.empty(f.shape[0])
+    rhohat = np.empty(n)
+    f[:] = 0.0
     for j in range(2):
         js = 1.0 - 2.0 * j
         for r in range(m):
-            a = A[j, r] + js * gamma[j, r]
-            v1 = v[j, r, 0]
-            v2 = v[j, r, 1]
-            for t in range(nt):
-                zrow[t] = test_B[j, r, t]
             for k in range(n):
-                ck = rho[j, r, k] / N[k]
-                Xk = test_X[k]
-                for t in range(nt):
-                    zrow[t] += ck * Xk[t]
-            for t in range(nt):
-                f[t] += js * c * _neuron_output(v1, v2, test_yhat[t] * a, zrow[t])
-    wrong = 0
-    for t in range(nt):
-        if test_yhat[t] * f[t] <= 0.0:
-            wrong += 1
-    return wrong / nt
+                rhohat[k] = rho[j, r, k] / st.N[k]
+            _noise_preact(zrow, st.test_B[j, r], rhohat, st.test_X, True)
+            _accumulate_output(f, js * c, A[j, r] + js * gamma[j, r], v[j, r, 0], v[j, r, 1],
+                               st.test_yhat, zrow)
 
 
 @njit(cache=True)
-def _run_job(q, w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
-             job_seed, job_mu, job_v0, c, eta, eta_v, steps, use_gram, train_v,
-             opt, out_test, out_loss, out_train, out_status):
-    """Job q of a batch: train from (0, 0, v0) and write its final values."""
-    m = w0_e1.shape[2]
-    n = yhat.shape[1]
+def clean_error_kernel(A, gamma, rho, v, st, c):
+    """Clean test error: fraction of test points with yhat f(x) <= 0."""
+    f = np.empty(st.test_yhat.shape[0])
+    test_outputs(A, gamma, rho, v, st, c, f)
+    return _train_error(f, st.test_yhat)
+
+
+@njit(cache=True)
+def theta_norm_sq(A, mu, gamma, rho, v, st):
+    """||theta||^2 = sum_{j,r} ||w_{j,r}||^2 + sum v^2 (SPEC 10), d-free:
+    ||w||^2 = (<w0,e1> + j gamma/||mu||)^2 + ||P w0||^2 + 2 sum_k rhohat_k B_k
+              + sum_{k,i} rhohat_k rhohat_i <xi_k, xi_i>,  rhohat = rho/N,
+    with <xi_k, xi_i> = G_{k,i} N_k."""
+    m, n = gamma.shape[1], st.N.shape[0]
+    total = 0.0
+    for j in range(2):
+        js = 1.0 - 2.0 * j
+        for r in range(m):
+            e1 = A[j, r] / mu + js * gamma[j, r] / mu
+            acc = e1 * e1 + st.w0_perp_sq[j, r]
+            for k in range(n):
+                rk = rho[j, r, k] / st.N[k]
+                acc += 2.0 * rk * st.B[j, r, k]
+                q = 0.0
+                for i in range(n):
+                    q += st.G[k, i] * rho[j, r, i] / st.N[i]
+                acc += rk * st.N[k] * q
+            total += acc + v[j, r, 0] ** 2 + v[j, r, 1] ** 2
+    return total
+
+
+# ---------------------------------------------------------------- long times
+# Gradient flow of this ReLU model is non-smooth: wrong-class noise
+# coefficients slide along z_{j,r,i} = 0 (the RHS jumps there), which pins any
+# error-controlled embedded Runge-Kutta scheme to steps ~ tol / jump (measured:
+# Dormand-Prince 5(4) at rtol 1e-6 spent 4e5 RHS evaluations to reach t = 0.5).
+# Long times therefore use the loss-normalised explicit Euler scheme: GD with
+# step eta_k = eta L_0 / L_k (Euler in the reparametrised time ds = L dt,
+# SPEC 10), whose steps grow as the loss decays, so a decade of t costs a
+# fixed number of steps; its first step is the GD step.
+
+
+class FlowConfig(NamedTuple):
+    """Long-time settings: step growth cap, limit criterion and budget."""
+
+    max_steps: int        # normalised steps allowed per run
+    max_dt_frac: float    # a step moves the time by at most this fraction of t
+    margin_rtol: float    # limit: relative change of the normalised margin per decade
+    t_max: float          # limit: give up (not converged) beyond this time (GD steps)
+
+
+@njit(cache=True)
+def _lprime_stable(f, y, lp):
+    """l'_i = -1/(1 + exp(y_i f_i)) without overflow (exp of non-positive
+    arguments only); returns (reason, loss) as ``_lprime``."""
+    n = f.shape[0]
+    loss = 0.0
+    for i in range(n):
+        yf = y[i] * f[i]
+        if not np.isfinite(yf):
+            return 1, np.inf
+        if yf >= 0.0:
+            e = np.exp(-yf)
+            lp[i] = -e / (1.0 + e)
+        else:
+            lp[i] = -1.0 / (1.0 + np.exp(yf))
+        loss += _logistic_loss(yf)
+    return 0, loss / n
+
+
+@njit(cache=True)
+def normalised_gd(A, mu, gamma, rho, v, st, cfg, fc, w, t, t_end, L0, count):
+    """Advance in place from GD time t to t_end (in GD steps of cfg.eta) with
+    the loss-normalised step: one step moves the time by
+    min(L0/L_k, max_dt_frac t) GD steps (the last one is shortened to land on
+    t_end; a zero loss, underflow of every l', means nothing moves any more).  count[0] counts steps.
+    Returns (reason, t): reason 0 ok, 1-3 divergence, 4 step budget spent."""
+    while t < t_end:
+        if count[0] >= fc.max_steps:
+            return 4, t
+        _forward(A, gamma, rho, v, st, cfg, w.s, w.z, w.f)
+        reason, loss = _lprime_stable(w.f, st.y, w.lp)
+        if reason != 0:
+            return reason, t
+        dt = min(L0 / loss, fc.max_dt_frac * max(t, 1.0), t_end - t) if loss > 0.0 \
+            else t_end - t
+        _increments(gamma, v, w.s, w.z, w.lp, st, mu * mu, cfg.c, cfg.eta * dt,
+                    cfg.eta_v * dt, cfg.train_v, w.dgamma, w.drho, w.dv)
+        big = _apply(gamma.ravel(), w.dgamma.ravel(), w.mg.ravel(), 0.0)
+        big = max(big, _apply(rho.ravel(), w.drho.ravel(), w.mr.ravel(), 0.0))
+        if cfg.train_v:
+            big = max(big, _apply(v.ravel(), w.dv.ravel(), w.mv.ravel(), 0.0))
+        count[0] += 1
+        t = t_end if dt >= t_end - t else t + dt
+        if not big <= THETA_MAX:
+            return 3, t
+    return 0, t
+
+
+@njit(cache=True)
+def _margin(A, mu, gamma, rho, v, st, f):
+    """Normalised margin min_i y_i f_i / ||theta||^2 (f: training outputs)."""
+    ymin = np.inf
+    for i in range(f.shape[0]):
+        ymin = min(ymin, st.y[i] * f[i])
+    return ymin / theta_norm_sq(A, mu, gamma, rho, v, st)
+
+
+@njit(cache=True)
+def flow_limit(A, mu, gamma, rho, v, st, cfg, fc, w, t, L0, count, info):
+    """Follow the normalised flow from GD time t until the limit direction.
+
+    At times t_k = t_0 10^(k/4) it measures the normalised margin and the
+    predicted test labels; converged when, over the last decade, the margin
+    changed by less than margin_rtol (relative), no test label changed, and
+    the training data are fitted (margin > 0).  Stops unconverged at t_max
+    or when the step budget is spent.  info = (converged 0/1, t, reason,
+    test labels unchanged over the last decade 0/1).
+    """
+    nt = st.test_yhat.shape[0]
+    hist = np.full(5, np.nan)
+    labels = np.zeros((5, nt), dtype=np.bool_)
+    ftest = np.empty(nt)
+    t = max(t, 1.0)
+    k = 0
+    info[0] = 0.0
+    info[2] = 0.0
+    info[3] = 0.0
+    while True:
+        _forward(A, gamma, rho, v, st, cfg, w.s, w.z, w.f)
+        slot = k % 5
+        hist[slot] = _margin(A, mu, gamma, rho, v, st, w.f)
+        test_outputs(A, gamma, rho, v, st, cfg.c, ftest)
+        for q in range(nt):
+            labels[slot, q] = ftest[q] > 0.0
+        if k >= 4:
+            old = (k - 4) % 5
+            same = True
+            for q in range(nt):
+                same &= labels[old, q] == labels[slot, q]
+            change = abs(hist[slot] - hist[old]) / abs(hist[slot])
+            info[3] = 1.0 if same else 0.0
+            if hist[slot] > 0.0 and same and change < fc.margin_rtol:
+                info[0] = 1.0
+                break
+        if t >= fc.t_max:
+            break
+        reason, t = normalised_gd(A, mu, gamma, rho, v, st, cfg, fc, w, t,
+                                  min(t * 10.0 ** 0.25, fc.t_max), L0, count)
+        if reason != 0:
+            info[2] = reason
+            break
+        k += 1
+    info[1] = t
+
+
+@njit(cache=True)
+def _checkpoint(q, c, A, mu, gamma, rho, v, st, cfg, w, out_test, out_loss, out_train,
+                out_margin):
+    """Write the checkpoint values of the state (test error, loss, train error,
+    normalised margin) to column c of job q; returns the divergence reason."""
+    _forward(A, gamma, rho, v, st, cfg, w.s, w.z, w.f)
+    reason, loss = _lprime_stable(w.f, st.y, w.lp)
+    if reason == 0:
+        out_loss[q, c] = loss
+        out_train[q, c] = _train_error(w.f, st.y)
+        out_test[q, c] = clean_error_kernel(A, gamma, rho, v, st, cfg.c)
+        out_margin[q, c] = _margin(A, mu, gamma, rho, v, st, w.f)
+    return reason
+
+
+@njit(cache=True)
+def _advance(A, mu, gamma, rho, v, st, cfg, fc, use_flow, w, t, target, L0, count, limit):
+    """Move the state from GD time t to ``target`` (GD steps; inf = the limit):
+    GD steps unless use_flow (then the normalised scheme); the limit always
+    uses the normalised scheme.  Returns (reason, t)."""
+    if np.isinf(target):
+        flow_limit(A, mu, gamma, rho, v, st, cfg, fc, w, t, L0, count, limit)
+        return int(limit[2]), limit[1]
+    if use_flow:
+        return normalised_gd(A, mu, gamma, rho, v, st, cfg, fc, w, t, target, L0, count)
+    reason = 0
+    while True:
+        _forward(A, gamma, rho, v, st, cfg, w.s, w.z, w.f)
+        reason, loss = _lprime(w.f, st.y, w.lp)
+        if reason != 0 or t >= target:
+            break
+        reason = _gd_step(A, mu * mu, gamma, rho, v, st, cfg, w)
+        t += 1.0
+        if reason != 0:
+            break
+    return reason, t
+
+
+@njit(cache=True)
+def _initial_loss(A, gamma, rho, v, st, cfg, w):
+    """L_0 of the initial state (the normalised scheme's reference loss)."""
+    _forward(A, gamma, rho, v, st, cfg, w.s, w.z, w.f)
+    reason, loss = _lprime_stable(w.f, st.y, w.lp)
+    return loss if reason == 0 else 1.0
+
+
+@njit(cache=True)
+def _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, out_test,
+             out_loss, out_train, out_margin, out_status, out_info):
+    """Job q of a batch: train from (0, 0, v0); at each checkpoint (GD steps,
+    ascending; inf = the limit) write test error, loss, train error and
+    normalised margin min_i y_i f_i / ||theta||^2 (NaN after a divergence).
+    out_info[q] = (limit converged: 1/0, or -1 if no limit asked; final time
+    in GD steps; normalised steps taken; test labels stable over the last
+    decade before the limit: 1/0).
+    """
     si = job_seed[q]
     mu = job_mu[q]
-    A = mu * w0_e1[si]
+    s = KStats(st.w0_e1[si], st.w0_perp_sq[si], st.B[si], st.G[si], st.N[si],
+               st.yhat[si], st.y[si], st.test_yhat[si], st.test_B[si], st.test_X[si])
+    m, n = s.B.shape[1], s.yhat.shape[0]
+    A = mu * s.w0_e1
     gamma = np.zeros((2, m))
     rho = np.zeros((2, m, n))
     v = np.full((2, m, 2), job_v0[q])
-    og = np.empty((2, 2, m))  # records at t = 0 and t = steps
-    orho = np.empty((2, 2, m, n))
-    ov = np.empty((2, 2, m, 2))
-    ol = np.empty(2)
-    oe = np.empty(2)
-    status = run_kernel(A, B[si], G[si], N[si], yhat[si], y[si], mu * mu,
-                        c, eta, eta_v, steps, steps + 1, use_gram, train_v, opt,
-                        gamma, rho, v, og, orho, ov, ol, oe)
-    out_status[q] = status
-    if status >= 0:
-        out_test[q] = np.nan
-        out_loss[q] = np.nan
-        out_train[q] = np.nan
-    else:
-        out_loss[q] = ol[1]
-        out_train[q] = oe[1]
-        out_test[q] = clean_error_kernel(A, gamma, rho, v, N[si], c,
-                                         test_yhat[si], test_B[si], test_X[si])
+    w = _work(m, n)
+    count = np.zeros(1, dtype=np.int64)
+    limit = np.zeros(4)
+    L0 = _initial_loss(A, gamma, rho, v, s, cfg, w)
+    out_status[q, 0] = -1
+    out_status[q, 1] = 0
+    out_info[q, 0] = -1.0
+    out_test[q, :] = np.nan
+    out_loss[q, :] = np.nan
+    out_train[q, :] = np.nan
+    out_margin[q, :] = np.nan
+    t = 0.0
+    for c in range(checkpoints.shape[0]):
+        reason, t = _advance(A, mu, gamma, rho, v, s, cfg, fc, use_flow, w, t,
+                             checkpoints[c], L0, count, limit)
+        if np.isinf(checkpoints[c]):
+            out_info[q, 0] = limit[0]
+            out_info[q, 3] = limit[3]
+        if reason == 0:
+            reason = _checkpoint(q, c, A, mu, gamma, rho, v, s, cfg, w, out_test, out_loss,
+                                 out_train, out_margin)
+        if reason != 0:
+            out_status[q, 0] = int(min(t, 4e18))
+            out_status[q, 1] = reason
+            break
+    out_info[q, 1] = t
+    out_info[q, 2] = count[0]
 
 
 @njit(cache=True, parallel=True)
-def batch_kernel(w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
-                 job_seed, job_mu, job_v0, c, eta, eta_v, steps,
-                 use_gram, train_v, opt, out_test, out_loss, out_train, out_status):
-    """Run many configurations in parallel (numba prange), final values only.
+def batch_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, out_test,
+                 out_loss, out_train, out_margin, out_status, out_info):
+    """Run many configurations in parallel (numba prange), checkpoints only.
 
-    Realisation arrays are stacked over seeds (leading axis S); job q uses
-    seed index job_seed[q], ||mu|| = job_mu[q] and v0 = job_v0[q].  Writes the
-    final clean test error, training loss and training error, and the
-    divergence step (-1 if none) of each job.  Jobs are independent, so the
+    ``st`` holds the statistics stacked over seeds (leading axis S); job q uses
+    seed index job_seed[q], ||mu|| = job_mu[q] and v0 = job_v0[q].  Outputs
+    (Q, K) at the K checkpoints; out_status (Q, 2) = (step, reason) or
+    (-1, 0); out_info (Q, 4) (see ``_run_job``).  Jobs are independent, so
     results do not depend on the number of threads.
     """
     for q in prange(job_seed.shape[0]):
-        _run_job(q, w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
-                 job_seed, job_mu, job_v0, c, eta, eta_v, steps, use_gram, train_v,
-                 opt, out_test, out_loss, out_train, out_status)
+        _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, out_test,
+                 out_loss, out_train, out_margin, out_status, out_info)
 
 
 @njit(cache=True)
-def batch_kernel_serial(w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
-                        job_seed, job_mu, job_v0, c, eta, eta_v, steps,
-                        use_gram, train_v, opt, out_test, out_loss, out_train, out_status):
+def batch_kernel_serial(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
+                        out_test, out_loss, out_train, out_margin, out_status, out_info):
     """``batch_kernel`` on one thread (for dask workers: no nested threading)."""
     for q in range(job_seed.shape[0]):
-        _run_job(q, w0_e1, B, G, N, yhat, y, test_yhat, test_B, test_X,
-                 job_seed, job_mu, job_v0, c, eta, eta_v, steps, use_gram, train_v,
-                 opt, out_test, out_loss, out_train, out_status)
+        _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, out_test,
+                 out_loss, out_train, out_margin, out_status, out_info)
+
+
+@njit(cache=True)
+def flow_kernel(st, cfg, fc, mu, gamma, rho, v, times, out_gamma, out_rho, out_v, out_loss,
+                out_err, status, info):
+    """Normalised-flow run from the state (gamma, rho, v) at time 0, recording
+    the state, loss and train error at each time in ``times`` (GD steps,
+    ascending; inf = the limit, ``flow_limit``).  status = (index of the
+    failing time, reason) or (-1, 0); info = (limit converged or -1, final
+    time, normalised steps, test labels stable over the last decade)."""
+    A = mu * st.w0_e1
+    m, n = gamma.shape[1], st.yhat.shape[0]
+    w = _work(m, n)
+    count = np.zeros(1, dtype=np.int64)
+    limit = np.zeros(4)
+    L0 = _initial_loss(A, gamma, rho, v, st, cfg, w)
+    status[0] = -1
+    status[1] = 0
+    info[0] = -1.0
+    info[3] = 0.0
+    t = 0.0
+    for c in range(times.shape[0]):
+        reason, t = _advance(A, mu, gamma, rho, v, st, cfg, fc, True, w, t, times[c], L0,
+                             count, limit)
+        if np.isinf(times[c]):
+            info[0] = limit[0]
+            info[3] = limit[3]
+        if reason == 0:
+            _forward(A, gamma, rho, v, st, cfg, w.s, w.z, w.f)
+            reason, loss = _lprime_stable(w.f, st.y, w.lp)
+            out_gamma[c] = gamma
+            out_rho[c] = rho
+            out_v[c] = v
+            out_loss[c] = loss
+            out_err[c] = _train_error(w.f, st.y)
+        if reason != 0:
+            status[0] = c
+            status[1] = reason
+            break
+    info[1] = t
+    info[2] = count[0]

@@ -1,8 +1,11 @@
-"""Model parameters (SPEC sections 1-2): one frozen, validated dataclass.
+"""Model parameters (SPEC sections 1-2): one table, one frozen validated dataclass.
 
-A parameter set flows one way: CLI options -> ``Params`` (validated once here)
--> sampler -> kernel -> Dataset.  ``to_attrs``/``from_attrs`` give a lossless
-round trip through netCDF attributes (flat scalars plus one JSON string).
+Each parameter is declared once in ``PARAMS`` (name, CLI flag, type and range,
+default, LaTeX label, CF long_name/units, whether it changes the data
+realisation, whether it can be a sweep axis).  Validation here, CLI options and
+phase axes (``compare.cli``), figure captions and netCDF attributes
+(``compare``) are all generated from it.  ``to_attrs``/``from_attrs`` give a
+lossless round trip through netCDF attributes (flat scalars plus one JSON string).
 """
 from __future__ import annotations
 
@@ -13,8 +16,22 @@ import numbers
 from dataclasses import dataclass, fields
 from typing import Optional
 
-LEVELS = ("exact", "orthogonal", "fixed-output")
+LEVELS = ("exact", "orthogonal", "fixed-output")   # reduced levels (dynamics)
+ALL_LEVELS = LEVELS + ("full",)                     # "full": the weight-space network
 SAMPLERS = ("data", "wishart")
+
+# Grids and thresholds, defined once.
+D_GRID = (500, 1000, 2000, 4000, 8000, 16000, 32000, 64000)   # dyn solve scaling in d
+N_GRID = (10, 20, 40, 80, 160)                                 # dyn solve scaling in n
+TAU = 0.25                  # headline threshold of the clean test error (SPEC 9)
+TRANSITION_TAUS = (0.1, 0.4)  # crossings reported for the width of the transition
+TAU_RANGE = (0.0, 0.5)      # thresholds must lie strictly inside (chance = 0.5)
+
+# Divergence policy (one for every level and command): a run diverges at the
+# first step where an output is non-finite, the loss exceeds LOSS_MAX, or a
+# parameter exceeds THETA_MAX in absolute value.
+LOSS_MAX = 1e6
+THETA_MAX = 1e100
 
 
 class ParamError(ValueError):
@@ -25,6 +42,98 @@ class ParamError(ValueError):
         self.value = value
         self.allowed = allowed
         super().__init__(f"{param}={value!r} is invalid: {allowed}")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """Declaration of one model parameter (the single source for it).
+
+    kind: int, float or str; lo/hi: bounds (None = unbounded), lo_open/hi_open
+    whether they are excluded; label: LaTeX for figures; long_name/units: CF
+    attributes; data: True if it changes the data realisation (statistics);
+    axis: True if ``dyn phase`` can sweep it (axis name = flag without dashes).
+    """
+
+    name: str
+    flag: str
+    kind: type
+    default: object
+    help: str
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = True
+    hi_open: bool = False
+    label: str = ""
+    long_name: str = ""
+    units: str = "1"
+    data: bool = False
+    axis: bool = False
+
+    @property
+    def axis_name(self) -> str:
+        return self.flag.lstrip("-")
+
+    def range_text(self) -> str:
+        if self.kind is str:
+            return ""
+        left = "(" if self.lo_open else "["
+        right = ")" if self.hi_open or self.hi is None else "]"
+        lo = "-inf" if self.lo is None else f"{self.lo:g}"
+        hi = "inf" if self.hi is None else f"{self.hi:g}"
+        return f"{left}{lo}, {hi}{right}"
+
+    def check(self, value):
+        """Validated value of this parameter (ParamError otherwise)."""
+        if self.kind is int:
+            return _check_int(self.name, value, self.lo, self.hi)
+        if self.kind is float:
+            return _check_float(self.name, value, self.lo, self.hi, self.lo_open, self.hi_open)
+        return value
+
+
+NOISE_HELP = ("gaussian | ar1:KAPPA (|KAPPA| < 1) | spiked:K,BETA (K >= 1, BETA > 0) | "
+              "rademacher | student-t:NU (NU > 2)")
+OPTIMIZER_HELP = ("gd | momentum:BETA (0 <= BETA < 1) | adam[:B1,B2,EPS] | sign "
+                  "(adam and sign only with --level full)")
+
+_P = ParamSpec
+PARAMS = (
+    _P("n", "--n", int, 20, "training samples n", 2, 100_000, False, False,
+       "$n$", "number of training samples", data=True, axis=True),
+    _P("d", "--d", int, 1000, "input dimension d", 2, 10**12, False, False,
+       "$d$", "input dimension", data=True, axis=True),
+    _P("m", "--m", int, 20, "filters per class m", 1, 100_000, False, False,
+       "$m$", "filters per class", data=True, axis=True),
+    _P("sigma_0", "--sigma0", float, 0.01, "std of the initial filters sigma_0", 0.0, 1e3,
+       label=r"$\sigma_0$", long_name="std of the initial filters", data=True, axis=True),
+    _P("sigma_p", "--sigmap", float, 1.0, "noise std sigma_p", 0.0, 1e3,
+       label=r"$\sigma_p$", long_name="noise standard deviation", data=True, axis=True),
+    _P("mu_norm", "--mu", float, 5.0, "signal strength ||mu||", 0.0, 1e6,
+       label=r"$\|\mu\|$", long_name="signal strength ||mu||", axis=True),
+    _P("v0", "--v0", float, 0.001, "initial output weight v0 (all entries)", 0.0, 1e6,
+       label="$v_0$", long_name="initial output-layer weight", axis=True),
+    _P("eta", "--eta", float, 0.01, "learning rate of W", 0.0, 1e6,
+       label=r"$\eta$", long_name="learning rate of the first layer", axis=True),
+    _P("eta_v", "--eta-v", float, None, "learning rate of V (default: eta)", 0.0, 1e6,
+       label=r"$\eta_v$", long_name="learning rate of the output layer"),
+    _P("steps", "--steps", int, 200, "gradient-descent steps T", 1, 10**9, False, False,
+       "$T$", "number of gradient-descent steps", axis=False),
+    _P("c", "--c", float, 1.0, "output scale c in F_j = c sum ...", 0.0, 1e6,
+       label="$c$", long_name="output scale"),
+    _P("flip", "--flip", float, 0.0, "label-flip probability", 0.0, 0.5, False, True,
+       label="flip", long_name="label-flip probability", data=True),
+    _P("seed", "--seed", int, 0, "master random seed", 0, 2**63 - 1, False, False,
+       "seed", "master random seed", data=True),
+    _P("n_test", "--n-test", int, 1000, "test points / Gaussian test draws", 1, 10**7,
+       False, False, r"$n_\mathrm{test}$", "number of test points", data=True),
+    _P("noise", "--noise", str, "gaussian", "noise law: " + NOISE_HELP +
+       " (non-gaussian needs sampler data)", label="noise", long_name="noise law", data=True),
+    _P("optimizer", "--optimizer", str, "gd", "update rule: " + OPTIMIZER_HELP,
+       label="optimizer", long_name="update rule"),
+)
+SPEC_OF = {p.name: p for p in PARAMS}
+AXES = {p.axis_name: p for p in PARAMS if p.axis}   # phase-axis name -> spec
+FLAG_OF = {p.name: p.flag for p in PARAMS}
 
 
 def _check_int(name, value, lo, hi=None):
@@ -43,7 +152,7 @@ def _check_int(name, value, lo, hi=None):
 def _check_float(name, value, lo=None, hi=None, lo_open=True, hi_open=True):
     try:
         x = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ParamError(name, value, "must be a real number") from None
     if isinstance(value, bool) or not math.isfinite(x):
         raise ParamError(name, value, "must be a finite real number")
@@ -58,55 +167,27 @@ def _check_float(name, value, lo=None, hi=None, lo_open=True, hi_open=True):
     return x
 
 
-@dataclass(frozen=True)
-class Params:
-    """All model and training parameters.
+def check_threshold(tau, name="threshold") -> float:
+    """A test-error threshold strictly inside (0, 0.5)."""
+    return _check_float(name, tau, *TAU_RANGE)
 
-    n: training samples; d: input dimension; m: filters per class;
-    sigma_0: std of the initial filters; sigma_p: noise std; mu_norm: ||mu||;
-    v0: initial output weight (all entries); eta: step of W; eta_v: step of V
-    (None means eta); steps: GD steps T; c: output scale (F_j = c sum ...);
-    flip: label-flip probability; seed: master seed; n_test: test points;
-    noise: noise law (``parse_noise``); optimizer: update rule
-    (``parse_optimizer``).
-    """
 
-    n: int = 20
-    d: int = 1000
-    m: int = 20
-    sigma_0: float = 0.01
-    sigma_p: float = 1.0
-    mu_norm: float = 5.0
-    v0: float = 0.001
-    eta: float = 0.01
-    eta_v: Optional[float] = None
-    steps: int = 200
-    c: float = 1.0
-    flip: float = 0.0
-    seed: int = 0
-    n_test: int = 1000
-    noise: str = "gaussian"
-    optimizer: str = "gd"
+def check_count(name, value, lo=1, hi=None) -> int:
+    """An integer count such as --seeds (>= lo)."""
+    return _check_int(name, value, lo, hi)
+
+
+class _ParamsMethods:
+    """Methods of ``Params`` (its fields are generated from ``PARAMS``)."""
 
     def __post_init__(self):
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen)
-        set_("n", _check_int("n", self.n, 2, 100_000))
-        set_("d", _check_int("d", self.d, 2, 10**12))
-        set_("m", _check_int("m", self.m, 1, 100_000))
-        set_("sigma_0", _check_float("sigma_0", self.sigma_0, 0.0))
-        set_("sigma_p", _check_float("sigma_p", self.sigma_p, 0.0))
-        set_("mu_norm", _check_float("mu_norm", self.mu_norm, 0.0))
-        set_("v0", _check_float("v0", self.v0, 0.0))
-        set_("eta", _check_float("eta", self.eta, 0.0))
-        if self.eta_v is not None:
-            set_("eta_v", _check_float("eta_v", self.eta_v, 0.0))
-        set_("steps", _check_int("steps", self.steps, 1, 10**8))
-        set_("c", _check_float("c", self.c, 0.0))
-        set_("flip", _check_float("flip", self.flip, 0.0, 0.5, lo_open=False))
-        set_("seed", _check_int("seed", self.seed, 0, 2**63 - 1))
-        set_("n_test", _check_int("n_test", self.n_test, 1, 10**8))
-        set_("noise", format_spec(parse_noise(self.noise)))
-        set_("optimizer", format_spec(parse_optimizer(self.optimizer)))
+        for spec in PARAMS:
+            value = getattr(self, spec.name)
+            if value is None and spec.default is None:
+                continue
+            object.__setattr__(self, spec.name, spec.check(value))  # frozen
+        object.__setattr__(self, "noise", format_spec(parse_noise(self.noise)))
+        object.__setattr__(self, "optimizer", format_spec(parse_optimizer(self.optimizer)))
 
     @property
     def noise_spec(self) -> tuple:
@@ -134,12 +215,8 @@ class Params:
 
     def to_attrs(self) -> dict:
         """Flat netCDF-safe attributes (no None/bool) plus ``params_json``."""
-        attrs = {}
-        for f in fields(self):
-            val = getattr(self, f.name)
-            if f.name == "eta_v":
-                val = self.eta_v_eff
-            attrs[f.name] = val
+        attrs = {f.name: getattr(self, f.name) for f in fields(self)}
+        attrs["eta_v"] = self.eta_v_eff
         attrs["params_json"] = self.to_json()
         return attrs
 
@@ -150,10 +227,24 @@ class Params:
             raise ValueError("attributes hold no 'params_json': not a dyn output")
         return cls(**json.loads(attrs["params_json"]))
 
+    def caption(self, swept=()) -> str:
+        """One-line parameter summary for figures; ``swept`` names are left out."""
+        keys = ("n", "d", "m", "mu_norm", "v0", "sigma_0", "eta", "c", "steps", "flip", "seed")
+        short = {"mu_norm": "||mu||", "sigma_0": "sigma0", "steps": "T"}
+        return ", ".join(f"{short.get(k, k)}={getattr(self, k):.3g}"
+                         if SPEC_OF[k].kind is float else f"{short.get(k, k)}={getattr(self, k)}"
+                         for k in keys if k not in swept and SPEC_OF[k].axis_name not in swept)
 
-NOISE_HELP = ("gaussian | ar1:KAPPA (|KAPPA| < 1) | spiked:K,BETA (K >= 1, BETA > 0) | "
-              "rademacher | student-t:NU (NU > 2)")
-OPTIMIZER_HELP = "gd | momentum:BETA (0 <= BETA < 1) | adam[:B1,B2,EPS] | sign"
+
+Params = dataclasses.make_dataclass(
+    "Params",
+    [(p.name, Optional[p.kind] if p.default is None else p.kind,
+      dataclasses.field(default=p.default)) for p in PARAMS],
+    bases=(_ParamsMethods,), frozen=True)
+Params.__module__ = __name__
+Params.__doc__ = ("All model and training parameters, validated on construction; "
+                  "fields, defaults and ranges come from ``PARAMS``:\n" +
+                  "\n".join(f"  {p.name}: {p.help} {p.range_text()}" for p in PARAMS))
 
 
 def _spec_args(name, text, kind, raw, count):
@@ -162,9 +253,12 @@ def _spec_args(name, text, kind, raw, count):
         raise ParamError(name, text, f"'{kind}' takes {' or '.join(map(str, count))} "
                          f"comma-separated numbers")
     try:
-        return tuple(float(x) for x in parts)
+        vals = tuple(float(x) for x in parts)
     except ValueError:
         raise ParamError(name, text, f"arguments of '{kind}' must be numbers") from None
+    if not all(math.isfinite(v) for v in vals):
+        raise ParamError(name, text, f"arguments of '{kind}' must be finite numbers")
+    return vals
 
 
 def parse_noise(text) -> tuple:

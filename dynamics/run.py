@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import Stats, sample_stats
-from .kernels import run_kernel, clean_error_kernel
+from .data import Stats, check_memory, sample_stats
+from .kernels import DIVERGENCE_REASONS, FlowConfig, KConfig, KStats, clean_error_kernel, \
+    flow_kernel, run_kernel
 from .params import LEVELS, SAMPLERS, Params, ParamError, check_choice
 
 # (use_gram, train_v) per reduced level
@@ -20,16 +21,46 @@ LEVEL_FLAGS = {"exact": (True, True), "orthogonal": (False, True),
                "fixed-output": (True, False)}
 
 
-_OPT_CODES = {"gd": 0.0, "momentum": 0.0, "adam": 1.0, "sign": 2.0}
+def check_optimizer(params: Params, level: str):
+    """Adam and sign GD act per weight coordinate: W leaves span{mu, xi_i}, so
+    no reduced level describes them; they run only with level "full"."""
+    kind = params.optimizer_spec[0]
+    if level != "full" and kind in ("adam", "sign"):
+        raise ParamError("optimizer", params.optimizer,
+                         f"{kind} acts per weight coordinate, so W leaves span{{mu, xi_i}} "
+                         f"and no reduced level describes it; use --level full")
 
 
-def optimizer_array(params: Params) -> np.ndarray:
-    """Kernel encoding [code, a, b, eps] of ``params.optimizer``."""
+INTEGRATORS = ("gd", "flow")
+# Long-time settings (kernels.FlowConfig): budget, limit criterion, horizon.
+FLOW = FlowConfig(max_steps=1_000_000, max_dt_frac=0.02, margin_rtol=1e-4, t_max=1e30)
+
+
+def check_integrator(params: Params, integrator: str) -> bool:
+    """True for the flow; momentum has no gradient-flow counterpart here."""
+    check_choice("integrator", integrator, INTEGRATORS)
+    if integrator == "flow" and params.optimizer_spec[0] != "gd":
+        raise ParamError("optimizer", params.optimizer,
+                         "the gradient-flow integrator follows plain GD only (--optimizer gd)")
+    return integrator == "flow"
+
+
+def kernel_config(params: Params, level: str) -> KConfig:
+    """Numeric settings of ``level`` for the kernels (validates the optimizer)."""
+    check_choice("level", level, LEVELS)
+    check_optimizer(params, level)
     kind, args = params.optimizer_spec
-    out = np.zeros(4)
-    out[0] = _OPT_CODES[kind]
-    out[1:1 + len(args)] = args
-    return out
+    use_gram, train_v = LEVEL_FLAGS[level]
+    return KConfig(float(params.c), float(params.eta), float(params.eta_v_eff),
+                   float(args[0]) if kind == "momentum" else 0.0, bool(use_gram), bool(train_v))
+
+
+def kernel_stats(stats) -> KStats:
+    """KStats of one ``Stats`` (or of a list of them, stacked on a seed axis)."""
+    many = isinstance(stats, (list, tuple))
+    get = ((lambda k: np.stack([getattr(s, k) for s in stats])) if many
+           else (lambda k: getattr(stats, k)))
+    return KStats(*(np.ascontiguousarray(get(k), dtype=np.float64) for k in KStats._fields))
 
 
 def reduced_forward(gamma, rho, v, stats: Stats, params: Params, use_gram=True):
@@ -48,14 +79,24 @@ def reduced_forward(gamma, rho, v, stats: Stats, params: Params, use_gram=True):
 
 
 class DivergenceError(FloatingPointError):
-    """Non-finite values during training."""
+    """A run crossed the divergence policy (``dynamics.params``): names the
+    step, the reason and a hint that fits the cause."""
 
-    def __init__(self, step: int, params: Params, level: str):
-        self.step = step
-        super().__init__(
-            f"{level} run diverged: non-finite network output at step {step} "
-            f"(eta={params.eta:g}, eta_v={params.eta_v_eff:g}); try a smaller eta"
-        )
+    def __init__(self, step: int, reason: int, params: Params, level: str):
+        self.step, self.reason = int(step), int(reason)
+        super().__init__(f"{level} run diverged at step {step}: "
+                         f"{DIVERGENCE_REASONS.get(reason, 'unknown')}; "
+                         f"{divergence_hint(step, params)}")
+
+
+def divergence_hint(step: int, params: Params) -> str:
+    """What to change: the initial scale at step 0, else the step sizes."""
+    if step == 0:
+        return ("the initial network is already out of range: lower --sigma0, --v0, --c "
+                "or --mu")
+    if params.eta_v_eff > params.eta:
+        return f"try a smaller --eta-v (now {params.eta_v_eff:g}) or --eta ({params.eta:g})"
+    return f"try a smaller --eta (now {params.eta:g})"
 
 
 def record_steps(steps: int, record_every: int) -> np.ndarray:
@@ -129,33 +170,83 @@ def simulate(params: Params, level: str = "exact", sampler: str = "wishart",
     """Run the reduced recursion at ``level`` on statistics from ``sampler``.
 
     Pass ``stats`` to reuse a realisation (e.g. the one of a full run).
+    Raises ``DivergenceError`` under the divergence policy.
     """
-    check_choice("level", level, LEVELS)
     check_choice("sampler", sampler, SAMPLERS)
+    cfg = kernel_config(params, level)
     rec = record_steps(params.steps, record_every)
+    check_memory(8.0 * len(rec) * (params.m * (6 + 2 * params.n) + 2),
+                 f"recording {len(rec)} states (--steps {params.steps}, "
+                 f"--record-every {record_every})",
+                 hint="raise --record-every or lower --steps")
     t0 = time.perf_counter()
     if stats is None:
         stats = sample_stats(params, sampler)
     p = params
-    use_gram, train_v = LEVEL_FLAGS[level]
-    A = p.mu_norm * stats.w0_e1
-    N = stats.N
+    kst = kernel_stats(stats)
     gamma = np.zeros((2, p.m))
     rho = np.zeros((2, p.m, p.n))
     v = np.full((2, p.m, 2), p.v0)
     R = len(rec)
     out = dict(gamma=np.empty((R, 2, p.m)), rho=np.empty((R, 2, p.m, p.n)),
                v=np.empty((R, 2, p.m, 2)), loss=np.empty(R), train_error=np.empty(R))
-    status = run_kernel(A, stats.B, stats.G, N, stats.yhat, stats.y,
-                        p.mu_norm**2, p.c, p.eta, p.eta_v_eff, p.steps,
-                        int(record_every), use_gram, train_v, optimizer_array(p),
-                        gamma, rho, v,
-                        out["gamma"], out["rho"], out["v"], out["loss"],
-                        out["train_error"])
-    if status >= 0:
-        raise DivergenceError(status, p, level)
-    test = clean_error_kernel(A, gamma, rho, v, N, p.c, stats.test_yhat,
-                             stats.test_B, stats.test_X)
+    status = np.empty(2, dtype=np.int64)
+    run_kernel(kst, cfg, float(p.mu_norm), int(p.steps), int(record_every), gamma, rho, v,
+               out["gamma"], out["rho"], out["v"], out["loss"], out["train_error"], status)
+    if status[0] >= 0:
+        raise DivergenceError(status[0], status[1], p, level)
+    test = clean_error_kernel(p.mu_norm * kst.w0_e1, gamma, rho, v, kst, float(p.c))
     return Trajectory(params=p, level=level, sampler=sampler, stats=stats,
                       steps=rec, test_error=float(test),
                       wall_time=time.perf_counter() - t0, **out)
+
+
+def simulate_flow(params: Params, level: str = "exact", sampler: str = "wishart",
+                  times=None, stats: Stats | None = None,
+                  flow: FlowConfig = FLOW) -> Trajectory:
+    """Normalised gradient flow of the reduced model (SPEC 10; GD with step
+    eta L_0/L_k, ``kernels.normalised_gd``), recorded at ``times`` in GD
+    steps of params.eta (inf = the limit t -> infinity, ``kernels.flow_limit``).
+    ``traj.steps`` holds the times (float, inf allowed); ``traj.extra["flow"]``
+    the step count and, for inf, whether the limit converged and the time."""
+    check_choice("sampler", sampler, SAMPLERS)
+    cfg = kernel_config(params, level)
+    check_integrator(params, "flow")
+    times = np.array([params.steps] if times is None else times, dtype=np.float64)
+    if times.ndim != 1 or not times.size or np.any(times < 0) or np.any(np.diff(times) <= 0):
+        raise ParamError("times", times.tolist(), "must be ascending, distinct and >= 0")
+    t0 = time.perf_counter()
+    if stats is None:
+        stats = sample_stats(params, sampler)
+    p = params
+    kst = kernel_stats(stats)
+    R = times.size
+    out = dict(gamma=np.full((R, 2, p.m), np.nan), rho=np.full((R, 2, p.m, p.n), np.nan),
+               v=np.full((R, 2, p.m, 2), np.nan), loss=np.full(R, np.nan),
+               train_error=np.full(R, np.nan))
+    gamma, rho, v = np.zeros((2, p.m)), np.zeros((2, p.m, p.n)), np.full((2, p.m, 2), p.v0)
+    status, info = np.empty(2, dtype=np.int64), np.empty(4)
+    flow_kernel(kst, cfg, flow, float(p.mu_norm), gamma, rho, v, times, out["gamma"],
+                out["rho"], out["v"], out["loss"], out["train_error"], status, info)
+    if status[0] >= 0:
+        raise DivergenceError(int(min(times[status[0]], 4e18)), status[1], p, level)
+    test = clean_error_kernel(p.mu_norm * kst.w0_e1, gamma, rho, v, kst, float(p.c))
+    traj = Trajectory(params=p, level=level, sampler=sampler, stats=stats, steps=times,
+                      test_error=float(test), wall_time=time.perf_counter() - t0, **out)
+    traj.extra["flow"] = dict(converged=int(info[0]), t_final=float(info[1]),
+                              n_steps=int(info[2]), labels_stable=int(info[3]))
+    return traj
+
+
+def advance(params: Params, level: str, stats: Stats, gamma, rho, v, steps: int):
+    """Advance the state (gamma, rho, v) in place by ``steps`` GD steps
+    (no recording); raises ``DivergenceError``."""
+    cfg = kernel_config(params, level)
+    R = 2
+    buf = (np.empty((R,) + gamma.shape), np.empty((R,) + rho.shape), np.empty((R,) + v.shape),
+           np.empty(R), np.empty(R))
+    status = np.empty(2, dtype=np.int64)
+    run_kernel(kernel_stats(stats), cfg, float(params.mu_norm), int(steps), int(steps),
+               gamma, rho, v, *buf, status)
+    if status[0] >= 0:
+        raise DivergenceError(status[0], status[1], params, level)

@@ -15,8 +15,8 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
 from dynamics.data import Realisation, check_memory, data_bytes, sample_data
-from dynamics.params import Params
-from dynamics.run import DivergenceError, Trajectory, record_steps
+from dynamics.params import LOSS_MAX, THETA_MAX, Params
+from dynamics.run import DivergenceError, Trajectory, check_optimizer, record_steps
 
 _JS = np.array([1.0, -1.0])
 
@@ -122,17 +122,41 @@ def out_of_span(W, real: Realisation, gamma, rho) -> float:
     return float(np.linalg.norm(D - inside) / norm) if norm > 0 else 0.0
 
 
+def divergence_reason(f, loss, W, V) -> int:
+    """Divergence policy of ``dynamics.params`` (same codes as the kernels):
+    1 non-finite output, 2 loss > LOSS_MAX, 3 a weight > THETA_MAX, else 0."""
+    if not np.all(np.isfinite(f)):
+        return 1
+    if loss > LOSS_MAX:
+        return 2
+    if not (np.max(np.abs(W)) <= THETA_MAX and np.max(np.abs(V)) <= THETA_MAX):
+        return 3
+    return 0
+
+
+def normalised_margin(f, y, W, V) -> float:
+    """min_i y_i f_i / ||theta||^2 with ||theta||^2 = ||W||^2 + ||V||^2 (SPEC 10)."""
+    return float(np.min(y * f) / (np.sum(W * W) + np.sum(V * V)))
+
+
 def simulate_full(params: Params, record_every: int = 1,
                   real: Realisation | None = None, keep_weights: bool = False,
-                  train_v: bool = True) -> Trajectory:
+                  train_v: bool = True, checkpoints=None,
+                  raise_on_divergence: bool = True) -> Trajectory:
     """Full-batch GD on (W, V); returns a ``Trajectory`` of level "full".
 
     ``keep_weights`` stores the final W and V in ``traj.extra``.
-    ``train_v=False`` freezes V (the fixed-output model).
+    ``train_v=False`` freezes V (the fixed-output model).  ``checkpoints``
+    (ascending steps): ``traj.extra["checkpoints"]`` gets the test error,
+    loss, train error and normalised margin at each (NaN after a divergence).
+    With ``raise_on_divergence=False`` a divergence stops the run and is
+    reported in ``traj.extra["status"]`` = (step, reason) instead of raising.
     """
     p = params
+    check_optimizer(p, "full")
     check_memory(network_bytes(p), f"the full network at d={p.d}, m={p.m}, n={p.n}")
     rec = record_steps(p.steps, record_every)
+    cps = np.asarray([] if checkpoints is None else checkpoints, dtype=np.int64)
     t0 = time.perf_counter()
     if real is None:
         real = sample_data(p)
@@ -141,33 +165,45 @@ def simulate_full(params: Params, record_every: int = 1,
     W = real.W0.copy()
     V = np.full((2, p.m, 2), p.v0)
     R = len(rec)
-    gamma = np.empty((R, 2, p.m))
-    rho = np.empty((R, 2, p.m, p.n))
-    v = np.empty((R, 2, p.m, 2))
-    loss = np.empty(R)
-    err = np.empty(R)
-    span_err = np.empty(R)
+    gamma = np.full((R, 2, p.m), np.nan)
+    rho = np.full((R, 2, p.m, p.n), np.nan)
+    v = np.full((R, 2, p.m, 2), np.nan)
+    loss = np.full(R, np.nan)
+    err = np.full(R, np.nan)
+    span_err = np.full(R, np.nan)
+    cp_out = {k: np.full(cps.size, np.nan) for k in ("test_error", "loss", "train_error", "margin")}
+    status = (-1, 0)
     update = make_optimizer(p)
-    k = 0
+    k = c = 0
     for t in range(p.steps + 1):
         L, e, f, gW, gV = gradients(W, V, real.mu, real.xi, st.yhat, st.y, p.c)
-        if not np.all(np.isfinite(f)):
-            raise DivergenceError(t, p, "full")
-        if t == rec[k]:
+        reason = divergence_reason(f, L, W, V)
+        if reason:
+            if raise_on_divergence:
+                raise DivergenceError(t, reason, p, "full")
+            status = (t, reason)
+            break
+        if k < R and t == rec[k]:
             gamma[k], rho[k] = coefficients(W, real, factor)
             span_err[k] = out_of_span(W, real, gamma[k], rho[k])
             v[k], loss[k], err[k] = V, L, e
             k += 1
+        if c < cps.size and t == cps[c]:
+            cp_out["test_error"][c] = clean_test_error(W, V, real, p)
+            cp_out["loss"][c], cp_out["train_error"][c] = L, e
+            cp_out["margin"][c] = normalised_margin(f, st.y, W, V)
+            c += 1
         if t == p.steps:
             break
         update("W", W, gW, p.eta, t + 1)
         if train_v:
             update("V", V, gV, p.eta_v_eff, t + 1)
+    test = clean_test_error(W, V, real, p) if status[0] < 0 else np.nan
     traj = Trajectory(params=p, level="full", sampler="data", stats=st,
                       steps=rec, gamma=gamma, rho=rho, v=v, loss=loss,
-                      train_error=err, test_error=clean_test_error(W, V, real, p),
+                      train_error=err, test_error=test,
                       wall_time=time.perf_counter() - t0)
-    traj.extra["out_of_span"] = span_err
+    traj.extra.update(out_of_span=span_err, status=np.array(status), checkpoints=cp_out)
     if keep_weights:
         traj.extra.update(W=W, V=V)
     return traj

@@ -1,0 +1,424 @@
+"""The ``dyn`` command line: a thin click layer on top of everything.
+
+Options of the model parameters are generated from ``dynamics.params.PARAMS``
+(click ``IntRange``/``FloatRange`` give the standard one-line error naming the
+option); every subcommand builds a validated ``Params`` and calls library
+functions; library errors become one-line click errors (no traceback).
+Nothing imports this module.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+
+import click
+import numpy as np
+from click.core import ParameterSource
+
+from dynamics.params import (ALL_LEVELS, AXES, D_GRID, FLAG_OF, LEVELS, N_GRID, PARAMS,
+                             SAMPLERS, SPEC_OF, TAU, Params, ParamError)
+
+# Flags of options that are not model parameters (for error messages).
+OPTION_FLAGS = {**FLAG_OF, "record_every": "--record-every", "level": "--level",
+                "sampler": "--sampler", "seeds": "--seeds", "threshold": "--threshold",
+                "verify_seeds": "--verify-seeds", "tol": "--tol", "x": "--x", "y": "--y",
+                "dask_workers": "--dask-workers", "d_grid": "--d-grid", "n_grid": "--n-grid",
+                "times": "--times", "out": "--out"}
+
+
+def click_type(spec):
+    """click type of a parameter declaration (range checked by click)."""
+    if spec.kind is int:
+        return click.IntRange(spec.lo, spec.hi)
+    if spec.kind is float:
+        return click.FloatRange(spec.lo, spec.hi, min_open=spec.lo_open,
+                                max_open=spec.hi_open and spec.hi is not None)
+    return str
+
+
+def model_options(skip=(), refuse=None):
+    """Decorator adding one option per model parameter (from ``PARAMS``).
+
+    skip: parameters the command declares itself; refuse: {name: reason} for
+    parameters the command does not use; giving one is an error saying why.
+    """
+    refuse = refuse or {}
+
+    def deco(func):
+        for spec in reversed(PARAMS):
+            if spec.name in skip:
+                continue
+            if spec.name in refuse:
+                func = click.option(spec.flag, spec.name, hidden=True, default=None,
+                                    callback=_refuse(refuse[spec.name]),
+                                    expose_value=False)(func)
+                continue
+            rng = spec.range_text()
+            func = click.option(spec.flag, spec.name, type=click_type(spec),
+                                default=spec.default, show_default=spec.default is not None,
+                                help=spec.help + (f" {rng}" if rng else ""))(func)
+        return func
+    return deco
+
+
+def _refuse(reason):
+    def callback(ctx, param, value):
+        if value is not None:
+            raise click.UsageError(f"{param.opts[0]} is not used by dyn {ctx.info_name}: "
+                                   f"{reason}", ctx)
+    return callback
+
+
+def build_params(kwargs) -> Params:
+    """Params from CLI keyword arguments (pops them); BadParameter on error."""
+    values = {k: kwargs.pop(k) for k in list(kwargs) if k in SPEC_OF}
+    with cli_errors():
+        return Params(**values)
+
+
+@contextlib.contextmanager
+def cli_errors():
+    """Turn library errors into one-line click errors."""
+    try:
+        yield
+    except ParamError as exc:
+        flag = OPTION_FLAGS.get(exc.param, exc.param)
+        raise click.BadParameter(f"{exc.value!r}: {exc.allowed}", param_hint=flag) from None
+    except (FloatingPointError, MemoryError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc).splitlines()[0] if str(exc) else
+                                   type(exc).__name__) from None
+
+
+def echo_kv(rows):
+    width = max(len(k) for k, _ in rows)
+    for key, val in rows:
+        click.echo(f"  {key:<{width}}  {val}")
+
+
+def _terminate(signum, frame):
+    """SIGTERM behaves like Ctrl-C: unwinding runs every cleanup (temp files)."""
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def progress_bar(length, label, quiet):
+    """click progress bar with ETA on stderr; yields an ``advance(k)`` callable."""
+    if quiet:
+        yield None
+        return
+    with click.progressbar(length=length, label=label, show_eta=True, show_pos=True,
+                           file=sys.stderr) as bar:
+        yield bar.update
+
+
+def out_option(kind, default, help_):
+    """--out validated before any computation (``compare.dataset.check_output_path``)."""
+    def callback(ctx, param, value):
+        from .dataset import check_output_path
+        if value is None:
+            return None
+        try:
+            return check_output_path(value, kind)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    return click.option("--out", "out", default=default, callback=callback,
+                        show_default=default is not None, help=help_)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dyn")
+def main():
+    """dyn: reduced and full dynamics of benign overfitting in two-layer ReLU
+    CNNs with a trainable output layer (arXiv 2410.19139)."""
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+# ---------------------------------------------------------------- simulate
+@main.command()
+@model_options()
+@click.option("--level", type=click.Choice(ALL_LEVELS), default="exact",
+              show_default=True, help="model level ('full' = weight-space network)")
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart",
+              show_default=True, help="statistics sampler (full implies data)")
+@click.option("--record-every", type=click.IntRange(1), default=1, show_default=True,
+              help="record the state every k steps (and at T)")
+@out_option("file", None, "write the trajectory to this netCDF file")
+def simulate(level, sampler, record_every, out, **kwargs):
+    """Train one configuration and print a summary."""
+    from dynamics.run import simulate as run_reduced
+    from fullsim import simulate_full
+
+    from .dataset import trajectory_dataset, write_netcdf
+
+    params = build_params(kwargs)
+    with cli_errors():
+        if level == "full":
+            if sampler != "data":
+                click.echo("note: level 'full' uses sampler 'data'", err=True)
+            traj = simulate_full(params, record_every=record_every)
+        else:
+            traj = run_reduced(params, level, sampler, record_every)
+        click.echo(f"dyn simulate: level={traj.level} sampler={traj.sampler} "
+                   f"{params.caption()} noise={params.noise} optimizer={params.optimizer}")
+        rows = [("final loss", f"{traj.loss[-1]:.6g}"),
+                ("train error", f"{traj.train_error[-1]:.4f}"),
+                ("test error (clean)", f"{traj.test_error:.4f}")]
+        if params.flip > 0:
+            rows.append(("test error (noisy labels)", f"{traj.test_error_noisy:.4f}"))
+        if "out_of_span" in traj.extra:
+            rows.append(("max out-of-span ||W-W0||", f"{traj.extra['out_of_span'].max():.3e}"))
+        echo_kv(rows + [("wall time", f"{traj.wall_time:.3f} s")])
+        if out:
+            write_netcdf(trajectory_dataset(traj), out)
+            click.echo(f"  wrote {out}")
+
+
+# ---------------------------------------------------------------- solve
+def _int_list(ctx, param, value):
+    """click callback: comma-separated integers, or 'none' (no grid)."""
+    if value is None:
+        return None
+    if str(value).strip().lower() == "none":
+        return ()
+    try:
+        vals = tuple(int(x) for x in str(value).split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected comma-separated integers") from None
+    if not vals:
+        raise click.BadParameter(f"{value!r}: expected comma-separated integers or 'none'")
+    if len(vals) > 64:
+        raise click.BadParameter(f"{len(vals)} values: at most 64")
+    name = {"d_grid": "d", "n_grid": "n"}[param.name]
+    for x in vals:
+        try:
+            SPEC_OF[name].check(x)
+        except ParamError as exc:
+            raise click.BadParameter(f"value {x}: {exc.allowed}") from None
+    return vals
+
+
+@main.command()
+@model_options(skip=("v0",), refuse={
+    "mu_norm": "it searches over ||mu|| (the boundary ||mu||* is its output); "
+               "use dyn simulate for one ||mu||"})
+@click.option("--v0", "v0s", type=click_type(SPEC_OF["v0"]), multiple=True,
+              default=(SPEC_OF["v0"].default,), show_default=True,
+              help="initial output weight(s); repeat for several")
+@click.option("--seeds", type=click.IntRange(1, 10_000), default=8, show_default=True,
+              help="seeds per grid point")
+@click.option("--threshold", type=click.FloatRange(0.0, 0.5, min_open=True, max_open=True),
+              default=TAU, show_default=True,
+              help="test-error threshold tau defining ||mu||*, in (0, 0.5)")
+@click.option("--level", type=click.Choice(ALL_LEVELS), default="exact", show_default=True,
+              help="model level of the solver ('full' trains the real network: slow, exact "
+                   "for every optimizer)")
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart", show_default=True,
+              help="statistics sampler (non-gaussian noise and level full need 'data')")
+@click.option("--d-grid", default=",".join(map(str, D_GRID)), show_default=True,
+              callback=_int_list, help="d values for the scaling fit ('none' to skip)")
+@click.option("--n-grid", default=",".join(map(str, N_GRID)), show_default=True,
+              callback=_int_list, help="n values for the scaling fit ('none' to skip)")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="check against the full network at mu*/2, mu*, 2mu*")
+@click.option("--verify-seeds", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="seeds for the full-network check")
+@out_option("dir", "dyn-out", "output folder (solve.nc and PNG figures)")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, verify, verify_seeds,
+          out, quiet, **kwargs):
+    """Phase boundary ||mu||* for each v0, its d and n scaling, and a check
+    of the reduction against the full network."""
+    from .solve import format_summary, solve as run_solve, to_dataset, work_units, write_outputs
+
+    params = build_params(kwargs)
+    t0 = time.perf_counter()
+    with cli_errors():
+        units = work_units(len(v0s), d_grid, n_grid, verify, verify_seeds)
+        with progress_bar(units, "dyn solve", quiet) as advance:
+            results = run_solve(params, v0s, level, sampler, seeds, threshold, d_grid,
+                                n_grid, verify, verify_seeds, progress=advance)
+        ds = to_dataset(results, params, level, sampler, seeds, threshold, d_grid, n_grid)
+        paths = write_outputs(results, ds, out, d_grid, n_grid)
+    click.echo(format_summary(results, threshold))
+    click.echo(f"wrote {len(paths)} files to {out}/ (solve.nc + figures); "
+               f"total {time.perf_counter() - t0:.1f} s")
+
+
+# ---------------------------------------------------------------- compare
+@main.command()
+@model_options()
+@click.option("--level", type=click.Choice(LEVELS), default="exact", show_default=True,
+              help="reduced level to check against the full network")
+@click.option("--record-every", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--tol", type=click.FloatRange(0.0, min_open=True), default=1e-6,
+              show_default=True, help="relative-error tolerance for 'first step above'")
+@out_option("file", None, "netCDF file with both trajectories (dim model) and the metrics")
+@click.option("--plots", "plot_dir", type=click.Path(file_okay=False), default=None,
+              help="folder for the overlay and relative-error PNGs")
+def compare(level, record_every, tol, out, plot_dir, **kwargs):
+    """Run a reduced level and the full network on the same data; print metrics."""
+    from .dataset import combine, write_netcdf
+    from .metrics import discrepancy, format_metrics
+    from .verify import run_pair
+
+    params = build_params(kwargs)
+    with cli_errors():
+        reduced, full = run_pair(params, level, record_every)
+        met = discrepancy(reduced, full, tol)
+        click.echo(f"dyn compare: {level} vs full network, sampler data, {params.caption()} "
+                   f"(reduced {reduced.wall_time:.3f} s, full {full.wall_time:.3f} s)")
+        click.echo(format_metrics(met))
+        if out:
+            ds = combine(reduced, full).merge(met.rename(step="metric_step")
+                                              .rename_vars(rel_err="rel_err_per_step"))
+            write_netcdf(ds, out)
+            click.echo(f"wrote {out}")
+        if plot_dir:
+            from .plots import plot_overlay, plot_rel_error
+            for path in (plot_overlay(reduced, full, os.path.join(plot_dir, f"overlay_{level}.png")),
+                         plot_rel_error(reduced, full, os.path.join(plot_dir, f"relerr_{level}.png"))):
+                click.echo(f"wrote {path}")
+
+
+# ---------------------------------------------------------------- phase
+class AxisType(click.ParamType):
+    """``NAME=LO..HI:K``: K log-spaced values of a sweepable parameter."""
+
+    name = "NAME=LO..HI:K"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        from .phase import parse_axis
+        try:
+            return parse_axis(value)
+        except ParamError as exc:
+            self.fail(exc.allowed, param, ctx)
+
+
+AXIS_NAMES = ", ".join(AXES)
+
+
+@main.command()
+@model_options()
+@click.option("--x", "x_axis", type=AxisType(), default="v0=1e-3..10:64", show_default=True,
+              help=f"first axis NAME=LO..HI:K (log-spaced); NAME in {AXIS_NAMES}")
+@click.option("--y", "y_axis", type=AxisType(), default="mu=0.5..50:64", show_default=True,
+              help="second axis, same syntax")
+@click.option("--seeds", type=click.IntRange(1, 10_000), default=8, show_default=True,
+              help="seeds per grid point")
+@click.option("--threshold", type=click.FloatRange(0.0, 0.5, min_open=True, max_open=True),
+              default=TAU, show_default=True,
+              help="test-error threshold for the mu* curve, in (0, 0.5)")
+@click.option("--level", type=click.Choice(ALL_LEVELS), default="exact", show_default=True)
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart", show_default=True,
+              help="statistics sampler (level full always uses data)")
+@out_option("dir", "dyn-phase", "sweep folder (resumable): phase.zarr, phase.nc, phase.png")
+@click.option("--overwrite", is_flag=True, help="discard an existing sweep with other settings")
+@click.option("--scheduler", default=None, help="dask.distributed scheduler address")
+@click.option("--dask-workers", type=click.IntRange(1, 1024), default=None,
+              help="start a local dask cluster with this many worker processes")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+@click.pass_context
+def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, out, overwrite,
+          scheduler, dask_workers, quiet, **kwargs):
+    """Test-error heatmap over two parameter axes (resumable sweep)."""
+    from .dataset import write_netcdf
+    from .phase import make_spec, run_phase
+    from .plots import plot_phase
+
+    for axis, flag in ((x_axis, "--x"), (y_axis, "--y")):
+        name = AXES[axis[0]].name
+        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            raise click.UsageError(f"{AXES[axis[0]].flag} is swept by {flag} "
+                                   f"{axis[0]}=...; give it only once", ctx)
+    if x_axis[0] == y_axis[0]:
+        raise click.BadParameter(f"{y_axis[0]}: must differ from the --x axis",
+                                 param_hint="--y")
+    params = build_params(kwargs)
+    t0 = time.perf_counter()
+    with cli_errors():
+        if level == "full":
+            sampler = "data"
+        spec = make_spec(params, x_axis, y_axis, seeds, level, sampler, threshold)
+        with progress_bar(len(x_axis[1]), f"dyn phase {x_axis[0]} x {y_axis[0]}",
+                          quiet) as advance:
+            ds = run_phase(spec, out, overwrite, scheduler, dask_workers, advance)
+        nc = write_netcdf(ds, os.path.join(out, "phase.nc"))
+        png = plot_phase(ds, os.path.join(out, "phase.png"))
+    click.echo(f"dyn phase: {x_axis[0]} ({len(x_axis[1])}) x {y_axis[0]} ({len(y_axis[1])}) x "
+               f"{seeds} seeds = {ds.test_error.size} runs, level={level}, sampler={sampler}; "
+               f"{time.perf_counter() - t0:.1f} s")
+    if "mu_star" in ds:
+        other = ds.mu_star.dims[0]
+        vals = ds[other].values
+        pick = np.unique(np.linspace(0, len(vals) - 1, min(8, len(vals))).astype(int))
+        click.echo(f"  mu* (test error = {threshold:g}) at " + "  ".join(
+            f"{other}={vals[i]:.3g}: {float(ds.mu_star[i]):.3g}" for i in pick))
+    click.echo(f"  not fitted (train error > 0) at {int((ds.fitted == 0).sum())} of "
+               f"{ds.fitted.size} grid points")
+    n_div = int(ds.attrs.get("n_diverged", 0))
+    if n_div:
+        click.echo(f"  WARNING: {n_div} runs diverged (test error NaN in phase.nc, counted as "
+                   f"chance in mu*); lower --eta")
+    click.echo(f"  wrote {nc} and {png}")
+
+
+# ---------------------------------------------------------------- theory
+@main.command()
+@model_options()
+@click.option("--level", type=click.Choice(ALL_LEVELS), default="exact", show_default=True)
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart", show_default=True)
+@click.option("--tol", type=click.FloatRange(0.0, 0.5, min_open=True, max_open=True),
+              default=0.1, show_default=True,
+              help="stage 1 ends when max_i |l'_i + 1/2| exceeds this, in (0, 0.5)")
+@click.option("--formulas/--no-formulas", default=True, show_default=True,
+              help="print the derived formulas")
+@click.option("--latex", is_flag=True, help="print formulas as LaTeX instead of ASCII art")
+@click.option("--fit-laws", is_flag=True,
+              help="measure boundaries with the solver and fit the laws of SPEC 8 per regime")
+@click.option("--seeds", type=click.IntRange(1, 10_000), default=8, show_default=True,
+              help="seeds per boundary (--fit-laws)")
+@click.option("--figures", "fig_dir", type=click.Path(file_okay=False), default=None,
+              help="write ratio and v-change figures for v0 in {1e-3, 1e-2, 1e-1, 1} here")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet, **kwargs):
+    """Derived mechanisms (sympy) against the measured dynamics."""
+    from dynamics.run import simulate as run_reduced
+    from dynamics.theory import measure, symbolic
+    from fullsim import simulate_full
+
+    from . import laws
+
+    params = build_params(kwargs)
+    reduced_level = "exact" if level == "full" else level
+    with cli_errors():
+        if level == "full":
+            sampler = "data"
+        if formulas:
+            click.echo("derived formulas (sympy; alpha = eta c/(2n), beta = eta_v c/(2n)):")
+            for name, f in symbolic.formulas().items():
+                body = f["latex"] if latex else f["text"]
+                sep = " " if latex or "\n" not in body else "\n"
+                click.echo(f"- {name}:{sep}{body}")
+            click.echo("")
+        traj = (simulate_full(params) if level == "full"
+                else run_reduced(params, level, sampler, 1))
+        click.echo(laws.format_report(measure.summarize(traj, tol)))
+        if fit_laws:
+            with progress_bar(laws.regime_points(params), "fitting laws", quiet) as advance:
+                fits = laws.fit_regimes(params, seeds, reduced_level, sampler, progress=advance)
+            click.echo("")
+            click.echo(f"conditions: laws of SPEC 8 fitted to measured boundaries (tau = {TAU:g})")
+            click.echo(laws.format_fits(fits))
+        if fig_dir:
+            from .theory_plots import plot_ratio_agreement, plot_ratio_vs_step, plot_v_change
+            trajs = {v: run_reduced(params.replace(v0=v), reduced_level, sampler, 1)
+                     for v in (1e-3, 1e-2, 1e-1, 1.0)}
+            for fn, name in ((plot_ratio_vs_step, "noise_ratio_vs_step.png"),
+                             (plot_ratio_agreement, "noise_ratio_agreement.png"),
+                             (plot_v_change, "v_change_vs_step.png")):
+                click.echo(f"wrote {fn(trajs, os.path.join(fig_dir, name))}")

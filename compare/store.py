@@ -1,0 +1,346 @@
+"""A resumable, locked, row-chunked sweep store on Zarr.
+
+Knows nothing about the physics.  A sweep is an xarray Dataset *template*
+(final dims, coords and dtypes; data values irrelevant) whose data variables
+all have the row dimension first.  Rows are filled one at a time with
+:meth:`SweepStore.save`, each written to its own Zarr chunks as soon as it is
+finished, so a killed sweep resumes where it stopped.
+
+Layout on disk (Zarr format 3, no consolidated metadata)::
+
+    PATH/              the store: template variables chunked 1 along the row
+                       dim and whole along the others, plus ``_row_done``
+                       (int8, 1 per finished row); attrs ``fingerprint`` and
+                       ``spec_json``
+    PATH.lock          sibling lock file (flock), holds the holder's pid
+    .NAME.tmp-*        temporaries of this module (cleaned up under the lock)
+
+Invariants: a row is finished iff ``_row_done[row] == 1``, and that flag is
+set only after the row's data was written.  The store appears at PATH only
+complete (written to a temporary sibling, then renamed).  Only one process at
+a time may use PATH: the lock is an exclusive ``fcntl.flock`` that the OS
+releases when the holder dies, even by SIGKILL.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import shutil
+import uuid
+import weakref
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+
+__all__ = ["StoreError", "StoreBusy", "SweepStore"]
+
+DONE = "_row_done"
+ZARR_FORMAT = 3
+# Zarr v3 has no consolidated metadata in its spec: never write or look for it
+# (avoids zarr's ZarrUserWarning on write and xarray's RuntimeWarning fallback
+# on read).
+_ZARR_KW = {"consolidated": False}
+_OVERWRITE_HINT = "use another --out, or add --overwrite to discard the stored sweep"
+
+
+class StoreError(ValueError):
+    """A sweep store problem, with a one-line user-facing message."""
+
+
+class StoreBusy(StoreError):
+    """Another process holds the store's lock."""
+
+
+def spec_json(spec: dict) -> str:
+    """Canonical JSON text of a sweep spec."""
+    try:
+        return json.dumps(spec, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"sweep spec must be plain JSON: {exc}") from None
+
+
+def fingerprint(spec: dict) -> str:
+    """sha256 of the canonical spec JSON, first 16 hex digits."""
+    return hashlib.sha256(spec_json(spec).encode()).hexdigest()[:16]
+
+
+_ABSENT = object()
+
+
+def _show(value, width: int = 60) -> str:
+    text = "(absent)" if value is _ABSENT else json.dumps(value, sort_keys=True)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def spec_diff(old: dict, new: dict) -> list[str]:
+    """'key: old -> new' for each differing top-level key (one level into dicts)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            for sub in sorted(set(a) | set(b)):
+                sa, sb = a.get(sub, _ABSENT), b.get(sub, _ABSENT)
+                if sa != sb:
+                    out.append(f"{key}.{sub}: {_show(sa)} -> {_show(sb)}")
+        else:
+            out.append(f"{key}: {_show(a)} -> {_show(b)}")
+    return out
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+_LOCKED: "weakref.WeakSet[SweepStore]" = weakref.WeakSet()
+
+
+def _forget_locks_in_child() -> None:
+    """After fork: the child must not keep the parent's lock alive (flock locks
+    belong to the open file, shared by inherited descriptors).  Close the
+    child's copies without touching the lock or the pid in the lock file."""
+    for store in list(_LOCKED):
+        fd, store._lock_fd = store._lock_fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+os.register_at_fork(after_in_child=_forget_locks_in_child)
+
+
+class SweepStore:
+    """Row-by-row, resumable, single-writer Zarr store of a sweep Dataset.
+
+    ``SweepStore(path, template, row_dim, spec, overwrite=False)`` locks
+    ``path + ".lock"`` (StoreBusy if held), then creates the store from
+    ``template`` (if absent, or if ``overwrite``), resumes it (same spec
+    fingerprint) or refuses it (StoreError listing the changed spec keys).
+    Use as a context manager, or call :meth:`close` to release the lock.
+    """
+
+    def __init__(self, path, template: xr.Dataset, row_dim: str, spec: dict,
+                 overwrite: bool = False):
+        self._lock_fd = None
+        self.path = os.path.normpath(os.fspath(path))  # no trailing "/": lock stays a sibling
+        self.row_dim = row_dim
+        self.spec_json = spec_json(spec)
+        self.spec = json.loads(self.spec_json)  # as stored (tuples -> lists etc.)
+        self.fingerprint = fingerprint(spec)
+        self._template = self._check_template(template)
+        self.n_rows = self._template.sizes[row_dim]
+        parent, base = os.path.split(self.path)
+        self._parent = parent or "."
+        self._tmp_prefix = os.path.join(self._parent, f".{base}.tmp-")
+        os.makedirs(self._parent, exist_ok=True)
+        self._lock()
+        try:
+            self._clean_stale()
+            if overwrite or not os.path.lexists(self.path):
+                self._create()
+            else:
+                self._check_existing()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- template --------------------------------------------------------
+    def _check_template(self, template: xr.Dataset) -> xr.Dataset:
+        if self.row_dim not in template.dims:
+            raise StoreError(f"template has no dimension {self.row_dim!r}")
+        if DONE in template.variables:
+            raise StoreError(f"template must not have a variable named {DONE!r}")
+        if not template.data_vars:
+            raise StoreError("template has no data variables")
+        for name, var in template.data_vars.items():
+            if var.dims[:1] != (self.row_dim,):
+                raise StoreError(f"template variable {name!r} has dims {var.dims}; "
+                                 f"{self.row_dim!r} must come first")
+            if var.dtype.kind not in "biufc":
+                raise StoreError(f"template variable {name!r} has dtype {var.dtype}; "
+                                 "only numeric and bool data variables are supported")
+        return template
+
+    def _skeleton(self) -> tuple[xr.Dataset, dict]:
+        """Template with lazy (never computed) data variables and its encoding."""
+        tpl = self._template.drop_encoding()
+        # Coords are written now, so must be numpy (dask would be left unwritten);
+        # fixed-width strings become variable-length ones, which Zarr v3 specifies
+        # (numpy "<U" triggers zarr's UnstableSpecificationWarning).
+        tpl = tpl.assign_coords({k: v.compute().astype(object) if v.dtype.kind == "U"
+                                 else v.compute() for k, v in tpl.coords.items()})
+        data, encoding = {}, {}
+        for name, var in tpl.data_vars.items():
+            chunks = (1,) + tuple(max(s, 1) for s in var.shape[1:])
+            data[name] = xr.Variable(var.dims, da.empty(var.shape, dtype=var.dtype,
+                                                        chunks=chunks), var.attrs)
+            encoding[name] = {"chunks": chunks}
+        data[DONE] = xr.Variable((self.row_dim,), da.zeros(self.n_rows, dtype=np.int8,
+                                                           chunks=1))
+        # raw 1-byte chunks, fill 0: an unwritten row reads as "not done"
+        encoding[DONE] = {"chunks": (1,), "fill_value": 0, "compressors": None}
+        ds = xr.Dataset(data, coords=tpl.coords,
+                        attrs={**tpl.attrs, "fingerprint": self.fingerprint,
+                               "spec_json": self.spec_json})
+        return ds, encoding
+
+    # -- lock --------------------------------------------------------------
+    def _lock(self) -> None:
+        lock_path = self.path + ".lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            try:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            finally:
+                os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise StoreBusy(f"{self.path} is in use by another dyn process (pid {holder}); "
+                                "wait for it to finish or choose another --out") from None
+            raise StoreError(f"cannot lock {lock_path}: {exc.strerror}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+        _LOCKED.add(self)
+
+    def close(self) -> None:
+        """Release the lock (idempotent).  The lock file itself stays."""
+        fd, self._lock_fd = self._lock_fd, None
+        _LOCKED.discard(self)
+        if fd is not None:
+            try:
+                os.ftruncate(fd, 0)
+            finally:
+                os.close(fd)  # closing the only descriptor releases the flock
+
+    def __enter__(self) -> "SweepStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- create / resume ---------------------------------------------------
+    def _clean_stale(self) -> None:
+        """Remove temporaries of killed processes (we hold the lock)."""
+        for p in glob.glob(glob.escape(self._tmp_prefix) + "*"):
+            _remove(p)
+        if os.path.isdir(self.path):  # zarr's own atomic-write leftovers
+            for root, _, files in os.walk(self.path):
+                for f in files:
+                    if f.endswith(".partial"):
+                        os.unlink(os.path.join(root, f))
+
+    def _create(self) -> None:
+        ds, encoding = self._skeleton()
+        tmp = self._tmp_prefix + uuid.uuid4().hex[:12]
+        try:
+            ds.to_zarr(tmp, mode="w", compute=False, encoding=encoding,
+                       zarr_format=ZARR_FORMAT, **_ZARR_KW)
+            if os.path.lexists(self.path):  # overwrite: move aside, then swap in
+                old = self._tmp_prefix + "old-" + uuid.uuid4().hex[:12]
+                os.replace(self.path, old)
+                os.replace(tmp, self.path)
+                _remove(old)
+            else:
+                os.replace(tmp, self.path)
+        finally:
+            if os.path.lexists(tmp):
+                _remove(tmp)
+
+    def _check_existing(self) -> None:
+        hint = "add --overwrite to replace it, or use another --out"
+        try:
+            stored = xr.open_zarr(self.path, chunks=None, **_ZARR_KW)  # metadata only
+        except Exception as exc:
+            raise StoreError(f"{self.path} exists but is not a readable sweep store "
+                             f"({type(exc).__name__}); {hint}") from None
+        fp, old_json = stored.attrs.get("fingerprint"), stored.attrs.get("spec_json")
+        if fp is None or DONE not in stored.variables:
+            raise StoreError(f"{self.path} exists but is not a sweep store of dyn "
+                             f"(no fingerprint); {hint}")
+        if fp != self.fingerprint:
+            try:
+                changes = spec_diff(json.loads(old_json), self.spec)
+            except (TypeError, ValueError):
+                changes = []
+            what = "; ".join(changes) if changes else f"fingerprint {fp} -> {self.fingerprint}"
+            raise StoreError(f"{self.path} holds a different sweep ({what}); {_OVERWRITE_HINT}")
+        for name, var in self._template.data_vars.items():
+            have = stored.variables.get(name)
+            if have is None or have.dims != var.dims or have.shape != var.shape \
+                    or have.dtype != var.dtype:
+                raise StoreError(f"{self.path} has the same spec but a different layout "
+                                 f"(variable {name!r}); {_OVERWRITE_HINT}")
+
+    # -- rows --------------------------------------------------------------
+    def finished(self) -> list[int]:
+        """Indices of the rows saved completely (read fresh from disk)."""
+        try:
+            done = zarr.open_array(self.path, path=DONE, mode="r")[:]
+        except Exception as exc:
+            raise StoreError(f"{self.path}: cannot read the row status "
+                             f"({type(exc).__name__}: {exc})") from None
+        return [int(i) for i in np.flatnonzero(done == 1)]
+
+    def _write(self, ds: xr.Dataset, ix: int) -> None:
+        ds.to_zarr(self.path, mode="r+", region={self.row_dim: slice(ix, ix + 1)},
+                   **_ZARR_KW)
+
+    def _flag(self, ix: int, value: int) -> None:
+        self._write(xr.Dataset({DONE: ((self.row_dim,), np.full(1, value, np.int8))}), ix)
+
+    def save(self, ix: int, row: dict[str, np.ndarray]) -> None:
+        """Write row ``ix`` (arrays cast "same_kind" to the template dtypes), then mark
+        it finished.  Different rows may be saved from several threads at once."""
+        if self._lock_fd is None:
+            raise StoreError(f"{self.path}: store is closed")
+        if isinstance(ix, (bool, np.bool_)) or not isinstance(ix, (int, np.integer)) \
+                or not 0 <= ix < self.n_rows:
+            raise StoreError(f"row index must be an int in [0, {self.n_rows}), got {ix!r}")
+        ix = int(ix)
+        names = set(self._template.data_vars)
+        if set(row) != names:
+            missing, extra = sorted(names - set(row)), sorted(set(row) - names)
+            raise StoreError(f"row {ix}: missing variables {missing}, unexpected {extra}")
+        data = {}
+        for name, var in self._template.data_vars.items():
+            arr = np.asarray(row[name])
+            if arr.shape != var.shape[1:]:
+                raise StoreError(f"row {ix}: {name!r} has shape {arr.shape}, "
+                                 f"expected {var.shape[1:]}")
+            if not np.can_cast(arr.dtype, var.dtype, casting="same_kind"):
+                raise StoreError(f"row {ix}: {name!r} has dtype {arr.dtype}, "
+                                 f"expected {var.dtype}")
+            cast = arr.astype(var.dtype, copy=False)
+            if var.dtype.kind in "biu" and not np.array_equal(cast, arr):
+                raise StoreError(f"row {ix}: {name!r} does not fit in {var.dtype}")
+            data[name] = (var.dims, cast[np.newaxis])
+        if ix in self.finished():  # rewriting: never leave "done" over partial data
+            self._flag(ix, 0)
+        self._write(xr.Dataset(data), ix)
+        self._flag(ix, 1)
+
+    def open(self) -> xr.Dataset:
+        """The complete sweep as a lazy Dataset (StoreError until every row is saved)."""
+        missing = sorted(set(range(self.n_rows)) - set(self.finished()))
+        if missing:
+            shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+            raise StoreError(f"{self.path}: {len(missing)} of {self.n_rows} rows "
+                             f"not finished yet ({shown})")
+        return xr.open_zarr(self.path, **_ZARR_KW).drop_vars(DONE)
