@@ -177,6 +177,21 @@ def simulate(level, sampler, record_every, out, **kwargs):
 
 
 # ---------------------------------------------------------------- solve
+def _times(ctx, param, value):
+    """click callback: comma-separated GD steps and/or 'inf', ascending."""
+    if value is None:
+        return None
+    from dynamics.boundary import check_checkpoints
+    try:
+        vals = [float(x) for x in str(value).split(",") if x.strip()]
+        return check_checkpoints(vals, 1).tolist()
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected comma-separated steps or inf, "
+                                 "e.g. 200,2000,inf") from None
+    except ParamError as exc:
+        raise click.BadParameter(f"{value!r}: {exc.allowed}") from None
+
+
 def _int_list(ctx, param, value):
     """click callback: comma-separated integers, or 'none' (no grid)."""
     if value is None:
@@ -221,13 +236,17 @@ def _int_list(ctx, param, value):
               callback=_int_list, help="d values for the scaling fit ('none' to skip)")
 @click.option("--n-grid", default=",".join(map(str, N_GRID)), show_default=True,
               callback=_int_list, help="n values for the scaling fit ('none' to skip)")
+@click.option("--times", default=None, callback=_times,
+              help="training times for a mu*-per-time table, comma-separated GD steps, "
+                   "'inf' = the limit t -> infinity (e.g. 200,2000,20000,inf); "
+                   "default: only --steps")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="check against the full network at mu*/2, mu*, 2mu*")
 @click.option("--verify-seeds", type=click.IntRange(1, 100), default=3, show_default=True,
               help="seeds for the full-network check")
 @out_option("dir", "dyn-out", "output folder (solve.nc and PNG figures)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, verify, verify_seeds,
+def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, verify, verify_seeds,
           out, quiet, **kwargs):
     """Phase boundary ||mu||* for each v0, its d and n scaling, and a check
     of the reduction against the full network."""
@@ -239,7 +258,7 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, verify, verify_
         units = work_units(len(v0s), d_grid, n_grid, verify, verify_seeds)
         with progress_bar(units, "dyn solve", quiet) as advance:
             results = run_solve(params, v0s, level, sampler, seeds, threshold, d_grid,
-                                n_grid, verify, verify_seeds, progress=advance)
+                                n_grid, verify, verify_seeds, progress=advance, times=times)
         ds = to_dataset(results, params, level, sampler, seeds, threshold, d_grid, n_grid)
         paths = write_outputs(results, ds, out, d_grid, n_grid)
     click.echo(format_summary(results, threshold))

@@ -19,7 +19,7 @@ from dynamics.boundary import Boundary, fit_exponents, seed_list
 from dynamics.params import D_GRID, N_GRID, TAU, TRANSITION_TAUS, Params, check_count, \
     check_threshold
 
-from .boundaries import find_boundary
+from .boundaries import find_boundaries_at, find_boundary
 from .dataset import global_attrs, write_netcdf
 
 # Exponents (a, b) of mu* ~ d^a n^b quoted in SPEC 8
@@ -39,6 +39,7 @@ class V0Result:
     d_grid: list = field(default_factory=list)   # Boundary per d
     n_grid: list = field(default_factory=list)   # Boundary per n
     fit: dict = field(default_factory=dict)
+    by_time: list = field(default_factory=list)  # Boundary per --times entry
     verify: xr.Dataset | None = None
     example: tuple | None = None                 # (reduced, full) at mu*
     wall_time: float = 0.0
@@ -72,8 +73,12 @@ def _grid(params, values, key, level, sampler, n_seeds, tau, main, progress):
 
 def solve(params: Params, v0s=None, level="exact", sampler="wishart", n_seeds=8,
           tau=TAU, d_grid=D_GRID, n_grid=N_GRID, verify=True, verify_seeds=3,
-          progress=None) -> list[V0Result]:
-    """Run the whole `dyn solve` job; ``progress(k)`` is called per unit of work."""
+          progress=None, times=None) -> list[V0Result]:
+    """Run the whole `dyn solve` job; ``progress(k)`` is called per unit of work.
+
+    ``times`` (GD steps, inf = the limit): mu* at each time from the same runs
+    (``by_time``); the scaling grids and the verification stay at params.steps.
+    """
     v0s = [params.v0] if v0s is None else [params.replace(v0=v).v0 for v in v0s]
     tau = check_threshold(tau)
     verify_seeds = check_count("verify_seeds", verify_seeds)
@@ -85,6 +90,9 @@ def solve(params: Params, v0s=None, level="exact", sampler="wishart", n_seeds=8,
         if progress:
             progress(1)
         res = V0Result(v0=p.v0, main=main)
+        if times is not None:
+            res.by_time = find_boundaries_at(p, level, sampler, n_seeds, times,
+                                             (tau,) + TRANSITION_TAUS)
         if np.isfinite(main.star()):
             res.d_grid = _grid(p, d_grid, "d", level, sampler, n_seeds, tau, main, progress)
             res.n_grid = _grid(p, n_grid, "n", level, sampler, n_seeds, tau, main, progress)
@@ -169,6 +177,20 @@ def to_dataset(results: list[V0Result], params: Params, level, sampler, n_seeds,
     ds = xr.Dataset(data, coords={"v0": [r.v0 for r in results], "tau": taus,
                                   "seed": seed_list(params, n_seeds),
                                   "d_grid": list(d_grid), "n_grid": list(n_grid)})
+    if results[0].by_time:
+        steps = [b.steps for b in results[0].by_time]
+        for name, get in (("mu_star_t", lambda b, t: b.mu_star[t]),
+                          ("mu_star_t_lo", lambda b, t: b.ci[t][0]),
+                          ("mu_star_t_hi", lambda b, t: b.ci[t][1])):
+            ds[name] = (("v0", "steps", "tau"),
+                        [[[get(b, t) for t in taus] for b in r.by_time] for r in results])
+        ds["n_diverged_t"] = (("v0", "steps"), [[b.n_diverged for b in r.by_time]
+                                                for r in results])
+        ds["limit_labels_stable"] = (("v0",), [r.by_time[-1].limit_labels_stable
+                                               for r in results])
+        ds = ds.assign_coords(steps=steps)
+        ds["steps"].attrs.update(long_name="training time in GD steps (inf: the limit)")
+        ds["mu_star_t"].attrs.update(long_name="critical ||mu|| at each training time")
     ver = [r.verify for r in results]
     if all(v is not None for v in ver):
         ds = ds.merge(xr.concat(ver, dim="v0").assign_coords(v0=ds.v0))
@@ -228,6 +250,19 @@ def write_outputs(results, ds, out_dir, d_grid=D_GRID, n_grid=N_GRID) -> list[st
 def format_summary(results: list[V0Result], tau: float) -> str:
     """The at-a-glance table printed by `dyn solve`."""
     lines = []
+    if results and results[0].by_time:
+        lines.append(f"||mu||* (test err = {tau:g}) [95% CI] per training time (GD steps; "
+                     f"inf = limit, normalised scheme to t = 1e30):")
+        head = "".join(f"{('T=' + format(b.steps, 'g')):>24}" for b in results[0].by_time)
+        lines.append(f"  {'v0':>8}{head}")
+        for r in results:
+            cells = "".join(f"{b.star():>8.3g} [{b.ci[b.taus[0]][0]:.3g}, "
+                            f"{b.ci[b.taus[0]][1]:.3g}]".rjust(24) for b in r.by_time)
+            lines.append(f"  {r.v0:>8g}{cells}")
+        for r in results:
+            for b in r.by_time:
+                for note in b.notes:
+                    lines.append(f"  note (v0={r.v0:g}, T={b.steps:g}): {note}")
     for r in results:
         b = r.main
         p = b.params

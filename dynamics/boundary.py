@@ -123,6 +123,7 @@ class ErrorCurve:
         self.diverged = []  # (||mu||, seed index, step, reason)
         self.mu = np.empty(0)
         self.data = {k: np.empty((n_seeds, 0, n_times)) for k in RESULTS}
+        self.info = np.empty((n_seeds, 0, 4))  # see run_batch
 
     def evaluate(self, mus, k: int = 0) -> np.ndarray:
         """Seed-mean test error at time index k for each ||mu|| (runs only new values)."""
@@ -142,6 +143,8 @@ class ErrorCurve:
             self.mu = self.mu[order]
             for name in RESULTS:
                 self.data[name] = np.concatenate([self.data[name], res[name]], axis=1)[:, order]
+            info = res.get("info", np.full(res["status"].shape[:2] + (4,), -1.0))
+            self.info = np.concatenate([self.info, info], axis=1)[:, order]
         idx = np.searchsorted(self.mu, mus)
         return self.data["test_error"][:, idx, k].mean(axis=0)
 
@@ -184,6 +187,8 @@ class Boundary:
     train_error_at_star: float = np.nan
     margin_at_star: float = np.nan
     n_diverged: int = 0
+    limit_converged: float = np.nan   # t = inf: fraction of runs meeting the margin criterion
+    limit_labels_stable: float = np.nan  # t = inf: fraction with test labels stable a decade
     notes: list = field(default_factory=list)
 
     @property
@@ -203,7 +208,9 @@ def find_boundaries(evaluate: Evaluator, params: Params, seeds, times=None,
 
     ``evaluate`` maps ||mu|| values to per-seed results at the K = len(times)
     checkpoint times (module docstring); ``level``/``sampler`` only label the
-    result.  guess: centre of the initial bracket grid (guess * 4^k,
+    result.  Each time gets the single-time search below on runs shared
+    through a cache (so the boundary at a time does not depend on which other
+    times were asked for).  guess: centre of the initial bracket grid (guess * 4^k,
     k = -1..1); else a coarse log grid over ``mu_range`` (9 points).  Brackets
     widen by 4x up to 6 times.  Bisection in log ||mu|| stops when the bracket
     ratio is below 1 + rel_tol.  Bootstrap: seeds resampled n_boot times,
@@ -211,37 +218,58 @@ def find_boundaries(evaluate: Evaluator, params: Params, seeds, times=None,
     """
     taus = tuple(check_threshold(t) for t in taus)
     times = [params.steps] if times is None else list(times)
-    curve = ErrorCurve(evaluate, len(seeds), len(times))
+    memo = _memoise(evaluate)
+    rng = np.random.default_rng(np.random.SeedSequence([params.seed, 2024]))
+    boot_idx = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
+    out = []
+    for k, time in enumerate(times):  # each time: the single-time search on shared runs
+        curve = ErrorCurve(memo, len(seeds), len(times))
+        _search(curve, k, taus, guess, mu_range, rel_tol)
+        out.append(_boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler))
+    return out
+
+
+def _memoise(evaluate: Evaluator) -> Evaluator:
+    """The evaluator with a cache per ||mu|| value (runs are shared by all times)."""
+    cache = {}
+
+    def cached(mus):
+        mus = np.asarray(mus, dtype=np.float64)
+        new = [m for m in dict.fromkeys(mus.tolist()) if m not in cache]
+        if new:
+            res = evaluate(np.array(new))
+            for q, mu in enumerate(new):
+                cache[mu] = {k: v[:, q:q + 1] for k, v in res.items()}
+        return {k: np.concatenate([cache[m][k] for m in mus.tolist()], axis=1)
+                for k in cache[mus[0]]}
+    return cached
+
+
+def _search(curve, k, taus, guess, mu_range, rel_tol):
+    """Bracket every tau on a coarse log grid (widened by 4x up to 6 times),
+    then bisect each bracket in log ||mu|| to a ratio below 1 + rel_tol."""
     grid = (guess * 4.0 ** np.arange(-1, 2) if guess and np.isfinite(guess)
             else np.geomspace(mu_range[0], mu_range[1], 9))
-    curve.evaluate(grid)
-    for _ in range(6):  # widen until every tau is bracketed at every time
-        errs = [curve.evaluate(curve.mu, k) for k in range(len(times))]
-        lo_need = any(e[0] < tau for e in errs for tau in taus)
-        hi_need = any(e[-1] >= tau and _bracket(curve.mu, e, tau) is None
-                      for e in errs for tau in taus)
+    curve.evaluate(grid, k)
+    for _ in range(6):
+        err = curve.evaluate(curve.mu, k)
+        lo_need = any(err[0] < tau for tau in taus)
+        hi_need = any(err[-1] >= tau and _bracket(curve.mu, err, tau) is None for tau in taus)
         if not (lo_need or hi_need):
             break
         curve.evaluate(([curve.mu[0] / 4.0] if lo_need else []) +
-                       ([curve.mu[-1] * 4.0] if hi_need else []))
-    for k in range(len(times)):
-        for tau in taus:
-            brk = _bracket(curve.mu, curve.evaluate(curve.mu, k), tau)
-            if brk is None:
-                continue
-            lo, hi = brk
-            while hi / lo > 1.0 + rel_tol:
-                mid = np.sqrt(lo * hi)
-                if curve.evaluate(mid, k)[0] >= tau:
-                    lo = mid
-                else:
-                    hi = mid
-    rng = np.random.default_rng(np.random.SeedSequence([params.seed, 2024]))
-    boot_idx = rng.integers(0, curve.n_seeds, size=(n_boot, curve.n_seeds))
-    out = []
-    for k, time in enumerate(times):
-        out.append(_boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler))
-    return out
+                       ([curve.mu[-1] * 4.0] if hi_need else []), k)
+    for tau in taus:
+        brk = _bracket(curve.mu, curve.evaluate(curve.mu, k), tau)
+        if brk is None:
+            continue
+        lo, hi = brk
+        while hi / lo > 1.0 + rel_tol:
+            mid = np.sqrt(lo * hi)
+            if curve.evaluate(mid, k)[0] >= tau:
+                lo = mid
+            else:
+                hi = mid
 
 
 def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) -> Boundary:
@@ -268,6 +296,13 @@ def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) 
                    ci=ci, seeds=np.asarray(seeds), curve_mu=curve.mu.copy(),
                    curve_test=test.copy(), curve_loss=curve.data["loss"][..., k].copy(),
                    steps=float(time), n_diverged=len(div), notes=notes)
+    if np.isinf(time):
+        res.limit_converged = float(np.mean(curve.info[..., 0] == 1))
+        res.limit_labels_stable = float(np.mean(curve.info[..., 3] == 1))
+        notes.append(f"t = inf: {res.limit_converged:.0%} of runs met the margin criterion "
+                     f"(relative change < 1e-4 per decade) by t = 1e30 GD steps; "
+                     f"{res.limit_labels_stable:.0%} had stable test labels over the last "
+                     f"decade; the test error is that of the state at the stop")
     star = mu_star[taus[0]]
     if np.isfinite(star):
         curve.evaluate(star, k)
