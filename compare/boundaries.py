@@ -7,9 +7,12 @@ module is the one place that knows which evaluator serves which level:
 """
 from __future__ import annotations
 
-from dynamics.boundary import Boundary, find_boundaries, reduced_evaluator, run_batch, \
-    seed_list, stacked_stats
-from dynamics.params import ALL_LEVELS, SAMPLERS, TAU, Params, check_choice, check_count
+import numpy as np
+
+from dynamics.boundary import Boundary, check_checkpoints, find_boundaries, \
+    reduced_evaluator, run_batch, seed_list, stacked_stats
+from dynamics.params import ALL_LEVELS, SAMPLERS, TAU, Params, ParamError, check_choice, \
+    check_count
 from fullsim import full_evaluator, run_full_batch
 
 
@@ -24,22 +27,28 @@ def run_jobs(params: Params, level: str, sampler: str, seeds, job_seed, job_mu, 
     return run_batch(params, level, stacked, job_seed, job_mu, job_v0, checkpoints, parallel)
 
 
-def make_evaluator(params: Params, level: str, sampler: str, seeds, checkpoints=None):
+def make_evaluator(params: Params, level: str, sampler: str, seeds, checkpoints=None,
+                   integrator: str = "gd"):
     """(evaluator, sampler actually used) for ``level``; "full" uses sampler data."""
     check_choice("level", level, ALL_LEVELS)
     check_choice("sampler", sampler, SAMPLERS)
     if level == "full":
+        if integrator != "gd" or any(np.isinf(check_checkpoints(checkpoints, params.steps))):
+            raise ParamError("level", level, "the weight-space network runs GD to finite "
+                             "times only in sweeps; use a reduced level for the flow and "
+                             "t = inf (dyn compare --integrator flow checks the reduction)")
         return full_evaluator(params, seeds, checkpoints), "data"
-    return reduced_evaluator(params, level, sampler, seeds, checkpoints), sampler
+    return reduced_evaluator(params, level, sampler, seeds, checkpoints,
+                             integrator=integrator), sampler
 
 
 def find_boundaries_at(params: Params, level: str = "exact", sampler: str = "wishart",
                        n_seeds: int = 8, times=None, taus=(TAU,), guess=None,
-                       **kwargs) -> list[Boundary]:
+                       integrator: str = "gd", **kwargs) -> list[Boundary]:
     """mu* at each checkpoint step in ``times`` (default: params.steps), all
     from the same runs (common random numbers in time and in ||mu||)."""
     seeds = seed_list(params, check_count("seeds", n_seeds))
-    evaluate, sampler = make_evaluator(params, level, sampler, seeds, times)
+    evaluate, sampler = make_evaluator(params, level, sampler, seeds, times, integrator)
     return find_boundaries(evaluate, params, seeds, times, taus, guess=guess,
                            level=level, sampler=sampler, **kwargs)
 

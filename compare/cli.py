@@ -240,25 +240,32 @@ def _int_list(ctx, param, value):
               help="training times for a mu*-per-time table, comma-separated GD steps, "
                    "'inf' = the limit t -> infinity (e.g. 200,2000,20000,inf); "
                    "default: only --steps")
+@click.option("--integrator", type=click.Choice(("gd", "flow")), default="gd",
+              show_default=True,
+              help="--times as GD steps (inf continues with the normalised flow) or all "
+                   "as normalised gradient flow (time eta*T)")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="check against the full network at mu*/2, mu*, 2mu*")
 @click.option("--verify-seeds", type=click.IntRange(1, 100), default=3, show_default=True,
               help="seeds for the full-network check")
 @out_option("dir", "dyn-out", "output folder (solve.nc and PNG figures)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, verify, verify_seeds,
-          out, quiet, **kwargs):
+def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrator, verify,
+          verify_seeds, out, quiet, **kwargs):
     """Phase boundary ||mu||* for each v0, its d and n scaling, and a check
     of the reduction against the full network."""
     from .solve import format_summary, solve as run_solve, to_dataset, work_units, write_outputs
 
     params = build_params(kwargs)
     t0 = time.perf_counter()
+    if integrator == "flow" and times is None:
+        times = [params.steps]
     with cli_errors():
         units = work_units(len(v0s), d_grid, n_grid, verify, verify_seeds)
         with progress_bar(units, "dyn solve", quiet) as advance:
             results = run_solve(params, v0s, level, sampler, seeds, threshold, d_grid,
-                                n_grid, verify, verify_seeds, progress=advance, times=times)
+                                n_grid, verify, verify_seeds, progress=advance, times=times,
+                                integrator=integrator)
         ds = to_dataset(results, params, level, sampler, seeds, threshold, d_grid, n_grid)
         paths = write_outputs(results, ds, out, d_grid, n_grid)
     click.echo(format_summary(results, threshold))
@@ -272,12 +279,15 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, verify, 
 @click.option("--level", type=click.Choice(LEVELS), default="exact", show_default=True,
               help="reduced level to check against the full network")
 @click.option("--record-every", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--integrator", type=click.Choice(("gd", "flow")), default="gd",
+              show_default=True, help="GD, or both models under the normalised gradient "
+                                      "flow up to --steps (24 log-spaced records)")
 @click.option("--tol", type=click.FloatRange(0.0, min_open=True), default=1e-6,
               show_default=True, help="relative-error tolerance for 'first step above'")
 @out_option("file", None, "netCDF file with both trajectories (dim model) and the metrics")
 @click.option("--plots", "plot_dir", type=click.Path(file_okay=False), default=None,
               help="folder for the overlay and relative-error PNGs")
-def compare(level, record_every, tol, out, plot_dir, **kwargs):
+def compare(level, record_every, integrator, tol, out, plot_dir, **kwargs):
     """Run a reduced level and the full network on the same data; print metrics."""
     from .dataset import combine, write_netcdf
     from .metrics import discrepancy, format_metrics
@@ -285,9 +295,10 @@ def compare(level, record_every, tol, out, plot_dir, **kwargs):
 
     params = build_params(kwargs)
     with cli_errors():
-        reduced, full = run_pair(params, level, record_every)
+        reduced, full = run_pair(params, level, record_every, integrator)
         met = discrepancy(reduced, full, tol)
-        click.echo(f"dyn compare: {level} vs full network, sampler data, {params.caption()} "
+        click.echo(f"dyn compare: {level} vs full network ({integrator}), sampler data, "
+                   f"{params.caption()} "
                    f"(reduced {reduced.wall_time:.3f} s, full {full.wall_time:.3f} s)")
         click.echo(format_metrics(met))
         if out:

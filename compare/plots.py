@@ -148,11 +148,13 @@ def plot_error_curve(mu, test, tau, mu_star, path, title) -> str:
 
 # Exponent of mu* in (v0, d, n) for each law of SPEC 8 (constants unknown;
 # curves are anchored on the measured mu* curve, at the end named last).
-PHASE_LAWS = {
-    "large-v0 law (d/n)^(1/4)": ({"v0": 0.0, "d": 0.25, "n": -0.25}, "last"),
-    "quoted small-v0 law 1/v0": ({"v0": -1.0, "d": 0.0, "n": 0.0}, "first"),
-    "growth-rate law (d/n)^(1/2)": ({"v0": 0.0, "d": 0.5, "n": -0.5}, "first"),
-}
+def phase_laws() -> dict:
+    """label -> (exponents of mu*, anchor end) of the laws of SPEC 8 (sympy);
+    the large-v0 law is anchored at the large end of the axis."""
+    from dynamics.theory.symbolic import law_exponents
+
+    return {e["label"]: (e["exponents"], "last" if name == "large_v0" else "first")
+            for name, e in law_exponents().items()}
 
 
 def plot_phase(ds, path, k: int = 0) -> str:
@@ -175,7 +177,7 @@ def plot_phase(ds, path, k: int = 0) -> str:
         ax.plot(*(c[ok] for c in curve), "w-o", ms=3, lw=2,
                 label=rf"measured $\|\mu\|^*$ (test error = {ds.attrs['threshold']:g})")
         if other in ("v0", "d", "n") and ok.sum() >= 2:
-            for k, (label, (expo, anchor)) in enumerate(PHASE_LAWS.items()):
+            for k, (label, (expo, anchor)) in enumerate(phase_laws().items()):
                 i0 = np.nonzero(ok)[0][-1 if anchor == "last" else 0]
                 law = star[i0] * (t / t[i0]) ** expo[other]
                 xy = (t, law) if yn == "mu" else (law, t)

@@ -23,10 +23,14 @@ from .boundaries import find_boundaries_at, find_boundary
 from .dataset import global_attrs, write_netcdf
 
 # Exponents (a, b) of mu* ~ d^a n^b quoted in SPEC 8
-THEORY_EXPONENTS = {
-    "large v0 / fixed output: a=1/4, b=-1/4": (0.25, -0.25),
-    "quoted small-v0 law: a=b=0": (0.0, 0.0),
-}
+def theory_exponents() -> dict:
+    """label -> exponents (a, b) of mu* ~ d^a n^b for each law of SPEC 8, read
+    off the sympy expressions (``dynamics.theory.symbolic.law_exponents``)."""
+    from dynamics.theory.symbolic import law_exponents
+
+    return {f"{e['label']}: a={e['exponents']['d']:g}, b={e['exponents']['n']:g}":
+            (e["exponents"]["d"], e["exponents"]["n"]) for e in law_exponents().values()}
+
 VERIFY_LABELS = ("mu*/2", "mu*", "2mu*")
 
 
@@ -73,7 +77,7 @@ def _grid(params, values, key, level, sampler, n_seeds, tau, main, progress):
 
 def solve(params: Params, v0s=None, level="exact", sampler="wishart", n_seeds=8,
           tau=TAU, d_grid=D_GRID, n_grid=N_GRID, verify=True, verify_seeds=3,
-          progress=None, times=None) -> list[V0Result]:
+          progress=None, times=None, integrator="gd") -> list[V0Result]:
     """Run the whole `dyn solve` job; ``progress(k)`` is called per unit of work.
 
     ``times`` (GD steps, inf = the limit): mu* at each time from the same runs
@@ -92,7 +96,7 @@ def solve(params: Params, v0s=None, level="exact", sampler="wishart", n_seeds=8,
         res = V0Result(v0=p.v0, main=main)
         if times is not None:
             res.by_time = find_boundaries_at(p, level, sampler, n_seeds, times,
-                                             (tau,) + TRANSITION_TAUS)
+                                             (tau,) + TRANSITION_TAUS, integrator=integrator)
         if np.isfinite(main.star()):
             res.d_grid = _grid(p, d_grid, "d", level, sampler, n_seeds, tau, main, progress)
             res.n_grid = _grid(p, n_grid, "n", level, sampler, n_seeds, tau, main, progress)
@@ -226,8 +230,7 @@ def write_outputs(results, ds, out_dir, d_grid=D_GRID, n_grid=N_GRID) -> list[st
             paths.append(plot_rel_error(red, full, os.path.join(out_dir, f"verify_relerr_{tag}.png")))
         if not r.fit:
             continue  # no scaling grid
-        growth = {"growth-rate ratio (hypothesis): slope 1/2 in d, -1/2 in n": (0.5, -0.5)}
-        theories = {**THEORY_EXPONENTS, **growth}
+        theories = theory_exponents()
         for axis, grid, bounds, k in (("d", d_grid, r.d_grid, 0), ("n", n_grid, r.n_grid, 1)):
             if len(bounds) < 2:
                 continue
@@ -283,7 +286,7 @@ def format_summary(results: list[V0Result], tau: float) -> str:
             lines.append(f"  exponents mu* ~ d^a n^b      a = {f['a']:+.3f} [{f['a_ci'][0]:+.3f}, "
                          f"{f['a_ci'][1]:+.3f}]   b = {f['b']:+.3f} [{f['b_ci'][0]:+.3f}, "
                          f"{f['b_ci'][1]:+.3f}]   (rms log resid {f['rms']:.3f})")
-            lines.append("    theory (SPEC 8): " + "; ".join(THEORY_EXPONENTS))
+            lines.append("    theory (SPEC 8): " + "; ".join(theory_exponents()))
             grid_d = "  ".join(f"{x.params.d}:{x.star():.3g}" for x in r.d_grid)
             grid_n = "  ".join(f"{x.params.n}:{x.star():.3g}" for x in r.n_grid)
             lines.append(f"  mu* over d   {grid_d}")

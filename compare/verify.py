@@ -6,17 +6,30 @@ import xarray as xr
 
 from dynamics.data import sample_data
 from dynamics.params import Params
-from dynamics.run import LEVEL_FLAGS, simulate
+from dynamics.run import LEVEL_FLAGS, simulate, simulate_flow
 from fullsim import simulate_full
+from fullsim.network import simulate_full_flow
 
 from .metrics import VARIABLES, discrepancy
 
 
-def run_pair(params: Params, level: str = "exact", record_every: int = 1):
-    """(reduced, full) trajectories on one real data realisation (sampler data)."""
+def flow_times(steps: int, count: int = 24) -> np.ndarray:
+    """Record times of a flow comparison: 0 and log-spaced GD steps up to ``steps``."""
+    return np.unique(np.concatenate([[0.0], np.geomspace(1.0, steps, count).round()]))
+
+
+def run_pair(params: Params, level: str = "exact", record_every: int = 1,
+             integrator: str = "gd"):
+    """(reduced, full) trajectories on one real data realisation (sampler data);
+    integrator "flow": both under the normalised flow, recorded at ``flow_times``."""
     real = sample_data(params)
+    train_v = LEVEL_FLAGS[level][1]
+    if integrator == "flow":
+        times = flow_times(params.steps)
+        reduced = simulate_flow(params, level, "data", times, stats=real.stats)
+        return reduced, simulate_full_flow(params, times, real=real, train_v=train_v)
     reduced = simulate(params, level, "data", record_every, stats=real.stats)
-    full = simulate_full(params, record_every, real=real, train_v=LEVEL_FLAGS[level][1])
+    full = simulate_full(params, record_every, real=real, train_v=train_v)
     return reduced, full
 
 

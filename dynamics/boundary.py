@@ -287,7 +287,12 @@ def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) 
         boots = boots[np.isfinite(boots)]
         ci[tau] = (tuple(np.percentile(boots, [2.5, 97.5])) if boots.size
                    else (np.nan, np.nan))
-    div = [dv for dv in curve.diverged if dv[2] <= time]
+    budget = [dv for dv in curve.diverged if dv[2] <= time and dv[3] == 4]
+    div = [dv for dv in curve.diverged if dv[2] <= time and dv[3] != 4]
+    if budget:
+        notes.append(f"{len(budget)} runs spent the long-time step budget before the limit "
+                     f"(loss not decaying; counted as test error 0.5), at ||mu|| in "
+                     f"[{min(b[0] for b in budget):.3g}, {max(b[0] for b in budget):.3g}]")
     if div:
         mus = [dv[0] for dv in div]
         notes.append(f"{len(div)} runs diverged by step {time:g} (counted as test error 0.5), "

@@ -16,7 +16,8 @@ from scipy.linalg import cho_factor, cho_solve
 
 from dynamics.data import Realisation, check_memory, data_bytes, sample_data
 from dynamics.params import LOSS_MAX, THETA_MAX, Params
-from dynamics.run import DivergenceError, Trajectory, check_optimizer, record_steps
+from dynamics.kernels import normalised_dt
+from dynamics.run import FLOW, DivergenceError, Trajectory, check_optimizer, record_steps
 
 _JS = np.array([1.0, -1.0])
 
@@ -206,4 +207,51 @@ def simulate_full(params: Params, record_every: int = 1,
     traj.extra.update(out_of_span=span_err, status=np.array(status), checkpoints=cp_out)
     if keep_weights:
         traj.extra.update(W=W, V=V)
+    return traj
+
+
+def simulate_full_flow(params: Params, times, real: Realisation | None = None,
+                       train_v: bool = True) -> Trajectory:
+    """The weight-space network under the normalised gradient-flow scheme of the
+    reduced model (``dynamics.kernels.normalised_dt``: W -= eta dt gW,
+    V -= eta_v dt gV, dt the same step rule), recorded at ``times`` (GD steps,
+    finite, ascending).  Checks the reduction in flow (``simulate_flow``)."""
+    p = params
+    check_optimizer(p, "full")
+    check_memory(network_bytes(p), f"the full network at d={p.d}, m={p.m}, n={p.n}")
+    times = np.asarray(times, dtype=np.float64)
+    if times.ndim != 1 or not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
+        raise ValueError("simulate_full_flow needs ascending finite times")
+    t0 = time.perf_counter()
+    real = sample_data(p) if real is None else real
+    st = real.stats
+    factor = cho_factor(st.gram)
+    W, V = real.W0.copy(), np.full((2, p.m, 2), p.v0)
+    R = len(times)
+    gamma, rho = np.empty((R, 2, p.m)), np.empty((R, 2, p.m, p.n))
+    v, loss, err = np.empty((R, 2, p.m, 2)), np.empty(R), np.empty(R)
+    t, L0, k, n_steps = 0.0, None, 0, 0
+    while True:
+        L, e, f, gW, gV = gradients(W, V, real.mu, real.xi, st.yhat, st.y, p.c)
+        reason = divergence_reason(f, L, W, V)
+        if reason:
+            raise DivergenceError(int(t), reason, p, "full")
+        L0 = L if L0 is None else L0
+        if t >= times[k]:
+            gamma[k], rho[k] = coefficients(W, real, factor)
+            v[k], loss[k], err[k] = V, L, e
+            k += 1
+            if k == R:
+                break
+        dt = normalised_dt(L0, L, t, times[k], FLOW.max_dt_frac)
+        W -= (p.eta * dt) * gW
+        if train_v:
+            V -= (p.eta_v_eff * dt) * gV
+        t = times[k] if dt >= times[k] - t else t + dt
+        n_steps += 1
+    traj = Trajectory(params=p, level="full", sampler="data", stats=st, steps=times,
+                      gamma=gamma, rho=rho, v=v, loss=loss, train_error=err,
+                      test_error=clean_test_error(W, V, real, p),
+                      wall_time=time.perf_counter() - t0)
+    traj.extra["flow"] = dict(n_steps=n_steps)
     return traj
