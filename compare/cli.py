@@ -254,9 +254,11 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrat
           verify_seeds, out, quiet, **kwargs):
     """Phase boundary ||mu||* for each v0, its d and n scaling, and a check
     of the reduction against the full network."""
+    from .dataset import remove_stale_temporaries
     from .solve import format_summary, solve as run_solve, to_dataset, work_units, write_outputs
 
     params = build_params(kwargs)
+    remove_stale_temporaries(out)
     t0 = time.perf_counter()
     if integrator == "flow" and times is None:
         times = [params.steps]
@@ -356,7 +358,7 @@ AXIS_NAMES = ", ".join(AXES)
 def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, out, overwrite,
           scheduler, dask_workers, quiet, **kwargs):
     """Test-error heatmap over two parameter axes (resumable sweep)."""
-    from .dataset import write_netcdf
+    from .dataset import remove_stale_temporaries, write_netcdf
     from .phase import make_spec, run_phase
     from .plots import plot_phase
 
@@ -373,6 +375,7 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, out, overwrite,
     with cli_errors():
         if level == "full":
             sampler = "data"
+        remove_stale_temporaries(out)
         spec = make_spec(params, x_axis, y_axis, seeds, level, sampler, threshold)
         with progress_bar(len(x_axis[1]), f"dyn phase {x_axis[0]} x {y_axis[0]}",
                           quiet) as advance:

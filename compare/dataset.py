@@ -190,11 +190,12 @@ def atomic_target(path, suffix=".tmp"):
             os.remove(tmp)
 
 
-def remove_stale_temporaries(folder, name: str):
-    """Remove temporary files of ``atomic_target`` for ``name`` left by a killed run."""
+def remove_stale_temporaries(folder):
+    """Remove temporary files of ``atomic_target`` (``.NAME.*tmp``) that a
+    killed run left in ``folder``."""
     if os.path.isdir(folder):
         for entry in os.listdir(folder):
-            if entry.startswith(f".{name}.") and entry.endswith("tmp"):
+            if entry.startswith(".") and entry.endswith("tmp"):
                 with contextlib.suppress(OSError):
                     os.remove(os.path.join(folder, entry))
 

@@ -26,6 +26,7 @@ import xarray as xr
 
 from dynamics import __version__
 from dynamics.boundary import check_checkpoints, crossing
+from dynamics.data import check_sampler
 from dynamics.params import AXES, Params, ParamError
 
 from .boundaries import run_jobs
@@ -74,8 +75,16 @@ def point_seed(seed: int, kx: int, ky: int, s: int) -> int:
 
 
 def make_spec(params: Params, x, y, n_seeds, level, sampler, tau, times=None) -> dict:
-    """Everything that defines a sweep (plain JSON types)."""
+    """Everything that defines a sweep (plain JSON types); every grid point
+    must suit the sampler (errors name the axis option)."""
     times = check_checkpoints(times, params.steps).tolist()
+    for option, (name, vals) in (("x", x), ("y", y)):
+        for val in (vals[0], vals[-1]):
+            try:
+                check_sampler(params.replace(**{AXES[name].name: np.asarray(val).item()}),
+                              "data" if level == "full" else sampler)
+            except ParamError as exc:
+                raise ParamError(option, f"{name}={val}", exc.allowed) from None
     return {"params": params.to_dict(), "x": [x[0], np.asarray(x[1]).tolist()],
             "y": [y[0], np.asarray(y[1]).tolist()], "n_seeds": int(n_seeds), "level": level,
             "sampler": sampler, "tau": float(tau), "times": times, "version": __version__}

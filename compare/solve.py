@@ -16,8 +16,9 @@ import numpy as np
 import xarray as xr
 
 from dynamics.boundary import Boundary, fit_exponents, seed_list
-from dynamics.params import D_GRID, N_GRID, TAU, TRANSITION_TAUS, Params, check_count, \
-    check_threshold
+from dynamics.data import check_sampler
+from dynamics.params import D_GRID, N_GRID, TAU, TRANSITION_TAUS, Params, ParamError, \
+    check_count, check_threshold
 
 from .boundaries import find_boundaries_at, find_boundary
 from .dataset import global_attrs, write_netcdf
@@ -75,6 +76,15 @@ def _grid(params, values, key, level, sampler, n_seeds, tau, main, progress):
     return out
 
 
+def check_grid(params: Params, option: str, field: str, values, sampler: str):
+    """Every grid value must make valid Params for the sampler (errors name the grid)."""
+    for x in values:
+        try:
+            check_sampler(params.replace(**{field: int(x)}), sampler)
+        except ParamError as exc:
+            raise ParamError(option, int(x), exc.allowed) from None
+
+
 def solve(params: Params, v0s=None, level="exact", sampler="wishart", n_seeds=8,
           tau=TAU, d_grid=D_GRID, n_grid=N_GRID, verify=True, verify_seeds=3,
           progress=None, times=None, integrator="gd") -> list[V0Result]:
@@ -84,6 +94,8 @@ def solve(params: Params, v0s=None, level="exact", sampler="wishart", n_seeds=8,
     (``by_time``); the scaling grids and the verification stay at params.steps.
     """
     v0s = [params.v0] if v0s is None else [params.replace(v0=v).v0 for v in v0s]
+    check_grid(params, "d_grid", "d", d_grid, "data" if level == "full" else sampler)
+    check_grid(params, "n_grid", "n", n_grid, "data" if level == "full" else sampler)
     tau = check_threshold(tau)
     verify_seeds = check_count("verify_seeds", verify_seeds)
     results = []

@@ -197,12 +197,25 @@ def _test_labels(params: Params, ss: np.random.SeedSequence) -> np.ndarray:
     return rng.integers(0, 2, size=params.n_test).astype(np.float64) * 2.0 - 1.0
 
 
+def check_sampler(params: Params, sampler: str):
+    """The sampler's constraints on (n, d, m, noise), as ParamError naming the field."""
+    p = params
+    if sampler == "data" and p.n > p.d - 1:
+        raise ParamError("n", p.n, f"sampler 'data' needs n <= d - 1 = {p.d - 1} "
+                         "(the noise vectors must be linearly independent)")
+    if sampler == "wishart":
+        if p.noise != "gaussian":
+            raise ParamError("sampler", "wishart", f"the d-free sampler holds only for "
+                             f"gaussian noise (noise={p.noise}); use sampler 'data'")
+        if p.d - 1 < 2 * p.m + p.n:
+            raise ParamError("d", p.d, f"sampler 'wishart' needs d - 1 >= 2m + n = "
+                             f"{2 * p.m + p.n}")
+
+
 def sample_data(params: Params) -> Realisation:
     """Draw real vectors and compute their sufficient statistics."""
     p = params
-    if p.n > p.d - 1:
-        raise ParamError("n", p.n, f"sampler 'data' needs n <= d - 1 = {p.d - 1} "
-                         "(the noise vectors must be linearly independent)")
+    check_sampler(p, "data")
     check_memory(data_bytes(p), f"sampler 'data' at d={p.d}")
     check_test_memory(p)
     s_lab, s_init, s_noise, s_test = seed_streams(p.seed)
@@ -270,11 +283,7 @@ def sample_wishart(params: Params) -> Stats:
     """Exact d-free sampler of the statistics (Bartlett decomposition)."""
     p = params
     K = 2 * p.m + p.n
-    if p.noise != "gaussian":
-        raise ParamError("sampler", "wishart", f"the d-free sampler holds only for gaussian "
-                         f"noise (noise={p.noise}); use sampler 'data'")
-    if p.d - 1 < K:
-        raise ParamError("d", p.d, f"sampler 'wishart' needs d - 1 >= 2m + n = {K}")
+    check_sampler(p, "wishart")
     check_test_memory(p)
     s_lab, s_init, s_noise, s_test = seed_streams(p.seed)
     yhat, y = draw_labels(p, s_lab)
