@@ -195,3 +195,32 @@ def plot_phase(ds, path, k: int = 0) -> str:
                  f"{_caption(p, swept=(xn, yn))}", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_mu_star_vs_time(ds, path) -> str:
+    """mu* (headline tau) against training time, one line per v0, with the
+    bootstrap intervals; the limit (steps = inf) is drawn at the right edge."""
+    steps = ds.steps.values.astype(float)
+    finite = np.isfinite(steps)
+    x = steps.copy()
+    if not finite.all():  # place the limit one decade beyond the last finite time
+        x[~finite] = (steps[finite].max() if finite.any() else 1.0) * 10.0
+    tau = float(ds.tau.values[0])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k, v0 in enumerate(ds.v0.values):
+        sel = ds.sel(v0=v0, tau=tau)
+        star, lo, hi = sel.mu_star_t.values, sel.mu_star_t_lo.values, sel.mu_star_t_hi.values
+        ax.errorbar(x, star, yerr=[star - lo, hi - star], marker="o", capsize=3,
+                    color=f"C{k}", label=f"$v_0$ = {v0:g}")
+    ax.set_xscale("log")
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{t:g}" if np.isfinite(t) else "inf\n(t=1e30)" for t in steps])
+    ax.set_xlabel("training time T (GD steps)")
+    ax.set_ylabel(rf"$\|\mu\|^*$ (mean test error = {tau:g})")
+    p = Params.from_attrs(ds.attrs)
+    ax.set_title(f"boundary vs training time ({ds.attrs['level']}, {ds.attrs['sampler']}, "
+                 f"{ds.attrs['n_seeds']} seeds, 95% bootstrap CI)\n"
+                 f"{p.caption(('v0', 'mu_norm', 'steps'))}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)

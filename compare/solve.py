@@ -223,10 +223,13 @@ def to_dataset(results: list[V0Result], params: Params, level, sampler, n_seeds,
 
 def write_outputs(results, ds, out_dir, d_grid=D_GRID, n_grid=N_GRID) -> list[str]:
     """solve.nc and PNG figures into ``out_dir``; returns the written paths."""
-    from .plots import plot_error_curve, plot_overlay, plot_rel_error, plot_scaling
+    from .plots import plot_error_curve, plot_mu_star_vs_time, plot_overlay, plot_rel_error, \
+        plot_scaling
 
     os.makedirs(out_dir, exist_ok=True)
     paths = [write_netcdf(ds, os.path.join(out_dir, "solve.nc"))]
+    if "mu_star_t" in ds:
+        paths.append(plot_mu_star_vs_time(ds, os.path.join(out_dir, "mu_star_vs_time.png")))
     tau = float(ds.attrs["threshold"])
     for v, r in enumerate(results):
         tag = f"v0={r.v0:g}"
