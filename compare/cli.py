@@ -348,6 +348,9 @@ AXIS_NAMES = ", ".join(AXES)
 @click.option("--level", type=click.Choice(ALL_LEVELS), default="exact", show_default=True)
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart", show_default=True,
               help="statistics sampler (level full always uses data)")
+@click.option("--times", default=None, callback=_times,
+              help="training times (GD steps, 'inf' = the limit): one heatmap per time "
+                   "from the same runs; default: only --steps")
 @out_option("dir", "dyn-phase", "sweep folder (resumable): phase.zarr, phase.nc, phase.png")
 @click.option("--overwrite", is_flag=True, help="discard an existing sweep with other settings")
 @click.option("--scheduler", default=None, help="dask.distributed scheduler address")
@@ -355,12 +358,12 @@ AXIS_NAMES = ", ".join(AXES)
               help="start a local dask cluster with this many worker processes")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.pass_context
-def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, out, overwrite,
+def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, out, overwrite,
           scheduler, dask_workers, quiet, **kwargs):
     """Test-error heatmap over two parameter axes (resumable sweep)."""
     from .dataset import remove_stale_temporaries, write_netcdf
     from .phase import make_spec, run_phase
-    from .plots import plot_phase
+    from .plots import plot_phase, plot_phase_times
 
     for axis, flag in ((x_axis, "--x"), (y_axis, "--y")):
         name = AXES[axis[0]].name
@@ -376,12 +379,17 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, out, overwrite,
         if level == "full":
             sampler = "data"
         remove_stale_temporaries(out)
-        spec = make_spec(params, x_axis, y_axis, seeds, level, sampler, threshold)
+        spec = make_spec(params, x_axis, y_axis, seeds, level, sampler, threshold, times)
         with progress_bar(len(x_axis[1]), f"dyn phase {x_axis[0]} x {y_axis[0]}",
                           quiet) as advance:
             ds = run_phase(spec, out, overwrite, scheduler, dask_workers, advance)
         nc = write_netcdf(ds, os.path.join(out, "phase.nc"))
         png = plot_phase(ds, os.path.join(out, "phase.png"))
+        if ds.sizes["steps"] > 1:
+            for k, t in enumerate(ds.steps.values):
+                plot_phase(ds, os.path.join(out, f"phase_T={t:g}.png"), k)
+            if "mu_star" in ds:
+                png += ", " + plot_phase_times(ds, os.path.join(out, "phase_boundaries.png"))
     click.echo(f"dyn phase: {x_axis[0]} ({len(x_axis[1])}) x {y_axis[0]} ({len(y_axis[1])}) x "
                f"{seeds} seeds = {ds.test_error.size} runs, level={level}, sampler={sampler}; "
                f"{time.perf_counter() - t0:.1f} s")
@@ -389,8 +397,9 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, out, overwrite,
         other = ds.mu_star.dims[0]
         vals = ds[other].values
         pick = np.unique(np.linspace(0, len(vals) - 1, min(8, len(vals))).astype(int))
-        click.echo(f"  mu* (test error = {threshold:g}) at " + "  ".join(
-            f"{other}={vals[i]:.3g}: {float(ds.mu_star[i]):.3g}" for i in pick))
+        for k, t in enumerate(ds.steps.values):
+            click.echo(f"  mu* (test error = {threshold:g}, T = {t:g}) at " + "  ".join(
+                f"{other}={vals[i]:.3g}: {float(ds.mu_star[i, k]):.3g}" for i in pick))
     click.echo(f"  not fitted (train error > 0) at {int((ds.fitted == 0).sum())} of "
                f"{ds.fitted.size} grid points")
     n_div = int(ds.attrs.get("n_diverged", 0))

@@ -224,3 +224,25 @@ def plot_mu_star_vs_time(ds, path) -> str:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_phase_times(ds, path) -> str:
+    """The mu* curves of a phase sweep at every checkpoint time, overlaid."""
+    xn, yn = ds.attrs["x_axis"], ds.attrs["y_axis"]
+    other = yn if xn == "mu" else xn
+    t = ds[other].values.astype(float)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k, steps in enumerate(ds.steps.values):
+        star = ds.mu_star.isel(steps=k).values
+        ax.plot(t, star, "o-", ms=3, color=f"C{k}", label=steps_label(float(steps)))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(axis_label(other))
+    ax.set_ylabel(rf"$\|\mu\|^*$ (mean test error = {ds.attrs['threshold']:g})")
+    p = Params.from_attrs(ds.attrs)
+    ax.set_title(f"phase boundary at each training time ({ds.attrs['level']}, "
+                 f"{ds.attrs['sampler']}, {ds.sizes['seed']} seeds)\n"
+                 f"{_caption(p, swept=(xn, yn, 'steps'))}", fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
