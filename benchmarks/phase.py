@@ -223,7 +223,7 @@ def section_grid(cfg, quick):
     for d in (1000, 10000):
         p = base.replace(d=d)
         full, exact = res[(d, "full")], res[(d, "exact")]
-        seeds = exact["outs"][0]["seeds"][0]
+        seeds = exact["outs"][0]["point_seed"][0]
         pkey = p.replace(mu_norm=1.0, v0=1.0, seed=0)
         t_stats = min_time(lambda: stacked_stats(pkey, "data", seeds), cfg["reps_small"])
         t_draw = min_time(lambda: sample_data(p.replace(seed=int(seeds[0]))),
@@ -300,8 +300,8 @@ def section_scaling(cfg, quick):
 # --------------------------------------------------------------- section 4
 def section_parallel(cfg, quick):
     g, S, k = cfg["par_grid"], 8, cfg["par_rows"]
-    xs = parse_axis(f"v0=1e-3..10:{g}", "x")
-    ys = parse_axis(f"mu=0.5..50:{g}", "y")
+    xs = parse_axis(f"v0=1e-3..10:{g}")
+    ys = parse_axis(f"mu=0.5..50:{g}")
     spec = make_spec(Params(), xs, ys, S, "exact", "wishart", TAU)
     nthreads = numba.config.NUMBA_NUM_THREADS
     before = numba.get_num_threads()
@@ -342,7 +342,7 @@ def section_parallel(cfg, quick):
 # --------------------------------------------------------------- section 5
 def section_default(cfg, quick):
     from click.testing import CliRunner
-    from dynamics.cli import main as cli_main
+    from compare.cli import main as cli_main
 
     argv = ["phase", "--quiet"] + cfg["cli_args"]
     desc = "default 64 x 64 x 8" if not cfg["cli_args"] else " ".join(cfg["cli_args"])
@@ -358,13 +358,13 @@ def section_default(cfg, quick):
                 raise result.exception
         store = dir_bytes(out)
         nc = os.path.getsize(os.path.join(out, "phase.nc"))
-        chunks = dir_bytes(os.path.join(out, "chunks"))
+        chunks = dir_bytes(os.path.join(out, "phase.zarr"))
     print("```")
     print(result.output.rstrip())
     print("```\n")
     ok = wall < 60.0
     cores = os.cpu_count()
-    table(["wall time", "target", "verdict", "store size (total)", "phase.nc", "chunks/"],
+    table(["wall time", "target", "verdict", "store size (total)", "phase.nc", "phase.zarr/"],
           [[f"{wall:.1f} s", f"< 60 s on 2 cores (here {cores} CPUs)", verdict(ok, quick),
             f"{store / 2**20:.2f} MiB", f"{nc / 2**20:.2f} MiB", f"{chunks / 2**20:.2f} MiB"]])
     return dict(wall=wall, store=store)

@@ -32,8 +32,8 @@ def _caption(p, swept=()) -> str:
 
 
 def steps_label(steps: float) -> str:
-    """'T = 200' or 'T = inf (converged)'."""
-    return "T = inf (converged)" if np.isinf(steps) else f"T = {steps:g}"
+    """'T = 200' or the limit label."""
+    return "T = inf (stopped at t = 1e30)" if np.isinf(steps) else f"T = {steps:g}"
 
 
 def axis_label(name: str) -> str:

@@ -1,11 +1,9 @@
 """Beyond the paper: noise models, label noise, momentum, Adam and sign GD."""
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from conftest import reduced_and_full, rel_err
-from dynamics import Params, sample_data, sample_wishart
-from dynamics.cli import main
+from dynamics import ParamError, Params, sample_data, sample_wishart, simulate
+from fullsim import simulate_full
 from fullsim.network import forward
 
 NOISES = ["gaussian", "ar1:0.6", "spiked:3,4.0", "rademacher", "student-t:4"]
@@ -13,9 +11,9 @@ NOISES = ["gaussian", "ar1:0.6", "spiked:3,4.0", "rademacher", "student-t:4"]
 
 @pytest.mark.parametrize("noise", NOISES)
 @pytest.mark.parametrize("v0", [1e-3, 1.0])
-def test_exact_recursion_exact_for_every_noise_model(noise, v0):
+def test_exact_recursion_exact_for_every_noise_model(noise, v0, pair, rel_err):
     p = Params(noise=noise, v0=v0, d=400, seed=5, flip=0.1)
-    _, red, full = reduced_and_full(p)
+    red, full = pair(p)
     for name in ("gamma", "rho", "v", "loss"):
         assert rel_err(getattr(red, name), getattr(full, name)) <= 1e-10, name
     assert red.test_error == full.test_error
@@ -49,38 +47,97 @@ def test_wishart_refused_for_non_gaussian_noise():
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("v0", [1e-3, 0.5])
-def test_momentum_recursion_matches_network(seed, v0):
+def test_momentum_recursion_matches_network(seed, v0, pair, rel_err):
     p = Params(optimizer="momentum:0.9", v0=v0, seed=seed, flip=0.1)
-    _, red, full = reduced_and_full(p)
+    red, full = pair(p)
     for name in ("gamma", "rho", "v", "loss"):
         assert rel_err(getattr(red, name), getattr(full, name)) <= 1e-10, name
 
 
-def test_momentum_zero_equals_gd():
+def test_momentum_zero_equals_gd(pair):
     p = Params(seed=2, steps=50)
-    _, a, _ = reduced_and_full(p)
-    _, b, _ = reduced_and_full(p.replace(optimizer="momentum:0.0"))
+    a, _ = pair(p)
+    b, _ = pair(p.replace(optimizer="momentum:0.0"))
     np.testing.assert_array_equal(a.rho, b.rho)
 
 
-@pytest.mark.parametrize("opt,positive", [("gd", False), ("momentum:0.8", False),
-                                          ("adam", True), ("sign", True)])
-def test_out_of_span_norm(opt, positive):
-    p = Params(optimizer=opt, eta=0.01 if not positive else 0.001, d=400, seed=1)
-    _, red, full = reduced_and_full(p)
-    span = full.extra["out_of_span"]
-    if positive:
-        assert span[-1] > 0.1  # per-coordinate rules leave span{mu, xi_i}
-        assert rel_err(red.loss, full.loss) > 1e-3  # and the reduction drifts
-    else:
-        assert span.max() < 1e-10
+@pytest.mark.parametrize("opt", ["gd", "momentum:0.8"])
+def test_out_of_span_norm_zero_for_linear_rules(opt, pair):
+    p = Params(optimizer=opt, eta=0.01, d=400, seed=1)
+    _, full = pair(p)
+    assert full.extra["out_of_span"].max() < 1e-10
+
+
+@pytest.mark.parametrize("opt", ["adam", "sign"])
+def test_per_coordinate_rules_leave_the_span(opt):
+    """Adam and sign GD act per coordinate: W - W0 leaves span{mu, xi_i}, which
+    is why no reduced level describes them (they run with level full only)."""
+    p = Params(optimizer=opt, eta=0.001, d=400, seed=1)
+    full = simulate_full(p)
+    assert full.extra["out_of_span"][-1] > 0.1
+    assert np.all(np.isfinite(full.loss)) and full.loss[-1] < full.loss[0]
+
+
+@pytest.mark.parametrize("opt", ["adam", "sign", "adam:0.8,0.99,1e-6"])
+@pytest.mark.parametrize("level", ["exact", "orthogonal", "fixed-output"])
+def test_reduced_levels_refuse_per_coordinate_rules(opt, level):
+    p = Params(optimizer=opt, n=8, m=4, d=200, steps=10, n_test=50)
+    with pytest.raises(ParamError, match="--level full") as exc:
+        simulate(p, level, "wishart")
+    assert exc.value.param == "optimizer"
+
+
+def test_reduced_boundary_solver_refuses_per_coordinate_rules():
+    from compare.boundaries import find_boundary
+    from dynamics.boundary import reduced_evaluator, run_batch, stacked_stats
+    p = Params(optimizer="sign", n=8, m=4, d=200, steps=10, n_test=50)
+    with pytest.raises(ParamError, match="--level full"):
+        reduced_evaluator(p, "exact", "wishart", [0, 1])
+    with pytest.raises(ParamError, match="--level full"):
+        run_batch(p, "exact", stacked_stats(p, "wishart", [0]), [0], [1.0])
+    with pytest.raises(ParamError, match="--level full"):
+        find_boundary(p, "orthogonal", "wishart", n_seeds=2)
+
+
+@pytest.mark.parametrize("opt", ["adam", "sign"])
+@pytest.mark.parametrize("level", ["exact", "orthogonal", "fixed-output"])
+def test_cli_reduced_level_refuses_adam_and_sign(opt, level, cli, tiny_args, one_line_error):
+    res = cli("simulate", *tiny_args, "--optimizer", opt, "--level", level)
+    line = one_line_error(res, code=2)
+    assert "--optimizer" in line and "--level full" in line
+
+
+@pytest.mark.parametrize("command", [["solve", "--d-grid", "none", "--n-grid", "none",
+                                      "--no-verify", "--seeds", "2", "--quiet"],
+                                     ["phase", "--x", "v0=0.01..1:2", "--y", "mu=1..10:2",
+                                      "--seeds", "1", "--quiet"]])
+def test_cli_solve_and_phase_refuse_adam_at_reduced_level(command, cli, tiny_args,
+                                                          one_line_error, tmp_path):
+    res = cli(*command, *tiny_args, "--optimizer", "adam", "--out", tmp_path / "o")
+    line = one_line_error(res, code=2)
+    assert "--optimizer" in line and "--level full" in line
+
+
+@pytest.mark.parametrize("opt", ["adam", "sign"])
+def test_cli_full_level_runs_adam_and_sign(opt, cli, tiny_args, tmp_path):
+    out = tmp_path / "run.nc"
+    res = cli("simulate", *tiny_args, "--optimizer", opt, "--level", "full",
+              "--sampler", "data", "--eta", "0.001", "--out", out)
+    assert res.exit_code == 0, res.output
+    assert "test error" in res.output and "out-of-span" in res.output
+    from compare.dataset import read_netcdf
+    ds = read_netcdf(out)
+    assert ds.attrs["level"] == "full" and ds.attrs["optimizer"].startswith(opt)
+    assert float(ds.out_of_span[-1]) > 0.01
 
 
 def test_noisy_label_test_error_identity():
     """Error against flipped test labels = flip + (1 - 2 flip) * clean error."""
     flip = 0.2
     p = Params(flip=flip, d=400, seed=3, n_test=20000, mu_norm=4.0, v0=0.5)
-    real, red, full = reduced_and_full(p, record_every=p.steps, keep_weights=True)
+    real = sample_data(p)
+    red = simulate(p, "exact", "data", record_every=p.steps, stats=real.stats)
+    full = simulate_full(p, record_every=p.steps, real=real, keep_weights=True)
     yt = real.stats.test_yhat
     fvals = np.concatenate([forward(full.extra["W"], full.extra["V"], real.mu, chunk,
                                     yt[sl], p.c)[2] for sl, chunk in real.test_vectors(p)])
@@ -99,6 +156,7 @@ def test_noisy_label_test_error_identity():
     (["--optimizer", "momentum:1.2"], "--optimizer"), (["--optimizer", "rmsprop"], "--optimizer"),
     (["--noise", "rademacher"], "--sampler"),
 ])
-def test_bad_noise_and_optimizer_strings(args, needle):
-    res = CliRunner().invoke(main, ["simulate", *args])
+def test_bad_noise_and_optimizer_strings(args, needle, cli, one_line_error):
+    res = cli("simulate", *args)
     assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output
+    assert needle in one_line_error(res, code=2)

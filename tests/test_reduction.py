@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-from conftest import reduced_and_full, rel_err
 from dynamics import Params, sample_data, simulate
 from fullsim import gradients, simulate_full
 
@@ -12,9 +11,9 @@ TOL = 1e-10
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("flip", [0.0, 0.1])
 @pytest.mark.parametrize("v0", [1e-3, 1e-1, 1.0])
-def test_exact_matches_full_network(v0, flip, seed):
+def test_exact_matches_full_network(v0, flip, seed, pair, rel_err):
     p = Params(v0=v0, flip=flip, seed=seed, steps=200)
-    _, red, full = reduced_and_full(p)
+    red, full = pair(p)
     for name in ("gamma", "rho", "v", "loss"):
         err = rel_err(getattr(red, name), getattr(full, name))
         assert err <= TOL, f"{name}: relative error {err:.2e}"
@@ -30,19 +29,22 @@ def test_flip_actually_flips_labels():
 
 
 @pytest.mark.parametrize("seed", [0, 3])
-def test_fixed_output_matches_frozen_network(seed):
+def test_fixed_output_matches_frozen_network(seed, pair, rel_err):
     p = Params(v0=0.5, seed=seed, steps=100, mu_norm=2.0)
-    _, red, full = reduced_and_full(p, level="fixed-output", train_v=False)
+    red, full = pair(p, level="fixed-output")
     assert np.all(red.v == p.v0)
+    assert np.all(full.v == p.v0)  # run_pair froze the network's output layer
     for name in ("gamma", "rho", "loss"):
         assert rel_err(getattr(red, name), getattr(full, name)) <= TOL
 
 
 @pytest.mark.parametrize("v0", [1e-3, 1.0])
-def test_reconstruction_of_W(v0):
+def test_reconstruction_of_W(v0, rel_err):
     """W = W0 + j gamma mu/||mu||^2 + sum_i rho_i xi_i/||xi_i||^2 (round-off)."""
     p = Params(v0=v0, seed=7, steps=150)
-    real, red, full = reduced_and_full(p, keep_weights=True)
+    real = sample_data(p)
+    red = simulate(p, "exact", "data", stats=real.stats)
+    full = simulate_full(p, real=real, keep_weights=True)
     js = np.array([1.0, -1.0])[:, None, None]
     W = (real.W0 + js * red.gamma[-1][..., None] * real.mu / p.mu_norm**2
          + np.einsum("jri,id->jrd", red.rho[-1] / real.stats.N, real.xi))
@@ -84,7 +86,7 @@ def test_balancedness_per_step_reduced(v0):
     assert np.max(np.abs(b[-1] - b[0])) > 1e-8 * scale
 
 
-def test_reparametrisation_of_c():
+def test_reparametrisation_of_c(rel_err):
     """(c, v0, eta_v) trains exactly like (1, c v0, c^2 eta_v): same f, v' = c v."""
     p = Params(c=0.05, v0=0.4, eta_v=0.02, seed=1, steps=120)
     q = p.replace(c=1.0, v0=p.c * p.v0, eta_v=p.c**2 * p.eta_v)
@@ -112,3 +114,32 @@ def test_record_every_subsamples_the_same_trajectory():
     np.testing.assert_array_equal(b.steps, [0, 7, 14, 21, 28, 35, 42, 49, 50])
     np.testing.assert_array_equal(a.rho[b.steps], b.rho)
     assert a.test_error == b.test_error
+
+
+@pytest.mark.parametrize("level", ["exact", "orthogonal", "fixed-output"])
+def test_advance_continues_the_same_run(level):
+    """advance(state, k) twice == one recorded run of 2k steps, bit for bit."""
+    p = Params(seed=5, steps=40, v0=0.2)
+    st = sample_data(p).stats
+    ref = simulate(p, level, "data", stats=st)
+    gamma, rho, v = np.zeros((2, p.m)), np.zeros((2, p.m, p.n)), np.full((2, p.m, 2), p.v0)
+    from dynamics.run import advance
+    advance(p, level, st, gamma, rho, v, 25)
+    np.testing.assert_array_equal(rho, ref.rho[25])
+    advance(p, level, st, gamma, rho, v, 15)
+    np.testing.assert_array_equal(gamma, ref.gamma[-1])
+    np.testing.assert_array_equal(rho, ref.rho[-1])
+    np.testing.assert_array_equal(v, ref.v[-1])
+
+
+def test_divergence_error_names_step_and_hint():
+    from dynamics.run import DivergenceError
+    with pytest.raises(DivergenceError) as exc:
+        simulate(Params(eta=100.0, n=8, m=4, d=200, steps=30, n_test=200))
+    assert exc.value.step >= 1 and f"step {exc.value.step}" in str(exc.value)
+    assert "--eta" in str(exc.value)
+    full = simulate_full(Params(eta=100.0, n=8, m=4, d=200, steps=30, n_test=200),
+                         raise_on_divergence=False)
+    step, reason = full.extra["status"]
+    assert step >= 1 and reason in (1, 2, 3)
+    assert np.isnan(full.test_error)

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from conftest import rel_err
-from dynamics import Params, sample_data, sample_stats, sample_wishart, simulate
+from dynamics import ParamError, Params, sample_data, sample_stats, sample_wishart, simulate
 from dynamics.data import stats_from_factor, seed_streams, draw_labels
 from dynamics.kernels import clean_error_kernel
+from dynamics.run import kernel_stats
 
 SMALL = Params(n=6, d=40, m=3, sigma_0=0.3, sigma_p=1.5, steps=60, n_test=400,
                mu_norm=2.0, v0=0.2)
@@ -83,8 +83,11 @@ def test_d_free_test_error_agrees_with_real_test_vectors():
         gauss = stats_from_factor(q, real.stats.w0_e1, L[: 2 * q.m], L[2 * q.m:],
                                   lab, lab, np.random.SeedSequence([s, 99]))
         A = q.mu_norm * real.stats.w0_e1
-        e_gauss = clean_error_kernel(A, tr.gamma[-1], tr.rho[-1], tr.v[-1], real.stats.N,
-                                    q.c, gauss.test_yhat, gauss.test_B, gauss.test_X)
+        # training statistics of the real draw, Gaussian test inner products
+        kst = kernel_stats(real.stats)._replace(
+            test_yhat=gauss.test_yhat, test_B=np.ascontiguousarray(gauss.test_B),
+            test_X=np.ascontiguousarray(gauss.test_X))
+        e_gauss = clean_error_kernel(A, tr.gamma[-1], tr.rho[-1], tr.v[-1], kst, q.c)
         diffs.append(tr.test_error - e_gauss)
         real_errs.append(tr.test_error)
     diffs = np.array(diffs)
@@ -101,11 +104,12 @@ def test_wishart_is_d_free():
 
 
 def test_wishart_refuses_small_d():
-    with pytest.raises(ValueError, match="d - 1 >= 2m \\+ n"):
+    with pytest.raises(ParamError, match="d - 1 >= 2m \\+ n") as exc:
         sample_wishart(Params(d=30, n=20, m=20))
+    assert exc.value.param == "d"
 
 
-def test_orthogonal_error_shrinks_with_d():
+def test_orthogonal_error_shrinks_with_d(rel_err):
     """The G = I reduction approaches the exact level as d grows (measured).
 
     Measured (6 seeds, v0=0.1, ||mu||=3, T=100): loss error 2.0e-2, 1.2e-2,
@@ -129,3 +133,23 @@ def test_orthogonal_error_shrinks_with_d():
     assert all(b < a for a, b in zip(rho_errs, rho_errs[1:])), rho_errs
     assert rho_errs[-1] < rho_errs[0] / 2, rho_errs
     assert loss_errs[0] > 1e-3  # at small d the approximation is visibly off
+
+
+def test_clean_error_kernel_equals_trajectory_test_error():
+    """The kernel wrapper API: clean_error_kernel on kernel_stats(stats)."""
+    p = SMALL.replace(seed=3)
+    tr = simulate(p, "exact", "wishart")
+    kst = kernel_stats(tr.stats)
+    err = clean_error_kernel(p.mu_norm * kst.w0_e1, tr.gamma[-1], tr.rho[-1], tr.v[-1],
+                             kst, p.c)
+    assert err == tr.test_error
+
+
+def test_kernel_stats_stacks_seeds():
+    sts = [sample_wishart(SMALL.replace(seed=s)) for s in range(3)]
+    one, many = kernel_stats(sts[1]), kernel_stats(sts)
+    for name in one._fields:
+        assert getattr(many, name).shape == (3,) + getattr(one, name).shape, name
+        np.testing.assert_array_equal(getattr(many, name)[1], getattr(one, name))
+    np.testing.assert_allclose(np.diagonal(one.G), 1.0)
+    np.testing.assert_array_equal(one.N, sts[1].N)
