@@ -100,34 +100,58 @@ def _noise_preact(zr, B0, rho_r, G, use_gram):
 @njit(cache=True)
 def _forward(A, gamma, rho, v, st, cfg, s, z, f):
     """Fill s, z (2, m, n) and f (n) for the current state (SPEC 4)."""
-    m = gamma.shape[1]
+    m, n = gamma.shape[1], f.shape[0]
+    yhat, B, G, c, use_gram = st.yhat, st.B, st.G, cfg.c, cfg.use_gram
     f[:] = 0.0
     for j in range(2):
         js = 1.0 - 2.0 * j
         for r in range(m):
             a = A[j, r] + js * gamma[j, r]
-            _noise_preact(z[j, r], st.B[j, r], rho[j, r], st.G, cfg.use_gram)
-            for i in range(st.yhat.shape[0]):
-                s[j, r, i] = st.yhat[i] * a
-            _accumulate_output(f, js * cfg.c, a, v[j, r, 0], v[j, r, 1], st.yhat, z[j, r])
+            zr = z[j, r]
+            for i in range(n):  # z = B + rho G, inlined by hand (measurably faster)
+                zr[i] = B[j, r, i]
+            if use_gram:
+                for k in range(n):  # no branch here: it blocks SIMD
+                    rk = rho[j, r, k]
+                    Gk = G[k]
+                    for i in range(n):
+                        zr[i] += rk * Gk[i]
+            else:
+                for i in range(n):
+                    zr[i] += rho[j, r, i]
+            v1 = v[j, r, 0]
+            v2 = v[j, r, 1]
+            for i in range(n):
+                si = yhat[i] * a
+                s[j, r, i] = si
+                f[i] += js * c * (v1 * max(si, 0.0) + v2 * max(zr[i], 0.0))
+
+
+@njit(cache=True)
+def _loss(f, y):
+    """Training loss (1/n) sum_i log(1 + exp(-y_i f_i))."""
+    loss = 0.0
+    for i in range(f.shape[0]):
+        loss += _logistic_loss(y[i] * f[i])
+    return loss / f.shape[0]
 
 
 @njit(cache=True)
 def _lprime(f, y, lp):
-    """l'_i = -1/(1 + exp(y_i f_i)); returns (reason, loss): reason 1 if an
-    output is non-finite, 2 if the loss exceeds LOSS_MAX, else 0."""
-    n = f.shape[0]
-    loss = 0.0
-    for i in range(n):
+    """l'_i = -1/(1 + exp(y_i f_i)); returns reason 1 if an output is
+    non-finite, 2 if the loss exceeds LOSS_MAX, else 0.  The loss itself is
+    computed only when max_i(-y_i f_i) could make it exceed LOSS_MAX (the loss
+    is at most that maximum + log 2), keeping the GD step cheap."""
+    worst = -np.inf
+    for i in range(f.shape[0]):
         yf = y[i] * f[i]
-        if not np.isfinite(yf):
-            return 1, np.inf
         lp[i] = -1.0 / (1.0 + np.exp(yf))  # exp(+large) -> l' = -0
-        loss += _logistic_loss(yf)
-    loss /= n
-    if loss > LOSS_MAX:
-        return 2, loss
-    return 0, loss
+        worst = max(worst, -yf)
+    if not np.isfinite(worst):
+        return 1
+    if worst > LOSS_MAX - 1.0 and _loss(f, y) > LOSS_MAX:
+        return 2
+    return 0
 
 
 @njit(cache=True)
@@ -236,12 +260,12 @@ def run_kernel(st, cfg, mu, steps, record_every, gamma, rho, v,
     rec = 0
     for t in range(steps + 1):
         _forward(A, gamma, rho, v, st, cfg, w.s, w.z, w.f)
-        reason, loss = _lprime(w.f, st.y, w.lp)
+        reason = _lprime(w.f, st.y, w.lp)
         if reason == 0 and (t % record_every == 0 or t == steps):
             out_gamma[rec] = gamma
             out_rho[rec] = rho
             out_v[rec] = v
-            out_loss[rec] = loss
+            out_loss[rec] = _loss(w.f, st.y)
             out_err[rec] = _train_error(w.f, st.y)
             rec += 1
         if reason == 0 and t < steps:
@@ -472,7 +496,7 @@ def _advance(A, mu, gamma, rho, v, st, cfg, fc, use_flow, w, t, target, L0, coun
     reason = 0
     while True:
         _forward(A, gamma, rho, v, st, cfg, w.s, w.z, w.f)
-        reason, loss = _lprime(w.f, st.y, w.lp)
+        reason = _lprime(w.f, st.y, w.lp)
         if reason != 0 or t >= target:
             break
         reason = _gd_step(A, mu * mu, gamma, rho, v, st, cfg, w)
