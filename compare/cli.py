@@ -128,6 +128,17 @@ def out_option(kind, default, help_):
                         show_default=default is not None, help=help_)
 
 
+def seeds_option(help_):
+    return click.option("--seeds", type=click.IntRange(1, 10_000), default=8,
+                        show_default=True, help=help_)
+
+
+def threshold_option(help_):
+    return click.option("--threshold", type=click.FloatRange(0.0, 0.5, min_open=True,
+                                                             max_open=True),
+                        default=TAU, show_default=True, help=help_)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dyn")
 def main():
@@ -222,11 +233,8 @@ def _int_list(ctx, param, value):
 @click.option("--v0", "v0s", type=click_type(SPEC_OF["v0"]), multiple=True,
               default=(SPEC_OF["v0"].default,), show_default=True,
               help="initial output weight(s); repeat for several")
-@click.option("--seeds", type=click.IntRange(1, 10_000), default=8, show_default=True,
-              help="seeds per grid point")
-@click.option("--threshold", type=click.FloatRange(0.0, 0.5, min_open=True, max_open=True),
-              default=TAU, show_default=True,
-              help="test-error threshold tau defining ||mu||*, in (0, 0.5)")
+@seeds_option("seeds per grid point")
+@threshold_option("test-error threshold tau defining ||mu||*, in (0, 0.5)")
 @click.option("--level", type=click.Choice(ALL_LEVELS), default="exact", show_default=True,
               help="model level of the solver ('full' trains the real network: slow, exact "
                    "for every optimizer)")
@@ -340,11 +348,8 @@ AXIS_NAMES = ", ".join(AXES)
               help=f"first axis NAME=LO..HI:K (log-spaced); NAME in {AXIS_NAMES}")
 @click.option("--y", "y_axis", type=AxisType(), default="mu=0.5..50:64", show_default=True,
               help="second axis, same syntax")
-@click.option("--seeds", type=click.IntRange(1, 10_000), default=8, show_default=True,
-              help="seeds per grid point")
-@click.option("--threshold", type=click.FloatRange(0.0, 0.5, min_open=True, max_open=True),
-              default=TAU, show_default=True,
-              help="test-error threshold for the mu* curve, in (0, 0.5)")
+@seeds_option("seeds per grid point")
+@threshold_option("test-error threshold for the mu* curve, in (0, 0.5)")
 @click.option("--level", type=click.Choice(ALL_LEVELS), default="exact", show_default=True)
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart", show_default=True,
               help="statistics sampler (level full always uses data)")
@@ -422,8 +427,7 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, out, ove
 @click.option("--latex", is_flag=True, help="print formulas as LaTeX instead of ASCII art")
 @click.option("--fit-laws", is_flag=True,
               help="measure boundaries with the solver and fit the laws of SPEC 8 per regime")
-@click.option("--seeds", type=click.IntRange(1, 10_000), default=8, show_default=True,
-              help="seeds per boundary (--fit-laws)")
+@seeds_option("seeds per boundary (--fit-laws)")
 @click.option("--figures", "fig_dir", type=click.Path(file_okay=False), default=None,
               help="write ratio and v-change figures for v0 in {1e-3, 1e-2, 1e-1, 1} here")
 @click.option("--quiet", is_flag=True, help="no progress bar")

@@ -216,11 +216,16 @@ def plot_mu_star_vs_time(ds, path) -> str:
     ax.set_xticks(x)
     ax.set_xticklabels([f"{t:g}" if np.isfinite(t) else "inf\n(t=1e30)" for t in steps])
     ax.set_xlabel("training time T (GD steps)")
+    return _finish_boundary_figure(
+        fig, ax, ds, tau, f"boundary vs training time ({ds.attrs['level']}, "
+        f"{ds.attrs['sampler']}, {ds.attrs['n_seeds']} seeds, 95% bootstrap CI)",
+        ("v0", "mu_norm", "steps"), path)
+
+
+def _finish_boundary_figure(fig, ax, ds, tau, title, swept, path) -> str:
+    """y label, title with the parameter caption, legend; save."""
     ax.set_ylabel(rf"$\|\mu\|^*$ (mean test error = {tau:g})")
-    p = Params.from_attrs(ds.attrs)
-    ax.set_title(f"boundary vs training time ({ds.attrs['level']}, {ds.attrs['sampler']}, "
-                 f"{ds.attrs['n_seeds']} seeds, 95% bootstrap CI)\n"
-                 f"{p.caption(('v0', 'mu_norm', 'steps'))}", fontsize=9)
+    ax.set_title(f"{title}\n{Params.from_attrs(ds.attrs).caption(swept)}", fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
@@ -238,11 +243,7 @@ def plot_phase_times(ds, path) -> str:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(axis_label(other))
-    ax.set_ylabel(rf"$\|\mu\|^*$ (mean test error = {ds.attrs['threshold']:g})")
-    p = Params.from_attrs(ds.attrs)
-    ax.set_title(f"phase boundary at each training time ({ds.attrs['level']}, "
-                 f"{ds.attrs['sampler']}, {ds.sizes['seed']} seeds)\n"
-                 f"{_caption(p, swept=(xn, yn, 'steps'))}", fontsize=8)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish_boundary_figure(
+        fig, ax, ds, float(ds.attrs["threshold"]), f"phase boundary at each training time "
+        f"({ds.attrs['level']}, {ds.attrs['sampler']}, {ds.sizes['seed']} seeds)",
+        (xn, yn, "steps"), path)
