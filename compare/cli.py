@@ -196,11 +196,11 @@ def _times(ctx, param, value):
     try:
         vals = [float(x) for x in str(value).split(",") if x.strip()]
         return check_checkpoints(vals, 1).tolist()
+    except ParamError as exc:
+        raise click.BadParameter(f"{value!r}: {exc.allowed}") from None
     except ValueError:
         raise click.BadParameter(f"{value!r}: expected comma-separated steps or inf, "
                                  "e.g. 200,2000,inf") from None
-    except ParamError as exc:
-        raise click.BadParameter(f"{value!r}: {exc.allowed}") from None
 
 
 def _int_list(ctx, param, value):
@@ -366,7 +366,7 @@ AXIS_NAMES = ", ".join(AXES)
 def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, out, overwrite,
           scheduler, dask_workers, quiet, **kwargs):
     """Test-error heatmap over two parameter axes (resumable sweep)."""
-    from .dataset import remove_stale_temporaries, write_netcdf
+    from .dataset import write_netcdf
     from .phase import make_spec, run_phase
     from .plots import plot_phase, plot_phase_times
 
@@ -383,7 +383,6 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, out, ove
     with cli_errors():
         if level == "full":
             sampler = "data"
-        remove_stale_temporaries(out)
         spec = make_spec(params, x_axis, y_axis, seeds, level, sampler, threshold, times)
         with progress_bar(len(x_axis[1]), f"dyn phase {x_axis[0]} x {y_axis[0]}",
                           quiet) as advance:
@@ -468,3 +467,7 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
                              (plot_ratio_agreement, "noise_ratio_agreement.png"),
                              (plot_v_change, "v_change_vs_step.png")):
                 click.echo(f"wrote {fn(trajs, os.path.join(fig_dir, name))}")
+
+
+if __name__ == "__main__":
+    main()

@@ -30,7 +30,7 @@ from dynamics.data import check_sampler
 from dynamics.params import AXES, Params, ParamError
 
 from .boundaries import run_jobs
-from .dataset import global_attrs
+from .dataset import global_attrs, remove_stale_temporaries
 from .store import SweepStore, fingerprint, spec_json
 
 _SPEC = re.compile(r"^\s*(\w+)\s*=\s*([^.][^:]*?)\s*\.\.\s*([^:]+?)\s*:\s*(\d+)\s*$")
@@ -84,6 +84,8 @@ def make_spec(params: Params, x, y, n_seeds, level, sampler, tau, times=None) ->
                 check_sampler(params.replace(**{AXES[name].name: np.asarray(val).item()}),
                               "data" if level == "full" else sampler)
             except ParamError as exc:
+                if exc.param not in ("n", "d"):
+                    raise  # not about this axis (e.g. noise vs sampler)
                 raise ParamError(option, f"{name}={val}", exc.allowed) from None
     return {"params": params.to_dict(), "x": [x[0], np.asarray(x[1]).tolist()],
             "y": [y[0], np.asarray(y[1]).tolist()], "n_seeds": int(n_seeds), "level": level,
@@ -179,6 +181,7 @@ def run_phase(spec: dict, out_dir, overwrite=False, scheduler=None, dask_workers
               progress=None) -> xr.Dataset:
     """Compute missing rows (locally or on dask), then assemble the Dataset."""
     with open_store(spec, out_dir, overwrite) as store:
+        remove_stale_temporaries(out_dir)  # under the lock: no other writer here
         nx = len(spec["x"][1])
         done = set(store.finished())
         todo = [ix for ix in range(nx) if ix not in done]

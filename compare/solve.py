@@ -82,6 +82,8 @@ def check_grid(params: Params, option: str, field: str, values, sampler: str):
         try:
             check_sampler(params.replace(**{field: int(x)}), sampler)
         except ParamError as exc:
+            if exc.param not in ("n", "d"):
+                raise  # not about this grid (e.g. noise vs sampler)
             raise ParamError(option, int(x), exc.allowed) from None
 
 

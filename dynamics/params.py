@@ -13,6 +13,8 @@ import dataclasses
 import json
 import math
 import numbers
+
+import numpy as np
 from dataclasses import dataclass, fields
 from typing import Optional
 
@@ -140,7 +142,7 @@ def _check_int(name, value, lo, hi=None):
     integral = isinstance(value, numbers.Integral) or (
         isinstance(value, float) and value.is_integer()
     )
-    if isinstance(value, bool) or not integral:
+    if isinstance(value, (bool, np.bool_)) or not integral:
         raise ParamError(name, value, f"must be an integer >= {lo}")
     value = int(value)
     if value < lo or (hi is not None and value > hi):
@@ -150,6 +152,8 @@ def _check_int(name, value, lo, hi=None):
 
 
 def _check_float(name, value, lo=None, hi=None, lo_open=True, hi_open=True):
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise ParamError(name, value, "must be a real number")
     try:
         x = float(value)
     except (TypeError, ValueError, OverflowError):

@@ -99,6 +99,16 @@ def divergence_hint(step: int, params: Params) -> str:
     return f"try a smaller --eta (now {params.eta:g})"
 
 
+def check_record_memory(params: Params, record_every: int):
+    """Refuse a recording schedule whose arrays would not fit (before allocating)."""
+    if int(record_every) < 1:
+        raise ParamError("record_every", record_every, "must be an integer >= 1")
+    R = params.steps // int(record_every) + 2
+    check_memory(8.0 * R * (params.m * (6 + 2 * params.n) + 3),
+                 f"recording {R} states (--steps {params.steps}, --record-every {record_every})",
+                 hint="raise --record-every or lower --steps")
+
+
 def record_steps(steps: int, record_every: int) -> np.ndarray:
     """Recorded steps: 0, k, 2k, ... and always the last step T."""
     if int(record_every) < 1:
@@ -174,11 +184,8 @@ def simulate(params: Params, level: str = "exact", sampler: str = "wishart",
     """
     check_choice("sampler", sampler, SAMPLERS)
     cfg = kernel_config(params, level)
+    check_record_memory(params, record_every)
     rec = record_steps(params.steps, record_every)
-    check_memory(8.0 * len(rec) * (params.m * (6 + 2 * params.n) + 2),
-                 f"recording {len(rec)} states (--steps {params.steps}, "
-                 f"--record-every {record_every})",
-                 hint="raise --record-every or lower --steps")
     t0 = time.perf_counter()
     if stats is None:
         stats = sample_stats(params, sampler)

@@ -17,7 +17,8 @@ from scipy.linalg import cho_factor, cho_solve
 from dynamics.data import Realisation, check_memory, data_bytes, sample_data
 from dynamics.params import LOSS_MAX, THETA_MAX, Params
 from dynamics.kernels import normalised_dt
-from dynamics.run import FLOW, DivergenceError, Trajectory, check_optimizer, record_steps
+from dynamics.run import FLOW, DivergenceError, Trajectory, check_optimizer, \
+    check_record_memory, record_steps
 
 _JS = np.array([1.0, -1.0])
 
@@ -156,6 +157,7 @@ def simulate_full(params: Params, record_every: int = 1,
     p = params
     check_optimizer(p, "full")
     check_memory(network_bytes(p), f"the full network at d={p.d}, m={p.m}, n={p.n}")
+    check_record_memory(p, record_every)
     rec = record_steps(p.steps, record_every)
     cps = np.asarray([] if checkpoints is None else checkpoints, dtype=np.int64)
     t0 = time.perf_counter()

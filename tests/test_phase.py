@@ -165,10 +165,6 @@ def test_full_level_sweep_small():
     np.testing.assert_array_equal(chunk["test_error"], exact["test_error"])
 
 
-@pytest.mark.xfail(reason="library bug: compare/cli.py phase prints float(ds.mu_star[i]) but "
-                          "mu_star now has dims (axis, steps): TypeError 'only 0-dimensional "
-                          "arrays can be converted to Python scalars' after phase.nc is written",
-                   raises=AssertionError, strict=True)
 def test_cli_phase_end_to_end(tmp_path, cli):
     out = tmp_path / "ph"
     args = ["phase", "--x", "v0=0.01..1:3", "--y", "mu=0.5..20:6", "--seeds", "2",
