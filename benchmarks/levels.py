@@ -38,7 +38,6 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numba
 
 from dynamics import Params, sample_data, sample_wishart, simulate
 from fullsim import simulate_full

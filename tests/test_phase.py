@@ -1,6 +1,5 @@
 """`dyn phase`: sweeps are reproducible, resumable and backend-independent."""
 import json
-import os
 
 import numpy as np
 import pytest
@@ -146,7 +145,7 @@ def test_assembled_dataset_layout(tmp_path):
 
 def test_dask_local_cluster_equals_local(tmp_path):
     pytest.importorskip("dask.distributed")
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import LocalCluster
     spec = _spec(n_seeds=2)
     local = run_phase(spec, tmp_path / "local")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
