@@ -147,47 +147,6 @@ def main():
     signal.signal(signal.SIGTERM, _terminate)
 
 
-# ---------------------------------------------------------------- simulate
-@main.command()
-@model_options()
-@click.option("--level", type=click.Choice(ALL_LEVELS), default="exact",
-              show_default=True, help="model level ('full' = weight-space network)")
-@click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart",
-              show_default=True, help="statistics sampler (full implies data)")
-@click.option("--record-every", type=click.IntRange(1), default=1, show_default=True,
-              help="record the state every k steps (and at T)")
-@out_option("file", None, "write the trajectory to this netCDF file")
-def simulate(level, sampler, record_every, out, **kwargs):
-    """Train one configuration and print a summary."""
-    from dynamics.run import simulate as run_reduced
-    from fullsim import simulate_full
-
-    from .dataset import trajectory_dataset, write_netcdf
-
-    params = build_params(kwargs)
-    with cli_errors():
-        if level == "full":
-            if sampler != "data":
-                click.echo("note: level 'full' uses sampler 'data'", err=True)
-            traj = simulate_full(params, record_every=record_every)
-        else:
-            traj = run_reduced(params, level, sampler, record_every)
-        click.echo(f"dyn simulate: level={traj.level} sampler={traj.sampler} "
-                   f"{params.caption()} noise={params.noise} optimizer={params.optimizer}")
-        rows = [("final loss", f"{traj.loss[-1]:.6g}"),
-                ("train error", f"{traj.train_error[-1]:.4f}"),
-                ("test error (clean)", f"{traj.test_error:.4f}")]
-        if params.flip > 0:
-            rows.append(("test error (noisy labels)", f"{traj.test_error_noisy:.4f}"))
-        if "out_of_span" in traj.extra:
-            rows.append(("max out-of-span ||W-W0||", f"{traj.extra['out_of_span'].max():.3e}"))
-        echo_kv(rows + [("wall time", f"{traj.wall_time:.3f} s")])
-        if out:
-            write_netcdf(trajectory_dataset(traj), out)
-            click.echo(f"  wrote {out}")
-
-
-# ---------------------------------------------------------------- solve
 def _times(ctx, param, value):
     """click callback: comma-separated GD steps and/or 'inf', ascending."""
     if value is None:
@@ -203,6 +162,67 @@ def _times(ctx, param, value):
                                  "e.g. 200,2000,inf") from None
 
 
+# ---------------------------------------------------------------- simulate
+@main.command()
+@model_options()
+@click.option("--level", type=click.Choice(ALL_LEVELS), default="exact",
+              show_default=True, help="model level ('full' = weight-space network)")
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart",
+              show_default=True, help="statistics sampler (full implies data)")
+@click.option("--record-every", type=click.IntRange(1), default=1, show_default=True,
+              help="record the state every k steps (and at T)")
+@click.option("--integrator", type=click.Choice(("gd", "flow")), default="gd",
+              show_default=True, help="GD, or the normalised gradient-flow scheme "
+                                      "recorded at --times")
+@click.option("--times", default=None, callback=_times,
+              help="with --integrator flow: record times in GD steps, 'inf' = the limit "
+                   "(reduced levels); default: --steps")
+@out_option("file", None, "write the trajectory to this netCDF file")
+def simulate(level, sampler, record_every, integrator, times, out, **kwargs):
+    """Train one configuration and print a summary."""
+    from dynamics.run import simulate as run_reduced, simulate_flow
+    from fullsim import simulate_full
+    from fullsim.network import simulate_full_flow
+
+    from .dataset import trajectory_dataset, write_netcdf
+
+    params = build_params(kwargs)
+    with cli_errors():
+        if times is not None and integrator != "flow":
+            raise click.UsageError("--times needs --integrator flow (GD records with "
+                                   "--record-every)")
+        if level == "full" and sampler != "data":
+            click.echo("note: level 'full' uses sampler 'data'", err=True)
+        if integrator == "flow":
+            times = [params.steps] if times is None else times
+            if level == "full":
+                if np.isinf(times[-1]):
+                    raise ParamError("times", times, "the limit (inf) needs a reduced level")
+                traj = simulate_full_flow(params, times)
+            else:
+                traj = simulate_flow(params, level, sampler, times)
+        elif level == "full":
+            traj = simulate_full(params, record_every=record_every)
+        else:
+            traj = run_reduced(params, level, sampler, record_every)
+        click.echo(f"dyn simulate: level={traj.level} sampler={traj.sampler} "
+                   f"{params.caption()} noise={params.noise} optimizer={params.optimizer}")
+        rows = [("final loss", f"{traj.loss[-1]:.6g}"),
+                ("train error", f"{traj.train_error[-1]:.4f}"),
+                ("test error (clean)", f"{traj.test_error:.4f}")]
+        if params.flip > 0:
+            rows.append(("test error (noisy labels)", f"{traj.test_error_noisy:.4f}"))
+        if "out_of_span" in traj.extra:
+            rows.append(("max out-of-span ||W-W0||", f"{traj.extra['out_of_span'].max():.3e}"))
+        if "flow" in traj.extra:
+            rows.append(("flow", ", ".join(f"{k}={v:g}" for k, v in traj.extra["flow"].items())))
+        echo_kv(rows + [("wall time", f"{traj.wall_time:.3f} s")])
+        if out:
+            write_netcdf(trajectory_dataset(traj), out)
+            click.echo(f"  wrote {out}")
+
+
+# ---------------------------------------------------------------- solve
 def _int_list(ctx, param, value):
     """click callback: comma-separated integers, or 'none' (no grid)."""
     if value is None:

@@ -117,3 +117,21 @@ def test_flow_reaches_a_million_steps_cheaply():
     p = SMALL.replace(v0=1.0)
     tr = simulate_flow(p, "exact", "wishart", times=[1e6])
     assert tr.extra["flow"]["n_steps"] <= 20_000
+
+
+def test_cli_simulate_flow_writes_times(tmp_path):
+    from click.testing import CliRunner
+
+    from compare.cli import main
+    from compare.dataset import read_netcdf
+
+    out = tmp_path / "f.nc"
+    args = ["simulate", "--n", "8", "--m", "4", "--d", "200", "--n-test", "200",
+            "--integrator", "flow", "--times", "40,4000,inf", "--out", str(out)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "n_steps" in res.output
+    steps = read_netcdf(out).step.values
+    assert steps[0] == 40 and steps[1] == 4000 and np.isinf(steps[2])
+    res = CliRunner().invoke(main, ["simulate", "--times", "40"])
+    assert res.exit_code == 2 and "--integrator flow" in res.output
