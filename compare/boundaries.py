@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from dynamics.boundary import Boundary, check_checkpoints, find_boundaries, \
-    reduced_evaluator, run_batch, seed_list, stacked_stats
+from dynamics.boundary import Boundary, find_boundaries, reduced_evaluator, run_batch, \
+    seed_list, stacked_stats
 from dynamics.params import ALL_LEVELS, SAMPLERS, TAU, Params, ParamError, check_choice, \
     check_count
+from dynamics.run import check_checkpoints
 from fullsim import full_evaluator, run_full_batch
 
 

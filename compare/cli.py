@@ -151,7 +151,7 @@ def _times(ctx, param, value):
     """click callback: comma-separated GD steps and/or 'inf', ascending."""
     if value is None:
         return None
-    from dynamics.boundary import check_checkpoints
+    from dynamics.run import check_checkpoints
     try:
         vals = [float(x) for x in str(value).split(",") if x.strip()]
         return check_checkpoints(vals, 1).tolist()

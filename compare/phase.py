@@ -25,9 +25,10 @@ import numpy as np
 import xarray as xr
 
 from dynamics import __version__
-from dynamics.boundary import check_checkpoints, crossing
+from dynamics.boundary import crossing, stacked_stats
 from dynamics.data import check_sampler
 from dynamics.params import AXES, Params, ParamError
+from dynamics.run import check_checkpoints
 
 from .boundaries import run_jobs
 from .dataset import global_attrs, remove_stale_temporaries
@@ -113,8 +114,6 @@ def _cached_stats(pkey: Params, sampler: str, seeds):
 
     A pure cache: the statistics are a function of the key alone.
     """
-    from dynamics.boundary import stacked_stats
-
     key = (pkey, sampler, tuple(seeds))
     if key not in _STATS_CACHE:
         while len(_STATS_CACHE) >= 4:

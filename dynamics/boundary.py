@@ -26,9 +26,9 @@ import numpy as np
 
 from .data import sample_stats
 from .kernels import batch_kernel, batch_kernel_serial
-from .params import SAMPLERS, TAU, TRANSITION_TAUS, Params, ParamError, check_choice, \
+from .params import SAMPLERS, TAU, TRANSITION_TAUS, Params, check_choice, \
     check_threshold
-from .run import FLOW, check_integrator, kernel_config, kernel_stats
+from .run import FLOW, check_checkpoints, check_integrator, kernel_config, kernel_stats
 
 RESULTS = ("test_error", "loss", "train_error", "margin")
 Evaluator = Callable[[np.ndarray], dict]
@@ -44,22 +44,6 @@ def stacked_stats(params: Params, sampler: str, seeds):
     return kernel_stats([sample_stats(params.replace(seed=int(s)), sampler) for s in seeds])
 
 
-def check_checkpoints(checkpoints, steps: int) -> np.ndarray:
-    """Ascending, distinct times in GD steps (default: [steps]): integers >= 0,
-    and inf (the limit t -> infinity) allowed last."""
-    try:
-        cp = np.array([steps] if checkpoints is None else checkpoints, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ParamError("times", checkpoints, "must be numbers (GD steps) or inf") from None
-    fin = cp[np.isfinite(cp)]
-    if (cp.ndim != 1 or cp.size == 0 or np.any(np.isnan(cp)) or np.any(cp < 0)
-            or np.any(np.diff(cp) <= 0) or np.any(fin != np.round(fin)) or np.any(fin > 1e15)):
-        raise ParamError("times", cp.tolist(),
-                         "must be ascending, distinct integers in [0, 1e15] (GD steps), "
-                         "optionally ending with inf")
-    return cp
-
-
 def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None,
               checkpoints=None, parallel: bool = True, integrator: str = "gd") -> dict:
     """Per-job results at each checkpoint: arrays (Q, K) of RESULTS, ``status``
@@ -72,8 +56,7 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     cfg = kernel_config(params, level)
     use_flow = check_integrator(params, integrator)
     cp = check_checkpoints(checkpoints, params.steps)
-    if not use_flow and np.isinf(cp[-1]) and params.optimizer_spec[0] != "gd":
-        check_integrator(params, "flow")  # the limit is a gradient-flow notion
+    check_integrator(params, "flow" if np.isinf(cp[-1]) else integrator)  # the limit is flow
     job_seed = np.ascontiguousarray(job_seed, dtype=np.int64)
     job_mu = np.ascontiguousarray(job_mu, dtype=np.float64)
     job_v0 = (np.full(job_mu.shape, params.v0) if job_v0 is None
@@ -147,10 +130,6 @@ class ErrorCurve:
             self.info = np.concatenate([self.info, info], axis=1)[:, order]
         idx = np.searchsorted(self.mu, mus)
         return self.data["test_error"][:, idx, k].mean(axis=0)
-
-    @property
-    def test(self):
-        return self.data["test_error"]
 
 
 def crossing(mu, err, tau):

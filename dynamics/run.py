@@ -208,6 +208,27 @@ def simulate(params: Params, level: str = "exact", sampler: str = "wishart",
                       wall_time=time.perf_counter() - t0, **out)
 
 
+def check_checkpoints(checkpoints, steps: int, integers: bool = True,
+                      allow_inf: bool = True) -> np.ndarray:
+    """Ascending, distinct times in GD steps (default: [steps]), >= 0: integers
+    <= 1e15 for GD, or any numbers if ``integers`` is False (flow times); inf
+    (the limit t -> infinity) allowed last if ``allow_inf``."""
+    try:
+        cp = np.array([steps] if checkpoints is None else checkpoints, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ParamError("times", checkpoints, "must be numbers (GD steps) or inf") from None
+    fin = cp[np.isfinite(cp)] if cp.ndim == 1 else cp
+    if (cp.ndim != 1 or cp.size == 0 or np.any(np.isnan(cp)) or np.any(cp < 0)
+            or np.any(np.diff(cp) <= 0)
+            or (integers and (np.any(fin != np.round(fin)) or np.any(fin > 1e15)))
+            or (not allow_inf and fin.size < cp.size)):
+        kind = "integers in [0, 1e15]" if integers else "numbers >= 0"
+        raise ParamError("times", cp.tolist(),
+                         f"must be ascending, distinct {kind} (GD steps)"
+                         + (", optionally ending with inf" if allow_inf else ""))
+    return cp
+
+
 def simulate_flow(params: Params, level: str = "exact", sampler: str = "wishart",
                   times=None, stats: Stats | None = None,
                   flow: FlowConfig = FLOW) -> Trajectory:
@@ -219,9 +240,7 @@ def simulate_flow(params: Params, level: str = "exact", sampler: str = "wishart"
     check_choice("sampler", sampler, SAMPLERS)
     cfg = kernel_config(params, level)
     check_integrator(params, "flow")
-    times = np.array([params.steps] if times is None else times, dtype=np.float64)
-    if times.ndim != 1 or not times.size or np.any(times < 0) or np.any(np.diff(times) <= 0):
-        raise ParamError("times", times.tolist(), "must be ascending, distinct and >= 0")
+    times = check_checkpoints(times, params.steps, integers=False)
     t0 = time.perf_counter()
     if stats is None:
         stats = sample_stats(params, sampler)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dynamics.boundary import RESULTS, Evaluator, check_checkpoints, jobs_to_curve
+from dynamics.boundary import RESULTS, Evaluator, jobs_to_curve
+from dynamics.run import check_checkpoints
 from dynamics.params import Params
 
 from .network import simulate_full

@@ -17,8 +17,8 @@ from scipy.linalg import cho_factor, cho_solve
 from dynamics.data import Realisation, check_memory, data_bytes, sample_data
 from dynamics.params import LOSS_MAX, THETA_MAX, Params
 from dynamics.kernels import normalised_dt
-from dynamics.run import FLOW, DivergenceError, Trajectory, check_optimizer, \
-    check_record_memory, record_steps
+from dynamics.run import FLOW, DivergenceError, Trajectory, check_checkpoints, \
+    check_optimizer, check_record_memory, record_steps
 
 _JS = np.array([1.0, -1.0])
 
@@ -221,9 +221,7 @@ def simulate_full_flow(params: Params, times, real: Realisation | None = None,
     p = params
     check_optimizer(p, "full")
     check_memory(network_bytes(p), f"the full network at d={p.d}, m={p.m}, n={p.n}")
-    times = np.asarray(times, dtype=np.float64)
-    if times.ndim != 1 or not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
-        raise ValueError("simulate_full_flow needs ascending finite times")
+    times = check_checkpoints(times, p.steps, integers=False, allow_inf=False)
     t0 = time.perf_counter()
     real = sample_data(p) if real is None else real
     st = real.stats
