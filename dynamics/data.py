@@ -41,6 +41,8 @@ class Stats:
     test_yhat (nt,)    clean labels of the test points
     test_B (2, m, nt)  <w_{j,r}(0), xi_test>
     test_X (n, nt)     <xi_k, xi_test>
+    U0     (L-1, 2, m, m) initial upper layers, U0[l, j, k, r] from neuron r of
+                       hidden layer l+1 to neuron k of layer l+2 (empty for L = 1)
     """
 
     w0_e1: np.ndarray
@@ -52,6 +54,7 @@ class Stats:
     test_yhat: np.ndarray
     test_B: np.ndarray
     test_X: np.ndarray
+    U0: np.ndarray | None = None
 
     @property
     def N(self) -> np.ndarray:
@@ -101,6 +104,19 @@ def spike_directions(params: Params) -> np.ndarray | None:
     U = np.zeros((K, params.d))
     U[:, 1:] = Q.T
     return U
+
+
+def upper_layers(params: Params) -> np.ndarray:
+    """Initial upper layers U(l) (SPEC 11): (L-1, 2, m, m) entries ~ N(0, sigma_u^2),
+    from the sixth child of the seed's SeedSequence (so L = 1 draws nothing and
+    every other stream is unchanged); the same for both samplers (d-free)."""
+    p = params
+    shape = (p.depth - 1, 2, p.m, p.m)
+    if p.depth == 1:
+        return np.zeros(shape)
+    check_memory(8.0 * np.prod(shape), f"upper layers at depth={p.depth}, m={p.m}")
+    rng = np.random.default_rng(np.random.SeedSequence(p.seed).spawn(6)[5])
+    return p.sigma_u_eff * rng.standard_normal(shape)
 
 
 def noise_vectors(params: Params, rng: np.random.Generator, rows: int,
@@ -241,6 +257,7 @@ def sample_data(params: Params) -> Realisation:
         test_yhat=_test_labels(p, s_test),
         test_B=test_B.reshape(2, p.m, p.n_test),
         test_X=test_X,
+        U0=upper_layers(p),
     )
     return Realisation(mu=mu, W0=W0, xi=xi, stats=stats, test_seed=s_test, spikes=spikes)
 
@@ -276,6 +293,7 @@ def stats_from_factor(params: Params, w0_e1, Lw, Lx, yhat, y, s_test) -> Stats:
         test_yhat=test_yhat,
         test_B=(Lw @ eps.T).reshape(2, p.m, p.n_test),
         test_X=Lx @ eps.T,
+        U0=upper_layers(p),
     )
 
 

@@ -132,6 +132,12 @@ PARAMS = (
        " (non-gaussian needs sampler data)", label="noise", long_name="noise law", data=True),
     _P("optimizer", "--optimizer", str, "gd", "update rule: " + OPTIMIZER_HELP,
        label="optimizer", long_name="update rule"),
+    _P("depth", "--depth", int, 1, "hidden layers L per class (1: the paper's network; "
+       "L >= 2 adds L-1 trained m x m layers U, SPEC 11)", 1, 16, False, False,
+       "$L$", "number of hidden layers", data=True, axis=True),
+    _P("sigma_u", "--sigma-u", float, None, "std of the initial upper layers U "
+       "(default sqrt(2/m); only used with --depth >= 2)", 0.0, 1e3,
+       label=r"$\sigma_u$", long_name="std of the initial upper hidden layers", data=True),
 )
 SPEC_OF = {p.name: p for p in PARAMS}
 AXES = {p.axis_name: p for p in PARAMS if p.axis}   # phase-axis name -> spec
@@ -208,6 +214,11 @@ class _ParamsMethods:
         """Step size of the output layer (eta_v, or eta when unset)."""
         return self.eta if self.eta_v is None else self.eta_v
 
+    @property
+    def sigma_u_eff(self) -> float:
+        """Std of the initial upper layers U (sigma_u, or sqrt(2/m) when unset)."""
+        return math.sqrt(2.0 / self.m) if self.sigma_u is None else self.sigma_u
+
     def replace(self, **changes) -> "Params":
         return dataclasses.replace(self, **changes)
 
@@ -221,6 +232,7 @@ class _ParamsMethods:
         """Flat netCDF-safe attributes (no None/bool) plus ``params_json``."""
         attrs = {f.name: getattr(self, f.name) for f in fields(self)}
         attrs["eta_v"] = self.eta_v_eff
+        attrs["sigma_u"] = self.sigma_u_eff
         attrs["params_json"] = self.to_json()
         return attrs
 

@@ -124,7 +124,8 @@ class Trajectory:
     """Recorded training run (reduced or full), float64 arrays.
 
     steps (R,); gamma (R,2,m); rho (R,2,m,n); v (R,2,m,2); loss, train_error
-    (R,); test_error: clean test error at the last step.
+    (R,); test_error: clean test error at the last step; U (R,L-1,2,m,m): the
+    upper layers (SPEC 11; L = 1: shape (R,0,2,m,m)), None means L = 1.
     """
 
     params: Params
@@ -140,6 +141,7 @@ class Trajectory:
     test_error: float
     wall_time: float = 0.0
     extra: dict = field(default_factory=dict)
+    U: np.ndarray | None = None
 
     @property
     def test_error_noisy(self) -> float:
