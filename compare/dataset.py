@@ -1,8 +1,10 @@
 """Trajectories as xarray Datasets, and atomic netCDF I/O.
 
 Layout of one trajectory: dims ``step``, ``j`` (+1, -1), ``r``, ``i``, ``p``
-(1 = signal patch, 2 = noise patch); variables gamma, rho, v, loss,
-train_error, test_error, balance.  ``combine`` stacks a reduced and a full
+(1 = signal patch, 2 = noise patch), ``hidden_layer`` (1..L), ``block``
+(W, U1..U{L-1}, v) and at depth L >= 2 ``layer`` (1..L-1), ``k``; variables
+gamma, rho, v, U, loss, train_error, test_error, balance, layer_balance,
+layer_change.  ``combine`` stacks a reduced and a full
 trajectory of one configuration on a ``model`` dimension ("reduced", "full").
 Attributes: CF-style globals, every parameter as a flat scalar plus
 ``params_json``, level, sampler, package version and creation time.
@@ -31,7 +33,12 @@ _META = {
     "loss": ("training logistic loss", "1"),
     "train_error": ("training error (observed labels)", "1"),
     "test_error": ("clean test error at the last step", "1"),
-    "balance": ("sum_p v_{j,r,p}^2 - ||w_{j,r}||^2", "1"),
+    "balance": ("first-layer balance ||outgoing_{j,r}||^2 - ||w_{j,r}||^2 "
+                "(depth 1: sum_p v_{j,r,p}^2 - ||w_{j,r}||^2)", "1"),
+    "U": ("upper layer U(layer)_{j,k,r}: neuron r of hidden layer `layer` to neuron k "
+          "of layer+1", "1"),
+    "layer_balance": ("per hidden neuron ||outgoing||^2 - ||incoming||^2 (SPEC 11)", "1"),
+    "layer_change": ("relative change ||theta_l(t) - theta_l(0)|| / ||theta_l(0)||", "1"),
     "test_error_noisy": ("test error vs flipped labels = flip + (1-2 flip) clean", "1"),
     "out_of_span": ("||W-W0 outside span{mu, xi_i}|| / ||W-W0||", "1"),
     "yhat": ("clean training label", "1"),
@@ -87,7 +94,11 @@ def trajectory_dataset(traj: Trajectory) -> xr.Dataset:
     """One trajectory as a Dataset (see module docstring)."""
     p = traj.params
     coords = {"step": traj.steps, "j": np.array([1, -1]), "r": np.arange(p.m),
-              "i": np.arange(p.n), "p": np.array([1, 2])}
+              "i": np.arange(p.n), "p": np.array([1, 2]),
+              "hidden_layer": np.arange(1, p.depth + 1),
+              "block": ["W"] + [f"U{l}" for l in range(1, p.depth)] + ["v"]}
+    if p.depth > 1:
+        coords.update(layer=np.arange(1, p.depth), k=np.arange(p.m))
     ds = xr.Dataset(
         {
             "gamma": (("step", "j", "r"), traj.gamma),
@@ -98,6 +109,9 @@ def trajectory_dataset(traj: Trajectory) -> xr.Dataset:
             "test_error": ((), traj.test_error),
             "test_error_noisy": ((), traj.test_error_noisy),
             "balance": (("step", "j", "r"), traj.balance()),
+            "layer_balance": (("step", "hidden_layer", "j", "r"), traj.layer_balance()),
+            "layer_change": (("step", "block"), traj.layer_change()),
+            **({"U": (("step", "layer", "j", "k", "r"), traj.upper)} if p.depth > 1 else {}),
             **({"out_of_span": (("step",), traj.extra["out_of_span"])}
                if "out_of_span" in traj.extra else {}),
             "yhat": (("i",), traj.stats.yhat),

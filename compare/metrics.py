@@ -28,7 +28,9 @@ def rel_err_per_step(a, b) -> np.ndarray:
 
 
 def _series(traj: Trajectory, name: str):
-    return traj.balance() if name == "balance" else getattr(traj, name)
+    if name == "balance":
+        return traj.layer_balance()
+    return traj.upper if name == "U" else getattr(traj, name)
 
 
 def discrepancy(reduced: Trajectory, full: Trajectory, tol: float = 1e-6) -> xr.Dataset:
@@ -36,8 +38,9 @@ def discrepancy(reduced: Trajectory, full: Trajectory, tol: float = 1e-6) -> xr.
     if not np.array_equal(reduced.steps, full.steps):
         raise ValueError("trajectories must share the record schedule")
     steps = reduced.steps
+    names = VARIABLES if reduced.params.depth == 1 else VARIABLES + ("U",)
     per_step = np.stack([rel_err_per_step(_series(reduced, v), _series(full, v))
-                         for v in VARIABLES])
+                         for v in names])
     exceed = per_step > tol
     first = np.where(exceed.any(axis=1), steps[np.argmax(exceed, axis=1)], -1)
     s_r, z_r, _ = reduced.preactivations()
@@ -59,7 +62,7 @@ def discrepancy(reduced: Trajectory, full: Trajectory, tol: float = 1e-6) -> xr.
             "test_error_reduced": ((), float(reduced.test_error)),
             "test_error_full": ((), float(full.test_error)),
         },
-        coords={"variable": list(VARIABLES), "step": steps},
+        coords={"variable": list(names), "step": steps},
         attrs={"tol": tol, "level": reduced.level},
     )
     return ds

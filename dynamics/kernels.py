@@ -51,6 +51,7 @@ class KStats(NamedTuple):
     test_yhat: np.ndarray   # (nt,)
     test_B: np.ndarray      # (2, m, nt)  <w0, xi_test>
     test_X: np.ndarray      # (n, nt)     <xi_k, xi_test>
+    U0: np.ndarray          # (L-1, 2, m, m) initial upper layers (SPEC 11)
 
 
 class KConfig(NamedTuple):
@@ -98,8 +99,8 @@ def _noise_preact(zr, B0, rho_r, G, use_gram):
 
 
 @njit(cache=True)
-def _forward(A, gamma, rho, v, st, cfg, s, z, f):
-    """Fill s, z (2, m, n) and f (n) for the current state (SPEC 4)."""
+def _forward1(A, gamma, rho, v, st, cfg, s, z, f):
+    """Depth 1: fill s, z (2, m, n) and f (n) for the current state (SPEC 4)."""
     m, n = gamma.shape[1], f.shape[0]
     yhat, B, G, c, use_gram = st.yhat, st.B, st.G, cfg.c, cfg.use_gram
     f[:] = 0.0
@@ -155,9 +156,8 @@ def _lprime(f, y, lp):
 
 
 @njit(cache=True)
-def _increments(gamma, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, dgamma, drho, dv):
-    """Increments of (gamma, rho, v) at t from s, z, l' (SPEC 4).  The GD step
-    uses (eta, eta_v); the flow's right-hand side uses (1, eta_v/eta)."""
+def _increments1(gamma, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, dgamma, drho, dv):
+    """Depth 1: increments of (gamma, rho, v) at t from s, z, l' (SPEC 4)."""
     m = gamma.shape[1]
     n = st.yhat.shape[0]
     cw = eta * c / n
@@ -199,6 +199,137 @@ def _apply(theta, delta, mom, beta):
     return big
 
 
+# ---------------------------------------------------------------- depth L >= 2
+# SPEC 11.  Per class j the pre-activations of hidden layer l+1 (l = 0..L-1)
+# at sample i and patch p are pre[j, l, p, k, i]; layer 1 is (s, z) of depth 1,
+# pre[l+1] = U(l)_j ReLU(pre[l]);  F_j = c sum_{p,k} v_{j,k,p} ReLU(pre[L-1]).
+# Backward: delta = df/dpre, delta[L-1] = j c v 1[pre > 0],
+# delta[l] = (U(l)_j^T delta[l+1]) 1[pre[l] > 0]; g = delta[0] gives
+#   gamma_{j,r} += -(eta/n) ||mu||^2 j sum_i l'_i y_i yhat_i delta[0, 0, r, i]
+#   rho_{j,r,i} += -(eta/n) N_i l'_i y_i delta[0, 1, r, i]
+#   U(l)_{j,k,r} += -(eta/n) sum_{i,p} l'_i y_i delta[l+1, p, k, i] ReLU(pre[l, p, r, i])
+#   v_{j,k,p}   += -(eta_v c/n) j sum_i l'_i y_i ReLU(pre[L-1, p, k, i]).
+# Depth 1 never enters this code: the dispatchers below call _forward1 and
+# _increments1 (bit-identical to the depth-1 kernel).
+
+
+@njit(cache=True)
+def _upper_forward(U, j, pre):
+    """pre[l+1, p, k, i] = sum_r U[l, j, k, r] ReLU(pre[l, p, r, i]), l = 0..L-2."""
+    m = U.shape[2]
+    for l in range(U.shape[0]):
+        for p in range(2):
+            for k in range(m):
+                out = pre[l + 1, p, k]
+                out[:] = 0.0
+                for r in range(m):
+                    u = U[l, j, k, r]
+                    hin = pre[l, p, r]
+                    for i in range(out.shape[0]):
+                        out[i] += u * max(hin[i], 0.0)
+
+
+@njit(cache=True)
+def _top_output(f, js_c, vj, top):
+    """f_i += j c sum_{p,k} v_{j,k,p} ReLU(top[p, k, i])."""
+    for p in range(2):
+        for k in range(top.shape[1]):
+            vk = js_c * vj[k, p]
+            row = top[p, k]
+            for i in range(f.shape[0]):
+                f[i] += vk * max(row[i], 0.0)
+
+
+@njit(cache=True)
+def _forward_deep(A, gamma, rho, U, v, st, cfg, pre, f):
+    """Fill pre (2, L, 2, m, n) and f (n) for depth L >= 2 (SPEC 11)."""
+    m, n, L = gamma.shape[1], f.shape[0], U.shape[0] + 1
+    f[:] = 0.0
+    for j in range(2):
+        js = 1.0 - 2.0 * j
+        pj = pre[j]
+        for r in range(m):
+            a = A[j, r] + js * gamma[j, r]
+            for i in range(n):
+                pj[0, 0, r, i] = st.yhat[i] * a
+            _noise_preact(pj[0, 1, r], st.B[j, r], rho[j, r], st.G, cfg.use_gram)
+        _upper_forward(U, j, pj)
+        _top_output(f, js * cfg.c, v[j], pj[L - 1])
+
+
+@njit(cache=True)
+def _increments_deep(gamma, U, v, pre, delta, lp, st, mu2, c, eta, eta_v, train_v,
+                     dgamma, drho, dU, dv):
+    """Increments of (gamma, rho, U, v) at depth L >= 2 (formulas above)."""
+    m, n, L = gamma.shape[1], st.yhat.shape[0], U.shape[0] + 1
+    cw = eta / n
+    cv = eta_v * c / n
+    for j in range(2):
+        js = 1.0 - 2.0 * j
+        pj = pre[j]
+        for p in range(2):
+            for k in range(m):
+                vk = js * c * v[j, k, p]
+                acc = 0.0
+                for i in range(n):
+                    h = pj[L - 1, p, k, i]
+                    delta[L - 1, p, k, i] = vk if h > 0.0 else 0.0
+                    acc += lp[i] * st.y[i] * max(h, 0.0)
+                dv[j, k, p] = -(cv * js * acc) if train_v else 0.0
+        for l in range(L - 2, -1, -1):
+            for k in range(m):
+                for r in range(m):
+                    acc = 0.0
+                    for p in range(2):
+                        dk = delta[l + 1, p, k]
+                        hin = pj[l, p, r]
+                        for i in range(n):
+                            acc += lp[i] * st.y[i] * dk[i] * max(hin[i], 0.0)
+                    dU[l, j, k, r] = -(cw * acc)
+            for p in range(2):
+                for r in range(m):
+                    row = delta[l, p, r]
+                    row[:] = 0.0
+                    for k in range(m):
+                        u = U[l, j, k, r]
+                        dk = delta[l + 1, p, k]
+                        for i in range(n):
+                            row[i] += u * dk[i]
+                    hin = pj[l, p, r]
+                    for i in range(n):
+                        if not hin[i] > 0.0:
+                            row[i] = 0.0
+        for r in range(m):
+            sg = 0.0
+            for i in range(n):
+                q = lp[i] * st.y[i]
+                sg += q * st.yhat[i] * delta[0, 0, r, i]
+                drho[j, r, i] = -(cw * st.N[i] * q * delta[0, 1, r, i])
+            dgamma[j, r] = -(cw * mu2 * js * sg)
+
+
+@njit(cache=True)
+def _forward(A, gamma, rho, U, v, st, cfg, w):
+    """Forward pass of the current state into the work buffers (any depth)."""
+    if U.shape[0] == 0:
+        _forward1(A, gamma, rho, v, st, cfg, w.s, w.z, w.f)
+    else:
+        _forward_deep(A, gamma, rho, U, v, st, cfg, w.pre, w.f)
+
+
+@njit(cache=True)
+def _increments(gamma, U, v, w, st, mu2, c, eta, eta_v, train_v):
+    """Increments into w.dgamma, w.drho, w.dU, w.dv after ``_forward`` and
+    l' (any depth).  The GD step uses (eta, eta_v); the normalised scheme
+    scales both by its time step."""
+    if U.shape[0] == 0:
+        _increments1(gamma, v, w.s, w.z, w.lp, st, mu2, c, eta, eta_v, train_v,
+                     w.dgamma, w.drho, w.dv)
+    else:
+        _increments_deep(gamma, U, v, w.pre, w.delta, w.lp, st, mu2, c, eta, eta_v,
+                         train_v, w.dgamma, w.drho, w.dU, w.dv)
+
+
 class _Work(NamedTuple):
     s: np.ndarray
     z: np.ndarray
@@ -210,27 +341,52 @@ class _Work(NamedTuple):
     mg: np.ndarray
     mr: np.ndarray
     mv: np.ndarray
+    pre: np.ndarray    # (2, L, 2, m, n) pre-activations (depth >= 2; else empty)
+    delta: np.ndarray  # (L, 2, m, n)    df/dpre of one class (depth >= 2)
+    dU: np.ndarray     # (L-1, 2, m, m)
+    mU: np.ndarray
 
 
 @njit(cache=True)
-def _work(m, n):
-    """Buffers of one run (allocated once, reused at every step)."""
+def _work(m, n, L):
+    """Buffers of one run at depth L (allocated once, reused at every step)."""
+    Ld = L if L > 1 else 0
     return _Work(np.empty((2, m, n)), np.empty((2, m, n)), np.empty(n), np.empty(n),
                  np.empty((2, m)), np.empty((2, m, n)), np.empty((2, m, 2)),
-                 np.zeros((2, m)), np.zeros((2, m, n)), np.zeros((2, m, 2)))
+                 np.zeros((2, m)), np.zeros((2, m, n)), np.zeros((2, m, 2)),
+                 np.empty((2, Ld, 2, m, n)), np.empty((Ld, 2, m, n)),
+                 np.zeros((L - 1, 2, m, m)), np.zeros((L - 1, 2, m, m)))
 
 
 @njit(cache=True)
-def _gd_step(A, mu2, gamma, rho, v, st, cfg, w):
-    """One GD (or heavy-ball) step in place after ``_forward`` and ``_lprime``
-    filled w.s, w.z, w.lp; returns 3 if a coefficient exceeds THETA_MAX, else 0."""
-    _increments(gamma, v, w.s, w.z, w.lp, st, mu2, cfg.c, cfg.eta, cfg.eta_v,
-                cfg.train_v, w.dgamma, w.drho, w.dv)
-    big = _apply(gamma.ravel(), w.dgamma.ravel(), w.mg.ravel(), cfg.beta)
-    big = max(big, _apply(rho.ravel(), w.drho.ravel(), w.mr.ravel(), cfg.beta))
-    if cfg.train_v:
-        big = max(big, _apply(v.ravel(), w.dv.ravel(), w.mv.ravel(), cfg.beta))
+def _apply_all(gamma, rho, U, v, w, train_v, beta):
+    """theta += u, u = beta u + delta for every trained block; returns 3 if a
+    coefficient exceeds THETA_MAX, else 0."""
+    big = _apply(gamma.ravel(), w.dgamma.ravel(), w.mg.ravel(), beta)
+    big = max(big, _apply(rho.ravel(), w.drho.ravel(), w.mr.ravel(), beta))
+    if U.shape[0] > 0:
+        big = max(big, _apply(U.ravel(), w.dU.ravel(), w.mU.ravel(), beta))
+    if train_v:
+        big = max(big, _apply(v.ravel(), w.dv.ravel(), w.mv.ravel(), beta))
     return 3 if not big <= THETA_MAX else 0
+
+
+@njit(cache=True)
+def _gd_step(A, mu2, gamma, rho, U, v, st, cfg, w):
+    """One GD (or heavy-ball) step in place after ``_forward`` and ``_lprime``
+    filled the work buffers; returns 3 if a coefficient exceeds THETA_MAX, else 0."""
+    _increments(gamma, U, v, w, st, mu2, cfg.c, cfg.eta, cfg.eta_v, cfg.train_v)
+    return _apply_all(gamma, rho, U, v, w, cfg.train_v, cfg.beta)
+
+
+@njit(cache=True)
+def outputs_kernel(st, cfg, mu, gammas, rhos, Us, vs, out_f):
+    """Training outputs f (R, n) of R recorded states (any depth)."""
+    A = mu * st.w0_e1
+    w = _work(gammas.shape[2], out_f.shape[1], Us.shape[1] + 1)
+    for t in range(gammas.shape[0]):
+        _forward(A, gammas[t], rhos[t], Us[t], vs[t], st, cfg, w)
+        out_f[t] = w.f
 
 
 @njit(cache=True)
@@ -244,9 +400,9 @@ def _train_error(f, y):
 
 # ---------------------------------------------------------------- kernels
 @njit(cache=True)
-def run_kernel(st, cfg, mu, steps, record_every, gamma, rho, v,
-               out_gamma, out_rho, out_v, out_loss, out_err, status):
-    """Iterate the recursion ``steps`` times from the state (gamma, rho, v).
+def run_kernel(st, cfg, mu, steps, record_every, gamma, rho, U, v,
+               out_gamma, out_rho, out_U, out_v, out_loss, out_err, status):
+    """Iterate the recursion ``steps`` times from the state (gamma, rho, U, v).
 
     The state arrays are updated in place (final state on return).  Records at
     t % record_every == 0 and at t == steps go to the out_* arrays.  On
@@ -254,22 +410,23 @@ def run_kernel(st, cfg, mu, steps, record_every, gamma, rho, v,
     """
     m, n = gamma.shape[1], st.yhat.shape[0]
     A = mu * st.w0_e1
-    w = _work(m, n)
+    w = _work(m, n, U.shape[0] + 1)
     status[0] = -1
     status[1] = 0
     rec = 0
     for t in range(steps + 1):
-        _forward(A, gamma, rho, v, st, cfg, w.s, w.z, w.f)
+        _forward(A, gamma, rho, U, v, st, cfg, w)
         reason = _lprime(w.f, st.y, w.lp)
         if reason == 0 and (t % record_every == 0 or t == steps):
             out_gamma[rec] = gamma
             out_rho[rec] = rho
+            out_U[rec] = U
             out_v[rec] = v
             out_loss[rec] = _loss(w.f, st.y)
             out_err[rec] = _train_error(w.f, st.y)
             rec += 1
         if reason == 0 and t < steps:
-            reason = _gd_step(A, mu * mu, gamma, rho, v, st, cfg, w)
+            reason = _gd_step(A, mu * mu, gamma, rho, U, v, st, cfg, w)
             if reason != 0:
                 t += 1  # the new state is out of bounds
         if reason != 0:
@@ -281,14 +438,17 @@ def run_kernel(st, cfg, mu, steps, record_every, gamma, rho, v,
 
 
 @njit(cache=True)
-def test_outputs(A, gamma, rho, v, st, c, f):
+def test_outputs(A, gamma, rho, U, v, st, c, f):
     """f(x) of every test point into f (nt,).
 
     z_{j,r}(x) = <w0, xi> + sum_k (rho_{j,r,k}/N_k) <xi_k, xi> (the same
     row-by-row accumulation as training; no BLAS, which would oversubscribe
-    the cores inside prange).
+    the cores inside prange); depth >= 2 continues through U (SPEC 11).
     """
     m, n = gamma.shape[1], st.N.shape[0]
+    if U.shape[0] > 0:
+        _test_outputs_deep(A, gamma, rho, U, v, st, c, f)
+        return
     zrow = np.empty(f.shape[0])
     rhohat = np.empty(n)
     f[:] = 0.0
@@ -303,16 +463,36 @@ def test_outputs(A, gamma, rho, v, st, c, f):
 
 
 @njit(cache=True)
-def clean_error_kernel(A, gamma, rho, v, st, c):
+def _test_outputs_deep(A, gamma, rho, U, v, st, c, f):
+    """``test_outputs`` at depth L >= 2: first layer as at depth 1, then U."""
+    m, n, nt, L = gamma.shape[1], st.N.shape[0], f.shape[0], U.shape[0] + 1
+    pre = np.empty((L, 2, m, nt))
+    rhohat = np.empty(n)
+    f[:] = 0.0
+    for j in range(2):
+        js = 1.0 - 2.0 * j
+        for r in range(m):
+            a = A[j, r] + js * gamma[j, r]
+            for q in range(nt):
+                pre[0, 0, r, q] = st.test_yhat[q] * a
+            for k in range(n):
+                rhohat[k] = rho[j, r, k] / st.N[k]
+            _noise_preact(pre[0, 1, r], st.test_B[j, r], rhohat, st.test_X, True)
+        _upper_forward(U, j, pre)
+        _top_output(f, js * c, v[j], pre[L - 1])
+
+
+@njit(cache=True)
+def clean_error_kernel(A, gamma, rho, U, v, st, c):
     """Clean test error: fraction of test points with yhat f(x) <= 0."""
     f = np.empty(st.test_yhat.shape[0])
-    test_outputs(A, gamma, rho, v, st, c, f)
+    test_outputs(A, gamma, rho, U, v, st, c, f)
     return _train_error(f, st.test_yhat)
 
 
 @njit(cache=True)
-def theta_norm_sq(A, mu, gamma, rho, v, st):
-    """||theta||^2 = sum_{j,r} ||w_{j,r}||^2 + sum v^2 (SPEC 10), d-free:
+def theta_norm_sq(A, mu, gamma, rho, U, v, st):
+    """||theta||^2 = sum_{j,r} ||w_{j,r}||^2 + ||U||^2 + sum v^2 (SPEC 10), d-free:
     ||w||^2 = (<w0,e1> + j gamma/||mu||)^2 + ||P w0||^2 + 2 sum_k rhohat_k B_k
               + sum_{k,i} rhohat_k rhohat_i <xi_k, xi_i>,  rhohat = rho/N,
     with <xi_k, xi_i> = G_{k,i} N_k."""
@@ -331,6 +511,8 @@ def theta_norm_sq(A, mu, gamma, rho, v, st):
                     q += st.G[k, i] * rho[j, r, i] / st.N[i]
                 acc += rk * st.N[k] * q
             total += acc + v[j, r, 0] ** 2 + v[j, r, 1] ** 2
+    for x in U.ravel():
+        total += x * x
     return total
 
 
@@ -384,7 +566,7 @@ def normalised_dt(L0, loss, t, t_end, frac):
 
 
 @njit(cache=True)
-def normalised_gd(A, mu, gamma, rho, v, st, cfg, fc, w, t, t_end, L0, count):
+def normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, t_end, L0, count):
     """Advance in place from GD time t to t_end (in GD steps of cfg.eta) with
     the loss-normalised step: one step moves the time by
     ``normalised_dt`` GD steps (the last one lands on t_end); count[0] counts
@@ -393,35 +575,32 @@ def normalised_gd(A, mu, gamma, rho, v, st, cfg, fc, w, t, t_end, L0, count):
     while t < t_end:
         if count[0] >= fc.max_steps:
             return 4, t
-        _forward(A, gamma, rho, v, st, cfg, w.s, w.z, w.f)
+        _forward(A, gamma, rho, U, v, st, cfg, w)
         reason, loss = _lprime_stable(w.f, st.y, w.lp)
         if reason != 0:
             return reason, t
         dt = normalised_dt(L0, loss, t, t_end, fc.max_dt_frac)
-        _increments(gamma, v, w.s, w.z, w.lp, st, mu * mu, cfg.c, cfg.eta * dt,
-                    cfg.eta_v * dt, cfg.train_v, w.dgamma, w.drho, w.dv)
-        big = _apply(gamma.ravel(), w.dgamma.ravel(), w.mg.ravel(), 0.0)
-        big = max(big, _apply(rho.ravel(), w.drho.ravel(), w.mr.ravel(), 0.0))
-        if cfg.train_v:
-            big = max(big, _apply(v.ravel(), w.dv.ravel(), w.mv.ravel(), 0.0))
+        _increments(gamma, U, v, w, st, mu * mu, cfg.c, cfg.eta * dt, cfg.eta_v * dt,
+                    cfg.train_v)
+        reason = _apply_all(gamma, rho, U, v, w, cfg.train_v, 0.0)
         count[0] += 1
         t = t_end if dt >= t_end - t else t + dt
-        if not big <= THETA_MAX:
-            return 3, t
+        if reason != 0:
+            return reason, t
     return 0, t
 
 
 @njit(cache=True)
-def _margin(A, mu, gamma, rho, v, st, f):
+def _margin(A, mu, gamma, rho, U, v, st, f):
     """Normalised margin min_i y_i f_i / ||theta||^2 (f: training outputs)."""
     ymin = np.inf
     for i in range(f.shape[0]):
         ymin = min(ymin, st.y[i] * f[i])
-    return ymin / theta_norm_sq(A, mu, gamma, rho, v, st)
+    return ymin / theta_norm_sq(A, mu, gamma, rho, U, v, st)
 
 
 @njit(cache=True)
-def flow_limit(A, mu, gamma, rho, v, st, cfg, fc, w, t, L0, count, info):
+def flow_limit(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, L0, count, info):
     """Follow the normalised flow from GD time t until the limit direction.
 
     At times t_k = t_0 10^(k/4) it measures the normalised margin and the
@@ -441,10 +620,10 @@ def flow_limit(A, mu, gamma, rho, v, st, cfg, fc, w, t, L0, count, info):
     info[2] = 0.0
     info[3] = 0.0
     while True:
-        _forward(A, gamma, rho, v, st, cfg, w.s, w.z, w.f)
+        _forward(A, gamma, rho, U, v, st, cfg, w)
         slot = k % 5
-        hist[slot] = _margin(A, mu, gamma, rho, v, st, w.f)
-        test_outputs(A, gamma, rho, v, st, cfg.c, ftest)
+        hist[slot] = _margin(A, mu, gamma, rho, U, v, st, w.f)
+        test_outputs(A, gamma, rho, U, v, st, cfg.c, ftest)
         for q in range(nt):
             labels[slot, q] = ftest[q] > 0.0
         if k >= 4:
@@ -459,7 +638,7 @@ def flow_limit(A, mu, gamma, rho, v, st, cfg, fc, w, t, L0, count, info):
                 break
         if t >= fc.t_max:
             break
-        reason, t = normalised_gd(A, mu, gamma, rho, v, st, cfg, fc, w, t,
+        reason, t = normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t,
                                   min(t * 10.0 ** 0.25, fc.t_max), L0, count)
         if reason != 0:
             info[2] = reason
@@ -469,37 +648,38 @@ def flow_limit(A, mu, gamma, rho, v, st, cfg, fc, w, t, L0, count, info):
 
 
 @njit(cache=True)
-def _checkpoint(q, c, A, mu, gamma, rho, v, st, cfg, w, out_test, out_loss, out_train,
+def _checkpoint(q, c, A, mu, gamma, rho, U, v, st, cfg, w, out_test, out_loss, out_train,
                 out_margin):
     """Write the checkpoint values of the state (test error, loss, train error,
     normalised margin) to column c of job q; returns the divergence reason."""
-    _forward(A, gamma, rho, v, st, cfg, w.s, w.z, w.f)
+    _forward(A, gamma, rho, U, v, st, cfg, w)
     reason, loss = _lprime_stable(w.f, st.y, w.lp)
     if reason == 0:
         out_loss[q, c] = loss
         out_train[q, c] = _train_error(w.f, st.y)
-        out_test[q, c] = clean_error_kernel(A, gamma, rho, v, st, cfg.c)
-        out_margin[q, c] = _margin(A, mu, gamma, rho, v, st, w.f)
+        out_test[q, c] = clean_error_kernel(A, gamma, rho, U, v, st, cfg.c)
+        out_margin[q, c] = _margin(A, mu, gamma, rho, U, v, st, w.f)
     return reason
 
 
 @njit(cache=True)
-def _advance(A, mu, gamma, rho, v, st, cfg, fc, use_flow, w, t, target, L0, count, limit):
+def _advance(A, mu, gamma, rho, U, v, st, cfg, fc, use_flow, w, t, target, L0, count,
+             limit):
     """Move the state from GD time t to ``target`` (GD steps; inf = the limit):
     GD steps unless use_flow (then the normalised scheme); the limit always
     uses the normalised scheme.  Returns (reason, t)."""
     if np.isinf(target):
-        flow_limit(A, mu, gamma, rho, v, st, cfg, fc, w, t, L0, count, limit)
+        flow_limit(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, L0, count, limit)
         return int(limit[2]), limit[1]
     if use_flow:
-        return normalised_gd(A, mu, gamma, rho, v, st, cfg, fc, w, t, target, L0, count)
+        return normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, target, L0, count)
     reason = 0
     while True:
-        _forward(A, gamma, rho, v, st, cfg, w.s, w.z, w.f)
+        _forward(A, gamma, rho, U, v, st, cfg, w)
         reason = _lprime(w.f, st.y, w.lp)
         if reason != 0 or t >= target:
             break
-        reason = _gd_step(A, mu * mu, gamma, rho, v, st, cfg, w)
+        reason = _gd_step(A, mu * mu, gamma, rho, U, v, st, cfg, w)
         t += 1.0
         if reason != 0:
             break
@@ -507,9 +687,9 @@ def _advance(A, mu, gamma, rho, v, st, cfg, fc, use_flow, w, t, target, L0, coun
 
 
 @njit(cache=True)
-def _initial_loss(A, gamma, rho, v, st, cfg, w):
+def _initial_loss(A, gamma, rho, U, v, st, cfg, w):
     """L_0 of the initial state (the normalised scheme's reference loss)."""
-    _forward(A, gamma, rho, v, st, cfg, w.s, w.z, w.f)
+    _forward(A, gamma, rho, U, v, st, cfg, w)
     reason, loss = _lprime_stable(w.f, st.y, w.lp)
     return loss if reason == 0 else 1.0
 
@@ -522,37 +702,40 @@ def _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, ou
     normalised margin min_i y_i f_i / ||theta||^2 (NaN after a divergence).
     out_info[q] = (limit converged: 1/0, or -1 if no limit asked; final time
     in GD steps; normalised steps taken; test labels stable over the last
-    decade before the limit: 1/0).
+    decade before the limit: 1/0, or -1 if no limit asked).
     """
     si = job_seed[q]
     mu = job_mu[q]
     s = KStats(st.w0_e1[si], st.w0_perp_sq[si], st.B[si], st.G[si], st.N[si],
-               st.yhat[si], st.y[si], st.test_yhat[si], st.test_B[si], st.test_X[si])
+               st.yhat[si], st.y[si], st.test_yhat[si], st.test_B[si], st.test_X[si],
+               st.U0[si])
     m, n = s.B.shape[1], s.yhat.shape[0]
     A = mu * s.w0_e1
     gamma = np.zeros((2, m))
     rho = np.zeros((2, m, n))
+    U = s.U0.copy()
     v = np.full((2, m, 2), job_v0[q])
-    w = _work(m, n)
+    w = _work(m, n, U.shape[0] + 1)
     count = np.zeros(1, dtype=np.int64)
     limit = np.zeros(4)
-    L0 = _initial_loss(A, gamma, rho, v, s, cfg, w)
+    L0 = _initial_loss(A, gamma, rho, U, v, s, cfg, w)
     out_status[q, 0] = -1
     out_status[q, 1] = 0
     out_info[q, 0] = -1.0
+    out_info[q, 3] = -1.0
     out_test[q, :] = np.nan
     out_loss[q, :] = np.nan
     out_train[q, :] = np.nan
     out_margin[q, :] = np.nan
     t = 0.0
     for c in range(checkpoints.shape[0]):
-        reason, t = _advance(A, mu, gamma, rho, v, s, cfg, fc, use_flow, w, t,
+        reason, t = _advance(A, mu, gamma, rho, U, v, s, cfg, fc, use_flow, w, t,
                              checkpoints[c], L0, count, limit)
         if np.isinf(checkpoints[c]):
             out_info[q, 0] = limit[0]
             out_info[q, 3] = limit[3]
         if reason == 0:
-            reason = _checkpoint(q, c, A, mu, gamma, rho, v, s, cfg, w, out_test, out_loss,
+            reason = _checkpoint(q, c, A, mu, gamma, rho, U, v, s, cfg, w, out_test, out_loss,
                                  out_train, out_margin)
         if reason != 0:
             out_status[q, 0] = int(min(t, 4e18))
@@ -588,35 +771,36 @@ def batch_kernel_serial(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpo
 
 
 @njit(cache=True)
-def flow_kernel(st, cfg, fc, mu, gamma, rho, v, times, out_gamma, out_rho, out_v, out_loss,
-                out_err, status, info):
-    """Normalised-flow run from the state (gamma, rho, v) at time 0, recording
+def flow_kernel(st, cfg, fc, mu, gamma, rho, U, v, times, out_gamma, out_rho, out_U, out_v,
+                out_loss, out_err, status, info):
+    """Normalised-flow run from the state (gamma, rho, U, v) at time 0, recording
     the state, loss and train error at each time in ``times`` (GD steps,
     ascending; inf = the limit, ``flow_limit``).  status = (index of the
     failing time, reason) or (-1, 0); info = (limit converged or -1, final
     time, normalised steps, test labels stable over the last decade)."""
     A = mu * st.w0_e1
     m, n = gamma.shape[1], st.yhat.shape[0]
-    w = _work(m, n)
+    w = _work(m, n, U.shape[0] + 1)
     count = np.zeros(1, dtype=np.int64)
     limit = np.zeros(4)
-    L0 = _initial_loss(A, gamma, rho, v, st, cfg, w)
+    L0 = _initial_loss(A, gamma, rho, U, v, st, cfg, w)
     status[0] = -1
     status[1] = 0
     info[0] = -1.0
     info[3] = 0.0
     t = 0.0
     for c in range(times.shape[0]):
-        reason, t = _advance(A, mu, gamma, rho, v, st, cfg, fc, True, w, t, times[c], L0,
+        reason, t = _advance(A, mu, gamma, rho, U, v, st, cfg, fc, True, w, t, times[c], L0,
                              count, limit)
         if np.isinf(times[c]):
             info[0] = limit[0]
             info[3] = limit[3]
         if reason == 0:
-            _forward(A, gamma, rho, v, st, cfg, w.s, w.z, w.f)
+            _forward(A, gamma, rho, U, v, st, cfg, w)
             reason, loss = _lprime_stable(w.f, st.y, w.lp)
             out_gamma[c] = gamma
             out_rho[c] = rho
+            out_U[c] = U
             out_v[c] = v
             out_loss[c] = loss
             out_err[c] = _train_error(w.f, st.y)

@@ -219,6 +219,12 @@ class _ParamsMethods:
         """Std of the initial upper layers U (sigma_u, or sqrt(2/m) when unset)."""
         return math.sqrt(2.0 / self.m) if self.sigma_u is None else self.sigma_u
 
+    def effective(self, name: str):
+        """The value in use: ``eta_v_eff``/``sigma_u_eff`` for the parameters
+        whose None means a default, else the field itself."""
+        return getattr(self, name + "_eff") if name in ("eta_v", "sigma_u") else \
+            getattr(self, name)
+
     def replace(self, **changes) -> "Params":
         return dataclasses.replace(self, **changes)
 
@@ -231,8 +237,7 @@ class _ParamsMethods:
     def to_attrs(self) -> dict:
         """Flat netCDF-safe attributes (no None/bool) plus ``params_json``."""
         attrs = {f.name: getattr(self, f.name) for f in fields(self)}
-        attrs["eta_v"] = self.eta_v_eff
-        attrs["sigma_u"] = self.sigma_u_eff
+        attrs.update({k: self.effective(k) for k in ("eta_v", "sigma_u")})
         attrs["params_json"] = self.to_json()
         return attrs
 
@@ -246,8 +251,10 @@ class _ParamsMethods:
     def caption(self, swept=()) -> str:
         """One-line parameter summary for figures; ``swept`` names are left out."""
         keys = ("n", "d", "m", "mu_norm", "v0", "sigma_0", "eta", "c", "steps", "flip", "seed")
-        short = {"mu_norm": "||mu||", "sigma_0": "sigma0", "steps": "T"}
-        return ", ".join(f"{short.get(k, k)}={getattr(self, k):.3g}"
+        keys += ("depth", "sigma_u") if self.depth > 1 else ()
+        short = {"mu_norm": "||mu||", "sigma_0": "sigma0", "steps": "T", "depth": "L"}
+        value = {"sigma_u": self.sigma_u_eff}
+        return ", ".join(f"{short.get(k, k)}={value.get(k, getattr(self, k)):.3g}"
                          if SPEC_OF[k].kind is float else f"{short.get(k, k)}={getattr(self, k)}"
                          for k in keys if k not in swept and SPEC_OF[k].axis_name not in swept)
 

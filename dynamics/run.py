@@ -13,7 +13,7 @@ import numpy as np
 
 from .data import Stats, check_memory, sample_stats
 from .kernels import DIVERGENCE_REASONS, FlowConfig, KConfig, KStats, clean_error_kernel, \
-    flow_kernel, run_kernel
+    flow_kernel, outputs_kernel, run_kernel
 from .params import LEVELS, SAMPLERS, Params, ParamError, check_choice
 
 # (use_gram, train_v) per reduced level
@@ -58,8 +58,12 @@ def kernel_config(params: Params, level: str) -> KConfig:
 def kernel_stats(stats) -> KStats:
     """KStats of one ``Stats`` (or of a list of them, stacked on a seed axis)."""
     many = isinstance(stats, (list, tuple))
-    get = ((lambda k: np.stack([getattr(s, k) for s in stats])) if many
-           else (lambda k: getattr(stats, k)))
+
+    def field(s, k):  # U0 of hand-built Stats defaults to depth 1 (no upper layers)
+        x = getattr(s, k)
+        return np.zeros((0, 2) + s.w0_e1.shape[1:] * 2) if x is None else x
+    get = ((lambda k: np.stack([field(s, k) for s in stats])) if many
+           else (lambda k: field(stats, k)))
     return KStats(*(np.ascontiguousarray(get(k), dtype=np.float64) for k in KStats._fields))
 
 
@@ -67,8 +71,11 @@ def reduced_forward(gamma, rho, v, stats: Stats, params: Params, use_gram=True):
     """s, z (..., 2, m, n) and f (..., n) of SPEC 4 for states with any leading axes.
 
     s = yhat (A + j gamma), z = B + rho G (G = I if not use_gram),
-    f = c sum_j j sum_r [v1 ReLU(s) + v2 ReLU(z)].
+    f = c sum_j j sum_r [v1 ReLU(s) + v2 ReLU(z)]  (depth 1 only).
     """
+    if params.depth > 1:
+        raise ValueError("reduced_forward is the depth-1 output; at depth >= 2 use "
+                         "Trajectory.preactivations (kernels.outputs_kernel)")
     js = np.array([1.0, -1.0])
     a = params.mu_norm * stats.w0_e1 + js[:, None] * gamma
     s = a[..., None] * stats.yhat
@@ -104,7 +111,8 @@ def check_record_memory(params: Params, record_every: int):
     if int(record_every) < 1:
         raise ParamError("record_every", record_every, "must be an integer >= 1")
     R = params.steps // int(record_every) + 2
-    check_memory(8.0 * R * (params.m * (6 + 2 * params.n) + 3),
+    m = params.m
+    check_memory(8.0 * R * (m * (6 + 2 * params.n) + 2 * (params.depth - 1) * m * m + 3),
                  f"recording {R} states (--steps {params.steps}, --record-every {record_every})",
                  hint="raise --record-every or lower --steps")
 
@@ -155,8 +163,18 @@ class Trajectory:
         z uses this level's own G (the identity for "orthogonal"; the full
         network's coefficients give its true <w, xi_i> up to round-off).
         """
-        return reduced_forward(self.gamma, self.rho, self.v, self.stats, self.params,
-                               use_gram=self.level != "orthogonal")
+        use_gram = self.level != "orthogonal"
+        if self.params.depth == 1:
+            return reduced_forward(self.gamma, self.rho, self.v, self.stats, self.params,
+                                   use_gram=use_gram)
+        s, z, _ = reduced_forward(self.gamma, self.rho, np.zeros_like(self.v), self.stats,
+                                  self.params.replace(depth=1), use_gram=use_gram)
+        f = np.empty((len(self.steps), self.params.n))
+        cfg = KConfig(float(self.params.c), 0.0, 0.0, 0.0, use_gram, True)  # forward only
+        outputs_kernel(kernel_stats(self.stats), cfg, float(self.params.mu_norm),
+                       *(np.ascontiguousarray(x) for x in (self.gamma, self.rho, self.upper,
+                                                           self.v)), f)
+        return s, z, f
 
     def w_norm_sq(self) -> np.ndarray:
         """||w_{j,r}(t)||^2 from the coefficients, shape (R, 2, m).
@@ -172,9 +190,49 @@ class Trajectory:
         quad = np.einsum("tjrk,kl,tjrl->tjr", rhohat, st.gram, rhohat)
         return e1**2 + st.w0_perp_sq[None] + cross + quad
 
+    @property
+    def upper(self) -> np.ndarray:
+        """Upper layers U (R, L-1, 2, m, m) (empty at depth 1)."""
+        if self.U is not None:
+            return self.U
+        m = self.params.m
+        return np.zeros((len(self.steps), 0, 2, m, m))
+
+    def layer_balance(self) -> np.ndarray:
+        """Per hidden neuron, ||outgoing||^2 - ||incoming||^2, shape (R, L, 2, m)
+        (SPEC 11; conserved by the flow, O(eta^2) per GD step).  Layer 1:
+        incoming w_{j,r}, outgoing U(1)_{j,:,r} (v_{j,r,:} at depth 1); layer
+        l >= 2: incoming U(l-1)_{j,k,:}, outgoing U(l)_{j,:,k} or v_{j,k,:}."""
+        U = self.upper
+        L = U.shape[1] + 1
+        incoming = [self.w_norm_sq()] + [np.sum(U[:, l]**2, axis=-1) for l in range(L - 1)]
+        outgoing = [np.sum(U[:, l]**2, axis=-2) for l in range(L - 1)]
+        outgoing.append(np.sum(self.v**2, axis=-1))
+        return np.stack([o - i for o, i in zip(outgoing, incoming)], axis=1)
+
     def balance(self) -> np.ndarray:
-        """sum_p v_{j,r,p}^2 - ||w_{j,r}||^2 per neuron, shape (R, 2, m)."""
-        return np.sum(self.v**2, axis=-1) - self.w_norm_sq()
+        """First-layer balance ||outgoing||^2 - ||w_{j,r}||^2, shape (R, 2, m);
+        at depth 1, sum_p v_{j,r,p}^2 - ||w_{j,r}||^2 (SPEC 7)."""
+        return self.layer_balance()[:, 0]
+
+    def layer_change(self) -> np.ndarray:
+        """Relative change ||theta_l(t) - theta_l(0)|| / ||theta_l(0)|| of every
+        layer (R, L+1): W (d-free: ||W - W0||^2 = sum (gamma/||mu||)^2
+        + rhohat K rhohat^T, ||W0||^2 = sum <w0,e1>^2 + ||P w0||^2), U(1..L-1), v."""
+        st, mu = self.stats, self.params.mu_norm
+        rhohat = self.rho / st.N
+        dW = (np.sum((self.gamma / mu) ** 2, axis=(1, 2))
+              + np.einsum("tjrk,kl,tjrl->t", rhohat, st.gram, rhohat))
+        W0 = np.sum(st.w0_e1**2) + np.sum(st.w0_perp_sq)
+        cols = [np.sqrt(dW / W0)]
+        U = self.upper
+        for l in range(U.shape[1]):
+            cols.append(np.linalg.norm((U[:, l] - U[0, l]).reshape(len(U), -1), axis=1)
+                        / np.linalg.norm(U[0, l]))
+        v0 = self.v[0].reshape(-1)
+        cols.append(np.linalg.norm(self.v.reshape(len(self.v), -1) - v0, axis=1)
+                    / np.linalg.norm(v0))
+        return np.stack(cols, axis=1)
 
 
 def simulate(params: Params, level: str = "exact", sampler: str = "wishart",
@@ -195,16 +253,19 @@ def simulate(params: Params, level: str = "exact", sampler: str = "wishart",
     kst = kernel_stats(stats)
     gamma = np.zeros((2, p.m))
     rho = np.zeros((2, p.m, p.n))
+    U = kst.U0.copy()
     v = np.full((2, p.m, 2), p.v0)
     R = len(rec)
     out = dict(gamma=np.empty((R, 2, p.m)), rho=np.empty((R, 2, p.m, p.n)),
-               v=np.empty((R, 2, p.m, 2)), loss=np.empty(R), train_error=np.empty(R))
+               U=np.empty((R,) + U.shape), v=np.empty((R, 2, p.m, 2)), loss=np.empty(R),
+               train_error=np.empty(R))
     status = np.empty(2, dtype=np.int64)
-    run_kernel(kst, cfg, float(p.mu_norm), int(p.steps), int(record_every), gamma, rho, v,
-               out["gamma"], out["rho"], out["v"], out["loss"], out["train_error"], status)
+    run_kernel(kst, cfg, float(p.mu_norm), int(p.steps), int(record_every), gamma, rho, U, v,
+               out["gamma"], out["rho"], out["U"], out["v"], out["loss"], out["train_error"],
+               status)
     if status[0] >= 0:
         raise DivergenceError(status[0], status[1], p, level)
-    test = clean_error_kernel(p.mu_norm * kst.w0_e1, gamma, rho, v, kst, float(p.c))
+    test = clean_error_kernel(p.mu_norm * kst.w0_e1, gamma, rho, U, v, kst, float(p.c))
     return Trajectory(params=p, level=level, sampler=sampler, stats=stats,
                       steps=rec, test_error=float(test),
                       wall_time=time.perf_counter() - t0, **out)
@@ -249,16 +310,17 @@ def simulate_flow(params: Params, level: str = "exact", sampler: str = "wishart"
     p = params
     kst = kernel_stats(stats)
     R = times.size
-    out = dict(gamma=np.full((R, 2, p.m), np.nan), rho=np.full((R, 2, p.m, p.n), np.nan),
-               v=np.full((R, 2, p.m, 2), np.nan), loss=np.full(R, np.nan),
-               train_error=np.full(R, np.nan))
     gamma, rho, v = np.zeros((2, p.m)), np.zeros((2, p.m, p.n)), np.full((2, p.m, 2), p.v0)
+    U = kst.U0.copy()
+    out = dict(gamma=np.full((R, 2, p.m), np.nan), rho=np.full((R, 2, p.m, p.n), np.nan),
+               U=np.full((R,) + U.shape, np.nan), v=np.full((R, 2, p.m, 2), np.nan),
+               loss=np.full(R, np.nan), train_error=np.full(R, np.nan))
     status, info = np.empty(2, dtype=np.int64), np.empty(4)
-    flow_kernel(kst, cfg, flow, float(p.mu_norm), gamma, rho, v, times, out["gamma"],
-                out["rho"], out["v"], out["loss"], out["train_error"], status, info)
+    flow_kernel(kst, cfg, flow, float(p.mu_norm), gamma, rho, U, v, times, out["gamma"],
+                out["rho"], out["U"], out["v"], out["loss"], out["train_error"], status, info)
     if status[0] >= 0:
         raise DivergenceError(int(min(times[status[0]], 4e18)), status[1], p, level)
-    test = clean_error_kernel(p.mu_norm * kst.w0_e1, gamma, rho, v, kst, float(p.c))
+    test = clean_error_kernel(p.mu_norm * kst.w0_e1, gamma, rho, U, v, kst, float(p.c))
     traj = Trajectory(params=p, level=level, sampler=sampler, stats=stats, steps=times,
                       test_error=float(test), wall_time=time.perf_counter() - t0, **out)
     traj.extra["flow"] = dict(converged=int(info[0]), t_final=float(info[1]),
@@ -266,15 +328,19 @@ def simulate_flow(params: Params, level: str = "exact", sampler: str = "wishart"
     return traj
 
 
-def advance(params: Params, level: str, stats: Stats, gamma, rho, v, steps: int):
-    """Advance the state (gamma, rho, v) in place by ``steps`` GD steps
-    (no recording); raises ``DivergenceError``."""
+def advance(params: Params, level: str, stats: Stats, gamma, rho, v, steps: int, U=None):
+    """Advance the state (gamma, rho, v; U at depth >= 2) in place by ``steps``
+    GD steps (no recording); raises ``DivergenceError``."""
     cfg = kernel_config(params, level)
+    kst = kernel_stats(stats)
+    if U is None and params.depth > 1:
+        raise ValueError("advance at depth >= 2 needs the upper layers U (the state)")
+    U = kst.U0.copy() if U is None else U
     R = 2
-    buf = (np.empty((R,) + gamma.shape), np.empty((R,) + rho.shape), np.empty((R,) + v.shape),
-           np.empty(R), np.empty(R))
+    buf = (np.empty((R,) + gamma.shape), np.empty((R,) + rho.shape), np.empty((R,) + U.shape),
+           np.empty((R,) + v.shape), np.empty(R), np.empty(R))
     status = np.empty(2, dtype=np.int64)
-    run_kernel(kernel_stats(stats), cfg, float(params.mu_norm), int(steps), int(steps),
-               gamma, rho, v, *buf, status)
+    run_kernel(kst, cfg, float(params.mu_norm), int(steps), int(steps),
+               gamma, rho, U, v, *buf, status)
     if status[0] >= 0:
         raise DivergenceError(status[0], status[1], params, level)

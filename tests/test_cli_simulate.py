@@ -84,7 +84,7 @@ def test_simulate_writes_dataset(tmp_path, level, cli):
     ds = read_netcdf(out)
     assert ds.attrs["level"] == level
     assert list(ds.step.values) == [0, 10, 20, 30, 40]
-    assert set(ds.dims) == {"step", "j", "r", "i", "p"}
+    assert set(ds.dims) == {"step", "j", "r", "i", "p", "hidden_layer", "block"}
     for name in ("gamma", "rho", "v", "loss", "train_error", "test_error", "balance"):
         assert name in ds
     assert Params.from_attrs(ds.attrs) == Params(steps=40, d=300)

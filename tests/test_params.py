@@ -154,7 +154,7 @@ def test_valid_values_are_kept_and_round_trip_through_attrs(values):
     for name, val in attrs.items():  # netCDF-safe: no None, no bool
         assert val is not None and not isinstance(val, bool), name
     for spec in PARAMS:
-        expected = p.eta_v_eff if spec.name == "eta_v" else getattr(p, spec.name)
+        expected = p.effective(spec.name)  # None -> the default in use
         assert attrs[spec.name] == expected, spec.name
     back = Params.from_attrs(attrs)
     assert back == p
@@ -174,7 +174,7 @@ def test_params_round_trip_through_a_netcdf_file(values):
         back = read_netcdf(path)
     assert Params.from_attrs(back.attrs) == p
     for spec in PARAMS:
-        expected = p.eta_v_eff if spec.name == "eta_v" else getattr(p, spec.name)
+        expected = p.effective(spec.name)
         got = back.attrs[spec.name]
         if spec.kind is str:
             assert isinstance(got, str) and got == expected, spec.name
@@ -359,19 +359,19 @@ def test_click_range_equals_spec_range(spec):
 def _stats_equal(a, b):
     return all(np.array_equal(getattr(a, k), getattr(b, k))
                for k in ("w0_e1", "w0_perp_sq", "B", "gram", "yhat", "y", "test_yhat",
-                         "test_B", "test_X"))
+                         "test_B", "test_X", "U0"))
 
 
 CHANGES = {"n": 9, "d": 301, "m": 5, "sigma_0": 0.02, "sigma_p": 1.5, "mu_norm": 7.0,
            "v0": 0.3, "eta": 0.02, "eta_v": 0.05, "steps": 11, "c": 0.5, "flip": 0.3,
-           "seed": 1, "n_test": 60}
+           "seed": 1, "n_test": 60, "depth": 2, "sigma_u": 0.5}
 
 
 @pytest.mark.parametrize("spec", NUMERIC, ids=IDS)
 def test_data_flag_says_whether_the_realisation_changes(spec):
     """``ParamSpec.data`` is True exactly when the sampled statistics change."""
     from dynamics import sample_stats
-    base = Params(n=8, m=4, d=300, steps=10, n_test=50)
+    base = Params(n=8, m=4, d=300, steps=10, n_test=50, depth=3 if spec.name == "sigma_u" else 1)
     other = base.replace(**{spec.name: CHANGES[spec.name]})
     for sampler in ("wishart", "data"):
         a, b = sample_stats(base, sampler), sample_stats(other, sampler)

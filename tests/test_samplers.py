@@ -87,7 +87,7 @@ def test_d_free_test_error_agrees_with_real_test_vectors():
         kst = kernel_stats(real.stats)._replace(
             test_yhat=gauss.test_yhat, test_B=np.ascontiguousarray(gauss.test_B),
             test_X=np.ascontiguousarray(gauss.test_X))
-        e_gauss = clean_error_kernel(A, tr.gamma[-1], tr.rho[-1], tr.v[-1], kst, q.c)
+        e_gauss = clean_error_kernel(A, tr.gamma[-1], tr.rho[-1], tr.U[-1], tr.v[-1], kst, q.c)
         diffs.append(tr.test_error - e_gauss)
         real_errs.append(tr.test_error)
     diffs = np.array(diffs)
@@ -140,7 +140,7 @@ def test_clean_error_kernel_equals_trajectory_test_error():
     p = SMALL.replace(seed=3)
     tr = simulate(p, "exact", "wishart")
     kst = kernel_stats(tr.stats)
-    err = clean_error_kernel(p.mu_norm * kst.w0_e1, tr.gamma[-1], tr.rho[-1], tr.v[-1],
+    err = clean_error_kernel(p.mu_norm * kst.w0_e1, tr.gamma[-1], tr.rho[-1], tr.U[-1], tr.v[-1],
                              kst, p.c)
     assert err == tr.test_error
 

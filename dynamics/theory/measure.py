@@ -212,9 +212,21 @@ def mechanisms(traj: Trajectory) -> dict:
     balance           sum_p v_p^2 - ||w||^2
     v_rel_change      ||v - v0|| / (sqrt(2) v0)
     lprime_dev        max_i |l'_i + 1/2|
+
+    At depth L >= 2 the ratios to v (a two-layer theory) do not apply and are
+    left out; the per-layer balance and relative change are
+    ``Trajectory.layer_balance`` and ``layer_change``.
     """
     p, st = traj.params, traj.stats
     _, z_, f = traj.preactivations()
+    nd = ("step", "j", "r")
+    common = {
+        "balance": (nd, traj.balance()),
+        "v_rel_change": (nd, np.linalg.norm(traj.v - p.v0, axis=-1) / (math.sqrt(2) * p.v0)),
+        "lprime_dev": (("step",), np.max(np.abs(lprime(st.y, f) + 0.5), -1)),
+    }
+    if p.depth > 1:
+        return common
     same = (st.y[None, :] == _JS[:, None])[None, :, None, :]  # (1, 2, 1, n)
     act = same & (z_ > 0)
     kk = act.sum(-1)
@@ -230,7 +242,6 @@ def mechanisms(traj: Trajectory) -> dict:
         gam = traj.gamma / v1_
         wv = np.sqrt(traj.w_norm_sq() / np.sum(traj.v**2, -1))
     R = len(traj.steps)
-    nd = ("step", "j", "r")
     return {
         "noise_ratio": (nd, ratio),
         "noise_ratio_pred": (nd, predicted_noise_ratio(p, kk, SN)),
@@ -239,9 +250,7 @@ def mechanisms(traj: Trajectory) -> dict:
         "gamma_ratio": (nd, gam),
         "signal_ratio_pred": (("step",), np.full(R, predicted_signal_ratio(p))),
         "wv_norm_ratio": (nd, wv),
-        "balance": (nd, traj.balance()),
-        "v_rel_change": (nd, np.linalg.norm(traj.v - p.v0, axis=-1) / (math.sqrt(2) * p.v0)),
-        "lprime_dev": (("step",), np.max(np.abs(lprime(st.y, f) + 0.5), -1)),
+        **common,
     }
 
 
@@ -253,7 +262,7 @@ MECHANISM_ATTRS = {
     "gamma_ratio": dict(long_name="gamma_{j,r}/v_{j,r,1}", units="1"),
     "signal_ratio_pred": dict(long_name="growing-eigenvector signal ratio ||mu|| sqrt(eta/eta_v)", units="1"),
     "wv_norm_ratio": dict(long_name="||w_{j,r}||/||v_{j,r}||", units="1"),
-    "balance": dict(long_name="||v_{j,r}||^2 - ||w_{j,r}||^2", units="1"),
+    "balance": dict(long_name="first-layer ||outgoing_{j,r}||^2 - ||w_{j,r}||^2", units="1"),
     "v_rel_change": dict(long_name="||v_{j,r} - v0||/(sqrt(2) v0)", units="1"),
     "lprime_dev": dict(long_name="max_i |l'_i + 1/2|", units="1"),
 }
