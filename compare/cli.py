@@ -470,8 +470,20 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
                 sep = " " if latex or "\n" not in body else "\n"
                 click.echo(f"- {name}:{sep}{body}")
             click.echo("")
+        if params.depth > 1 and (fit_laws or fig_dir):
+            raise click.UsageError(f"--fit-laws and --fig-dir use the two-layer theory "
+                                   f"(SPEC 8) and need --depth 1 (got --depth "
+                                   f"{params.depth}); without them dyn theory reports the "
+                                   f"per-layer mechanisms")
+        if params.depth > 1 and formulas:
+            click.echo("(the derived formulas are the two-layer theory of SPEC 8; at depth "
+                       f"{params.depth} only per-layer mechanisms are measured)")
+            formulas = False
         traj = (simulate_full(params) if level == "full"
                 else run_reduced(params, level, sampler, 1))
+        if params.depth > 1:
+            click.echo(laws.format_layers(measure.layer_summary(traj)))
+            return
         click.echo(laws.format_report(measure.summarize(traj, tol)))
         if fit_laws:
             with progress_bar(laws.regime_points(params), "fitting laws", quiet) as advance:

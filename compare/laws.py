@@ -146,3 +146,18 @@ def format_report(rep: dict) -> str:
               f"{'neurons with v2 <= 0':44s} {'':>12s} {a['v2_negative']:>12d}"]
     L.append(f"final loss {rep['loss_T']:.4g}, clean test error {rep['test_error']:.4g}")
     return "\n".join(L)
+
+
+def format_layers(rep: dict) -> str:
+    """Plain-text table of ``dynamics.theory.measure.layer_summary``."""
+    p = rep["params"]
+    L = [f"per-layer mechanisms  (level={rep['level']}, sampler={rep['sampler']}, "
+         f"depth={p['depth']}, t={rep['step']})",
+         "  " + ", ".join(f"{k}={p[k]}" for k in ("n", "d", "m", "mu_norm", "v0", "eta", "seed")),
+         f"{'layer':8s} {'||theta_l(T)-theta_l(0)||/||theta_l(0)||':>42s}"]
+    L += [f"{b:8s} {c:>42.4g}" for b, c in zip(rep["blocks"], rep["change"])]
+    L.append(f"{'hidden':8s} {'median |balance(0)|':>22s} {'max |balance(T)-balance(0)|':>30s}")
+    L += [f"{k + 1:<8d} {b0:>22.4g} {dr:>30.4g}"
+          for k, (b0, dr) in enumerate(zip(rep["balance0"], rep["balance_drift"]))]
+    L.append(f"final loss {rep['loss_T']:.4g}, clean test error {rep['test_error']:.4g}")
+    return "\n".join(L)

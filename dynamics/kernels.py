@@ -200,91 +200,105 @@ def _apply(theta, delta, mom, beta):
 
 
 # ---------------------------------------------------------------- depth L >= 2
-# SPEC 11.  Per class j the pre-activations of hidden layer l+1 (l = 0..L-1)
-# at sample i and patch p are pre[j, l, p, k, i]; layer 1 is (s, z) of depth 1,
-# pre[l+1] = U(l)_j ReLU(pre[l]);  F_j = c sum_{p,k} v_{j,k,p} ReLU(pre[L-1]).
-# Backward: delta = df/dpre, delta[L-1] = j c v 1[pre > 0],
-# delta[l] = (U(l)_j^T delta[l+1]) 1[pre[l] > 0]; g = delta[0] gives
-#   gamma_{j,r} += -(eta/n) ||mu||^2 j sum_i l'_i y_i yhat_i delta[0, 0, r, i]
-#   rho_{j,r,i} += -(eta/n) N_i l'_i y_i delta[0, 1, r, i]
-#   U(l)_{j,k,r} += -(eta/n) sum_{i,p} l'_i y_i delta[l+1, p, k, i] ReLU(pre[l, p, r, i])
-#   v_{j,k,p}   += -(eta_v c/n) j sum_i l'_i y_i ReLU(pre[L-1, p, k, i]).
+# SPEC 11.  Per class j the activations of hidden layer l+1 (l = 0..L-1) at
+# sample i and patch p are H[j, l, p, k, i] = ReLU(pre); layer 1 is ReLU of
+# (s, z) of depth 1, H[l+1] = ReLU(U(l)_j H[l]),  F_j = c sum_{p,k} v_{j,k,p}
+# H[L-1].  Backward (1[pre > 0] = 1[H > 0]): delta = df/dpre,
+# delta[L-1] = j c v 1[H > 0], delta[l] = (U(l)_j^T delta[l+1]) 1[H[l] > 0];
+# g = delta[0] gives, with q_i = l'_i y_i,
+#   gamma_{j,r} += -(eta/n) ||mu||^2 j sum_i q_i yhat_i delta[0, 0, r, i]
+#   rho_{j,r,i} += -(eta/n) N_i q_i delta[0, 1, r, i]
+#   U(l)_{j,k,r} += -(eta/n) sum_{i,p} q_i delta[l+1, p, k, i] H[l, p, r, i]
+#   v_{j,k,p}   += -(eta_v c/n) j sum_i q_i H[L-1, p, k, i].
 # Depth 1 never enters this code: the dispatchers below call _forward1 and
 # _increments1 (bit-identical to the depth-1 kernel).
 
 
 @njit(cache=True)
-def _upper_forward(U, j, pre):
-    """pre[l+1, p, k, i] = sum_r U[l, j, k, r] ReLU(pre[l, p, r, i]), l = 0..L-2."""
+def _relu_inplace(x):
+    for i in range(x.shape[0]):
+        x[i] = max(x[i], 0.0)
+
+
+@njit(cache=True)
+def _upper_forward(U, j, H):
+    """H[l+1, p, k, i] = ReLU(sum_r U[l, j, k, r] H[l, p, r, i]), l = 0..L-2."""
     m = U.shape[2]
     for l in range(U.shape[0]):
         for p in range(2):
             for k in range(m):
-                out = pre[l + 1, p, k]
+                out = H[l + 1, p, k]
                 out[:] = 0.0
                 for r in range(m):
                     u = U[l, j, k, r]
-                    hin = pre[l, p, r]
+                    hin = H[l, p, r]
                     for i in range(out.shape[0]):
-                        out[i] += u * max(hin[i], 0.0)
+                        out[i] += u * hin[i]
+                _relu_inplace(out)
 
 
 @njit(cache=True)
 def _top_output(f, js_c, vj, top):
-    """f_i += j c sum_{p,k} v_{j,k,p} ReLU(top[p, k, i])."""
+    """f_i += j c sum_{p,k} v_{j,k,p} top[p, k, i] (top = H[L-1])."""
     for p in range(2):
         for k in range(top.shape[1]):
             vk = js_c * vj[k, p]
             row = top[p, k]
             for i in range(f.shape[0]):
-                f[i] += vk * max(row[i], 0.0)
+                f[i] += vk * row[i]
 
 
 @njit(cache=True)
-def _forward_deep(A, gamma, rho, U, v, st, cfg, pre, f):
-    """Fill pre (2, L, 2, m, n) and f (n) for depth L >= 2 (SPEC 11)."""
+def _forward_deep(A, gamma, rho, U, v, st, cfg, H, f):
+    """Fill H (2, L, 2, m, n) and f (n) for depth L >= 2 (SPEC 11)."""
     m, n, L = gamma.shape[1], f.shape[0], U.shape[0] + 1
     f[:] = 0.0
     for j in range(2):
         js = 1.0 - 2.0 * j
-        pj = pre[j]
+        Hj = H[j]
         for r in range(m):
             a = A[j, r] + js * gamma[j, r]
             for i in range(n):
-                pj[0, 0, r, i] = st.yhat[i] * a
-            _noise_preact(pj[0, 1, r], st.B[j, r], rho[j, r], st.G, cfg.use_gram)
-        _upper_forward(U, j, pj)
-        _top_output(f, js * cfg.c, v[j], pj[L - 1])
+                Hj[0, 0, r, i] = max(st.yhat[i] * a, 0.0)
+            _noise_preact(Hj[0, 1, r], st.B[j, r], rho[j, r], st.G, cfg.use_gram)
+            _relu_inplace(Hj[0, 1, r])
+        _upper_forward(U, j, Hj)
+        _top_output(f, js * cfg.c, v[j], Hj[L - 1])
 
 
 @njit(cache=True)
-def _increments_deep(gamma, U, v, pre, delta, lp, st, mu2, c, eta, eta_v, train_v,
+def _increments_deep(gamma, U, v, H, delta, qd, lp, st, mu2, c, eta, eta_v, train_v,
                      dgamma, drho, dU, dv):
-    """Increments of (gamma, rho, U, v) at depth L >= 2 (formulas above)."""
+    """Increments of (gamma, rho, U, v) at depth L >= 2 (formulas above);
+    delta (L, 2, m, n) and qd (2, m, n) are work buffers."""
     m, n, L = gamma.shape[1], st.yhat.shape[0], U.shape[0] + 1
     cw = eta / n
     cv = eta_v * c / n
     for j in range(2):
         js = 1.0 - 2.0 * j
-        pj = pre[j]
+        Hj = H[j]
         for p in range(2):
             for k in range(m):
                 vk = js * c * v[j, k, p]
                 acc = 0.0
                 for i in range(n):
-                    h = pj[L - 1, p, k, i]
+                    h = Hj[L - 1, p, k, i]
                     delta[L - 1, p, k, i] = vk if h > 0.0 else 0.0
-                    acc += lp[i] * st.y[i] * max(h, 0.0)
+                    acc += lp[i] * st.y[i] * h
                 dv[j, k, p] = -(cv * js * acc) if train_v else 0.0
         for l in range(L - 2, -1, -1):
+            for p in range(2):  # qd = q delta[l+1]
+                for k in range(m):
+                    for i in range(n):
+                        qd[p, k, i] = lp[i] * st.y[i] * delta[l + 1, p, k, i]
             for k in range(m):
                 for r in range(m):
                     acc = 0.0
                     for p in range(2):
-                        dk = delta[l + 1, p, k]
-                        hin = pj[l, p, r]
+                        qk = qd[p, k]
+                        hin = Hj[l, p, r]
                         for i in range(n):
-                            acc += lp[i] * st.y[i] * dk[i] * max(hin[i], 0.0)
+                            acc += qk[i] * hin[i]
                     dU[l, j, k, r] = -(cw * acc)
             for p in range(2):
                 for r in range(m):
@@ -295,10 +309,9 @@ def _increments_deep(gamma, U, v, pre, delta, lp, st, mu2, c, eta, eta_v, train_
                         dk = delta[l + 1, p, k]
                         for i in range(n):
                             row[i] += u * dk[i]
-                    hin = pj[l, p, r]
+                    hin = Hj[l, p, r]
                     for i in range(n):
-                        if not hin[i] > 0.0:
-                            row[i] = 0.0
+                        row[i] = row[i] if hin[i] > 0.0 else 0.0
         for r in range(m):
             sg = 0.0
             for i in range(n):
@@ -314,7 +327,7 @@ def _forward(A, gamma, rho, U, v, st, cfg, w):
     if U.shape[0] == 0:
         _forward1(A, gamma, rho, v, st, cfg, w.s, w.z, w.f)
     else:
-        _forward_deep(A, gamma, rho, U, v, st, cfg, w.pre, w.f)
+        _forward_deep(A, gamma, rho, U, v, st, cfg, w.H, w.f)
 
 
 @njit(cache=True)
@@ -326,7 +339,7 @@ def _increments(gamma, U, v, w, st, mu2, c, eta, eta_v, train_v):
         _increments1(gamma, v, w.s, w.z, w.lp, st, mu2, c, eta, eta_v, train_v,
                      w.dgamma, w.drho, w.dv)
     else:
-        _increments_deep(gamma, U, v, w.pre, w.delta, w.lp, st, mu2, c, eta, eta_v,
+        _increments_deep(gamma, U, v, w.H, w.delta, w.qd, w.lp, st, mu2, c, eta, eta_v,
                          train_v, w.dgamma, w.drho, w.dU, w.dv)
 
 
@@ -341,8 +354,9 @@ class _Work(NamedTuple):
     mg: np.ndarray
     mr: np.ndarray
     mv: np.ndarray
-    pre: np.ndarray    # (2, L, 2, m, n) pre-activations (depth >= 2; else empty)
+    H: np.ndarray      # (2, L, 2, m, n) hidden activations (depth >= 2; else empty)
     delta: np.ndarray  # (L, 2, m, n)    df/dpre of one class (depth >= 2)
+    qd: np.ndarray     # (2, m, n)       l' y delta of one layer (depth >= 2)
     dU: np.ndarray     # (L-1, 2, m, m)
     mU: np.ndarray
 
@@ -355,6 +369,7 @@ def _work(m, n, L):
                  np.empty((2, m)), np.empty((2, m, n)), np.empty((2, m, 2)),
                  np.zeros((2, m)), np.zeros((2, m, n)), np.zeros((2, m, 2)),
                  np.empty((2, Ld, 2, m, n)), np.empty((Ld, 2, m, n)),
+                 np.empty((2 if L > 1 else 0, m, n)),
                  np.zeros((L - 1, 2, m, m)), np.zeros((L - 1, 2, m, m)))
 
 
@@ -466,7 +481,7 @@ def test_outputs(A, gamma, rho, U, v, st, c, f):
 def _test_outputs_deep(A, gamma, rho, U, v, st, c, f):
     """``test_outputs`` at depth L >= 2: first layer as at depth 1, then U."""
     m, n, nt, L = gamma.shape[1], st.N.shape[0], f.shape[0], U.shape[0] + 1
-    pre = np.empty((L, 2, m, nt))
+    H = np.empty((L, 2, m, nt))
     rhohat = np.empty(n)
     f[:] = 0.0
     for j in range(2):
@@ -474,12 +489,13 @@ def _test_outputs_deep(A, gamma, rho, U, v, st, c, f):
         for r in range(m):
             a = A[j, r] + js * gamma[j, r]
             for q in range(nt):
-                pre[0, 0, r, q] = st.test_yhat[q] * a
+                H[0, 0, r, q] = max(st.test_yhat[q] * a, 0.0)
             for k in range(n):
                 rhohat[k] = rho[j, r, k] / st.N[k]
-            _noise_preact(pre[0, 1, r], st.test_B[j, r], rhohat, st.test_X, True)
-        _upper_forward(U, j, pre)
-        _top_output(f, js * c, v[j], pre[L - 1])
+            _noise_preact(H[0, 1, r], st.test_B[j, r], rhohat, st.test_X, True)
+            _relu_inplace(H[0, 1, r])
+        _upper_forward(U, j, H)
+        _top_output(f, js * c, v[j], H[L - 1])
 
 
 @njit(cache=True)

@@ -382,6 +382,24 @@ def summarize(traj: Trajectory, tol: float = 0.1) -> dict:
                 loss_T=float(traj.loss[-1]), test_error=float(traj.test_error))
 
 
+def layer_summary(traj: Trajectory) -> dict:
+    """Per-layer mechanisms of a run at any depth (SPEC 11): relative change
+    ||theta_l(T) - theta_l(0)|| / ||theta_l(0)|| of W, U(1..L-1), v, and per
+    hidden layer the balance ||outgoing||^2 - ||incoming||^2 at 0 and its
+    largest drift max |b(T) - b(0)| over neurons (conserved by the flow)."""
+    p = traj.params
+    change = traj.layer_change()[-1]
+    bal = traj.layer_balance()
+    drift = np.max(np.abs(bal[-1] - bal[0]), axis=(-2, -1))
+    return dict(params=p.to_dict(), level=traj.level, sampler=traj.sampler,
+                step=int(traj.steps[-1]),
+                blocks=["W"] + [f"U{l}" for l in range(1, p.depth)] + ["v"],
+                change=[float(x) for x in change],
+                balance0=[float(np.median(np.abs(b))) for b in bal[0]],
+                balance_drift=[float(x) for x in drift],
+                loss_T=float(traj.loss[-1]), test_error=float(traj.test_error))
+
+
 def report(params: Params, level: str = "exact", sampler: str = "wishart",
            tol: float = 0.1) -> dict:
     """Simulate ``params`` and compare the theory with the run (``summarize``)."""
