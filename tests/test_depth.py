@@ -1,0 +1,125 @@
+"""Depth L >= 2 (SPEC 11): the reduced deep recursion, depth 1 unchanged,
+per-layer balance, samplers in law, bad input."""
+import os
+
+import numpy as np
+import pytest
+import scipy.stats as sps
+
+from dynamics import Params
+from dynamics.boundary import run_batch, stacked_stats
+from dynamics.data import sample_stats
+from dynamics.run import simulate
+
+HERE = os.path.dirname(__file__)
+
+
+# ------------------------------------------------------- depth 1 is unchanged
+def _depth1_runs():
+    """The reference runs of tests/data/depth1_reference.npz (written by the
+    kernels before depth existed, commit b65349a): (key, array) pairs."""
+    for lvl in ("exact", "orthogonal", "fixed-output"):
+        for v0, flip, opt in ((1e-3, 0.0, "gd"), (1.0, 0.1, "momentum:0.5")):
+            p = Params(v0=v0, flip=flip, optimizer=opt, seed=3, d=300, n=10, m=6, steps=150)
+            tr = simulate(p, lvl, "wishart", record_every=7)
+            for k in ("gamma", "rho", "v"):
+                yield f"sim_{lvl}_{v0}_{k}", getattr(tr, k)[-1]
+            for k in ("loss", "train_error"):
+                yield f"sim_{lvl}_{v0}_{k}", getattr(tr, k)
+            yield f"sim_{lvl}_{v0}_test", np.array(tr.test_error)
+    p = Params(d=400, n=12, m=5, steps=300)
+    st = stacked_stats(p, "wishart", [0, 1, 2])
+    js, mus = np.tile(np.arange(3), 4), np.repeat([0.5, 2.0, 5.0, 20.0], 3)
+    v0s = np.repeat([1e-3, 1.0, 1e-3, 10.0], 3)
+    for integ, cps in (("gd", [100, 300, np.inf]), ("flow", [100, 300, 1e5])):
+        res = run_batch(p, "exact", st, js, mus, job_v0=v0s, checkpoints=cps, integrator=integ)
+        for k, v in res.items():
+            if not (integ == "flow" and k == "info"):
+                yield f"batch_{integ}_{k}", v
+
+
+def test_depth1_reproduces_the_kernels_before_depth_existed():
+    """Bit for bit on the machine that wrote the file (checked at that commit);
+    1e-13 relative leaves room for another CPU's SIMD width in CI."""
+    ref = np.load(os.path.join(HERE, "data", "depth1_reference.npz"))
+    seen = set()
+    for key, got in _depth1_runs():
+        want = ref[key]
+        seen.add(key)
+        assert got.shape == want.shape, key
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-300, equal_nan=True,
+                                   err_msg=key)
+    assert seen == set(ref.files)
+
+
+# ------------------------------------------------------------- deep recursion
+@pytest.mark.parametrize("depth", [2, 3])
+def test_deep_run_trains_and_records_every_layer(depth):
+    p = Params(depth=depth, d=300, n=10, m=6, v0=1.0, steps=100)
+    tr = simulate(p, "exact", "wishart", record_every=10)
+    assert tr.U.shape == (11, depth - 1, 2, 6, 6)
+    np.testing.assert_array_equal(tr.U[0], tr.stats.U0)
+    assert tr.loss[-1] < 0.5 * tr.loss[0]
+    assert np.all(np.isfinite(tr.layer_change())) and tr.layer_change().shape == (11, depth + 1)
+    _, _, f = tr.preactivations()
+    loss = np.mean(np.logaddexp(0.0, -tr.stats.y * f), axis=-1)
+    np.testing.assert_allclose(loss, tr.loss, rtol=1e-12)
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_layer_balance_changes_by_order_eta_squared_per_step(depth):
+    """Per hidden neuron ||outgoing||^2 - ||incoming||^2 (SPEC 11): the GD
+    change per step is O(eta^2), so halving eta quarters it."""
+    steps = {}
+    for eta in (0.02, 0.01):
+        p = Params(depth=depth, d=300, n=10, m=5, v0=0.5, eta=eta, steps=20)
+        b = simulate(p, "exact", "wishart").layer_balance()
+        steps[eta] = np.max(np.abs(np.diff(b, axis=0)))
+        assert b.shape == (21, depth, 2, 5)
+    ratio = steps[0.02] / steps[0.01]
+    assert 3.0 < ratio < 5.0, ratio
+
+
+def test_fixed_output_level_freezes_v_but_trains_u():
+    p = Params(depth=2, d=300, n=10, m=5, v0=0.5, steps=30)
+    tr = simulate(p, "fixed-output", "wishart")
+    assert np.all(tr.v == 0.5)
+    assert np.max(np.abs(tr.U[-1] - tr.U[0])) > 0
+
+
+def test_upper_layers_share_the_seed_across_samplers():
+    p = Params(depth=3, d=300, n=10, m=5, sigma_u=0.7, seed=4)
+    a, b = sample_stats(p, "wishart").U0, sample_stats(p, "data").U0
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (2, 2, 5, 5) and 0.5 < a.std() < 0.9
+    assert sample_stats(p.replace(depth=1), "wishart").U0.shape == (0, 2, 5, 5)
+
+
+def test_wishart_and_data_samplers_agree_in_law_at_depth_2():
+    """Two-sample KS over 120 seeds on the final loss and the signal
+    coefficient of one neuron (deterministic: fixed seeds)."""
+    base = Params(depth=2, d=200, n=6, m=3, v0=0.5, steps=40, n_test=50)
+    out = {s: ([], []) for s in ("data", "wishart")}
+    for seed in range(120):
+        for s in out:
+            tr = simulate(base.replace(seed=seed), "exact", s, record_every=40)
+            out[s][0].append(tr.loss[-1])
+            out[s][1].append(tr.gamma[-1, 0, 0])
+    for k in range(2):
+        assert sps.ks_2samp(out["data"][k], out["wishart"][k]).pvalue > 1e-3
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("args", [["--depth", "0"], ["--depth", "1.5"], ["--depth", "x"],
+                                  ["--sigma-u", "-1"], ["--sigma-u", "0"]])
+def test_bad_depth_options_are_one_line_errors(cli, args):
+    res = cli("simulate", *args)
+    assert res.exit_code == 2
+    assert "Traceback" not in res.output and "Error: Invalid value for" in res.output
+
+
+def test_bad_depth_in_the_api_names_the_parameter():
+    with pytest.raises(ValueError, match="depth"):
+        Params(depth=0)
+    with pytest.raises(ValueError, match="sigma_u"):
+        Params(sigma_u=-0.1)
