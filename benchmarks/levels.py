@@ -23,6 +23,8 @@ Run from the repository root::
     python benchmarks/levels.py                # ~1 min on 2 cores
     python benchmarks/levels.py --repeats 9
     python benchmarks/levels.py --quick        # smoke test: d <= 1e4, 2 repeats
+    python benchmarks/levels.py --depth 2      # the deep network (SPEC 11), same table,
+                                               # plus exact at depth L vs depth 1
 """
 from __future__ import annotations
 
@@ -52,9 +54,9 @@ def median_ms(fn, repeats):
     return 1e3 * float(np.median(repeat_times(fn, repeats)))
 
 
-def warm_up():
+def warm_up(depth=1):
     """One untimed call of every timed path at a tiny size."""
-    p = Params(n=4, m=2, d=50, steps=3, n_test=10)
+    p = Params(n=4, m=2, d=50, steps=3, n_test=10, depth=depth)
     real = sample_data(p)
     simulate_full(p, record_every=p.steps, real=real)
     for level in ("exact", "orthogonal"):
@@ -80,17 +82,20 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5, help="repeats per cell (median)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: d in {1e3, 1e4} and wishart at 1e7, 2 repeats")
+    ap.add_argument("--depth", type=int, default=1, help="hidden layers L (default 1)")
     args = ap.parse_args(argv)
     R = 2 if args.quick else max(1, args.repeats)
     ds = (1000, 10000) if args.quick else (1000, 10000, 100000)
+    base = BASE.replace(depth=args.depth)
 
     t_start = time.perf_counter()
-    warm_up()
+    warm_up(1)
+    warm_up(args.depth)
     t_warm = time.perf_counter() - t_start
 
     rows, ms = [], {}
     for d in ds:
-        p = BASE.replace(d=d)
+        p = base.replace(d=d)
         t0 = time.perf_counter()
         real = sample_data(p)
         t_draw = 1e3 * (time.perf_counter() - t0)
@@ -99,24 +104,31 @@ def main(argv=None):
         for level in ("exact", "orthogonal"):
             runs[level] = (lambda lv=level: simulate(p, lv, "data", record_every=REC,
                                                      stats=real.stats), R)
+        if args.depth > 1:
+            p1 = p.replace(depth=1)
+            runs["exact, depth 1"] = (lambda: simulate(p1, "exact", "data", record_every=REC,
+                                                       stats=real.stats), R)
         for level, (fn, reps) in runs.items():
             ms[level, d] = median_ms(fn, reps)
             rows.append([level, "data", f"{d:.0e}", f"{ms[level, d]:.3g}", reps,
                          f"{t_draw:.3g} (one draw, untimed in run)"])
         del real
-    p = BASE.replace(d=10**7)
+    p = base.replace(d=10**7)
     t_run = median_ms(lambda: simulate(p, "exact", "wishart", record_every=REC), R)
     t_samp = median_ms(lambda: sample_wishart(p), R)
     rows.append(["exact", "wishart", "1e+07", f"{t_run:.3g}", R,
                  f"{t_samp:.3g} (sampler only, included in run)"])
 
-    print("# Wall time of one run per level (n = m = 20, T = 200)"
+    print(f"# Wall time of one run per level (n = m = 20, T = 200, depth {args.depth})"
           + (" (--quick)" if args.quick else "") + "\n")
     table(["level", "sampler", "d", "median time per run (ms)", "repeats",
            "sample time (ms)"], rows)
     table(["d", "full / exact", "full / orthogonal"],
           [[f"{d:.0e}", f"{ms['full', d] / ms['exact', d]:.1f}x",
             f"{ms['full', d] / ms['orthogonal', d]:.1f}x"] for d in ds])
+    if args.depth > 1:
+        table(["d", f"exact depth {args.depth} / exact depth 1"],
+              [[f"{d:.0e}", f"{ms['exact', d] / ms['exact, depth 1', d]:.2f}x"] for d in ds])
     machine_info()
     print(f"Warm-up: {t_warm:.2f} s; total: {time.perf_counter() - t_start:.1f} s")
 
