@@ -241,7 +241,7 @@ def assemble(spec: dict, ds: xr.Dataset) -> xr.Dataset:
         ds["mu_star"] = ((other, "steps"), np.array(star, dtype=float))
         ds["mu_star"].attrs["long_name"] = f"||mu|| where mean test error crosses {tau:g}"
     ds["test_error"].attrs.update(long_name="clean test error (NaN: diverged)", units="1")
-    ds["margin"].attrs.update(long_name="normalised margin min_i y_i f_i / ||theta||^2",
+    ds["margin"].attrs.update(long_name="normalised margin min_i y_i f_i / ||theta||^(L+1)",
                               units="1")
     ds["point_seed"].attrs["long_name"] = "seed of the realisation (dyn simulate --seed)"
     ds["status"].attrs["long_name"] = "divergence (step, reason); step -1: finished"

@@ -608,11 +608,16 @@ def normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, t_end, L0, count):
 
 @njit(cache=True)
 def _margin(A, mu, gamma, rho, U, v, st, f):
-    """Normalised margin min_i y_i f_i / ||theta||^2 (f: training outputs)."""
+    """Normalised margin min_i y_i f_i / ||theta||^(L+1) (f: training outputs;
+    f is homogeneous of degree L+1 in theta, so this is scale-free; L = 1:
+    / ||theta||^2, SPEC 10)."""
     ymin = np.inf
     for i in range(f.shape[0]):
         ymin = min(ymin, st.y[i] * f[i])
-    return ymin / theta_norm_sq(A, mu, gamma, rho, U, v, st)
+    sq = theta_norm_sq(A, mu, gamma, rho, U, v, st)
+    if U.shape[0] == 0:
+        return ymin / sq
+    return ymin / sq ** (0.5 * (U.shape[0] + 2))
 
 
 @njit(cache=True)
@@ -715,7 +720,7 @@ def _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, ou
              out_loss, out_train, out_margin, out_status, out_info):
     """Job q of a batch: train from (0, 0, v0); at each checkpoint (GD steps,
     ascending; inf = the limit) write test error, loss, train error and
-    normalised margin min_i y_i f_i / ||theta||^2 (NaN after a divergence).
+    normalised margin min_i y_i f_i / ||theta||^(L+1) (NaN after a divergence).
     out_info[q] = (limit converged: 1/0, or -1 if no limit asked; final time
     in GD steps; normalised steps taken; test labels stable over the last
     decade before the limit: 1/0, or -1 if no limit asked).

@@ -1,11 +1,19 @@
-"""Weight-space gradient descent on the real network (SPEC section 2).
+"""Weight-space gradient descent on the real network (SPEC sections 2 and 11).
 
-W (2, m, d) and V (2, m, 2) in float64, full batch, simultaneous update; all
-sample/neuron work is BLAS (the loop is over time steps only).  The data come
-from ``dynamics.data.sample_data`` (same realisation as the reduced model at
-the same seed).  W-derived coefficients are recorded on the reduced model's
-schedule: gamma_{j,r} = j <w - w0, mu>, and rho by solving
-(W - W0) Xi^T = (rho / N) K with the noise Gram K.
+W (2, m, d), the upper layers U (L-1, 2, m, m) (SPEC 11; empty at depth 1)
+and V (2, m, 2) in float64, full batch, simultaneous update; all sample/neuron
+work is BLAS (the loops are over time steps and layers only).  Depth 1 runs
+``gradients`` (the paper's network, unchanged); depth L >= 2 runs
+``gradients_deep``.  The data come from ``dynamics.data.sample_data`` (same
+realisation as the reduced model at the same seed, U(0) = ``stats.U0``).
+
+W-derived coefficients are recorded on the reduced model's schedule (at any
+depth the first layer stays in span{w(0), mu, xi_i}, SPEC 11):
+gamma_{j,r} = j <w - w0, mu>, and rho by solving (W - W0) Xi^T = (rho / N) K
+with the noise Gram K.  ``SpanProjector`` precomputes that solve once, so the
+coefficients of a batch of recorded states are one matmul and their
+out-of-span norms one more (``coefficients`` / ``out_of_span`` are the
+per-state reference formulas).
 """
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ import time
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
+from scipy.linalg.blas import dgemm
 
 from dynamics.data import Realisation, check_memory, data_bytes, sample_data
 from dynamics.params import LOSS_MAX, THETA_MAX, Params
@@ -21,14 +30,24 @@ from dynamics.run import FLOW, DivergenceError, Trajectory, check_checkpoints, \
     check_optimizer, check_record_memory, record_steps
 
 _JS = np.array([1.0, -1.0])
+# Recorded states (W - W0) buffered before one batched projection (bytes).
+_RECORD_BUFFER_BYTES = 8 * 2**20
+# Bound on the activations of one block of test points at depth >= 2 (bytes).
+_TEST_BLOCK_BYTES = 32 * 2**20
 
 
 def network_bytes(params: Params) -> float:
-    """Bytes of a full run: data, W, W0-copy-free state, gradient, buffers."""
+    """Bytes of a full run: data, W and its gradient, U terms (depth >= 2:
+    U, its gradient and optimizer state, per-layer activations), buffers and
+    the recording buffer of ``SpanProjector``."""
     p = params
-    return data_bytes(p) + 8.0 * (3 * 2 * p.m * p.d + 6 * 2 * p.m * p.n)
+    state = 3 * 2 * p.m * p.d + 6 * 2 * p.m * p.n
+    upper = (p.depth - 1) * (4 * 2 * p.m * p.m + 4 * 2 * p.m * 2 * p.n)
+    record = max(_RECORD_BUFFER_BYTES / 8.0, 2 * p.m * p.d)
+    return data_bytes(p) + 8.0 * (state + upper + record)
 
 
+# ---------------------------------------------------------------- depth 1
 def forward(W, V, mu, xi, yhat, c):
     """Pre-activations s = <w, yhat mu> (2,m,n), z = <w, xi> (2,m,n), output f (n,)."""
     m, d = W.shape[1], W.shape[2]
@@ -40,7 +59,7 @@ def forward(W, V, mu, xi, yhat, c):
 
 
 def gradients(W, V, mu, xi, yhat, y, c):
-    """Loss, training error, output f and the gradients (gW, gV).
+    """Loss, training error, output f and the gradients (gW, gV) (depth 1).
 
     dL/dw_{j,r} = (c/n) j sum_i l'_i y_i [v1 1[s>0] yhat_i mu + v2 1[z>0] xi_i]
     dL/dv_{j,r,p} = (c/n) j sum_i l'_i y_i ReLU(<w_{j,r}, x_i^(p)>)
@@ -61,8 +80,92 @@ def gradients(W, V, mu, xi, yhat, y, c):
     return loss, float(np.mean(yf <= 0.0)), f, gW, gV
 
 
+# ---------------------------------------------------------------- depth L >= 2
+def forward_deep(W, U, V, mu, xi, yhat, c, keep: bool = True):
+    """Pre-activations of every hidden layer and the output (SPEC 11).
+
+    pre (L, 2, m, 2, n): pre[l, j, k, p, i] is the pre-activation of neuron k
+    of hidden layer l+1 of class j at patch p (0 signal yhat_i mu, 1 noise
+    xi_i) of sample i; pre[0] = <w, x^(p)>, pre[l+1] = U[l]_j ReLU(pre[l]).
+    f (n,) = c sum_j j sum_{k,p} v_{j,k,p} ReLU(pre[L-1, j, k, p, i]).
+    ``keep=False`` returns only the top layer (shape (1, 2, m, 2, n)).
+    Works at any depth (U of shape (0, 2, m, m) at depth 1).
+    """
+    L = U.shape[0] + 1
+    m, d = W.shape[1], W.shape[2]
+    n = xi.shape[0]
+    pre = np.empty((L if keep else 1, 2, m, 2, n))
+    cur = pre[0]
+    cur[:, :, 0, :] = (W @ mu)[..., None] * yhat
+    cur[:, :, 1, :] = (W.reshape(2 * m, d) @ xi.T).reshape(2, m, n)
+    for l in range(L - 1):
+        h = np.maximum(cur, 0.0).reshape(2, m, 2 * n)
+        nxt = pre[l + 1] if keep else np.empty_like(cur)
+        np.matmul(U[l], h, out=nxt.reshape(2, m, 2 * n))
+        cur = nxt
+    top = np.maximum(cur, 0.0)
+    f = c * (np.einsum("kp,kpi->i", V[0], top[0]) - np.einsum("kp,kpi->i", V[1], top[1]))
+    return (pre if keep else cur[None]), f
+
+
+def gradients_deep(W, U, V, mu, xi, yhat, y, c):
+    """Loss, training error, f and the gradients (gW, gU, gV) at any depth
+    (backpropagation through the layers of ``forward_deep``).
+
+    With q_i = (c/n) l'_i y_i and delta = dL/dpre (2, m, 2, n) per layer:
+    delta[L-1] = j q v 1[pre > 0], delta[l] = (U[l]^T delta[l+1]) 1[pre[l] > 0];
+    gU[l]_j = delta[l+1]_j ReLU(pre[l])_j^T (summed over patches and samples),
+    gV_{j,k,p} = j sum_i q_i ReLU(pre[L-1])_{j,k,p,i},
+    gW_{j,r} = sum_i delta[0]_{j,r,0,i} yhat_i mu + sum_i delta[0]_{j,r,1,i} xi_i.
+    """
+    n = y.shape[0]
+    L = U.shape[0] + 1
+    m, d = W.shape[1], W.shape[2]
+    pre, f = forward_deep(W, U, V, mu, xi, yhat, c)
+    yf = y * f
+    loss = float(np.mean(np.logaddexp(0.0, -yf)))
+    lp = -np.exp(-np.logaddexp(0.0, yf))  # -1/(1 + exp(yf))
+    q = (c / n) * lp * y  # (n,)
+    top = np.maximum(pre[L - 1], 0.0)
+    gV = _JS[:, None, None] * (top @ q)
+    delta = (_JS[:, None, None, None] * V[..., None] * q) * (pre[L - 1] > 0)
+    gU = np.empty_like(U)
+    for l in range(L - 2, -1, -1):
+        D = delta.reshape(2, m, 2 * n)
+        h = np.maximum(pre[l], 0.0).reshape(2, m, 2 * n)
+        np.matmul(D, h.transpose(0, 2, 1), out=gU[l])
+        delta = np.matmul(U[l].transpose(0, 2, 1), D).reshape(2, m, 2, n) * (pre[l] > 0)
+    gW = (delta[:, :, 0, :] @ yhat)[..., None] * mu
+    gW += (delta[:, :, 1, :].reshape(2 * m, n) @ xi).reshape(2, m, d)
+    return loss, float(np.mean(yf <= 0.0)), f, gW, gU, gV
+
+
+def network_gradients(W, U, V, mu, xi, yhat, y, c):
+    """(loss, train error, f, gW, gU, gV) at any depth: depth 1 (U empty) is
+    ``gradients`` itself (bit for bit) with gU = None."""
+    if U.shape[0] == 0:
+        loss, err, f, gW, gV = gradients(W, V, mu, xi, yhat, y, c)
+        return loss, err, f, gW, None, gV
+    return gradients_deep(W, U, V, mu, xi, yhat, y, c)
+
+
+def initial_upper(real: Realisation, params: Params) -> np.ndarray:
+    """U(0) of the run, (L-1, 2, m, m) float64 (a copy; empty at depth 1)."""
+    U0 = real.stats.U0
+    shape = (params.depth - 1, 2, params.m, params.m)
+    if U0 is None or U0.shape != shape:
+        if params.depth == 1:
+            return np.zeros(shape)
+        raise ValueError(f"the realisation has upper layers of shape "
+                         f"{None if U0 is None else U0.shape}, depth {params.depth} "
+                         f"needs {shape}")
+    return np.array(U0, dtype=np.float64)
+
+
+# ---------------------------------------------------------------- coefficients
 def coefficients(W, real: Realisation, gram_factor):
-    """(gamma, rho) with W = W0 + j gamma mu/||mu||^2 + sum_i rho_i xi_i/N_i."""
+    """(gamma, rho) with W = W0 + j gamma mu/||mu||^2 + sum_i rho_i xi_i/N_i
+    (reference formula, one state; runs use ``SpanProjector``)."""
     D = W - real.W0
     m = W.shape[1]
     gamma = _JS[:, None] * (D @ real.mu)
@@ -72,13 +175,124 @@ def coefficients(W, real: Realisation, gram_factor):
     return gamma, (rhohat * N).reshape(2, m, -1)
 
 
-def clean_test_error(W, V, real: Realisation, params: Params) -> float:
-    """Clean test error on the real fresh test points (regenerated in chunks)."""
+def out_of_span(W, real: Realisation, gamma, rho) -> float:
+    """||(W - W0) - proj_span{mu, xi}(W - W0)||_F / ||W - W0||_F (0 if W = W0)
+    (reference formula, one state; runs use ``SpanProjector``)."""
+    D = W - real.W0
+    js = _JS[:, None, None]
+    inside = (js * gamma[..., None] * real.mu / np.dot(real.mu, real.mu)
+              + np.einsum("jri,id->jrd", rho / np.diag(real.stats.gram), real.xi))
+    norm = np.linalg.norm(D)
+    return float(np.linalg.norm(D - inside) / norm) if norm > 0 else 0.0
+
+
+class SpanProjector:
+    """The formulas of ``coefficients`` and ``out_of_span`` with the Gram solve
+    done once: for D = W - W0 (rows d_{j,r}),
+
+      D P = [<d, mu> | (d Xi^T) K^{-1} diag(N)] = [j gamma | rho],
+      P = [mu | Xi^T K^{-1} diag(N)]  (d, n+1),
+      inside = (D P) B,  B = [mu/||mu||^2 ; xi_i/N_i]  (n+1, d),
+
+    so a batch of b recorded states costs two (2 m b, d, n+1) matmuls (the
+    second one writes the residual in place).  Equal to the reference formulas
+    to round-off (tests/test_full_deep.py).
+    """
+
+    def __init__(self, real: Realisation, gram_factor=None):
+        st = real.stats
+        factor = cho_factor(st.gram) if gram_factor is None else gram_factor
+        N = np.diag(st.gram)
+        self.W0 = real.W0
+        self.P = np.empty((real.mu.shape[0], real.xi.shape[0] + 1))
+        self.P[:, 0] = real.mu
+        self.P[:, 1:] = cho_solve(factor, real.xi).T * N  # Xi^T K^{-1} diag(N)
+        self.B = np.vstack([real.mu / np.dot(real.mu, real.mu), real.xi / N[:, None]])
+        self.BT = np.asfortranarray(self.B.T)
+
+    def coefficients(self, D):
+        """gamma (..., 2, m), rho (..., 2, m, n) of D = W - W0 (..., 2, m, d)."""
+        C = D @ self.P
+        return _JS[:, None] * C[..., 0], C[..., 1:]
+
+    def batch(self, D, span: bool = True):
+        """(gamma (b,2,m), rho (b,2,m,n), out-of-span norm (b,)) of the states
+        D (b, 2, m, d) (C-contiguous); D is overwritten by the residual
+        D - (D P) B if ``span`` (one BLAS call, no temporary)."""
+        b, d = D.shape[0], D.shape[-1]
+        flat = D.reshape(-1, d)
+        C = flat @ self.P
+        gamma = _JS[:, None] * C[:, 0].reshape(b, 2, -1)
+        rho = C[:, 1:].reshape(b, 2, D.shape[2], -1)
+        if not span:
+            return gamma, rho, None
+        norm2 = _row_norms_sq(flat.reshape(b, -1))
+        # (flat - C B)^T = flat^T - B^T C^T, in place in flat (all Fortran views)
+        res = dgemm(-1.0, self.BT, C.T, beta=1.0, c=flat.T, overwrite_c=True).T
+        res2 = _row_norms_sq(res.reshape(b, -1))
+        ratio = np.zeros(b)
+        pos = norm2 > 0
+        ratio[pos] = np.sqrt(res2[pos]) / np.sqrt(norm2[pos])
+        return gamma, rho, ratio
+
+
+def _row_norms_sq(X):
+    """Squared Euclidean norm of each row of X (b, x), by BLAS dot products."""
+    return np.matmul(X[:, None, :], X[:, :, None]).reshape(-1)
+
+
+class _Recorder:
+    """gamma, rho (and the out-of-span norm) of W at recorded indices, stored
+    as W - W0 in a bounded buffer and projected in batches (``SpanProjector``)."""
+
+    def __init__(self, real: Realisation, R: int, span: bool, gram_factor=None):
+        self.proj = SpanProjector(real, gram_factor)
+        two, m, d = real.W0.shape
+        n = real.xi.shape[0]
+        cap = int(max(1, min(R, _RECORD_BUFFER_BYTES // (8 * two * m * d))))
+        self.buf = np.empty((cap, two, m, d))
+        self.pending: list[int] = []
+        self.span = span
+        self.gamma = np.full((R, two, m), np.nan)
+        self.rho = np.full((R, two, m, n), np.nan)
+        self.out_of_span = np.full(R, np.nan) if span else None
+
+    def add(self, k: int, W):
+        np.subtract(W, self.proj.W0, out=self.buf[len(self.pending)])
+        self.pending.append(k)
+        if len(self.pending) == self.buf.shape[0]:
+            self.flush()
+
+    def flush(self):
+        b = len(self.pending)
+        if b == 0:
+            return
+        idx = np.asarray(self.pending)
+        gamma, rho, ratio = self.proj.batch(self.buf[:b], self.span)
+        self.gamma[idx], self.rho[idx] = gamma, rho
+        if self.span:
+            self.out_of_span[idx] = ratio
+        self.pending.clear()
+
+
+# ---------------------------------------------------------------- test error, policy
+def clean_test_error(W, V, real: Realisation, params: Params, U=None) -> float:
+    """Clean test error on the real fresh test points (regenerated in chunks);
+    ``U`` (L-1, 2, m, m): the upper layers (None or empty: depth 1)."""
     yt = real.stats.test_yhat
+    deep = U is not None and U.shape[0] > 0
+    block = max(1, _TEST_BLOCK_BYTES // (8 * 2 * 2 * 2 * W.shape[1]))
     wrong = 0
     for sl, chunk in real.test_vectors(params):
-        _, _, f = forward(W, V, real.mu, chunk, yt[sl], params.c)
-        wrong += int(np.sum(yt[sl] * f <= 0.0))
+        if not deep:
+            _, _, f = forward(W, V, real.mu, chunk, yt[sl], params.c)
+            wrong += int(np.sum(yt[sl] * f <= 0.0))
+            continue
+        ys = yt[sl]
+        for a in range(0, ys.size, block):
+            _, f = forward_deep(W, U, V, real.mu, chunk[a:a + block], ys[a:a + block],
+                                params.c, keep=False)
+            wrong += int(np.sum(ys[a:a + block] * f <= 0.0))
     return wrong / params.n_test
 
 
@@ -88,6 +302,7 @@ def make_optimizer(params: Params):
     gd: x -= lr g; momentum (heavy ball): u = beta u - lr g, x += u;
     adam: bias-corrected moments, x -= lr mhat / (sqrt(shat) + eps);
     sign: x -= lr sign(g).  Same formulas as the reduced kernel's ``_apply``.
+    One state per name ("W", "U", "V"), so every layer has its own moments.
     """
     kind, args = params.optimizer_spec
     state = {}
@@ -114,49 +329,52 @@ def make_optimizer(params: Params):
     return step
 
 
-def out_of_span(W, real: Realisation, gamma, rho) -> float:
-    """||(W - W0) - proj_span{mu, xi}(W - W0)||_F / ||W - W0||_F (0 if W = W0)."""
-    D = W - real.W0
-    js = _JS[:, None, None]
-    inside = (js * gamma[..., None] * real.mu / np.dot(real.mu, real.mu)
-              + np.einsum("jri,id->jrd", rho / np.diag(real.stats.gram), real.xi))
-    norm = np.linalg.norm(D)
-    return float(np.linalg.norm(D - inside) / norm) if norm > 0 else 0.0
-
-
-def divergence_reason(f, loss, W, V) -> int:
+def divergence_reason(f, loss, W, V, U=None) -> int:
     """Divergence policy of ``dynamics.params`` (same codes as the kernels):
-    1 non-finite output, 2 loss > LOSS_MAX, 3 a weight > THETA_MAX, else 0."""
+    1 non-finite output, 2 loss > LOSS_MAX, 3 a weight (W, U or V) > THETA_MAX,
+    else 0."""
     if not np.all(np.isfinite(f)):
         return 1
     if loss > LOSS_MAX:
         return 2
     if not (np.max(np.abs(W)) <= THETA_MAX and np.max(np.abs(V)) <= THETA_MAX):
         return 3
+    if U is not None and U.size and not np.max(np.abs(U)) <= THETA_MAX:
+        return 3
     return 0
 
 
-def normalised_margin(f, y, W, V) -> float:
-    """min_i y_i f_i / ||theta||^2 with ||theta||^2 = ||W||^2 + ||V||^2 (SPEC 10)."""
-    return float(np.min(y * f) / (np.sum(W * W) + np.sum(V * V)))
+def normalised_margin(f, y, W, V, U=None) -> float:
+    """min_i y_i f_i / ||theta||^(L+1), ||theta||^2 = ||W||^2 + ||U||^2 + ||V||^2
+    (f is homogeneous of degree L+1; L = 1: / ||theta||^2, SPEC 10; the same
+    normalisation as the reduced kernels)."""
+    sq = np.sum(W * W) + np.sum(V * V)
+    if U is not None and U.size:
+        sq += np.sum(U * U)
+        return float(np.min(y * f) / sq ** (0.5 * (U.shape[0] + 2)))
+    return float(np.min(y * f) / sq)
 
 
+# ---------------------------------------------------------------- runs
 def simulate_full(params: Params, record_every: int = 1,
                   real: Realisation | None = None, keep_weights: bool = False,
                   train_v: bool = True, checkpoints=None,
                   raise_on_divergence: bool = True) -> Trajectory:
-    """Full-batch GD on (W, V); returns a ``Trajectory`` of level "full".
+    """Full-batch GD on (W, U, V) (U: depth >= 2); returns a ``Trajectory`` of
+    level "full" with ``traj.U`` (R, L-1, 2, m, m).
 
-    ``keep_weights`` stores the final W and V in ``traj.extra``.
+    ``keep_weights`` stores the final W, V and U in ``traj.extra``.
     ``train_v=False`` freezes V (the fixed-output model).  ``checkpoints``
     (ascending steps): ``traj.extra["checkpoints"]`` gets the test error,
     loss, train error and normalised margin at each (NaN after a divergence).
     With ``raise_on_divergence=False`` a divergence stops the run and is
     reported in ``traj.extra["status"]`` = (step, reason) instead of raising.
+    Depth 1 is the paper's network, trained by ``gradients`` exactly as before.
     """
     p = params
     check_optimizer(p, "full")
-    check_memory(network_bytes(p), f"the full network at d={p.d}, m={p.m}, n={p.n}")
+    check_memory(network_bytes(p), f"the full network at d={p.d}, m={p.m}, n={p.n}"
+                 + (f", depth={p.depth}" if p.depth > 1 else ""))
     check_record_memory(p, record_every)
     rec = record_steps(p.steps, record_every)
     cps = np.asarray([] if checkpoints is None else checkpoints, dtype=np.int64)
@@ -164,51 +382,53 @@ def simulate_full(params: Params, record_every: int = 1,
     if real is None:
         real = sample_data(p)
     st = real.stats
-    factor = cho_factor(st.gram)
     W = real.W0.copy()
+    U = initial_upper(real, p)
     V = np.full((2, p.m, 2), p.v0)
     R = len(rec)
-    gamma = np.full((R, 2, p.m), np.nan)
-    rho = np.full((R, 2, p.m, p.n), np.nan)
+    recorder = _Recorder(real, R, span=True)
+    Urec = np.full((R,) + U.shape, np.nan)
     v = np.full((R, 2, p.m, 2), np.nan)
     loss = np.full(R, np.nan)
     err = np.full(R, np.nan)
-    span_err = np.full(R, np.nan)
     cp_out = {k: np.full(cps.size, np.nan) for k in ("test_error", "loss", "train_error", "margin")}
     status = (-1, 0)
     update = make_optimizer(p)
     k = c = 0
     for t in range(p.steps + 1):
-        L, e, f, gW, gV = gradients(W, V, real.mu, real.xi, st.yhat, st.y, p.c)
-        reason = divergence_reason(f, L, W, V)
+        L, e, f, gW, gU, gV = network_gradients(W, U, V, real.mu, real.xi, st.yhat, st.y, p.c)
+        reason = divergence_reason(f, L, W, V, U)
         if reason:
             if raise_on_divergence:
                 raise DivergenceError(t, reason, p, "full")
             status = (t, reason)
             break
         if k < R and t == rec[k]:
-            gamma[k], rho[k] = coefficients(W, real, factor)
-            span_err[k] = out_of_span(W, real, gamma[k], rho[k])
-            v[k], loss[k], err[k] = V, L, e
+            recorder.add(k, W)
+            Urec[k], v[k], loss[k], err[k] = U, V, L, e
             k += 1
         if c < cps.size and t == cps[c]:
-            cp_out["test_error"][c] = clean_test_error(W, V, real, p)
+            cp_out["test_error"][c] = clean_test_error(W, V, real, p, U)
             cp_out["loss"][c], cp_out["train_error"][c] = L, e
-            cp_out["margin"][c] = normalised_margin(f, st.y, W, V)
+            cp_out["margin"][c] = normalised_margin(f, st.y, W, V, U)
             c += 1
         if t == p.steps:
             break
         update("W", W, gW, p.eta, t + 1)
+        if gU is not None:
+            update("U", U, gU, p.eta, t + 1)
         if train_v:
             update("V", V, gV, p.eta_v_eff, t + 1)
-    test = clean_test_error(W, V, real, p) if status[0] < 0 else np.nan
+    recorder.flush()
+    test = clean_test_error(W, V, real, p, U) if status[0] < 0 else np.nan
     traj = Trajectory(params=p, level="full", sampler="data", stats=st,
-                      steps=rec, gamma=gamma, rho=rho, v=v, loss=loss,
+                      steps=rec, gamma=recorder.gamma, rho=recorder.rho, v=v, loss=loss,
                       train_error=err, test_error=test,
-                      wall_time=time.perf_counter() - t0)
-    traj.extra.update(out_of_span=span_err, status=np.array(status), checkpoints=cp_out)
+                      wall_time=time.perf_counter() - t0, U=Urec)
+    traj.extra.update(out_of_span=recorder.out_of_span, status=np.array(status),
+                      checkpoints=cp_out)
     if keep_weights:
-        traj.extra.update(W=W, V=V)
+        traj.extra.update(W=W, V=V, U=U)
     return traj
 
 
@@ -216,42 +436,47 @@ def simulate_full_flow(params: Params, times, real: Realisation | None = None,
                        train_v: bool = True) -> Trajectory:
     """The weight-space network under the normalised gradient-flow scheme of the
     reduced model (``dynamics.kernels.normalised_dt``: W -= eta dt gW,
-    V -= eta_v dt gV, dt the same step rule), recorded at ``times`` (GD steps,
-    finite, ascending).  Checks the reduction in flow (``simulate_flow``)."""
+    U -= eta dt gU, V -= eta_v dt gV, dt the same step rule), recorded at
+    ``times`` (GD steps, finite, ascending).  Checks the reduction in flow
+    (``simulate_flow``)."""
     p = params
     check_optimizer(p, "full")
-    check_memory(network_bytes(p), f"the full network at d={p.d}, m={p.m}, n={p.n}")
+    check_memory(network_bytes(p), f"the full network at d={p.d}, m={p.m}, n={p.n}"
+                 + (f", depth={p.depth}" if p.depth > 1 else ""))
     times = check_checkpoints(times, p.steps, integers=False, allow_inf=False)
     t0 = time.perf_counter()
     real = sample_data(p) if real is None else real
     st = real.stats
-    factor = cho_factor(st.gram)
-    W, V = real.W0.copy(), np.full((2, p.m, 2), p.v0)
+    W, U, V = real.W0.copy(), initial_upper(real, p), np.full((2, p.m, 2), p.v0)
     R = len(times)
-    gamma, rho = np.empty((R, 2, p.m)), np.empty((R, 2, p.m, p.n))
+    recorder = _Recorder(real, R, span=False)
+    Urec = np.full((R,) + U.shape, np.nan)
     v, loss, err = np.empty((R, 2, p.m, 2)), np.empty(R), np.empty(R)
     t, L0, k, n_steps = 0.0, None, 0, 0
     while True:
-        L, e, f, gW, gV = gradients(W, V, real.mu, real.xi, st.yhat, st.y, p.c)
-        reason = divergence_reason(f, L, W, V)
+        L, e, f, gW, gU, gV = network_gradients(W, U, V, real.mu, real.xi, st.yhat, st.y, p.c)
+        reason = divergence_reason(f, L, W, V, U)
         if reason:
             raise DivergenceError(int(t), reason, p, "full")
         L0 = L if L0 is None else L0
         if t >= times[k]:
-            gamma[k], rho[k] = coefficients(W, real, factor)
-            v[k], loss[k], err[k] = V, L, e
+            recorder.add(k, W)
+            Urec[k], v[k], loss[k], err[k] = U, V, L, e
             k += 1
             if k == R:
                 break
         dt = normalised_dt(L0, L, t, times[k], FLOW.max_dt_frac)
         W -= (p.eta * dt) * gW
+        if gU is not None:
+            U -= (p.eta * dt) * gU
         if train_v:
             V -= (p.eta_v_eff * dt) * gV
         t = times[k] if dt >= times[k] - t else t + dt
         n_steps += 1
+    recorder.flush()
     traj = Trajectory(params=p, level="full", sampler="data", stats=st, steps=times,
-                      gamma=gamma, rho=rho, v=v, loss=loss, train_error=err,
-                      test_error=clean_test_error(W, V, real, p),
-                      wall_time=time.perf_counter() - t0)
+                      gamma=recorder.gamma, rho=recorder.rho, v=v, loss=loss,
+                      train_error=err, test_error=clean_test_error(W, V, real, p, U),
+                      wall_time=time.perf_counter() - t0, U=Urec)
     traj.extra["flow"] = dict(n_steps=n_steps)
     return traj
