@@ -17,9 +17,11 @@ per-state reference formulas).
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from scipy.linalg import cho_factor, cho_solve
 from scipy.linalg.blas import dgemm
 
@@ -356,6 +358,25 @@ def normalised_margin(f, y, W, V, U=None) -> float:
 
 
 # ---------------------------------------------------------------- runs
+# Below this many flops per (2m x d) @ (d x n) product one BLAS thread is
+# fastest: thread start-up and, on shared cores, oversubscription cost more
+# than the product (measured at d = 1000, load 5 on 2 cores: one run 5.5 s with
+# the default OpenBLAS threads, 0.24 s with one).
+SINGLE_THREAD_FLOPS = 2e7
+
+
+def blas_threads(fn):
+    """Run a network simulation with one BLAS thread when its products are small."""
+    @functools.wraps(fn)
+    def wrapper(params, *args, **kwargs):
+        if 4.0 * params.m * params.d * params.n < SINGLE_THREAD_FLOPS:
+            with threadpool_limits(1, user_api="blas"):
+                return fn(params, *args, **kwargs)
+        return fn(params, *args, **kwargs)
+    return wrapper
+
+
+@blas_threads
 def simulate_full(params: Params, record_every: int = 1,
                   real: Realisation | None = None, keep_weights: bool = False,
                   train_v: bool = True, checkpoints=None,
@@ -432,6 +453,7 @@ def simulate_full(params: Params, record_every: int = 1,
     return traj
 
 
+@blas_threads
 def simulate_full_flow(params: Params, times, real: Realisation | None = None,
                        train_v: bool = True) -> Trajectory:
     """The weight-space network under the normalised gradient-flow scheme of the

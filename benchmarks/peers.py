@@ -1,0 +1,358 @@
+"""Peer benchmark: a batched PyTorch full network against the project's levels.
+
+The peer is what one would write by hand in PyTorch for this model (SPEC 2):
+all Q = 16 configurations (4 seeds x ||mu|| in {0.5, 1, 3, 10}, v0 = 1,
+n = m = 20, T = 200 GD steps, eta = 0.01, c = 1, other parameters at their
+``Params`` defaults) trained at once, config axis first, in float32 and in
+float64, with hand-written gradients (no autograd):
+
+* patches P = [mu, xi_1..xi_n] (Q, n+1, d), filters W (Q, 2m, d) (class j = +1
+  rows first), output weights V (Q, 2m, 2);
+* forward: H = bmm(P, W^T) (Q, n+1, 2m) (this orientation was faster than
+  bmm(W, P^T) with MKL here), s = H[:, 0] yhat, z = H[:, 1:];
+  f = c sum_j j sum_r [v1 ReLU(s) + v2 ReLU(z)]; logistic loss every step;
+* backward (the formulas of ``fullsim.network.gradients``): the coefficients
+  C (Q, 2m, n+1) of gW = C P, applied as W.baddbmm_(C, P, alpha=-eta) (the
+  gradient bmm fused with the update), and gV; simultaneous update of W, V.
+
+Timed on the same 16 configurations, in one process, each method warmed up
+once, best of R repeats (default 3), seconds per configuration:
+
+* ``exact`` / ``orthogonal``: ``dynamics.boundary.run_batch`` (the kernel call
+  of sweeps: 16 jobs, one parallel Numba call, checkpoint T, which also
+  evaluates the d-free test error), statistics of sampler 'data' drawn before;
+* ``full``: ``fullsim.simulate_full`` per configuration, record_every = T (it
+  includes its final clean test error on 1000 regenerated test vectors; that
+  part is timed separately and shown); at d >= 1e5 only 2 configurations;
+* ``torch f32`` / ``torch f64``: one call of the batched loop above.
+
+All data (``dynamics.sample_data`` per seed, the same realisation for every
+method) is drawn outside the timing.  Checks: on one configuration at
+d = 1000, the float64 (and float32) network against ``simulate_full`` (loss at
+every step, final W and V); at every d, the torch final losses of all 16
+configurations against the ``exact`` kernel's loss at T.
+
+Run from the repository root (needs torch: the optional extra ``bench``)::
+
+    nice -n 10 python benchmarks/peers.py                  # d = 1e3, 1e4, 1e5
+    nice -n 10 python benchmarks/peers.py --d 1000,10000
+    nice -n 10 python benchmarks/peers.py --quick          # smoke: d = 1e3, 1 repeat
+    nice -n 10 python benchmarks/peers.py --threads 1      # every method on one thread
+
+``--threads`` (default 2, the cores of the reference machine) sets torch's
+threads and OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS before numpy is imported.  The
+load average is printed: when other jobs share the cores, multithreaded BLAS
+and OpenMP pools slow down by large factors (seen here: simulate_full at
+d = 1e3 took 9 s on 2 threads vs 0.2 s on 1 thread at load 7), so compare
+runs only at a similar load.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+
+def _thread_count(argv) -> int:
+    """--threads N (default 2), read before numpy/numba/torch load their pools."""
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--threads", type=int, default=2)
+    n = ap.parse_known_args(argv)[0].threads
+    return max(1, n)
+
+
+THREADS = _thread_count(sys.argv[1:]) if __name__ == "__main__" else 2
+if __name__ == "__main__":
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                 "NUMBA_NUM_THREADS"):
+        os.environ[_var] = str(THREADS)  # same thread count for every method
+
+import numpy as np
+
+try:
+    import dynamics  # noqa: F401  (installed, e.g. pip install -e .)
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dynamics import Params, sample_data
+from dynamics.boundary import run_batch
+from dynamics.run import kernel_stats
+from fullsim import simulate_full
+from fullsim.network import clean_test_error
+
+from _common import machine_rows, table
+
+MUS = (0.5, 1.0, 3.0, 10.0)
+N_SEEDS = 4
+BASE = Params(n=20, m=20, steps=200, v0=1.0, eta=0.01, c=1.0)
+CHECK_D = 1000
+CHECK_JOB = (2, 0)  # (||mu|| index, seed index) of the fullsim check: ||mu|| = 3, seed 0
+
+
+def load() -> str:
+    try:
+        return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def best(fn, repeats: int) -> float:
+    """Best wall time (s) of ``repeats`` calls of ``fn`` (after one untimed call)."""
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return min(ts)
+
+
+# ---------------------------------------------------------------- problem data
+
+@dataclasses.dataclass
+class Problem:
+    """The 16 configurations at one d: job q = k * S + s (||mu|| index k, seed s),
+    the layout of ``dynamics.boundary.reduced_evaluator``."""
+
+    params: Params
+    reals: list            # one Realisation per seed (mu of the base params)
+    job_seed: np.ndarray   # (Q,)
+    job_mu: np.ndarray     # (Q,)
+
+    @property
+    def Q(self) -> int:
+        return self.job_mu.size
+
+    def job_params(self, q: int) -> Params:
+        s = int(self.job_seed[q])
+        return self.params.replace(seed=self.params.seed + s, mu_norm=float(self.job_mu[q]))
+
+    def job_real(self, q: int):
+        """The seed's realisation with mu = ||mu||_q e_1 (nothing else depends on ||mu||)."""
+        real = self.reals[int(self.job_seed[q])]
+        mu = np.zeros(self.params.d)
+        mu[0] = self.job_mu[q]
+        return dataclasses.replace(real, mu=mu)
+
+
+def make_problem(d: int) -> Problem:
+    p = BASE.replace(d=d)
+    reals = [sample_data(p.replace(seed=p.seed + s)) for s in range(N_SEEDS)]
+    return Problem(p, reals, np.tile(np.arange(N_SEEDS), len(MUS)),
+                   np.repeat(np.asarray(MUS, dtype=np.float64), N_SEEDS))
+
+
+# ---------------------------------------------------------------- the PyTorch peer
+
+class TorchNet:
+    """Batched two-layer ReLU CNN with hand-written gradients (module docstring)."""
+
+    def __init__(self, prob: Problem, dtype):
+        import torch
+        self.torch, self.dtype = torch, dtype
+        p = prob.params
+        M, S, n, m, d = len(MUS), N_SEEDS, p.n, p.m, p.d
+        as_t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
+        self.W0 = as_t(np.stack([r.W0.reshape(2 * m, d) for r in prob.reals]))  # (S, 2m, d)
+        P = torch.zeros((M, S, n + 1, d), dtype=dtype)
+        P[:, :, 1:] = as_t(np.stack([r.xi for r in prob.reals]))[None]
+        P[:, :, 0, 0] = as_t(np.asarray(MUS))[:, None]  # mu = ||mu|| e_1
+        self.P = P.reshape(M * S, n + 1, d)
+        st = [prob.reals[s].stats for s in prob.job_seed]
+        self.yhat = as_t(np.stack([x.yhat for x in st]))  # (Q, n)
+        self.y = as_t(np.stack([x.y for x in st]))
+        self.js = as_t(np.repeat([1.0, -1.0], m))  # (2m,): class j of each filter row
+        self.p, self.M, self.S = p, M, S
+
+    def train(self):
+        """T GD steps from (W0, v0); returns W (Q, 2m, d), V (Q, 2m, 2) and the
+        loss (Q, T+1) at every step (computed from W, V before each update)."""
+        torch, p = self.torch, self.p
+        Q, n, m, d, T = self.P.shape[0], p.n, p.m, p.d, p.steps
+        c, eta, eta_v = float(p.c), float(p.eta), float(p.eta_v_eff)
+        W = torch.empty((Q, 2 * m, d), dtype=self.dtype)
+        W.view(self.M, self.S, 2 * m, d).copy_(self.W0[None])
+        V = torch.full((Q, 2 * m, 2), float(p.v0), dtype=self.dtype)
+        C = torch.empty((Q, 2 * m, n + 1), dtype=self.dtype)
+        loss = torch.empty((Q, T + 1), dtype=self.dtype)
+        P, yhat, y, js = self.P, self.yhat, self.y, self.js
+        Wt, Ct = W.transpose(1, 2), C.transpose(1, 2)  # views (Q, d, 2m), (Q, n+1, 2m)
+        for t in range(T + 1):
+            H = torch.bmm(P, Wt)                       # (Q, n+1, 2m): <mu, w>, <xi_i, w>
+            s = H[:, :1, :] * yhat[:, :, None]         # (Q, n, 2m): <w, yhat_i mu>
+            z = H[:, 1:, :]                            # (Q, n, 2m): <w, xi_i>
+            rs, rz = torch.relu(s), torch.relu(z)
+            v1, v2 = V[:, None, :, 0], V[:, None, :, 1]
+            f = c * (js * (v1 * rs + v2 * rz)).sum(-1)  # (Q, n)
+            yf = y * f
+            loss[:, t] = torch.nn.functional.softplus(-yf).mean(1)
+            if t == T:
+                break
+            q = (-(c / n)) * torch.sigmoid(-yf) * y    # (c/n) l'_i y_i
+            jq = q[:, :, None] * js                    # (Q, n, 2m)
+            Ct[:, 0, :] = V[..., 0] * (jq * (s > 0) * yhat[:, :, None]).sum(1)
+            Ct[:, 1:, :] = jq * (z > 0) * v2
+            gV = torch.stack([(jq * rs).sum(1), (jq * rz).sum(1)], dim=-1)  # (Q, 2m, 2)
+            W.baddbmm_(C, P, alpha=-eta)               # W -= eta * C P  (= eta gW)
+            V.sub_(gV, alpha=eta_v)
+        return W, V, loss
+
+
+# ---------------------------------------------------------------- checks
+
+def rel(a, b) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.max(np.abs(a - b) / np.abs(b)))
+
+
+def check_against_fullsim(torch, prob: Problem):
+    """Torch f64/f32 vs simulate_full on one configuration (d = prob's d)."""
+    k, s = CHECK_JOB
+    q = k * N_SEEDS + s
+    p, real = prob.job_params(q), prob.job_real(q)
+    tr = simulate_full(p, record_every=1, real=real, keep_weights=True)
+    Wf, Vf = tr.extra["W"].reshape(2 * p.m, p.d), tr.extra["V"].reshape(2 * p.m, 2)
+    dW = np.linalg.norm(Wf - real.W0.reshape(2 * p.m, p.d))
+    rows = []
+    for name, dtype in (("torch f64", torch.float64), ("torch f32", torch.float32)):
+        W, V, loss = TorchNet(prob, dtype).train()
+        W, V, L = (x[q].double().numpy() for x in (W, V, loss))
+        rows.append([name, f"{rel(L, tr.loss):.2e}",
+                     f"{np.linalg.norm(W - Wf) / np.linalg.norm(Wf):.2e}",
+                     f"{np.linalg.norm(W - Wf) / dW:.2e}",
+                     f"{np.max(np.abs(V - Vf)) / np.max(np.abs(Vf)):.2e}"])
+    print(f"## Check: PyTorch network vs fullsim.simulate_full, one configuration "
+          f"(d = {p.d}, seed {p.seed}, ||mu|| = {p.mu_norm:g}, v0 = {p.v0:g}, T = {p.steps}; "
+          f"fullsim final loss {tr.loss[-1]:.6g})\n")
+    table(["network", "max rel. diff. of loss, all T+1 steps",
+           "norm(W - W_full) / norm(W_full)", "norm(W - W_full) / norm(W_full - W0)",
+           "max abs(V - V_full) / max abs(V_full)"], rows)
+
+
+# ---------------------------------------------------------------- one d
+
+def bench_d(torch, d: int, repeats: int, full_configs: int | None):
+    prob = make_problem(d)
+    p, Q = prob.params, prob.Q
+    load0 = load()
+    stacked = kernel_stats([r.stats for r in prob.reals])
+    cp = [p.steps]
+    res, secs, counts = {}, {}, {}
+
+    for level in ("exact", "orthogonal"):
+        fn = lambda lv=level: res.__setitem__(lv, run_batch(
+            p, lv, stacked, prob.job_seed, prob.job_mu, checkpoints=cp))
+        secs[level], counts[level] = best(fn, repeats) / Q, Q
+    for name, dtype in (("torch f32", torch.float32), ("torch f64", torch.float64)):
+        net = TorchNet(prob, dtype)
+        fn = lambda nm=name, nt=net: res.__setitem__(nm, nt.train())
+        secs[name], counts[name] = best(fn, repeats) / Q, Q
+        del net
+
+    nf = Q if full_configs is None else min(Q, full_configs)
+    jobs = [0, Q - 1] if nf == 2 else list(range(nf))
+    args = [(prob.job_params(q), prob.job_real(q)) for q in jobs]
+
+    def full_all():
+        for pq, rq in args:
+            simulate_full(pq, record_every=pq.steps, real=rq)
+    secs["full"], counts["full"] = best(full_all, repeats) / len(jobs), len(jobs)
+    pq, rq = args[0]
+    V0 = np.full((2, p.m, 2), p.v0)
+    t_test = best(lambda: clean_test_error(rq.W0, V0, rq, pq), min(repeats, 2))
+    load1 = load()
+
+    ex = res["exact"]
+    status = ex["status"][:, 0]
+    diverged = int(np.sum(status >= 0))
+    L_exact = ex["loss"][:, 0]
+    lerr = {nm: rel(res[nm][2][:, -1].double().numpy(), L_exact)
+            for nm in ("torch f32", "torch f64")}
+
+    print(f"## d = {d:.0e}: {Q} configurations (||mu|| in {MUS} x {N_SEEDS} seeds), "
+          f"n = m = {p.n}, T = {p.steps}, v0 = {p.v0:g}, eta = {p.eta:g}, c = {p.c:g}\n")
+    rows = []
+    for name in ("exact", "orthogonal", "torch f32", "torch f64", "full"):
+        note = {"exact": "run_batch, 16 jobs in one Numba call (sampler 'data')",
+                "orthogonal": "run_batch, 16 jobs in one Numba call (G = I)",
+                "torch f32": "one batched call, 16 configs",
+                "torch f64": "one batched call, 16 configs",
+                "full": f"simulate_full per config; of which final test error "
+                        f"{t_test:.3g} s"}[name]
+        rows.append([name, f"{secs[name]:.3g}", counts[name],
+                     f"{secs[name] / secs['exact']:.3g}",
+                     f"{secs[name] / secs['orthogonal']:.3g}", note])
+    table(["method", "s / configuration", "configs timed", "/ exact", "/ orthogonal", "note"],
+          rows)
+    print(f"Ratios (d = {d:.0e}): torch_f32/exact = {secs['torch f32'] / secs['exact']:.3g}, "
+          f"torch_f64/exact = {secs['torch f64'] / secs['exact']:.3g}, "
+          f"full/exact = {secs['full'] / secs['exact']:.3g}, "
+          f"full/torch_f64 = {secs['full'] / secs['torch f64']:.3g}")
+    print(f"Final loss vs exact kernel, max rel. diff. over the {Q} configs: "
+          f"torch f64 {lerr['torch f64']:.2e}, torch f32 {lerr['torch f32']:.2e} "
+          f"(exact-level runs diverged: {diverged}; final loss range "
+          f"{L_exact.min():.3g}..{L_exact.max():.3g})")
+    print(f"Load average (1/5/15 min) before / after this d: {load0} / {load1}\n")
+    return prob if d == CHECK_D else None
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--d", default="1000,10000,100000",
+                    help="comma-separated widths d (default 1000,10000,100000)")
+    ap.add_argument("--repeats", type=int, default=3, help="repeats per cell (best of)")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="threads of every method: torch, Numba, BLAS (default 2 = cores)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test: d = 1000 only, 1 repeat, 2 full configurations")
+    args = ap.parse_args(argv)
+    try:
+        import torch
+    except ImportError:
+        print("peers.py: torch is not installed (optional extra [bench]: pip install torch); "
+              "skipped")
+        return 0
+    torch.set_num_threads(THREADS)
+    try:
+        ds = [int(float(x)) for x in args.d.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--d: expected comma-separated integers, got {args.d!r}")
+    repeats = 1 if args.quick else max(1, args.repeats)
+    if args.quick:
+        ds = [CHECK_D]
+
+    t_start = time.perf_counter()
+    print("# Peer benchmark: batched PyTorch full network vs the reduced levels and fullsim"
+          + (" (--quick)" if args.quick else "") + "\n")
+    print(f"torch {torch.__version__}, torch.get_num_threads() = {torch.get_num_threads()} "
+          f"(set_num_threads({THREADS})); OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS = {THREADS}; "
+          f"best of {repeats} after one warm-up call; load average at start: {load()} "
+          f"on {os.cpu_count()} CPUs (other jobs share them: BLAS/OpenMP thread pools slow "
+          f"down badly when the load exceeds the cores; compare with --threads 1)\n")
+    check_prob = None
+    for d in ds:
+        full_configs = 2 if (d >= 100000 or args.quick) else None
+        got = bench_d(torch, d, repeats, full_configs)
+        check_prob = got if got is not None else check_prob
+    if check_prob is None:
+        check_prob = make_problem(CHECK_D)
+    check_against_fullsim(torch, check_prob)
+
+    rows = machine_rows() + [["torch", torch.__version__],
+                             ["torch threads", torch.get_num_threads()]]
+    try:
+        from threadpoolctl import threadpool_info
+        for i in threadpool_info():
+            rows.append([f"threadpool {i['user_api']}",
+                         f"{i['internal_api']} {i.get('version')}, {i['num_threads']} threads"])
+    except ImportError:
+        pass
+    table(["item", "value"], rows)
+    print(f"Total: {time.perf_counter() - t_start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
