@@ -16,6 +16,11 @@ from dynamics.run import Trajectory
 VARIABLES = ("gamma", "rho", "v", "loss", "balance")
 
 
+def variables(params) -> tuple:
+    """Compared variables: VARIABLES, plus the upper layers U at depth >= 2."""
+    return VARIABLES if params.depth == 1 else VARIABLES + ("U",)
+
+
 def rel_err_per_step(a, b) -> np.ndarray:
     """max|a_t - b_t| / max|b_t| per leading index t (0 where both vanish)."""
     a = np.asarray(a).reshape(len(a), -1)
@@ -27,7 +32,8 @@ def rel_err_per_step(a, b) -> np.ndarray:
     return out
 
 
-def _series(traj: Trajectory, name: str):
+def series(traj: Trajectory, name: str):
+    """The array compared for ``name`` (balance: every hidden layer's)."""
     if name == "balance":
         return traj.layer_balance()
     return traj.upper if name == "U" else getattr(traj, name)
@@ -38,8 +44,8 @@ def discrepancy(reduced: Trajectory, full: Trajectory, tol: float = 1e-6) -> xr.
     if not np.array_equal(reduced.steps, full.steps):
         raise ValueError("trajectories must share the record schedule")
     steps = reduced.steps
-    names = VARIABLES if reduced.params.depth == 1 else VARIABLES + ("U",)
-    per_step = np.stack([rel_err_per_step(_series(reduced, v), _series(full, v))
+    names = variables(reduced.params)
+    per_step = np.stack([rel_err_per_step(series(reduced, v), series(full, v))
                          for v in names])
     exceed = per_step > tol
     first = np.where(exceed.any(axis=1), steps[np.argmax(exceed, axis=1)], -1)

@@ -13,7 +13,7 @@ from dynamics.params import AXES, SPEC_OF, Params  # noqa: E402
 from dynamics.run import Trajectory  # noqa: E402
 
 from .dataset import atomic_target  # noqa: E402
-from .metrics import VARIABLES, rel_err_per_step  # noqa: E402
+from .metrics import rel_err_per_step, series, variables  # noqa: E402
 
 
 def save_figure(fig, path) -> str:
@@ -82,9 +82,8 @@ def plot_rel_error(reduced: Trajectory, full: Trajectory, path) -> str:
     """Relative error reduced vs full per step, per variable (log y)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     floor = 1e-17
-    for name in VARIABLES:
-        a = reduced.balance() if name == "balance" else getattr(reduced, name)
-        b = full.balance() if name == "balance" else getattr(full, name)
+    for name in variables(reduced.params):
+        a, b = series(reduced, name), series(full, name)
         ax.semilogy(reduced.steps, np.maximum(rel_err_per_step(a, b), floor), label=name)
     ax.axhline(1e-10, color="k", ls=":", lw=1, label="1e-10")
     ax.set_xlabel("step t")

@@ -10,7 +10,7 @@ from dynamics.run import LEVEL_FLAGS, simulate, simulate_flow
 from fullsim import simulate_full
 from fullsim.network import simulate_full_flow
 
-from .metrics import VARIABLES, discrepancy
+from .metrics import discrepancy, variables
 
 
 def flow_times(steps: int, count: int = 24) -> np.ndarray:
@@ -43,7 +43,8 @@ def verify_points(params: Params, level: str, mus, labels, seeds, tol=1e-6,
     shape = (len(mus), len(seeds))
     te_r, te_f = np.full(shape, np.nan), np.full(shape, np.nan)
     act, vsign = np.full(shape, np.nan), np.full(shape, np.nan)
-    max_err = np.full(shape + (len(VARIABLES),), np.nan)
+    names = variables(params)
+    max_err = np.full(shape + (len(names),), np.nan)
     example = None
     for a, mu in enumerate(mus):
         for b, seed in enumerate(seeds):
@@ -67,6 +68,6 @@ def verify_points(params: Params, level: str, mus, labels, seeds, tol=1e-6,
             "max_rel_err": (("point", "verify_seed", "variable"), max_err),
         },
         coords={"point": list(labels), "verify_seed": np.asarray(seeds),
-                "variable": list(VARIABLES)},
+                "variable": list(names)},
     )
     return ds, example
