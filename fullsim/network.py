@@ -360,9 +360,10 @@ def normalised_margin(f, y, W, V, U=None) -> float:
 # ---------------------------------------------------------------- runs
 # Below this many flops per (2m x d) @ (d x n) product one BLAS thread is
 # fastest: thread start-up and, on shared cores, oversubscription cost more
-# than the product (measured at d = 1000, load 5 on 2 cores: one run 5.5 s with
-# the default OpenBLAS threads, 0.24 s with one).
-SINGLE_THREAD_FLOPS = 2e7
+# than the product (measured at load 5 on 2 cores, n = m = 20: one run at
+# d = 1e3 took 5.5 s with the default OpenBLAS threads and 0.24 s with one; at
+# d = 1e5, 117 s against 4.6 s on an idle machine).
+SINGLE_THREAD_FLOPS = 2e8
 
 
 def blas_threads(fn):
