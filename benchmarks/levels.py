@@ -29,6 +29,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -42,6 +43,7 @@ except ImportError:  # run from a checkout without installing
 
 
 from dynamics import Params, sample_data, sample_wishart, simulate
+from dynamics.data import upper_layers
 from fullsim import simulate_full
 
 from _common import machine_rows, repeat_times, table
@@ -104,10 +106,11 @@ def main(argv=None):
         for level in ("exact", "orthogonal"):
             runs[level] = (lambda lv=level: simulate(p, lv, "data", record_every=REC,
                                                      stats=real.stats), R)
-        if args.depth > 1:
+        if args.depth > 1:  # same W0, xi (U0 has its own seed stream), no upper layers
             p1 = p.replace(depth=1)
+            st1 = dataclasses.replace(real.stats, U0=upper_layers(p1))
             runs["exact, depth 1"] = (lambda: simulate(p1, "exact", "data", record_every=REC,
-                                                       stats=real.stats), R)
+                                                       stats=st1), R)
         for level, (fn, reps) in runs.items():
             ms[level, d] = median_ms(fn, reps)
             rows.append([level, "data", f"{d:.0e}", f"{ms[level, d]:.3g}", reps,

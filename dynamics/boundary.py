@@ -28,7 +28,8 @@ from .data import sample_stats
 from .kernels import batch_kernel, batch_kernel_serial
 from .params import SAMPLERS, TAU, TRANSITION_TAUS, Params, check_choice, \
     check_threshold
-from .run import FLOW, check_checkpoints, check_integrator, kernel_config, kernel_stats
+from .run import FLOW, check_checkpoints, check_integrator, check_stats, kernel_config, \
+    kernel_stats
 
 RESULTS = ("test_error", "loss", "train_error", "margin")
 Evaluator = Callable[[np.ndarray], dict]
@@ -54,6 +55,7 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     finite checkpoints are GD steps, inf continues with the flow; "flow":
     every checkpoint is flow time eta*T."""
     cfg = kernel_config(params, level)
+    check_stats(params, stacked, stacked=True)
     use_flow = check_integrator(params, integrator)
     cp = check_checkpoints(checkpoints, params.steps)
     check_integrator(params, "flow" if np.isinf(cp[-1]) else integrator)  # the limit is flow

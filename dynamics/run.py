@@ -67,6 +67,21 @@ def kernel_stats(stats) -> KStats:
     return KStats(*(np.ascontiguousarray(get(k), dtype=np.float64) for k in KStats._fields))
 
 
+def check_stats(params: Params, kst: KStats, stacked: bool = False) -> KStats:
+    """Refuse statistics drawn for other sizes or another depth than ``params``
+    (a run would silently use their shapes); returns ``kst``."""
+    p = params
+    lead = 1 if stacked else 0
+    want = {"B": (2, p.m, p.n), "U0": (p.depth - 1, 2, p.m, p.m)}
+    for name, shape in want.items():
+        got = getattr(kst, name).shape[lead:]
+        if got != shape:
+            raise ValueError(f"the statistics do not match the parameters: {name} has shape "
+                             f"{got}, expected {shape} for m={p.m}, n={p.n}, depth={p.depth}; "
+                             f"draw them with the same Params (dynamics.sample_stats)")
+    return kst
+
+
 def reduced_forward(gamma, rho, v, stats: Stats, params: Params, use_gram=True):
     """s, z (..., 2, m, n) and f (..., n) of SPEC 4 for states with any leading axes.
 
@@ -250,7 +265,7 @@ def simulate(params: Params, level: str = "exact", sampler: str = "wishart",
     if stats is None:
         stats = sample_stats(params, sampler)
     p = params
-    kst = kernel_stats(stats)
+    kst = check_stats(params, kernel_stats(stats))
     gamma = np.zeros((2, p.m))
     rho = np.zeros((2, p.m, p.n))
     U = kst.U0.copy()
@@ -308,7 +323,7 @@ def simulate_flow(params: Params, level: str = "exact", sampler: str = "wishart"
     if stats is None:
         stats = sample_stats(params, sampler)
     p = params
-    kst = kernel_stats(stats)
+    kst = check_stats(params, kernel_stats(stats))
     R = times.size
     gamma, rho, v = np.zeros((2, p.m)), np.zeros((2, p.m, p.n)), np.full((2, p.m, 2), p.v0)
     U = kst.U0.copy()
@@ -332,7 +347,7 @@ def advance(params: Params, level: str, stats: Stats, gamma, rho, v, steps: int,
     """Advance the state (gamma, rho, v; U at depth >= 2) in place by ``steps``
     GD steps (no recording); raises ``DivergenceError``."""
     cfg = kernel_config(params, level)
-    kst = kernel_stats(stats)
+    kst = check_stats(params, kernel_stats(stats))
     if U is None and params.depth > 1:
         raise ValueError("advance at depth >= 2 needs the upper layers U (the state)")
     U = kst.U0.copy() if U is None else U

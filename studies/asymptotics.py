@@ -48,6 +48,7 @@ import time
 import numpy as np
 import xarray as xr
 
+from _common import boundary_records_data  # studies/_common.py (script folder)
 from compare.boundaries import make_evaluator
 from compare.dataset import global_attrs, read_netcdf, write_netcdf
 from compare.plots import plt, save_figure
@@ -129,18 +130,7 @@ def key_of(v0, d, n, s, sigma0):
 
 def to_dataset(records: dict, settings: dict, base: Params) -> xr.Dataset:
     keys = sorted(records)
-    P = len(keys)
-    S = max([k[3] for k in keys] + [1])
-    M = max([records[k]["curve_mu"].size for k in keys] + [1])
-    cmu, ctest = np.full((P, M), np.nan), np.full((P, S, M), np.nan)
-    for i, k in enumerate(keys):
-        r = records[k]
-        cmu[i, :r["curve_mu"].size] = r["curve_mu"]
-        ctest[i, :k[3], :r["curve_mu"].size] = r["curve_test"]
-    data = {name: (("point",), [float(records[k][name]) for k in keys]) for name in SCALARS}
-    data["curve_mu"] = (("point", "eval"), cmu)
-    data["curve_test_error"] = (("point", "seed", "eval"), ctest)
-    data["notes"] = (("point",), [" | ".join(records[k]["notes"]) for k in keys])
+    data = boundary_records_data(records, keys, SCALARS, n_seeds=lambda k: k[3])
     ds = xr.Dataset(data, coords={
         "v0": ("point", [k[0] for k in keys]), "d": ("point", [k[1] for k in keys]),
         "n": ("point", [k[2] for k in keys]), "n_seeds": ("point", [k[3] for k in keys]),
