@@ -471,7 +471,7 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
                 click.echo(f"- {name}:{sep}{body}")
             click.echo("")
         if params.depth > 1 and (fit_laws or fig_dir):
-            raise click.UsageError(f"--fit-laws and --fig-dir use the two-layer theory "
+            raise click.UsageError(f"--fit-laws and --figures use the two-layer theory "
                                    f"(SPEC 8) and need --depth 1 (got --depth "
                                    f"{params.depth}); without them dyn theory reports the "
                                    f"per-layer mechanisms")

@@ -176,3 +176,12 @@ def test_bad_depth_in_the_api_names_the_parameter():
         Params(depth=0)
     with pytest.raises(ValueError, match="sigma_u"):
         Params(sigma_u=-0.1)
+
+
+def test_theory_at_depth_2_reports_layers_and_refuses_two_layer_fits(cli, tiny_args):
+    res = cli("theory", "--depth", "2", "--v0", "1", *tiny_args)
+    assert res.exit_code == 0, res.output
+    assert "per-layer mechanisms" in res.output and "U1" in res.output
+    bad = cli("theory", "--depth", "2", "--fit-laws", *tiny_args)
+    assert bad.exit_code == 2 and "need --depth 1" in bad.output
+    assert "Traceback" not in bad.output
