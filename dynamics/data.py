@@ -54,7 +54,7 @@ class Stats:
     test_yhat: np.ndarray
     test_B: np.ndarray
     test_X: np.ndarray
-    U0: np.ndarray | None = None
+    U0: np.ndarray
 
     @property
     def N(self) -> np.ndarray:

@@ -58,12 +58,8 @@ def kernel_config(params: Params, level: str) -> KConfig:
 def kernel_stats(stats) -> KStats:
     """KStats of one ``Stats`` (or of a list of them, stacked on a seed axis)."""
     many = isinstance(stats, (list, tuple))
-
-    def field(s, k):  # U0 of hand-built Stats defaults to depth 1 (no upper layers)
-        x = getattr(s, k)
-        return np.zeros((0, 2) + s.w0_e1.shape[1:] * 2) if x is None else x
-    get = ((lambda k: np.stack([field(s, k) for s in stats])) if many
-           else (lambda k: field(stats, k)))
+    get = ((lambda k: np.stack([getattr(s, k) for s in stats])) if many
+           else (lambda k: getattr(stats, k)))
     return KStats(*(np.ascontiguousarray(get(k), dtype=np.float64) for k in KStats._fields))
 
 
@@ -82,19 +78,25 @@ def check_stats(params: Params, kst: KStats, stacked: bool = False) -> KStats:
     return kst
 
 
-def reduced_forward(gamma, rho, v, stats: Stats, params: Params, use_gram=True):
-    """s, z (..., 2, m, n) and f (..., n) of SPEC 4 for states with any leading axes.
+def first_layer(gamma, rho, stats: Stats, params: Params, use_gram=True):
+    """First-layer pre-activations s, z (..., 2, m, n) for states with any
+    leading axes (any depth): s = yhat (A + j gamma), z = B + rho G (G = I if
+    not use_gram)."""
+    js = np.array([1.0, -1.0])
+    a = params.mu_norm * stats.w0_e1 + js[:, None] * gamma
+    return a[..., None] * stats.yhat, stats.B + (rho @ stats.G if use_gram else rho)
 
-    s = yhat (A + j gamma), z = B + rho G (G = I if not use_gram),
-    f = c sum_j j sum_r [v1 ReLU(s) + v2 ReLU(z)]  (depth 1 only).
+
+def reduced_forward(gamma, rho, v, stats: Stats, params: Params, use_gram=True):
+    """s, z (..., 2, m, n) (``first_layer``) and f (..., n) of SPEC 4 for
+    states with any leading axes: f = c sum_j j sum_r [v1 ReLU(s) + v2 ReLU(z)]
+    (depth 1 only).
     """
     if params.depth > 1:
         raise ValueError("reduced_forward is the depth-1 output; at depth >= 2 use "
                          "Trajectory.preactivations (kernels.outputs_kernel)")
     js = np.array([1.0, -1.0])
-    a = params.mu_norm * stats.w0_e1 + js[:, None] * gamma
-    s = a[..., None] * stats.yhat
-    z = stats.B + (rho @ stats.G if use_gram else rho)
+    s, z = first_layer(gamma, rho, stats, params, use_gram)
     out = v[..., 0:1] * np.maximum(s, 0.0) + v[..., 1:2] * np.maximum(z, 0.0)
     f = params.c * np.einsum("j,...jri->...i", js, out)
     return s, z, f
@@ -182,8 +184,7 @@ class Trajectory:
         if self.params.depth == 1:
             return reduced_forward(self.gamma, self.rho, self.v, self.stats, self.params,
                                    use_gram=use_gram)
-        s, z, _ = reduced_forward(self.gamma, self.rho, np.zeros_like(self.v), self.stats,
-                                  self.params.replace(depth=1), use_gram=use_gram)
+        s, z = first_layer(self.gamma, self.rho, self.stats, self.params, use_gram)
         f = np.empty((len(self.steps), self.params.n))
         cfg = KConfig(float(self.params.c), 0.0, 0.0, 0.0, use_gram, True)  # forward only
         outputs_kernel(kernel_stats(self.stats), cfg, float(self.params.mu_norm),

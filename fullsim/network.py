@@ -155,12 +155,11 @@ def initial_upper(real: Realisation, params: Params) -> np.ndarray:
     """U(0) of the run, (L-1, 2, m, m) float64 (a copy; empty at depth 1)."""
     U0 = real.stats.U0
     shape = (params.depth - 1, 2, params.m, params.m)
-    if U0 is None or U0.shape != shape:
+    if U0.shape != shape:
         if params.depth == 1:
             return np.zeros(shape)
-        raise ValueError(f"the realisation has upper layers of shape "
-                         f"{None if U0 is None else U0.shape}, depth {params.depth} "
-                         f"needs {shape}")
+        raise ValueError(f"the realisation has upper layers of shape {U0.shape}, "
+                         f"depth {params.depth} needs {shape}")
     return np.array(U0, dtype=np.float64)
 
 
