@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from .data import sample_stats
-from .kernels import batch_kernel, batch_kernel_serial
+from .kernels import GROUP_MAX, batch_kernel, batch_kernel_serial
 from .params import SAMPLERS, TAU, TRANSITION_TAUS, Params, check_choice, \
     check_threshold
 from .run import FLOW, check_checkpoints, check_integrator, check_stats, kernel_config, \
@@ -45,13 +45,31 @@ def stacked_stats(params: Params, sampler: str, seeds):
     return kernel_stats([sample_stats(params.replace(seed=int(s)), sampler) for s in seeds])
 
 
+def job_groups(job_seed: np.ndarray, group_size: int = GROUP_MAX):
+    """Order of the jobs by seed (stable) and the start offsets of groups of
+    consecutive jobs of one seed, at most ``group_size`` each (a seed's jobs
+    split into equal parts; ``kernels._run_group``)."""
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    order = np.argsort(job_seed, kind="stable")
+    _, first, counts = np.unique(job_seed[order], return_index=True, return_counts=True)
+    starts = [0]
+    for q0, count in zip(first, counts):
+        parts = -(-count // group_size)
+        starts += [q0 + (count * (p + 1)) // parts for p in range(parts)]
+    return order, np.asarray(starts, dtype=np.int64)
+
+
 def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None,
-              checkpoints=None, parallel: bool = True, integrator: str = "gd") -> dict:
+              checkpoints=None, parallel: bool = True, integrator: str = "gd",
+              group_size: int = GROUP_MAX) -> dict:
     """Per-job results at each checkpoint: arrays (Q, K) of RESULTS, ``status``
     (Q, 2) and ``info`` (Q, 4) = (limit converged 1/0 or -1, final time in GD
-    steps, RHS evaluations, rejected steps).  Job q runs seed index
-    job_seed[q] at ||mu|| = job_mu[q], v0 = job_v0[q]; ``parallel`` uses numba
-    prange (else one thread; same results bit for bit).  integrator "gd":
+    steps, normalised steps, test labels stable before the limit 1/0 or -1).
+    Job q runs seed index job_seed[q] at ||mu|| = job_mu[q], v0 = job_v0[q];
+    jobs of one seed step GD together in groups of ``group_size`` (1: job by
+    job; same results bit for bit); ``parallel`` uses numba prange over the
+    groups (else one thread; same results bit for bit).  integrator "gd":
     finite checkpoints are GD steps, inf continues with the flow; "flow":
     every checkpoint is flow time eta*T."""
     cfg = kernel_config(params, level)
@@ -63,14 +81,19 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     job_mu = np.ascontiguousarray(job_mu, dtype=np.float64)
     job_v0 = (np.full(job_mu.shape, params.v0) if job_v0 is None
               else np.ascontiguousarray(job_v0, dtype=np.float64))
+    order, starts = job_groups(job_seed, group_size)
     Q = job_mu.shape[0]
-    out = {k: np.empty((Q, cp.size)) for k in RESULTS}
-    out["status"] = np.empty((Q, 2), dtype=np.int64)
-    out["info"] = np.empty((Q, 4))
+    res = {k: np.empty((Q, cp.size)) for k in RESULTS}
+    res["status"] = np.empty((Q, 2), dtype=np.int64)
+    res["info"] = np.empty((Q, 4))
     kernel = batch_kernel if parallel else batch_kernel_serial
-    kernel(stacked, cfg, FLOW, use_flow, job_seed, job_mu, job_v0, cp,
-           out["test_error"], out["loss"], out["train_error"], out["margin"], out["status"],
-           out["info"])
+    kernel(stacked, cfg, FLOW, use_flow, job_seed[order], job_mu[order], job_v0[order], starts,
+           cp, res["test_error"], res["loss"], res["train_error"], res["margin"],
+           res["status"], res["info"])
+    out = {}
+    for k, val in res.items():
+        out[k] = np.empty_like(val)
+        out[k][order] = val
     return out
 
 

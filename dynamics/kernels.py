@@ -716,40 +716,36 @@ def _initial_loss(A, gamma, rho, U, v, st, cfg, w):
 
 
 @njit(cache=True)
-def _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, out_test,
-             out_loss, out_train, out_margin, out_status, out_info):
-    """Job q of a batch: train from (0, 0, v0); at each checkpoint (GD steps,
-    ascending; inf = the limit) write test error, loss, train error and
-    normalised margin min_i y_i f_i / ||theta||^(L+1) (NaN after a divergence).
-    out_info[q] = (limit converged: 1/0, or -1 if no limit asked; final time
-    in GD steps; normalised steps taken; test labels stable over the last
-    decade before the limit: 1/0, or -1 if no limit asked).
-    """
-    si = job_seed[q]
-    mu = job_mu[q]
-    s = KStats(st.w0_e1[si], st.w0_perp_sq[si], st.B[si], st.G[si], st.N[si],
-               st.yhat[si], st.y[si], st.test_yhat[si], st.test_B[si], st.test_X[si],
-               st.U0[si])
-    m, n = s.B.shape[1], s.yhat.shape[0]
-    A = mu * s.w0_e1
-    gamma = np.zeros((2, m))
-    rho = np.zeros((2, m, n))
-    U = s.U0.copy()
-    v = np.full((2, m, 2), job_v0[q])
-    w = _work(m, n, U.shape[0] + 1)
-    count = np.zeros(1, dtype=np.int64)
-    limit = np.zeros(4)
-    L0 = _initial_loss(A, gamma, rho, U, v, s, cfg, w)
+def _job_stats(st, si):
+    """The statistics of seed index si of stacked statistics."""
+    return KStats(st.w0_e1[si], st.w0_perp_sq[si], st.B[si], st.G[si], st.N[si],
+                  st.yhat[si], st.y[si], st.test_yhat[si], st.test_B[si], st.test_X[si],
+                  st.U0[si])
+
+
+@njit(cache=True)
+def _reset_job(q, out_test, out_loss, out_train, out_margin, out_status, out_info):
+    """Outputs of job q before it runs: NaN results, status (-1, 0), no limit."""
     out_status[q, 0] = -1
     out_status[q, 1] = 0
     out_info[q, 0] = -1.0
+    out_info[q, 1] = 0.0
+    out_info[q, 2] = 0.0
     out_info[q, 3] = -1.0
     out_test[q, :] = np.nan
     out_loss[q, :] = np.nan
     out_train[q, :] = np.nan
     out_margin[q, :] = np.nan
-    t = 0.0
-    for c in range(checkpoints.shape[0]):
+
+
+@njit(cache=True)
+def _continue_job(q, c0, t, A, mu, gamma, rho, U, v, s, cfg, fc, use_flow, w, L0, count,
+                  checkpoints, out_test, out_loss, out_train, out_margin, out_status,
+                  out_info):
+    """Job q from GD time t at checkpoint index c0 on: advance to each
+    checkpoint and write its values (``_run_job``); the state moves in place."""
+    limit = np.zeros(4)
+    for c in range(c0, checkpoints.shape[0]):
         reason, t = _advance(A, mu, gamma, rho, U, v, s, cfg, fc, use_flow, w, t,
                              checkpoints[c], L0, count, limit)
         if np.isinf(checkpoints[c]):
@@ -766,29 +762,302 @@ def _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, ou
     out_info[q, 2] = count[0]
 
 
-@njit(cache=True, parallel=True)
-def batch_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, out_test,
-                 out_loss, out_train, out_margin, out_status, out_info):
-    """Run many configurations in parallel (numba prange), checkpoints only.
-
-    ``st`` holds the statistics stacked over seeds (leading axis S); job q uses
-    seed index job_seed[q], ||mu|| = job_mu[q] and v0 = job_v0[q].  Outputs
-    (Q, K) at the K checkpoints; out_status (Q, 2) = (step, reason) or
-    (-1, 0); out_info (Q, 4) (see ``_run_job``).  Jobs are independent, so
-    results do not depend on the number of threads.
+@njit(cache=True)
+def _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, out_test,
+             out_loss, out_train, out_margin, out_status, out_info):
+    """Job q of a batch: train from (0, U0, v0); at each checkpoint (GD steps,
+    ascending; inf = the limit) write test error, loss, train error and
+    normalised margin min_i y_i f_i / ||theta||^(L+1) (NaN after a divergence).
+    out_info[q] = (limit converged: 1/0, or -1 if no limit asked; final time
+    in GD steps; normalised steps taken; test labels stable over the last
+    decade before the limit: 1/0, or -1 if no limit asked).
     """
-    for q in prange(job_seed.shape[0]):
-        _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, out_test,
-                 out_loss, out_train, out_margin, out_status, out_info)
+    s = _job_stats(st, job_seed[q])
+    mu = job_mu[q]
+    m, n = s.B.shape[1], s.yhat.shape[0]
+    A = mu * s.w0_e1
+    gamma = np.zeros((2, m))
+    rho = np.zeros((2, m, n))
+    U = s.U0.copy()
+    v = np.full((2, m, 2), job_v0[q])
+    w = _work(m, n, U.shape[0] + 1)
+    count = np.zeros(1, dtype=np.int64)
+    L0 = _initial_loss(A, gamma, rho, U, v, s, cfg, w)
+    _reset_job(q, out_test, out_loss, out_train, out_margin, out_status, out_info)
+    _continue_job(q, 0, 0.0, A, mu, gamma, rho, U, v, s, cfg, fc, use_flow, w, L0, count,
+                  checkpoints, out_test, out_loss, out_train, out_margin, out_status,
+                  out_info)
+
+
+# ---------------------------------------------------------------- groups
+# Jobs that share a seed share every statistic (B, G, N, labels, test data);
+# only A = ||mu|| <w0, e_1> and v0 differ.  A *group* of C such jobs steps GD
+# together with the job as the innermost, contiguous axis (state (2, m, [n,]
+# [2,] C)), so the Gram product z = B + rho G and the increments run as SIMD
+# loops of length C instead of n.  Every job performs the floating-point
+# operations of ``_forward1``/``_increments1``/``_apply`` in the same order,
+# so results equal the one-job path bit for bit (tests/test_groups.py); the
+# increments are applied in place as they are formed (exact: the increment of
+# (j, r) reads only the state of (j, r) and l', which is fixed for the step).
+# Checkpoints, the limit and the normalised scheme gather one job's state and
+# run the one-job code.  Depth >= 2 runs job by job.
+
+GROUP_MAX = 32  # jobs per group (state of 32 jobs at n = m = 20: ~0.6 MB)
+GROUP_MIN = 16  # smaller groups run job by job (measured: SIMD loops of < 16 lose)
 
 
 @njit(cache=True)
-def batch_kernel_serial(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
-                        out_test, out_loss, out_train, out_margin, out_status, out_info):
+def _forward_group(A, gamma, rho, v, st, cfg, a, z, f):
+    """``_forward1`` for C jobs at once: z (2, m, n, C), f (n, C)."""
+    m, n, C = gamma.shape[1], f.shape[0], f.shape[1]
+    yhat, B, G, cc = st.yhat, st.B, st.G, cfg.c
+    f[:, :] = 0.0
+    for j in range(2):
+        js = 1.0 - 2.0 * j
+        for r in range(m):
+            for c in range(C):
+                a[c] = A[j, r, c] + js * gamma[j, r, c]
+            zr = z[j, r]
+            for i in range(n):
+                b = B[j, r, i]
+                for c in range(C):
+                    zr[i, c] = b
+            if cfg.use_gram:
+                for k in range(n):
+                    rk = rho[j, r, k]
+                    Gk = G[k]
+                    for i in range(n):
+                        g = Gk[i]
+                        zi = zr[i]
+                        for c in range(C):
+                            zi[c] += rk[c] * g
+            else:
+                for i in range(n):
+                    for c in range(C):
+                        zr[i, c] += rho[j, r, i, c]
+            v1 = v[j, r, 0]
+            v2 = v[j, r, 1]
+            for i in range(n):
+                yi = yhat[i]
+                zi = zr[i]
+                fi = f[i]
+                for c in range(C):
+                    fi[c] += js * cc * (v1[c] * max(yi * a[c], 0.0) + v2[c] * max(zi[c], 0.0))
+
+
+@njit(cache=True)
+def _step_group(A, mu2, gamma, rho, v, mg, mr, mv, st, cfg, a, z, lp, sg, sv1, sv2, big):
+    """``_increments1`` + ``_apply`` for C jobs, applied in place; big (C,)
+    receives max |theta| of each job (gamma, rho, and v when trained)."""
+    m, n, C = gamma.shape[1], lp.shape[0], lp.shape[1]
+    cw = cfg.eta * cfg.c / n
+    cv = cfg.eta_v * cfg.c / n
+    beta = cfg.beta
+    big[:] = 0.0
+    for j in range(2):
+        js = 1.0 - 2.0 * j
+        for r in range(m):
+            for c in range(C):
+                a[c] = A[j, r, c] + js * gamma[j, r, c]
+                sg[c] = 0.0
+                sv1[c] = 0.0
+                sv2[c] = 0.0
+            v2 = v[j, r, 1]
+            for i in range(n):
+                yi = st.y[i]
+                yh = st.yhat[i]
+                cn = cw * st.N[i] * js
+                zi = z[j, r, i]
+                li = lp[i]
+                rho_i = rho[j, r, i]
+                mr_i = mr[j, r, i]
+                for c in range(C):
+                    q = li[c] * yi
+                    si = yh * a[c]
+                    ms = 1.0 if si > 0.0 else 0.0
+                    mz = 1.0 if zi[c] > 0.0 else 0.0
+                    sg[c] += q * yh * ms
+                    sv1[c] += q * si * ms
+                    sv2[c] += q * zi[c] * mz
+                    mr_i[c] = beta * mr_i[c] + (-(cn * q * v2[c]) * mz)
+                    rho_i[c] += mr_i[c]
+                    big[c] = max(big[c], abs(rho_i[c]))
+            for c in range(C):
+                mg[j, r, c] = beta * mg[j, r, c] + (-(cw * mu2[c] * v[j, r, 0, c] * sg[c]))
+                gamma[j, r, c] += mg[j, r, c]
+                big[c] = max(big[c], abs(gamma[j, r, c]))
+            if cfg.train_v:
+                for c in range(C):
+                    mv[j, r, 0, c] = beta * mv[j, r, 0, c] + (-(cv * js * sv1[c]))
+                    mv[j, r, 1, c] = beta * mv[j, r, 1, c] + (-(cv * js * sv2[c]))
+                    v[j, r, 0, c] += mv[j, r, 0, c]
+                    v[j, r, 1, c] += mv[j, r, 1, c]
+                    big[c] = max(big[c], max(abs(v[j, r, 0, c]), abs(v[j, r, 1, c])))
+
+
+@njit(cache=True)
+def _lprime_group(f, y, lp, reason):
+    """``_lprime`` for every job of a group: lp (n, C), reason (C,)."""
+    n, C = f.shape
+    worst = np.full(C, -np.inf)
+    for i in range(n):
+        for c in range(C):
+            yf = y[i] * f[i, c]
+            lp[i, c] = -1.0 / (1.0 + np.exp(yf))
+            worst[c] = max(worst[c], -yf)
+    for c in range(C):
+        reason[c] = 0
+        if not np.isfinite(worst[c]):
+            reason[c] = 1
+        elif worst[c] > LOSS_MAX - 1.0 and _loss(np.ascontiguousarray(f[:, c]), y) > LOSS_MAX:
+            reason[c] = 2
+
+
+@njit(cache=True)
+def _gather(c, gamma, rho, v, gamma1, rho1, v1):
+    """The state of job c of a group into one-job arrays."""
+    for j in range(2):
+        for r in range(gamma.shape[1]):
+            gamma1[j, r] = gamma[j, r, c]
+            v1[j, r, 0] = v[j, r, 0, c]
+            v1[j, r, 1] = v[j, r, 1, c]
+            for i in range(rho.shape[2]):
+                rho1[j, r, i] = rho[j, r, i, c]
+
+
+@njit(cache=True)
+def _retire(c, q, t, reason, alive, gamma, rho, v, mg, mr, mv, out_status, out_info):
+    """Job c (= job q) of a group diverged at GD time t: record (t, reason),
+    mark it finished and zero its state (it keeps being stepped with the
+    others, harmless finite arithmetic, but is never read)."""
+    out_status[q, 0] = int(t)
+    out_status[q, 1] = reason
+    out_info[q, 1] = t
+    alive[c] = False
+    gamma[:, :, c] = 0.0
+    rho[:, :, :, c] = 0.0
+    v[:, :, :, c] = 0.0
+    mg[:, :, c] = 0.0
+    mr[:, :, :, c] = 0.0
+    mv[:, :, :, c] = 0.0
+
+
+@njit(cache=True)
+def _run_group(g, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start, checkpoints,
+               out_test, out_loss, out_train, out_margin, out_status, out_info):
+    """Jobs group_start[g] .. group_start[g+1]-1 (one seed): GD segments
+    stepped together (``_forward_group``, ``_step_group``), each checkpoint and
+    the limit job by job; results equal ``_run_job``'s bit for bit."""
+    q0, q1 = group_start[g], group_start[g + 1]
+    s = _job_stats(st, job_seed[q0])
+    if s.U0.shape[0] > 0 or use_flow or q1 - q0 < GROUP_MIN:
+        for q in range(q0, q1):
+            _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
+                     out_test, out_loss, out_train, out_margin, out_status, out_info)
+        return
+    C = q1 - q0
+    m, n = s.B.shape[1], s.yhat.shape[0]
+    mu2 = np.empty(C)
+    A = np.empty((2, m, C))
+    v = np.empty((2, m, 2, C))
+    for c in range(C):
+        mu2[c] = job_mu[q0 + c] * job_mu[q0 + c]
+        A[:, :, c] = job_mu[q0 + c] * s.w0_e1
+        v[:, :, :, c] = job_v0[q0 + c]
+    gamma = np.zeros((2, m, C))
+    rho = np.zeros((2, m, n, C))
+    mg, mr, mv = np.zeros_like(gamma), np.zeros_like(rho), np.zeros_like(v)
+    z = np.empty((2, m, n, C))
+    f = np.empty((n, C))
+    lp = np.empty((n, C))
+    a, sg, sv1, sv2, big = np.empty(C), np.empty(C), np.empty(C), np.empty(C), np.empty(C)
+    reason = np.zeros(C, dtype=np.int64)
+    alive = np.ones(C, dtype=np.bool_)
+    # one-job scratch for checkpoints and the limit
+    gamma1, rho1, v1 = np.zeros((2, m)), np.zeros((2, m, n)), np.zeros((2, m, 2))
+    U1 = s.U0.copy()
+    w = _work(m, n, 1)
+    count = np.zeros(1, dtype=np.int64)
+    L0 = np.empty(C)
+    for c in range(C):
+        q = q0 + c
+        _reset_job(q, out_test, out_loss, out_train, out_margin, out_status, out_info)
+        v1[:] = job_v0[q]
+        L0[c] = _initial_loss(job_mu[q] * s.w0_e1, gamma1, rho1, U1, v1, s, cfg, w)
+    t = 0.0
+    for k in range(checkpoints.shape[0]):
+        target = checkpoints[k]
+        if np.isinf(target):  # the limit: job by job from the GD state
+            for c in range(C):
+                if alive[c]:
+                    q = q0 + c
+                    _gather(c, gamma, rho, v, gamma1, rho1, v1)
+                    count[0] = 0
+                    _continue_job(q, k, t, job_mu[q] * s.w0_e1, job_mu[q], gamma1, rho1, U1,
+                                  v1, s, cfg, fc, False, w, L0[c], count, checkpoints,
+                                  out_test, out_loss, out_train, out_margin, out_status,
+                                  out_info)
+                    alive[c] = False
+            break
+        while True:  # GD steps to the target (as _advance)
+            _forward_group(A, gamma, rho, v, s, cfg, a, z, f)
+            _lprime_group(f, s.y, lp, reason)
+            for c in range(C):
+                if alive[c] and reason[c] != 0:
+                    _retire(c, q0 + c, t, reason[c], alive, gamma, rho, v, mg, mr, mv,
+                            out_status, out_info)
+            if t >= target:
+                break
+            _step_group(A, mu2, gamma, rho, v, mg, mr, mv, s, cfg, a, z, lp, sg, sv1, sv2,
+                        big)
+            t += 1.0
+            for c in range(C):
+                if alive[c] and not big[c] <= THETA_MAX:
+                    _retire(c, q0 + c, t, 3, alive, gamma, rho, v, mg, mr, mv, out_status,
+                            out_info)
+        for c in range(C):
+            if alive[c]:
+                q = q0 + c
+                _gather(c, gamma, rho, v, gamma1, rho1, v1)
+                r = _checkpoint(q, k, job_mu[q] * s.w0_e1, job_mu[q], gamma1, rho1, U1, v1, s,
+                                cfg, w, out_test, out_loss, out_train, out_margin)
+                if r != 0:
+                    _retire(c, q, t, r, alive, gamma, rho, v, mg, mr, mv, out_status,
+                            out_info)
+    for c in range(C):
+        if alive[c]:
+            out_info[q0 + c, 1] = t
+
+
+@njit(cache=True, parallel=True)
+def batch_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start, checkpoints,
+                 out_test, out_loss, out_train, out_margin, out_status, out_info):
+    """Run many configurations in parallel (numba prange over groups),
+    checkpoints only.
+
+    ``st`` holds the statistics stacked over seeds (leading axis S); job q uses
+    seed index job_seed[q], ||mu|| = job_mu[q] and v0 = job_v0[q]; jobs
+    group_start[g] .. group_start[g+1]-1 share one seed and step together
+    (``_run_group``).  Outputs (Q, K) at the K checkpoints; out_status (Q, 2)
+    = (step, reason) or (-1, 0); out_info (Q, 4) (see ``_run_job``).  Groups
+    are independent and a job's result does not depend on its group, so
+    results do not depend on the number of threads.
+    """
+    for g in prange(group_start.shape[0] - 1):
+        _run_group(g, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
+                   checkpoints, out_test, out_loss, out_train, out_margin, out_status,
+                   out_info)
+
+
+@njit(cache=True)
+def batch_kernel_serial(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
+                        checkpoints, out_test, out_loss, out_train, out_margin, out_status,
+                        out_info):
     """``batch_kernel`` on one thread (for dask workers: no nested threading)."""
-    for q in range(job_seed.shape[0]):
-        _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, out_test,
-                 out_loss, out_train, out_margin, out_status, out_info)
+    for g in range(group_start.shape[0] - 1):
+        _run_group(g, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
+                   checkpoints, out_test, out_loss, out_train, out_margin, out_status,
+                   out_info)
 
 
 @njit(cache=True)

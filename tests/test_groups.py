@@ -1,0 +1,52 @@
+"""Jobs of one seed stepped together (``kernels._run_group``) give the results
+of the job-by-job path bit for bit, in every regime the batch kernel serves."""
+import numpy as np
+import pytest
+
+from dynamics import Params
+from dynamics.boundary import job_groups, run_batch, stacked_stats
+from dynamics.kernels import GROUP_MIN
+
+BASE = dict(n=10, m=5, d=300, n_test=100)
+CASES = {  # name: (params, level, checkpoints)
+    "exact, small v0": (Params(v0=1e-3, **BASE), "exact", [0.0, 40.0, 150.0]),
+    "exact, large v0, flips": (Params(v0=1.0, flip=0.1, **BASE), "exact", [60.0, 150.0]),
+    "orthogonal": (Params(v0=0.3, **BASE), "orthogonal", [150.0]),
+    "fixed-output": (Params(v0=1.0, **BASE), "fixed-output", [150.0]),
+    "momentum": (Params(v0=0.1, optimizer="momentum:0.5", **BASE), "exact", [80.0, 150.0]),
+    "then the limit": (Params(v0=1e-2, **BASE), "exact", [100.0, np.inf]),
+    "divergences": (Params(v0=3.0, eta=20.0, **BASE), "exact", [20.0, 150.0]),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_group_equals_job_by_job(name):
+    params, level, checkpoints = CASES[name]
+    S, M = 2, 2 * GROUP_MIN + 3  # two groups per seed (19 + 18 jobs)
+    stacked = stacked_stats(params, "wishart", params.seed + np.arange(S))
+    mus = np.geomspace(0.3, 60.0, M)
+    job_seed = np.tile(np.arange(S), M)
+    job_mu = np.repeat(mus, S)
+    job_v0 = params.v0 * np.where(np.arange(job_mu.size) % 3 == 0, 1.0, 2.5)
+    grouped = run_batch(params, level, stacked, job_seed, job_mu, job_v0, checkpoints)
+    single = run_batch(params, level, stacked, job_seed, job_mu, job_v0, checkpoints,
+                       group_size=1)
+    for key in single:
+        np.testing.assert_array_equal(grouped[key], single[key], err_msg=key)
+    finite = np.isfinite(single["test_error"]).mean()
+    assert finite > 0.5, "the case should mostly run, not only diverge"
+    if name == "divergences":
+        assert set(single["status"][:, 1]) >= {0, 2}, "the case should contain divergences"
+
+
+def test_job_groups_split_by_seed_evenly():
+    job_seed = np.array([1, 0] * 20 + [2] * 5)
+    order, starts = job_groups(job_seed, 16)
+    seeds = job_seed[order]
+    sizes = np.diff(starts)
+    assert sizes.sum() == job_seed.size and sizes.max() <= 16
+    for a, b in zip(starts[:-1], starts[1:]):
+        assert len(set(seeds[a:b])) == 1  # one seed per group
+    assert sizes.tolist() == [10, 10, 10, 10, 5]  # 20 jobs -> two groups of 10
+    with pytest.raises(ValueError, match="group_size"):
+        job_groups(job_seed, 0)
