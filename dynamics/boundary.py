@@ -6,7 +6,9 @@ nothing about models: it takes an *evaluator*, a callable from ||mu|| values
 (M,) to per-seed results with arrays (S, M, K) over S seeds and K checkpoint
 times (``test_error``, ``loss``, ``train_error``, ``margin``; NaN where a run
 diverged before that time) and ``status`` (S, M, 2) = (step, reason) or
-(-1, 0).  ``reduced_evaluator`` (here) runs the Numba batch kernel;
+(-1, 0); called as ``evaluate(mus, upto)`` it may stop after the first
+``upto`` checkpoints (K = upto columns).  ``reduced_evaluator`` (here) runs
+the Numba batch kernel;
 ``fullsim.batch.full_evaluator`` trains the weight-space network.
 
 Common random numbers: seeds are params.seed + s, s = 0..S-1, and the
@@ -15,7 +17,10 @@ A = ||mu|| <w0, e_1> changes), so the mean error curve is a fixed function of
 ||mu||.  Algorithm, per checkpoint time: evaluate a coarse log grid, widen it
 until every tau is bracketed, bisect in log ||mu|| on each bracket, and
 interpolate linearly in log ||mu|| inside the final bracket.  All times share
-the runs (each evaluation returns every checkpoint).
+the runs through one cache; the latest time is searched first with full runs,
+and an earlier time's search runs new ||mu|| values only up to its own
+checkpoint (a run's value at a checkpoint does not depend on how far it runs,
+so every time's boundary is that of its single-time search).
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ from .run import FLOW, check_checkpoints, check_integrator, check_stats, kernel_
     kernel_stats
 
 RESULTS = ("test_error", "loss", "train_error", "margin")
-Evaluator = Callable[[np.ndarray], dict]
+Evaluator = Callable[..., dict]  # evaluate(mus, upto=None): see the module docstring
 
 
 def seed_list(params: Params, n_seeds: int) -> np.ndarray:
@@ -113,10 +118,12 @@ def reduced_evaluator(params: Params, level: str, sampler: str, seeds,
     stacked = stacked_stats(params, sampler, seeds) if stacked is None else stacked
     S = len(seeds)
 
-    def evaluate(mus):
+    cp = check_checkpoints(checkpoints, params.steps)
+
+    def evaluate(mus, upto=None):
         mus = np.asarray(mus, dtype=np.float64)
         res = run_batch(params, level, stacked, np.tile(np.arange(S), mus.size),
-                        np.repeat(mus, S), checkpoints=checkpoints, integrator=integrator)
+                        np.repeat(mus, S), checkpoints=cp[:upto], integrator=integrator)
         return jobs_to_curve(res, mus.size, S)
     return evaluate
 
@@ -138,7 +145,7 @@ class ErrorCurve:
         mus = np.atleast_1d(np.asarray(mus, dtype=np.float64))
         new = np.unique(mus[~np.isin(mus, self.mu)])
         if new.size:
-            res = self.evaluate_runs(new)
+            res = self.evaluate_runs(new, k + 1)
             bad = ~np.isfinite(res["test_error"])
             if bad.any():
                 res["test_error"][bad] = 0.5
@@ -222,30 +229,44 @@ def find_boundaries(evaluate: Evaluator, params: Params, seeds, times=None,
     """
     taus = tuple(check_threshold(t) for t in taus)
     times = [params.steps] if times is None else list(times)
-    memo = _memoise(evaluate)
+    memo = _memoise(evaluate, len(times))
     rng = np.random.default_rng(np.random.SeedSequence([params.seed, 2024]))
     boot_idx = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
-    out = []
-    for k, time in enumerate(times):  # each time: the single-time search on shared runs
+    out = {}
+    for k in reversed(range(len(times))):  # latest first: its full runs serve the others
         curve = ErrorCurve(memo, len(seeds), len(times))
         _search(curve, k, taus, guess, mu_range, rel_tol)
-        out.append(_boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler))
-    return out
+        out[k] = _boundary_at(curve, k, times[k], taus, boot_idx, params, seeds, level,
+                              sampler)
+    return [out[k] for k in range(len(times))]
 
 
-def _memoise(evaluate: Evaluator) -> Evaluator:
-    """The evaluator with a cache per ||mu|| value (runs are shared by all times)."""
+def _memoise(evaluate: Evaluator, n_times: int) -> Evaluator:
+    """The evaluator with a cache per ||mu|| value, shared by all times.  A
+    call with ``upto`` = k needs the first k checkpoints only: new values run
+    only that far, cached values with fewer checkpoints run again; the
+    returned arrays always have n_times columns (NaN beyond what was run).
+    A run's values at a checkpoint do not depend on how far it runs."""
     cache = {}
 
-    def cached(mus):
+    def cached(mus, upto=None):
+        upto = n_times if upto is None else upto
         mus = np.asarray(mus, dtype=np.float64)
-        new = [m for m in dict.fromkeys(mus.tolist()) if m not in cache]
+        new = [m for m in dict.fromkeys(mus.tolist())
+               if m not in cache or cache[m]["upto"] < upto]
         if new:
-            res = evaluate(np.array(new))
+            res = evaluate(np.array(new), upto)
             for q, mu in enumerate(new):
-                cache[mu] = {k: v[:, q:q + 1] for k, v in res.items()}
+                entry = {"upto": res["test_error"].shape[2]}  # may have run further
+                for k, val in res.items():
+                    col = val[:, q:q + 1]
+                    if k in RESULTS and col.shape[2] < n_times:
+                        pad = np.full(col.shape[:2] + (n_times - col.shape[2],), np.nan)
+                        col = np.concatenate([col, pad], axis=2)
+                    entry[k] = col
+                cache[mu] = entry
         return {k: np.concatenate([cache[m][k] for m in mus.tolist()], axis=1)
-                for k in cache[mus[0]]}
+                for k in cache[mus[0]] if k != "upto"}
     return cached
 
 

@@ -846,13 +846,12 @@ def _forward_group(A, gamma, rho, v, st, cfg, a, z, f):
 
 
 @njit(cache=True)
-def _step_group(A, mu2, gamma, rho, v, mg, mr, mv, st, cfg, a, z, lp, sg, sv1, sv2, big):
-    """``_increments1`` + ``_apply`` for C jobs, applied in place; big (C,)
-    receives max |theta| of each job (gamma, rho, and v when trained)."""
+def _step_group(A, mu2, eta, eta_v, beta, gamma, rho, v, mg, mr, mv, st, cfg, a, z, lp, sg,
+                sv1, sv2, big):
+    """``_increments1`` + ``_apply`` for C jobs with step sizes eta, eta_v (C,),
+    applied in place; big (C,) receives max |theta| of each job (gamma, rho,
+    and v when trained).  A job with eta = eta_v = 0 does not move."""
     m, n, C = gamma.shape[1], lp.shape[0], lp.shape[1]
-    cw = cfg.eta * cfg.c / n
-    cv = cfg.eta_v * cfg.c / n
-    beta = cfg.beta
     big[:] = 0.0
     for j in range(2):
         js = 1.0 - 2.0 * j
@@ -866,7 +865,7 @@ def _step_group(A, mu2, gamma, rho, v, mg, mr, mv, st, cfg, a, z, lp, sg, sv1, s
             for i in range(n):
                 yi = st.y[i]
                 yh = st.yhat[i]
-                cn = cw * st.N[i] * js
+                Ni = st.N[i]
                 zi = z[j, r, i]
                 li = lp[i]
                 rho_i = rho[j, r, i]
@@ -879,15 +878,18 @@ def _step_group(A, mu2, gamma, rho, v, mg, mr, mv, st, cfg, a, z, lp, sg, sv1, s
                     sg[c] += q * yh * ms
                     sv1[c] += q * si * ms
                     sv2[c] += q * zi[c] * mz
-                    mr_i[c] = beta * mr_i[c] + (-(cn * q * v2[c]) * mz)
+                    cw = eta[c] * cfg.c / n
+                    mr_i[c] = beta * mr_i[c] + (-(cw * Ni * js * q * v2[c]) * mz)
                     rho_i[c] += mr_i[c]
                     big[c] = max(big[c], abs(rho_i[c]))
             for c in range(C):
+                cw = eta[c] * cfg.c / n
                 mg[j, r, c] = beta * mg[j, r, c] + (-(cw * mu2[c] * v[j, r, 0, c] * sg[c]))
                 gamma[j, r, c] += mg[j, r, c]
                 big[c] = max(big[c], abs(gamma[j, r, c]))
             if cfg.train_v:
                 for c in range(C):
+                    cv = eta_v[c] * cfg.c / n
                     mv[j, r, 0, c] = beta * mv[j, r, 0, c] + (-(cv * js * sv1[c]))
                     mv[j, r, 1, c] = beta * mv[j, r, 1, c] + (-(cv * js * sv2[c]))
                     v[j, r, 0, c] += mv[j, r, 0, c]
@@ -925,108 +927,272 @@ def _gather(c, gamma, rho, v, gamma1, rho1, v1):
                 rho1[j, r, i] = rho[j, r, i, c]
 
 
+class _Group(NamedTuple):
+    """State and buffers of a group of C jobs of one seed (``_run_group``)."""
+
+    A: np.ndarray      # (2, m, C)    ||mu||_c <w0, e_1>
+    mu: np.ndarray     # (C,)
+    mu2: np.ndarray    # (C,)
+    gamma: np.ndarray  # (2, m, C)
+    rho: np.ndarray    # (2, m, n, C)
+    v: np.ndarray      # (2, m, 2, C)
+    mg: np.ndarray     # momentum of gamma, rho, v
+    mr: np.ndarray
+    mv: np.ndarray
+    z: np.ndarray      # (2, m, n, C)
+    f: np.ndarray      # (n, C)
+    lp: np.ndarray     # (n, C)
+    a: np.ndarray      # (C,) buffers
+    sg: np.ndarray
+    sv1: np.ndarray
+    sv2: np.ndarray
+    big: np.ndarray
+    eta: np.ndarray    # (C,) step sizes of the current step
+    dt: np.ndarray     # (C,) time step of the normalised scheme
+    eta_v: np.ndarray
+    reason: np.ndarray  # (C,) int64
+    alive: np.ndarray   # (C,) bool: not finished
+    t: np.ndarray       # (C,) GD time of each job
+    count: np.ndarray   # (C,) int64 normalised steps
+    L0: np.ndarray      # (C,) initial loss
+
+
 @njit(cache=True)
-def _retire(c, q, t, reason, alive, gamma, rho, v, mg, mr, mv, out_status, out_info):
-    """Job c (= job q) of a group diverged at GD time t: record (t, reason),
-    mark it finished and zero its state (it keeps being stepped with the
-    others, harmless finite arithmetic, but is never read)."""
-    out_status[q, 0] = int(t)
+def _group(s, mus, v0s):
+    """Initial state (0, 0, v0) of C jobs of one seed."""
+    C = mus.shape[0]
+    m, n = s.B.shape[1], s.yhat.shape[0]
+    A = np.empty((2, m, C))
+    v = np.empty((2, m, 2, C))
+    mu2 = np.empty(C)
+    for c in range(C):
+        mu2[c] = mus[c] * mus[c]
+        A[:, :, c] = mus[c] * s.w0_e1
+        v[:, :, :, c] = v0s[c]
+    return _Group(A, mus.copy(), mu2, np.zeros((2, m, C)), np.zeros((2, m, n, C)), v,
+                  np.zeros((2, m, C)), np.zeros((2, m, n, C)), np.zeros((2, m, 2, C)),
+                  np.empty((2, m, n, C)), np.empty((n, C)), np.empty((n, C)),
+                  np.empty(C), np.empty(C), np.empty(C), np.empty(C), np.empty(C),
+                  np.zeros(C), np.zeros(C), np.zeros(C), np.zeros(C, dtype=np.int64),
+                  np.ones(C, dtype=np.bool_), np.zeros(C), np.zeros(C, dtype=np.int64),
+                  np.ones(C))
+
+
+@njit(cache=True)
+def _retire(gr, c, q, reason, out_status):
+    """Job c (= job q) of a group stops at its time t[c] for ``reason``
+    (divergence 1-3, step budget 4): record it, mark it finished and zero its
+    state (it keeps being stepped with zero step size, harmless finite
+    arithmetic, but is never read)."""
+    out_status[q, 0] = int(min(gr.t[c], 4e18))
     out_status[q, 1] = reason
-    out_info[q, 1] = t
-    alive[c] = False
-    gamma[:, :, c] = 0.0
-    rho[:, :, :, c] = 0.0
-    v[:, :, :, c] = 0.0
-    mg[:, :, c] = 0.0
-    mr[:, :, :, c] = 0.0
-    mv[:, :, :, c] = 0.0
+    gr.alive[c] = False
+    gr.gamma[:, :, c] = 0.0
+    gr.rho[:, :, :, c] = 0.0
+    gr.v[:, :, :, c] = 0.0
+    gr.mg[:, :, c] = 0.0
+    gr.mr[:, :, :, c] = 0.0
+    gr.mv[:, :, :, c] = 0.0
+
+
+@njit(cache=True)
+def _gd_group(gr, s, cfg, target, q0, out_status):
+    """GD steps of every running job from the common time to ``target``
+    (``_advance`` with GD, job by job semantics)."""
+    C = gr.mu.shape[0]
+    gr.eta[:] = cfg.eta
+    gr.eta_v[:] = cfg.eta_v
+    t = gr.t.max()  # the common time of the running jobs (finished ones stopped earlier)
+    while True:
+        _forward_group(gr.A, gr.gamma, gr.rho, gr.v, s, cfg, gr.a, gr.z, gr.f)
+        _lprime_group(gr.f, s.y, gr.lp, gr.reason)
+        for c in range(C):
+            if gr.alive[c] and gr.reason[c] != 0:
+                _retire(gr, c, q0 + c, gr.reason[c], out_status)
+        if t >= target:
+            break
+        _step_group(gr.A, gr.mu2, gr.eta, gr.eta_v, cfg.beta, gr.gamma, gr.rho, gr.v, gr.mg,
+                    gr.mr, gr.mv, s, cfg, gr.a, gr.z, gr.lp, gr.sg, gr.sv1, gr.sv2, gr.big)
+        t += 1.0
+        for c in range(C):
+            if gr.alive[c]:
+                gr.t[c] = t
+                if not gr.big[c] <= THETA_MAX:
+                    _retire(gr, c, q0 + c, 3, out_status)
+
+
+@njit(cache=True)
+def _normalised_group(gr, s, cfg, fc, running, t_end, stop):
+    """``normalised_gd`` for the jobs with running[c]: each from its time t[c]
+    to t_end with its own loss-normalised step (the others get step 0).
+    stop[c] = reason (0 ok, 1-3 divergence, 4 step budget) of each job."""
+    C = gr.mu.shape[0]
+    stop[:] = 0
+    moving = running.copy()
+    while True:
+        left = False
+        for c in range(C):
+            if moving[c] and not gr.t[c] < t_end:
+                moving[c] = False
+            if moving[c] and gr.count[c] >= fc.max_steps:
+                stop[c] = 4
+                moving[c] = False
+            left |= moving[c]
+        if not left:
+            return
+        _forward_group(gr.A, gr.gamma, gr.rho, gr.v, s, cfg, gr.a, gr.z, gr.f)
+        for c in range(C):
+            gr.eta[c] = 0.0
+            gr.eta_v[c] = 0.0
+            if moving[c]:
+                reason, loss = _lprime_stable(gr.f[:, c], s.y, gr.lp[:, c])
+                if reason != 0:
+                    stop[c] = reason
+                    moving[c] = False
+                    continue
+                dt = normalised_dt(gr.L0[c], loss, gr.t[c], t_end, fc.max_dt_frac)
+                gr.dt[c] = dt
+                gr.eta[c] = cfg.eta * dt
+                gr.eta_v[c] = cfg.eta_v * dt
+        for c in range(C):
+            if not moving[c]:
+                for i in range(gr.lp.shape[0]):
+                    gr.lp[i, c] = 0.0  # finite: a job with step 0 must not move
+        _step_group(gr.A, gr.mu2, gr.eta, gr.eta_v, 0.0, gr.gamma, gr.rho, gr.v, gr.mg, gr.mr,
+                    gr.mv, s, cfg, gr.a, gr.z, gr.lp, gr.sg, gr.sv1, gr.sv2, gr.big)
+        for c in range(C):
+            if moving[c]:
+                gr.count[c] += 1
+                dt = gr.dt[c]
+                gr.t[c] = t_end if dt >= t_end - gr.t[c] else gr.t[c] + dt
+                if not gr.big[c] <= THETA_MAX:
+                    stop[c] = 3
+                    moving[c] = False
+
+
+@njit(cache=True)
+def _limit_group(gr, s, cfg, fc, k_inf, q0, w, gamma1, rho1, U1, v1, checkpoints, out_test,
+                 out_loss, out_train, out_margin, out_status, out_info):
+    """``flow_limit`` for every running job of a group: the margin and test
+    labels are measured job by job at the common times t_0 10^(k/4), the
+    normalised steps between them run together; then the limit checkpoint
+    (``_continue_job``'s bookkeeping)."""
+    C = gr.mu.shape[0]
+    nt = s.test_yhat.shape[0]
+    hist = np.full((C, 5), np.nan)
+    labels = np.zeros((C, 5, nt), dtype=np.bool_)
+    info = np.zeros((C, 4))
+    ftest = np.empty(nt)
+    running = gr.alive.copy()
+    stop = np.zeros(C, dtype=np.int64)
+    t = 1.0
+    for c in range(C):
+        if running[c]:
+            gr.t[c] = max(gr.t[c], 1.0)
+            t = gr.t[c]
+    k = 0
+    while True:
+        slot = k % 5
+        for c in range(C):
+            if not running[c]:
+                continue
+            _gather(c, gr.gamma, gr.rho, gr.v, gamma1, rho1, v1)
+            A1 = gr.mu[c] * s.w0_e1
+            _forward(A1, gamma1, rho1, U1, v1, s, cfg, w)
+            hist[c, slot] = _margin(A1, gr.mu[c], gamma1, rho1, U1, v1, s, w.f)
+            test_outputs(A1, gamma1, rho1, U1, v1, s, cfg.c, ftest)
+            for q in range(nt):
+                labels[c, slot, q] = ftest[q] > 0.0
+            if k >= 4:
+                old = (k - 4) % 5
+                same = True
+                for q in range(nt):
+                    same &= labels[c, old, q] == labels[c, slot, q]
+                change = abs(hist[c, slot] - hist[c, old]) / abs(hist[c, slot])
+                info[c, 3] = 1.0 if same else 0.0
+                if hist[c, slot] > 0.0 and same and change < fc.margin_rtol:
+                    info[c, 0] = 1.0
+                    running[c] = False
+        left = False
+        for c in range(C):
+            left |= running[c]
+        if not left or t >= fc.t_max:
+            break
+        target = min(t * 10.0 ** 0.25, fc.t_max)
+        _normalised_group(gr, s, cfg, fc, running, target, stop)
+        for c in range(C):
+            if running[c] and stop[c] != 0:
+                info[c, 2] = stop[c]
+                running[c] = False
+        t = target
+        k += 1
+    for c in range(C):
+        if not gr.alive[c]:
+            continue
+        q = q0 + c
+        out_info[q, 0] = info[c, 0]
+        out_info[q, 3] = info[c, 3]
+        reason = int(info[c, 2])
+        if reason == 0:
+            _gather(c, gr.gamma, gr.rho, gr.v, gamma1, rho1, v1)
+            reason = _checkpoint(q, k_inf, gr.mu[c] * s.w0_e1, gr.mu[c], gamma1, rho1, U1, v1,
+                                 s, cfg, w, out_test, out_loss, out_train, out_margin)
+        if reason != 0:
+            _retire(gr, c, q, reason, out_status)
+        gr.alive[c] = False
 
 
 @njit(cache=True)
 def _run_group(g, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start, checkpoints,
                out_test, out_loss, out_train, out_margin, out_status, out_info):
-    """Jobs group_start[g] .. group_start[g+1]-1 (one seed): GD segments
-    stepped together (``_forward_group``, ``_step_group``), each checkpoint and
-    the limit job by job; results equal ``_run_job``'s bit for bit."""
+    """Jobs group_start[g] .. group_start[g+1]-1 (one seed) stepped together:
+    GD segments (``_gd_group``), normalised segments (``_normalised_group``)
+    and the limit (``_limit_group``); checkpoint values job by job.  Results
+    equal ``_run_job``'s bit for bit."""
     q0, q1 = group_start[g], group_start[g + 1]
     s = _job_stats(st, job_seed[q0])
-    if s.U0.shape[0] > 0 or use_flow or q1 - q0 < GROUP_MIN:
+    if s.U0.shape[0] > 0 or q1 - q0 < GROUP_MIN:
         for q in range(q0, q1):
             _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
                      out_test, out_loss, out_train, out_margin, out_status, out_info)
         return
     C = q1 - q0
     m, n = s.B.shape[1], s.yhat.shape[0]
-    mu2 = np.empty(C)
-    A = np.empty((2, m, C))
-    v = np.empty((2, m, 2, C))
-    for c in range(C):
-        mu2[c] = job_mu[q0 + c] * job_mu[q0 + c]
-        A[:, :, c] = job_mu[q0 + c] * s.w0_e1
-        v[:, :, :, c] = job_v0[q0 + c]
-    gamma = np.zeros((2, m, C))
-    rho = np.zeros((2, m, n, C))
-    mg, mr, mv = np.zeros_like(gamma), np.zeros_like(rho), np.zeros_like(v)
-    z = np.empty((2, m, n, C))
-    f = np.empty((n, C))
-    lp = np.empty((n, C))
-    a, sg, sv1, sv2, big = np.empty(C), np.empty(C), np.empty(C), np.empty(C), np.empty(C)
-    reason = np.zeros(C, dtype=np.int64)
-    alive = np.ones(C, dtype=np.bool_)
-    # one-job scratch for checkpoints and the limit
+    gr = _group(s, job_mu[q0:q1], job_v0[q0:q1])
+    # one-job scratch for checkpoints and measurements
     gamma1, rho1, v1 = np.zeros((2, m)), np.zeros((2, m, n)), np.zeros((2, m, 2))
     U1 = s.U0.copy()
     w = _work(m, n, 1)
-    count = np.zeros(1, dtype=np.int64)
-    L0 = np.empty(C)
+    stop = np.zeros(C, dtype=np.int64)
     for c in range(C):
         q = q0 + c
         _reset_job(q, out_test, out_loss, out_train, out_margin, out_status, out_info)
         v1[:] = job_v0[q]
-        L0[c] = _initial_loss(job_mu[q] * s.w0_e1, gamma1, rho1, U1, v1, s, cfg, w)
-    t = 0.0
+        gr.L0[c] = _initial_loss(gr.mu[c] * s.w0_e1, gamma1, rho1, U1, v1, s, cfg, w)
     for k in range(checkpoints.shape[0]):
         target = checkpoints[k]
-        if np.isinf(target):  # the limit: job by job from the GD state
-            for c in range(C):
-                if alive[c]:
-                    q = q0 + c
-                    _gather(c, gamma, rho, v, gamma1, rho1, v1)
-                    count[0] = 0
-                    _continue_job(q, k, t, job_mu[q] * s.w0_e1, job_mu[q], gamma1, rho1, U1,
-                                  v1, s, cfg, fc, False, w, L0[c], count, checkpoints,
-                                  out_test, out_loss, out_train, out_margin, out_status,
-                                  out_info)
-                    alive[c] = False
+        if np.isinf(target):
+            _limit_group(gr, s, cfg, fc, k, q0, w, gamma1, rho1, U1, v1, checkpoints,
+                         out_test, out_loss, out_train, out_margin, out_status, out_info)
             break
-        while True:  # GD steps to the target (as _advance)
-            _forward_group(A, gamma, rho, v, s, cfg, a, z, f)
-            _lprime_group(f, s.y, lp, reason)
+        if use_flow:
+            _normalised_group(gr, s, cfg, fc, gr.alive, target, stop)
             for c in range(C):
-                if alive[c] and reason[c] != 0:
-                    _retire(c, q0 + c, t, reason[c], alive, gamma, rho, v, mg, mr, mv,
-                            out_status, out_info)
-            if t >= target:
-                break
-            _step_group(A, mu2, gamma, rho, v, mg, mr, mv, s, cfg, a, z, lp, sg, sv1, sv2,
-                        big)
-            t += 1.0
-            for c in range(C):
-                if alive[c] and not big[c] <= THETA_MAX:
-                    _retire(c, q0 + c, t, 3, alive, gamma, rho, v, mg, mr, mv, out_status,
-                            out_info)
+                if gr.alive[c] and stop[c] != 0:
+                    _retire(gr, c, q0 + c, stop[c], out_status)
+        else:
+            _gd_group(gr, s, cfg, target, q0, out_status)
         for c in range(C):
-            if alive[c]:
+            if gr.alive[c]:
                 q = q0 + c
-                _gather(c, gamma, rho, v, gamma1, rho1, v1)
-                r = _checkpoint(q, k, job_mu[q] * s.w0_e1, job_mu[q], gamma1, rho1, U1, v1, s,
+                _gather(c, gr.gamma, gr.rho, gr.v, gamma1, rho1, v1)
+                r = _checkpoint(q, k, gr.mu[c] * s.w0_e1, gr.mu[c], gamma1, rho1, U1, v1, s,
                                 cfg, w, out_test, out_loss, out_train, out_margin)
                 if r != 0:
-                    _retire(c, q, t, r, alive, gamma, rho, v, mg, mr, mv, out_status,
-                            out_info)
+                    _retire(gr, c, q, r, out_status)
     for c in range(C):
-        if alive[c]:
-            out_info[q0 + c, 1] = t
+        out_info[q0 + c, 1] = gr.t[c]
+        out_info[q0 + c, 2] = gr.count[c]
 
 
 @njit(cache=True, parallel=True)

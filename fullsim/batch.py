@@ -41,9 +41,11 @@ def full_evaluator(params: Params, seeds, checkpoints=None) -> Evaluator:
     """Evaluator training the weight-space network for every (||mu||, seed)."""
     S = len(seeds)
 
-    def evaluate(mus):
+    cp = check_checkpoints(checkpoints, params.steps)
+
+    def evaluate(mus, upto=None):
         mus = np.asarray(mus, dtype=np.float64)
         res = run_full_batch(params, seeds, np.tile(np.arange(S), mus.size),
-                             np.repeat(mus, S), checkpoints=checkpoints)
+                             np.repeat(mus, S), checkpoints=cp[:upto])
         return jobs_to_curve(res, mus.size, S)
     return evaluate

@@ -93,8 +93,8 @@ def limit_boundary(params: Params, n_seeds: int, guess, rel_tol: float) -> dict:
     evaluate, sampler = make_evaluator(params, LEVEL, SAMPLER, seeds, (np.inf,), INTEGRATOR)
     info = {}   # ||mu|| -> (S, 4): converged, final time, RHS evaluations, labels stable
 
-    def recording(mus):
-        res = evaluate(mus)
+    def recording(mus, upto=None):
+        res = evaluate(mus, upto)
         for q, mu in enumerate(np.asarray(mus, float)):
             info[float(mu)] = res["info"][:, q, :].copy()
         return res

@@ -8,7 +8,7 @@ from dynamics.boundary import job_groups, run_batch, stacked_stats
 from dynamics.kernels import GROUP_MIN
 
 BASE = dict(n=10, m=5, d=300, n_test=100)
-CASES = {  # name: (params, level, checkpoints)
+CASES = {  # name: (params, level, checkpoints[, integrator])
     "exact, small v0": (Params(v0=1e-3, **BASE), "exact", [0.0, 40.0, 150.0]),
     "exact, large v0, flips": (Params(v0=1.0, flip=0.1, **BASE), "exact", [60.0, 150.0]),
     "orthogonal": (Params(v0=0.3, **BASE), "orthogonal", [150.0]),
@@ -16,21 +16,26 @@ CASES = {  # name: (params, level, checkpoints)
     "momentum": (Params(v0=0.1, optimizer="momentum:0.5", **BASE), "exact", [80.0, 150.0]),
     "then the limit": (Params(v0=1e-2, **BASE), "exact", [100.0, np.inf]),
     "divergences": (Params(v0=3.0, eta=20.0, **BASE), "exact", [20.0, 150.0]),
+    "flow integrator": (Params(v0=0.5, flip=0.1, **BASE), "exact", [30.0, 3e4, np.inf],
+                        "flow"),
+    "fixed-output limit": (Params(v0=2.0, **BASE), "fixed-output", [50.0, np.inf]),
 }
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_group_equals_job_by_job(name):
-    params, level, checkpoints = CASES[name]
+    params, level, checkpoints, *integrator = CASES[name]
+    integrator = integrator[0] if integrator else "gd"
     S, M = 2, 2 * GROUP_MIN + 3  # two groups per seed (19 + 18 jobs)
     stacked = stacked_stats(params, "wishart", params.seed + np.arange(S))
     mus = np.geomspace(0.3, 60.0, M)
     job_seed = np.tile(np.arange(S), M)
     job_mu = np.repeat(mus, S)
     job_v0 = params.v0 * np.where(np.arange(job_mu.size) % 3 == 0, 1.0, 2.5)
-    grouped = run_batch(params, level, stacked, job_seed, job_mu, job_v0, checkpoints)
+    grouped = run_batch(params, level, stacked, job_seed, job_mu, job_v0, checkpoints,
+                        integrator=integrator)
     single = run_batch(params, level, stacked, job_seed, job_mu, job_v0, checkpoints,
-                       group_size=1)
+                       integrator=integrator, group_size=1)
     for key in single:
         np.testing.assert_array_equal(grouped[key], single[key], err_msg=key)
     finite = np.isfinite(single["test_error"]).mean()

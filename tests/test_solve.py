@@ -24,7 +24,7 @@ def test_crossing_on_synthetic_monotone_curve():
 
 def synthetic_evaluator(law, n_seeds, n_times=1, calls=None):
     """Evaluator with a known mean test error law(mu) (same for every seed and time)."""
-    def evaluate(mus):
+    def evaluate(mus, upto=None):
         mus = np.asarray(mus, float)
         if calls is not None:
             calls.append(mus.copy())
@@ -54,7 +54,7 @@ def test_find_boundaries_per_time_on_synthetic_evaluator():
     """K checkpoint times: each time gets its own crossing from the same calls."""
     stars = np.array([2.0, 5.0, 11.0])
 
-    def evaluate(mus):
+    def evaluate(mus, upto=None):
         mus = np.asarray(mus, float)
         err = 0.5 / (1.0 + (mus[None, :] / stars[:, None]) ** 4)   # (K, M)
         out = {k: np.zeros((3, mus.size, 3)) for k in RESULTS}
@@ -74,7 +74,7 @@ def test_diverged_runs_count_as_chance():
     law = lambda mu: 0.5 / (1.0 + (mu / 7.0) ** 4)  # noqa: E731
     base = synthetic_evaluator(law, 2)
 
-    def evaluate(mus):
+    def evaluate(mus, upto=None):
         out = base(mus)
         big = np.asarray(mus) > 100.0  # "diverges" at large ||mu|| on seed 1
         for k in ("test_error", "loss", "train_error", "margin"):
