@@ -35,7 +35,7 @@ try:
 except ImportError:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._common import machine_rows, table
+from _common import machine_rows, table  # noqa: E402
 from dynamics import Params
 from dynamics.boundary import run_batch, stacked_stats
 from dynamics.kernels import GROUP_MAX

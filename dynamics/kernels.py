@@ -791,58 +791,74 @@ def _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, ou
 
 # ---------------------------------------------------------------- groups
 # Jobs that share a seed share every statistic (B, G, N, labels, test data);
-# only A = ||mu|| <w0, e_1> and v0 differ.  A *group* of C such jobs steps GD
+# only A = ||mu|| <w0, e_1> and v0 differ.  A *group* of C such jobs advances
 # together with the job as the innermost, contiguous axis (state (2, m, [n,]
-# [2,] C)), so the Gram product z = B + rho G and the increments run as SIMD
-# loops of length C instead of n.  Every job performs the floating-point
-# operations of ``_forward1``/``_increments1``/``_apply`` in the same order,
-# so results equal the one-job path bit for bit (tests/test_groups.py); the
-# increments are applied in place as they are formed (exact: the increment of
-# (j, r) reads only the state of (j, r) and l', which is fixed for the step).
-# Checkpoints, the limit and the normalised scheme gather one job's state and
-# run the one-job code.  Depth >= 2 runs job by job.
+# [2,] C)), so the Gram products (training z = B + rho G, test outputs) and
+# the increments run as SIMD loops of length C instead of n: GD segments,
+# the normalised scheme (each job its own step and time; a job that has
+# arrived gets step 0), the limit (margin and test labels measured for the
+# group at the common times t_0 10^(k/4)) and the checkpoint values.  Every
+# job performs the floating-point operations of the one-job code
+# (``_forward1``, ``_increments1``, ``_apply``, ``test_outputs``,
+# ``_checkpoint``, ``flow_limit``) in the same order, so results equal the
+# one-job path bit for bit (tests/test_groups.py); increments are applied in
+# place as they are formed (exact: the increment of (j, r) reads only the
+# state of (j, r) and l', fixed for the step).  A finished job is zeroed and
+# stepped with step size 0 until its group ends.
 
 GROUP_MAX = 32  # jobs per group (state of 32 jobs at n = m = 20: ~0.6 MB)
 GROUP_MIN = 16  # smaller groups run job by job (measured: SIMD loops of < 16 lose)
+GROUP_TEST_MAX = 2 ** 21  # test outputs (nt, C) of a group at most this many values
 
 
 @njit(cache=True)
-def _forward_group(A, gamma, rho, v, st, cfg, a, z, f):
-    """``_forward1`` for C jobs at once: z (2, m, n, C), f (n, C)."""
-    m, n, C = gamma.shape[1], f.shape[0], f.shape[1]
-    yhat, B, G, cc = st.yhat, st.B, st.G, cfg.c
+def _outputs_group(A, gamma, rho, v, B, G, yhat, use_gram, cc, a, z, f):
+    """Outputs f (N, C) of C jobs on N points with signal labels yhat (N,),
+    <w0, xi> = B (2, m, N) and Gram rows G (n, N): ``_forward1`` (training:
+    B, G, yhat of the training set, z (2, m, N, C) kept for the increments)
+    and ``test_outputs`` (rho = rho/N, the test set, z (1, 1, N, C) scratch),
+    with the job as the innermost axis, in the one-job code's operation order."""
+    m, N, C = gamma.shape[1], f.shape[0], f.shape[1]
+    n = rho.shape[2]
+    Zj, Zr = z.shape[0], z.shape[1]
     f[:, :] = 0.0
     for j in range(2):
         js = 1.0 - 2.0 * j
         for r in range(m):
             for c in range(C):
                 a[c] = A[j, r, c] + js * gamma[j, r, c]
-            zr = z[j, r]
-            for i in range(n):
+            zr = z[j % Zj, r % Zr]
+            for i in range(N):
                 b = B[j, r, i]
                 for c in range(C):
                     zr[i, c] = b
-            if cfg.use_gram:
+            if use_gram:
                 for k in range(n):
                     rk = rho[j, r, k]
                     Gk = G[k]
-                    for i in range(n):
+                    for i in range(N):
                         g = Gk[i]
                         zi = zr[i]
                         for c in range(C):
                             zi[c] += rk[c] * g
             else:
-                for i in range(n):
+                for i in range(N):
                     for c in range(C):
                         zr[i, c] += rho[j, r, i, c]
             v1 = v[j, r, 0]
             v2 = v[j, r, 1]
-            for i in range(n):
+            for i in range(N):
                 yi = yhat[i]
                 zi = zr[i]
                 fi = f[i]
                 for c in range(C):
                     fi[c] += js * cc * (v1[c] * max(yi * a[c], 0.0) + v2[c] * max(zi[c], 0.0))
+
+
+@njit(cache=True)
+def _forward_group(A, gamma, rho, v, st, cfg, a, z, f):
+    """``_forward1`` for C jobs at once: z (2, m, n, C), f (n, C)."""
+    _outputs_group(A, gamma, rho, v, st.B, st.G, st.yhat, cfg.use_gram, cfg.c, a, z, f)
 
 
 @njit(cache=True)
@@ -955,13 +971,20 @@ class _Group(NamedTuple):
     t: np.ndarray       # (C,) GD time of each job
     count: np.ndarray   # (C,) int64 normalised steps
     L0: np.ndarray      # (C,) initial loss
+    rhohat: np.ndarray  # (2, m, n, C) rho / N (test outputs)
+    ztest: np.ndarray   # (1, 1, nt, C)
+    ftest: np.ndarray   # (nt, C) test outputs
+    loss: np.ndarray    # (C,) measured by _measure_group: loss, errors, margin
+    train: np.ndarray
+    test: np.ndarray
+    margin: np.ndarray
 
 
 @njit(cache=True)
 def _group(s, mus, v0s):
     """Initial state (0, 0, v0) of C jobs of one seed."""
     C = mus.shape[0]
-    m, n = s.B.shape[1], s.yhat.shape[0]
+    m, n, nt = s.B.shape[1], s.yhat.shape[0], s.test_yhat.shape[0]
     A = np.empty((2, m, C))
     v = np.empty((2, m, 2, C))
     mu2 = np.empty(C)
@@ -975,7 +998,8 @@ def _group(s, mus, v0s):
                   np.empty(C), np.empty(C), np.empty(C), np.empty(C), np.empty(C),
                   np.zeros(C), np.zeros(C), np.zeros(C), np.zeros(C, dtype=np.int64),
                   np.ones(C, dtype=np.bool_), np.zeros(C), np.zeros(C, dtype=np.int64),
-                  np.ones(C))
+                  np.ones(C), np.empty((2, m, n, C)), np.empty((1, 1, nt, C)),
+                  np.empty((nt, C)), np.empty(C), np.empty(C), np.empty(C), np.empty(C))
 
 
 @njit(cache=True)
@@ -993,6 +1017,53 @@ def _retire(gr, c, q, reason, out_status):
     gr.mg[:, :, c] = 0.0
     gr.mr[:, :, :, c] = 0.0
     gr.mv[:, :, :, c] = 0.0
+
+
+@njit(cache=True)
+def _measure_group(gr, s, cfg, which, gamma1, rho1, U1, v1):
+    """``_checkpoint`` for the jobs with which[c], outputs of all jobs at once:
+    reason[c] (divergence 1, else 0), the normalised margin (gr.margin) and,
+    if reason 0, loss, train error and clean test error (gr.loss, gr.train,
+    gr.test); test outputs stay in gr.ftest (the limit reads the labels)."""
+    m, n, C = gr.gamma.shape[1], gr.f.shape[0], gr.f.shape[1]
+    _forward_group(gr.A, gr.gamma, gr.rho, gr.v, s, cfg, gr.a, gr.z, gr.f)
+    for j in range(2):
+        for r in range(m):
+            for k in range(n):
+                for c in range(C):
+                    gr.rhohat[j, r, k, c] = gr.rho[j, r, k, c] / s.N[k]
+    _outputs_group(gr.A, gr.gamma, gr.rhohat, gr.v, s.test_B, s.test_X, s.test_yhat, True,
+                   cfg.c, gr.a, gr.ztest, gr.ftest)
+    for c in range(C):
+        gr.reason[c] = 0
+        if not which[c]:
+            continue
+        reason, loss = _lprime_stable(gr.f[:, c], s.y, gr.lp[:, c])
+        gr.reason[c] = reason
+        _gather(c, gr.gamma, gr.rho, gr.v, gamma1, rho1, v1)
+        gr.margin[c] = _margin(gr.mu[c] * s.w0_e1, gr.mu[c], gamma1, rho1, U1, v1, s,
+                               gr.f[:, c])
+        if reason == 0:
+            gr.loss[c] = loss
+            gr.train[c] = _train_error(gr.f[:, c], s.y)
+            gr.test[c] = _train_error(gr.ftest[:, c], s.test_yhat)
+
+
+@njit(cache=True)
+def _record_group(gr, k, q0, out_test, out_loss, out_train, out_margin, out_status):
+    """Checkpoint k of every running job from ``_measure_group``; a job whose
+    outputs are not finite stops there."""
+    for c in range(gr.mu.shape[0]):
+        if not gr.alive[c]:
+            continue
+        q = q0 + c
+        if gr.reason[c] != 0:
+            _retire(gr, c, q, gr.reason[c], out_status)
+            continue
+        out_test[q, k] = gr.test[c]
+        out_loss[q, k] = gr.loss[c]
+        out_train[q, k] = gr.train[c]
+        out_margin[q, k] = gr.margin[c]
 
 
 @njit(cache=True)
@@ -1071,18 +1142,17 @@ def _normalised_group(gr, s, cfg, fc, running, t_end, stop):
 
 
 @njit(cache=True)
-def _limit_group(gr, s, cfg, fc, k_inf, q0, w, gamma1, rho1, U1, v1, checkpoints, out_test,
-                 out_loss, out_train, out_margin, out_status, out_info):
+def _limit_group(gr, s, cfg, fc, k_inf, q0, gamma1, rho1, U1, v1, out_test, out_loss,
+                 out_train, out_margin, out_status, out_info):
     """``flow_limit`` for every running job of a group: the margin and test
-    labels are measured job by job at the common times t_0 10^(k/4), the
-    normalised steps between them run together; then the limit checkpoint
-    (``_continue_job``'s bookkeeping)."""
+    labels are measured at the common times t_0 10^(k/4) and the normalised
+    steps between them run together (``_measure_group``, ``_normalised_group``);
+    then the limit checkpoint (``_continue_job``'s bookkeeping)."""
     C = gr.mu.shape[0]
     nt = s.test_yhat.shape[0]
     hist = np.full((C, 5), np.nan)
     labels = np.zeros((C, 5, nt), dtype=np.bool_)
     info = np.zeros((C, 4))
-    ftest = np.empty(nt)
     running = gr.alive.copy()
     stop = np.zeros(C, dtype=np.int64)
     t = 1.0
@@ -1093,16 +1163,13 @@ def _limit_group(gr, s, cfg, fc, k_inf, q0, w, gamma1, rho1, U1, v1, checkpoints
     k = 0
     while True:
         slot = k % 5
+        _measure_group(gr, s, cfg, running, gamma1, rho1, U1, v1)
         for c in range(C):
             if not running[c]:
                 continue
-            _gather(c, gr.gamma, gr.rho, gr.v, gamma1, rho1, v1)
-            A1 = gr.mu[c] * s.w0_e1
-            _forward(A1, gamma1, rho1, U1, v1, s, cfg, w)
-            hist[c, slot] = _margin(A1, gr.mu[c], gamma1, rho1, U1, v1, s, w.f)
-            test_outputs(A1, gamma1, rho1, U1, v1, s, cfg.c, ftest)
+            hist[c, slot] = gr.margin[c]
             for q in range(nt):
-                labels[c, slot, q] = ftest[q] > 0.0
+                labels[c, slot, q] = gr.ftest[q, c] > 0.0
             if k >= 4:
                 old = (k - 4) % 5
                 same = True
@@ -1127,19 +1194,14 @@ def _limit_group(gr, s, cfg, fc, k_inf, q0, w, gamma1, rho1, U1, v1, checkpoints
         t = target
         k += 1
     for c in range(C):
-        if not gr.alive[c]:
-            continue
-        q = q0 + c
-        out_info[q, 0] = info[c, 0]
-        out_info[q, 3] = info[c, 3]
-        reason = int(info[c, 2])
-        if reason == 0:
-            _gather(c, gr.gamma, gr.rho, gr.v, gamma1, rho1, v1)
-            reason = _checkpoint(q, k_inf, gr.mu[c] * s.w0_e1, gr.mu[c], gamma1, rho1, U1, v1,
-                                 s, cfg, w, out_test, out_loss, out_train, out_margin)
-        if reason != 0:
-            _retire(gr, c, q, reason, out_status)
-        gr.alive[c] = False
+        if gr.alive[c]:
+            out_info[q0 + c, 0] = info[c, 0]
+            out_info[q0 + c, 3] = info[c, 3]
+            if info[c, 2] != 0:
+                _retire(gr, c, q0 + c, int(info[c, 2]), out_status)
+    _measure_group(gr, s, cfg, gr.alive, gamma1, rho1, U1, v1)
+    _record_group(gr, k_inf, q0, out_test, out_loss, out_train, out_margin, out_status)
+    gr.alive[:] = False
 
 
 @njit(cache=True)
@@ -1147,11 +1209,14 @@ def _run_group(g, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start, 
                out_test, out_loss, out_train, out_margin, out_status, out_info):
     """Jobs group_start[g] .. group_start[g+1]-1 (one seed) stepped together:
     GD segments (``_gd_group``), normalised segments (``_normalised_group``)
-    and the limit (``_limit_group``); checkpoint values job by job.  Results
-    equal ``_run_job``'s bit for bit."""
+    and the limit (``_limit_group``), checkpoint values of all jobs at once
+    (``_measure_group``).  Results equal ``_run_job``'s bit for bit.  Depth
+    >= 2, groups smaller than GROUP_MIN and groups whose test outputs would
+    exceed GROUP_TEST_MAX values run job by job."""
     q0, q1 = group_start[g], group_start[g + 1]
     s = _job_stats(st, job_seed[q0])
-    if s.U0.shape[0] > 0 or q1 - q0 < GROUP_MIN:
+    too_big = (q1 - q0) * s.test_yhat.shape[0] > GROUP_TEST_MAX
+    if s.U0.shape[0] > 0 or q1 - q0 < GROUP_MIN or too_big:
         for q in range(q0, q1):
             _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
                      out_test, out_loss, out_train, out_margin, out_status, out_info)
@@ -1172,8 +1237,8 @@ def _run_group(g, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start, 
     for k in range(checkpoints.shape[0]):
         target = checkpoints[k]
         if np.isinf(target):
-            _limit_group(gr, s, cfg, fc, k, q0, w, gamma1, rho1, U1, v1, checkpoints,
-                         out_test, out_loss, out_train, out_margin, out_status, out_info)
+            _limit_group(gr, s, cfg, fc, k, q0, gamma1, rho1, U1, v1, out_test, out_loss,
+                         out_train, out_margin, out_status, out_info)
             break
         if use_flow:
             _normalised_group(gr, s, cfg, fc, gr.alive, target, stop)
@@ -1182,14 +1247,8 @@ def _run_group(g, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start, 
                     _retire(gr, c, q0 + c, stop[c], out_status)
         else:
             _gd_group(gr, s, cfg, target, q0, out_status)
-        for c in range(C):
-            if gr.alive[c]:
-                q = q0 + c
-                _gather(c, gr.gamma, gr.rho, gr.v, gamma1, rho1, v1)
-                r = _checkpoint(q, k, gr.mu[c] * s.w0_e1, gr.mu[c], gamma1, rho1, U1, v1, s,
-                                cfg, w, out_test, out_loss, out_train, out_margin)
-                if r != 0:
-                    _retire(gr, c, q, r, out_status)
+        _measure_group(gr, s, cfg, gr.alive, gamma1, rho1, U1, v1)
+        _record_group(gr, k, q0, out_test, out_loss, out_train, out_margin, out_status)
     for c in range(C):
         out_info[q0 + c, 1] = gr.t[c]
         out_info[q0 + c, 2] = gr.count[c]
