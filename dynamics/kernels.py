@@ -621,22 +621,37 @@ def _margin(A, mu, gamma, rho, U, v, st, f):
 
 
 @njit(cache=True)
+def _labels_same(A, gamma_a, rho_a, U_a, v_a, gamma_b, rho_b, U_b, v_b, st, c, fa, fb):
+    """True when the predicted test labels (sign of f) of two states agree."""
+    test_outputs(A, gamma_a, rho_a, U_a, v_a, st, c, fa)
+    test_outputs(A, gamma_b, rho_b, U_b, v_b, st, c, fb)
+    same = True
+    for q in range(fa.shape[0]):
+        same &= (fa[q] > 0.0) == (fb[q] > 0.0)
+    return same
+
+
+@njit(cache=True)
 def flow_limit(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, L0, count, info):
     """Follow the normalised flow from GD time t until the limit direction.
 
-    At times t_k = t_0 10^(k/4) it measures the normalised margin and the
-    predicted test labels; converged when, over the last decade, the margin
-    changed by less than margin_rtol (relative), no test label changed, and
-    the training data are fitted (margin > 0).  Stops unconverged at t_max
-    or when the step budget is spent.  info = (converged 0/1, t, reason,
-    test labels unchanged over the last decade 0/1).
+    At times t_k = t_0 10^(k/4) it measures the normalised margin; converged
+    when, over the last decade (t_{k-4} to t_k), the margin changed by less
+    than margin_rtol (relative), no predicted test label changed, and the
+    training data are fitted (margin > 0).  The states of the last five
+    times are kept, so the test labels are computed only where the margin
+    criterion holds and at the stop.  Stops unconverged at t_max or when the
+    step budget is spent.  info = (converged 0/1, t, reason, test labels
+    unchanged over the last decade before the stop 0/1).
     """
     nt = st.test_yhat.shape[0]
     hist = np.full(5, np.nan)
-    labels = np.zeros((5, nt), dtype=np.bool_)
-    ftest = np.empty(nt)
+    sg, sr = np.empty((5,) + gamma.shape), np.empty((5,) + rho.shape)
+    sU, sv = np.empty((5,) + U.shape), np.empty((5,) + v.shape)
+    fa, fb = np.empty(nt), np.empty(nt)
     t = max(t, 1.0)
     k = 0
+    checked = -1  # last k whose labels were compared
     info[0] = 0.0
     info[2] = 0.0
     info[3] = 0.0
@@ -644,19 +659,21 @@ def flow_limit(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, L0, count, info):
         _forward(A, gamma, rho, U, v, st, cfg, w)
         slot = k % 5
         hist[slot] = _margin(A, mu, gamma, rho, U, v, st, w.f)
-        test_outputs(A, gamma, rho, U, v, st, cfg.c, ftest)
-        for q in range(nt):
-            labels[slot, q] = ftest[q] > 0.0
+        sg[slot] = gamma
+        sr[slot] = rho
+        sU[slot] = U
+        sv[slot] = v
         if k >= 4:
             old = (k - 4) % 5
-            same = True
-            for q in range(nt):
-                same &= labels[old, q] == labels[slot, q]
             change = abs(hist[slot] - hist[old]) / abs(hist[slot])
-            info[3] = 1.0 if same else 0.0
-            if hist[slot] > 0.0 and same and change < fc.margin_rtol:
-                info[0] = 1.0
-                break
+            if hist[slot] > 0.0 and change < fc.margin_rtol:
+                same = _labels_same(A, sg[slot], sr[slot], sU[slot], sv[slot], sg[old],
+                                    sr[old], sU[old], sv[old], st, cfg.c, fa, fb)
+                checked = k
+                info[3] = 1.0 if same else 0.0
+                if same:
+                    info[0] = 1.0
+                    break
         if t >= fc.t_max:
             break
         reason, t = normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t,
@@ -665,6 +682,11 @@ def flow_limit(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, L0, count, info):
             info[2] = reason
             break
         k += 1
+    if k >= 4 and checked != k:  # labels over the last decade before the stop
+        slot, old = k % 5, (k - 4) % 5
+        same = _labels_same(A, sg[slot], sr[slot], sU[slot], sv[slot], sg[old], sr[old],
+                            sU[old], sv[old], st, cfg.c, fa, fb)
+        info[3] = 1.0 if same else 0.0
     info[1] = t
 
 
@@ -1020,20 +1042,43 @@ def _retire(gr, c, q, reason, out_status):
 
 
 @njit(cache=True)
-def _measure_group(gr, s, cfg, which, gamma1, rho1, U1, v1):
-    """``_checkpoint`` for the jobs with which[c], outputs of all jobs at once:
-    reason[c] (divergence 1, else 0), the normalised margin (gr.margin) and,
-    if reason 0, loss, train error and clean test error (gr.loss, gr.train,
-    gr.test); test outputs stay in gr.ftest (the limit reads the labels)."""
-    m, n, C = gr.gamma.shape[1], gr.f.shape[0], gr.f.shape[1]
-    _forward_group(gr.A, gr.gamma, gr.rho, gr.v, s, cfg, gr.a, gr.z, gr.f)
+def _test_outputs_group(gr, s, cfg, gamma, rho, v, ftest):
+    """``test_outputs`` of the group's jobs at state (gamma, rho, v) into
+    ftest (nt, C)."""
+    m, n, C = gamma.shape[1], rho.shape[2], gamma.shape[2]
     for j in range(2):
         for r in range(m):
             for k in range(n):
                 for c in range(C):
-                    gr.rhohat[j, r, k, c] = gr.rho[j, r, k, c] / s.N[k]
-    _outputs_group(gr.A, gr.gamma, gr.rhohat, gr.v, s.test_B, s.test_X, s.test_yhat, True,
-                   cfg.c, gr.a, gr.ztest, gr.ftest)
+                    gr.rhohat[j, r, k, c] = rho[j, r, k, c] / s.N[k]
+    _outputs_group(gr.A, gamma, gr.rhohat, v, s.test_B, s.test_X, s.test_yhat, True, cfg.c,
+                   gr.a, gr.ztest, ftest)
+
+
+@njit(cache=True)
+def _labels_same_group(gr, s, cfg, sg, sr, sv, ia, ib, need, fb, same):
+    """same[c] for the jobs with need[c]: the predicted test labels of the
+    stored states ia and ib agree (``_labels_same`` for a group)."""
+    _test_outputs_group(gr, s, cfg, sg[ia], sr[ia], sv[ia], gr.ftest)
+    _test_outputs_group(gr, s, cfg, sg[ib], sr[ib], sv[ib], fb)
+    for c in range(gr.mu.shape[0]):
+        if need[c]:
+            ok = True
+            for q in range(fb.shape[0]):
+                ok &= (gr.ftest[q, c] > 0.0) == (fb[q, c] > 0.0)
+            same[c] = ok
+
+
+@njit(cache=True)
+def _measure_group(gr, s, cfg, which, gamma1, rho1, U1, v1, with_test):
+    """``_checkpoint`` for the jobs with which[c], outputs of all jobs at once:
+    reason[c] (divergence 1, else 0), the normalised margin (gr.margin) and,
+    if reason 0, loss, train error and clean test error (gr.loss, gr.train,
+    gr.test; only with with_test, else the test error is not computed)."""
+    C = gr.f.shape[1]
+    _forward_group(gr.A, gr.gamma, gr.rho, gr.v, s, cfg, gr.a, gr.z, gr.f)
+    if with_test:
+        _test_outputs_group(gr, s, cfg, gr.gamma, gr.rho, gr.v, gr.ftest)
     for c in range(C):
         gr.reason[c] = 0
         if not which[c]:
@@ -1046,7 +1091,8 @@ def _measure_group(gr, s, cfg, which, gamma1, rho1, U1, v1):
         if reason == 0:
             gr.loss[c] = loss
             gr.train[c] = _train_error(gr.f[:, c], s.y)
-            gr.test[c] = _train_error(gr.ftest[:, c], s.test_yhat)
+            if with_test:
+                gr.test[c] = _train_error(gr.ftest[:, c], s.test_yhat)
 
 
 @njit(cache=True)
@@ -1144,16 +1190,23 @@ def _normalised_group(gr, s, cfg, fc, running, t_end, stop):
 @njit(cache=True)
 def _limit_group(gr, s, cfg, fc, k_inf, q0, gamma1, rho1, U1, v1, out_test, out_loss,
                  out_train, out_margin, out_status, out_info):
-    """``flow_limit`` for every running job of a group: the margin and test
-    labels are measured at the common times t_0 10^(k/4) and the normalised
-    steps between them run together (``_measure_group``, ``_normalised_group``);
-    then the limit checkpoint (``_continue_job``'s bookkeeping)."""
+    """``flow_limit`` for every running job of a group: margins measured at
+    the common times t_0 10^(k/4), normalised steps between them run
+    together, states of the last five times kept for the test labels
+    (``_labels_same_group``, only where some job needs them); then the limit
+    checkpoint (``_continue_job``'s bookkeeping)."""
     C = gr.mu.shape[0]
     nt = s.test_yhat.shape[0]
     hist = np.full((C, 5), np.nan)
-    labels = np.zeros((C, 5, nt), dtype=np.bool_)
+    sg, sr, sv = (np.empty((5,) + gr.gamma.shape), np.empty((5,) + gr.rho.shape),
+                  np.empty((5,) + gr.v.shape))
+    fb = np.empty((nt, C))
     info = np.zeros((C, 4))
     running = gr.alive.copy()
+    need = np.zeros(C, dtype=np.bool_)
+    same = np.zeros(C, dtype=np.bool_)
+    last = np.full(C, -1)     # last measured k of each job
+    checked = np.full(C, -1)  # last k whose labels were compared
     stop = np.zeros(C, dtype=np.int64)
     t = 1.0
     for c in range(C):
@@ -1163,23 +1216,31 @@ def _limit_group(gr, s, cfg, fc, k_inf, q0, gamma1, rho1, U1, v1, out_test, out_
     k = 0
     while True:
         slot = k % 5
-        _measure_group(gr, s, cfg, running, gamma1, rho1, U1, v1)
+        old = (k - 4) % 5
+        _measure_group(gr, s, cfg, running, gamma1, rho1, U1, v1, False)
+        sg[slot] = gr.gamma
+        sr[slot] = gr.rho
+        sv[slot] = gr.v
+        any_need = False
         for c in range(C):
+            need[c] = False
             if not running[c]:
                 continue
+            last[c] = k
             hist[c, slot] = gr.margin[c]
-            for q in range(nt):
-                labels[c, slot, q] = gr.ftest[q, c] > 0.0
             if k >= 4:
-                old = (k - 4) % 5
-                same = True
-                for q in range(nt):
-                    same &= labels[c, old, q] == labels[c, slot, q]
                 change = abs(hist[c, slot] - hist[c, old]) / abs(hist[c, slot])
-                info[c, 3] = 1.0 if same else 0.0
-                if hist[c, slot] > 0.0 and same and change < fc.margin_rtol:
-                    info[c, 0] = 1.0
-                    running[c] = False
+                need[c] = hist[c, slot] > 0.0 and change < fc.margin_rtol
+                any_need |= need[c]
+        if any_need:
+            _labels_same_group(gr, s, cfg, sg, sr, sv, slot, old, need, fb, same)
+            for c in range(C):
+                if need[c]:
+                    checked[c] = k
+                    info[c, 3] = 1.0 if same[c] else 0.0
+                    if same[c]:
+                        info[c, 0] = 1.0
+                        running[c] = False
         left = False
         for c in range(C):
             left |= running[c]
@@ -1187,19 +1248,38 @@ def _limit_group(gr, s, cfg, fc, k_inf, q0, gamma1, rho1, U1, v1, out_test, out_
             break
         target = min(t * 10.0 ** 0.25, fc.t_max)
         _normalised_group(gr, s, cfg, fc, running, target, stop)
+        any_need = False
         for c in range(C):
+            need[c] = False
             if running[c] and stop[c] != 0:
                 info[c, 2] = stop[c]
                 running[c] = False
+                need[c] = k >= 4 and checked[c] != k
+                any_need |= need[c]
+        if any_need:  # stopped jobs: labels over their last decade before the slots move
+            _labels_same_group(gr, s, cfg, sg, sr, sv, slot, old, need, fb, same)
+            for c in range(C):
+                if need[c]:
+                    checked[c] = k
+                    info[c, 3] = 1.0 if same[c] else 0.0
         t = target
         k += 1
+    any_need = False  # jobs still running at t_max
+    for c in range(C):
+        need[c] = running[c] and last[c] >= 4 and checked[c] != last[c]
+        any_need |= need[c]
+    if any_need:
+        _labels_same_group(gr, s, cfg, sg, sr, sv, k % 5, (k - 4) % 5, need, fb, same)
+        for c in range(C):
+            if need[c]:
+                info[c, 3] = 1.0 if same[c] else 0.0
     for c in range(C):
         if gr.alive[c]:
             out_info[q0 + c, 0] = info[c, 0]
             out_info[q0 + c, 3] = info[c, 3]
             if info[c, 2] != 0:
                 _retire(gr, c, q0 + c, int(info[c, 2]), out_status)
-    _measure_group(gr, s, cfg, gr.alive, gamma1, rho1, U1, v1)
+    _measure_group(gr, s, cfg, gr.alive, gamma1, rho1, U1, v1, True)
     _record_group(gr, k_inf, q0, out_test, out_loss, out_train, out_margin, out_status)
     gr.alive[:] = False
 
@@ -1247,7 +1327,7 @@ def _run_group(g, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start, 
                     _retire(gr, c, q0 + c, stop[c], out_status)
         else:
             _gd_group(gr, s, cfg, target, q0, out_status)
-        _measure_group(gr, s, cfg, gr.alive, gamma1, rho1, U1, v1)
+        _measure_group(gr, s, cfg, gr.alive, gamma1, rho1, U1, v1, True)
         _record_group(gr, k, q0, out_test, out_loss, out_train, out_margin, out_status)
     for c in range(C):
         out_info[q0 + c, 1] = gr.t[c]
