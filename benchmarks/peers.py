@@ -38,6 +38,7 @@ Run from the repository root (needs torch: the optional extra ``bench``)::
     nice -n 10 python benchmarks/peers.py --d 1000,10000
     nice -n 10 python benchmarks/peers.py --quick          # smoke: d = 1e3, 1 repeat
     nice -n 10 python benchmarks/peers.py --threads 1      # every method on one thread
+    nice -n 10 python benchmarks/peers.py --mus 16 --d 1000,10000   # 64 configs: sweep-shaped
 
 ``--threads`` (default 2, the cores of the reference machine) sets torch's
 threads and OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS before numpy is imported.  The
@@ -78,6 +79,7 @@ except ImportError:  # run from a checkout without installing
 
 from dynamics import Params, sample_data
 from dynamics.boundary import run_batch
+from dynamics.kernels import GROUP_MIN
 from dynamics.run import kernel_stats
 from fullsim import simulate_full
 from fullsim.network import clean_test_error
@@ -271,14 +273,16 @@ def bench_d(torch, d: int, repeats: int, full_configs: int | None):
     lerr = {nm: rel(res[nm][2][:, -1].double().numpy(), L_exact)
             for nm in ("torch f32", "torch f64")}
 
-    print(f"## d = {d:.0e}: {Q} configurations (||mu|| in {MUS} x {N_SEEDS} seeds), "
+    mus = ", ".join(f"{m:.3g}" for m in MUS)
+    print(f"## d = {d:.0e}: {Q} configurations (||mu|| in ({mus}) x {N_SEEDS} seeds), "
           f"n = m = {p.n}, T = {p.steps}, v0 = {p.v0:g}, eta = {p.eta:g}, c = {p.c:g}\n")
     rows = []
     for name in ("exact", "orthogonal", "torch f32", "torch f64", "full"):
-        note = {"exact": "run_batch, 16 jobs in one Numba call (sampler 'data')",
-                "orthogonal": "run_batch, 16 jobs in one Numba call (G = I)",
-                "torch f32": "one batched call, 16 configs",
-                "torch f64": "one batched call, 16 configs",
+        grouped = "grouped" if Q // N_SEEDS >= GROUP_MIN else "job by job"
+        note = {"exact": f"run_batch, {Q} jobs in one Numba call ({grouped}; sampler 'data')",
+                "orthogonal": f"run_batch, {Q} jobs in one Numba call ({grouped}; G = I)",
+                "torch f32": f"one batched call, {Q} configs",
+                "torch f64": f"one batched call, {Q} configs",
                 "full": f"simulate_full per config; of which final test error "
                         f"{t_test:.3g} s"}[name]
         rows.append([name, f"{secs[name]:.3g}", counts[name],
@@ -307,7 +311,17 @@ def main(argv=None):
                     help="threads of every method: torch, Numba, BLAS (default 2 = cores)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: d = 1000 only, 1 repeat, 2 full configurations")
+    ap.add_argument("--mus", type=int, default=None,
+                    help="K ||mu|| values log-spaced in [0.5, 10] instead of the 4 fixed "
+                         "ones (K x 4 configurations; K >= 16 lets the reduced levels "
+                         "step a seed's configurations together, as in sweeps; the "
+                         "full network then times 2 configurations)")
     args = ap.parse_args(argv)
+    global MUS
+    if args.mus is not None:
+        if args.mus < 1:
+            ap.error(f"--mus: expected a positive integer, got {args.mus}")
+        MUS = tuple(float(x) for x in np.geomspace(0.5, 10.0, args.mus))
     try:
         import torch
     except ImportError:
@@ -333,7 +347,7 @@ def main(argv=None):
           f"down badly when the load exceeds the cores; compare with --threads 1)\n")
     check_prob = None
     for d in ds:
-        full_configs = 2 if (d >= 100000 or args.quick) else None
+        full_configs = 2 if (d >= 100000 or args.quick or args.mus) else None
         got = bench_d(torch, d, repeats, full_configs)
         check_prob = got if got is not None else check_prob
     if check_prob is None:
