@@ -50,6 +50,15 @@ def stacked_stats(params: Params, sampler: str, seeds):
     return kernel_stats([sample_stats(params.replace(seed=int(s)), sampler) for s in seeds])
 
 
+GROUP_BYTES = 256 * 2 ** 20  # state of one group (the limit keeps ~10 arrays of (2, m, n, C))
+
+
+def group_limit(m: int, n: int) -> int:
+    """Largest group whose ~10 float64 arrays (2, m, n, C) fit in GROUP_BYTES
+    (a group below kernels.GROUP_MIN runs job by job)."""
+    return max(1, GROUP_BYTES // (10 * 2 * m * n * 8))
+
+
 def job_groups(job_seed: np.ndarray, group_size: int = GROUP_MAX):
     """Order of the jobs by seed (stable) and the start offsets of groups of
     consecutive jobs of one seed, at most ``group_size`` each (a seed's jobs
@@ -86,7 +95,8 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     job_mu = np.ascontiguousarray(job_mu, dtype=np.float64)
     job_v0 = (np.full(job_mu.shape, params.v0) if job_v0 is None
               else np.ascontiguousarray(job_v0, dtype=np.float64))
-    order, starts = job_groups(job_seed, group_size)
+    m, n = stacked.B.shape[2], stacked.B.shape[3]
+    order, starts = job_groups(job_seed, min(group_size, group_limit(m, n)))
     Q = job_mu.shape[0]
     res = {k: np.empty((Q, cp.size)) for k in RESULTS}
     res["status"] = np.empty((Q, 2), dtype=np.int64)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dynamics import Params
-from dynamics.boundary import job_groups, run_batch, stacked_stats
+from dynamics.boundary import group_limit, job_groups, run_batch, stacked_stats
 from dynamics.kernels import GROUP_MIN
 
 BASE = dict(n=10, m=5, d=300, n_test=100)
@@ -55,3 +55,11 @@ def test_job_groups_split_by_seed_evenly():
     assert sizes.tolist() == [10, 10, 10, 10, 5]  # 20 jobs -> two groups of 10
     with pytest.raises(ValueError, match="group_size"):
         job_groups(job_seed, 0)
+
+
+def test_group_memory_is_bounded():
+    """Large m n shrink the groups (below GROUP_MIN: job by job) instead of
+    allocating C copies of a large state."""
+    assert group_limit(20, 20) >= 32
+    assert group_limit(100, 5000) < GROUP_MIN
+    assert group_limit(10 ** 5, 10 ** 5) == 1
