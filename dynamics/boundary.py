@@ -30,7 +30,8 @@ from typing import Callable
 import numpy as np
 
 from .data import sample_stats
-from .kernels import GROUP_MAX, batch_kernel, batch_kernel_serial
+from .kernels import GROUP_MAX, GROUP_MIN, batch_kernel, batch_kernel_serial, group_kernel, \
+    group_kernel_serial
 from .params import SAMPLERS, TAU, TRANSITION_TAUS, Params, check_choice, \
     check_threshold
 from .run import FLOW, check_checkpoints, check_integrator, check_stats, kernel_config, \
@@ -81,9 +82,10 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     (Q, 2) and ``info`` (Q, 4) = (limit converged 1/0 or -1, final time in GD
     steps, normalised steps, test labels stable before the limit 1/0 or -1).
     Job q runs seed index job_seed[q] at ||mu|| = job_mu[q], v0 = job_v0[q];
-    jobs of one seed step GD together in groups of ``group_size`` (1: job by
-    job; same results bit for bit); ``parallel`` uses numba prange over the
-    groups (else one thread; same results bit for bit).  integrator "gd":
+    jobs of one seed advance together in groups of at most ``group_size``
+    (``kernels.group_kernel``; depth 1, groups of >= GROUP_MIN jobs; else
+    ``kernels.batch_kernel``, job by job; same results bit for bit);
+    ``parallel`` uses numba prange (else one thread; same results bit for bit).  integrator "gd":
     finite checkpoints are GD steps, inf continues with the flow; "flow":
     every checkpoint is flow time eta*T."""
     cfg = kernel_config(params, level)
@@ -101,10 +103,13 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     res = {k: np.empty((Q, cp.size)) for k in RESULTS}
     res["status"] = np.empty((Q, 2), dtype=np.int64)
     res["info"] = np.empty((Q, 4))
-    kernel = batch_kernel if parallel else batch_kernel_serial
-    kernel(stacked, cfg, FLOW, use_flow, job_seed[order], job_mu[order], job_v0[order], starts,
-           cp, res["test_error"], res["loss"], res["train_error"], res["margin"],
-           res["status"], res["info"])
+    outs = (res["test_error"], res["loss"], res["train_error"], res["margin"], res["status"],
+            res["info"])
+    jobs = (stacked, cfg, FLOW, use_flow, job_seed[order], job_mu[order], job_v0[order])
+    if Q and stacked.U0.shape[1] == 0 and np.diff(starts).max() >= GROUP_MIN:
+        (group_kernel if parallel else group_kernel_serial)(*jobs, starts, cp, *outs)
+    else:  # no group big enough: the one-job kernel (does not compile the group code)
+        (batch_kernel if parallel else batch_kernel_serial)(*jobs, cp, *outs)
     out = {}
     for k, val in res.items():
         out[k] = np.empty_like(val)

@@ -1335,19 +1335,40 @@ def _run_group(g, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start, 
 
 
 @njit(cache=True, parallel=True)
-def batch_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start, checkpoints,
-                 out_test, out_loss, out_train, out_margin, out_status, out_info):
-    """Run many configurations in parallel (numba prange over groups),
-    checkpoints only.
+def batch_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, out_test,
+                 out_loss, out_train, out_margin, out_status, out_info):
+    """Run many configurations in parallel (numba prange over jobs),
+    checkpoints only, each job alone (``_run_job``).
 
     ``st`` holds the statistics stacked over seeds (leading axis S); job q uses
-    seed index job_seed[q], ||mu|| = job_mu[q] and v0 = job_v0[q]; jobs
-    group_start[g] .. group_start[g+1]-1 share one seed and step together
-    (``_run_group``).  Outputs (Q, K) at the K checkpoints; out_status (Q, 2)
-    = (step, reason) or (-1, 0); out_info (Q, 4) (see ``_run_job``).  Groups
-    are independent and a job's result does not depend on its group, so
+    seed index job_seed[q], ||mu|| = job_mu[q] and v0 = job_v0[q].  Outputs
+    (Q, K) at the K checkpoints; out_status (Q, 2) = (step, reason) or
+    (-1, 0); out_info (Q, 4) (see ``_run_job``).  Jobs are independent, so
     results do not depend on the number of threads.
     """
+    for q in prange(job_seed.shape[0]):
+        _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, out_test,
+                 out_loss, out_train, out_margin, out_status, out_info)
+
+
+@njit(cache=True)
+def batch_kernel_serial(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
+                        out_test, out_loss, out_train, out_margin, out_status, out_info):
+    """``batch_kernel`` on one thread (for dask workers: no nested threading)."""
+    for q in range(job_seed.shape[0]):
+        _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, out_test,
+                 out_loss, out_train, out_margin, out_status, out_info)
+
+
+@njit(cache=True, parallel=True)
+def group_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start, checkpoints,
+                 out_test, out_loss, out_train, out_margin, out_status, out_info):
+    """``batch_kernel`` with the jobs of one seed stepped together: jobs
+    group_start[g] .. group_start[g+1]-1 share one seed (``_run_group``);
+    prange over groups.  A job's result does not depend on its group, so
+    results equal ``batch_kernel``'s bit for bit for any thread count.  A
+    separate entry point so that callers without groups (``dyn solve``'s
+    bisection) do not compile the group code."""
     for g in prange(group_start.shape[0] - 1):
         _run_group(g, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
                    checkpoints, out_test, out_loss, out_train, out_margin, out_status,
@@ -1355,10 +1376,10 @@ def batch_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start, c
 
 
 @njit(cache=True)
-def batch_kernel_serial(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
+def group_kernel_serial(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
                         checkpoints, out_test, out_loss, out_train, out_margin, out_status,
                         out_info):
-    """``batch_kernel`` on one thread (for dask workers: no nested threading)."""
+    """``group_kernel`` on one thread (for dask workers: no nested threading)."""
     for g in range(group_start.shape[0] - 1):
         _run_group(g, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
                    checkpoints, out_test, out_loss, out_train, out_margin, out_status,
