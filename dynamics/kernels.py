@@ -834,6 +834,37 @@ GROUP_TEST_MAX = 2 ** 21  # test outputs (nt, C) of a group at most this many va
 
 
 @njit(cache=True)
+def _gram_rows(zr, rr, G, block):
+    """zr[i, c] += sum_k rr[k, c] G[k, i], k ascending for every (i, c) (the
+    one-job order).  Rows i in blocks of 4 when block == 4 (one load of
+    rr[k] serves four rows: ~1.7x faster at C >= 24, slower at C = 16)."""
+    n, N, C = rr.shape[0], zr.shape[0], zr.shape[1]
+    i0 = 0
+    if block == 4:
+        while i0 + 4 <= N:
+            z0, z1, z2, z3 = zr[i0], zr[i0 + 1], zr[i0 + 2], zr[i0 + 3]
+            for k in range(n):
+                rk = rr[k]
+                Gk = G[k]
+                g0, g1, g2, g3 = Gk[i0], Gk[i0 + 1], Gk[i0 + 2], Gk[i0 + 3]
+                for c in range(C):
+                    x = rk[c]
+                    z0[c] += x * g0
+                    z1[c] += x * g1
+                    z2[c] += x * g2
+                    z3[c] += x * g3
+            i0 += 4
+    for k in range(n):
+        rk = rr[k]
+        Gk = G[k]
+        for i in range(i0, N):
+            g = Gk[i]
+            zi = zr[i]
+            for c in range(C):
+                zi[c] += rk[c] * g
+
+
+@njit(cache=True)
 def _outputs_group(A, gamma, rho, v, B, G, yhat, use_gram, cc, a, z, f):
     """Outputs f (N, C) of C jobs on N points with signal labels yhat (N,),
     <w0, xi> = B (2, m, N) and Gram rows G (n, N): ``_forward1`` (training:
@@ -855,14 +886,7 @@ def _outputs_group(A, gamma, rho, v, B, G, yhat, use_gram, cc, a, z, f):
                 for c in range(C):
                     zr[i, c] = b
             if use_gram:
-                for k in range(n):
-                    rk = rho[j, r, k]
-                    Gk = G[k]
-                    for i in range(N):
-                        g = Gk[i]
-                        zi = zr[i]
-                        for c in range(C):
-                            zi[c] += rk[c] * g
+                _gram_rows(zr, rho[j, r], G, 4 if C >= 24 else N + 1)
             else:
                 for i in range(N):
                     for c in range(C):
