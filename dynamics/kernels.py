@@ -872,7 +872,6 @@ def _outputs_group(A, gamma, rho, v, B, G, yhat, use_gram, cc, a, z, f):
     and ``test_outputs`` (rho = rho/N, the test set, z (1, 1, N, C) scratch),
     with the job as the innermost axis, in the one-job code's operation order."""
     m, N, C = gamma.shape[1], f.shape[0], f.shape[1]
-    n = rho.shape[2]
     Zj, Zr = z.shape[0], z.shape[1]
     f[:, :] = 0.0
     for j in range(2):
@@ -909,12 +908,16 @@ def _forward_group(A, gamma, rho, v, st, cfg, a, z, f):
 
 @njit(cache=True)
 def _step_group(A, mu2, eta, eta_v, beta, gamma, rho, v, mg, mr, mv, st, cfg, a, z, lp, sg,
-                sv1, sv2, big):
+                sv1, sv2, cw, cv, big):
     """``_increments1`` + ``_apply`` for C jobs with step sizes eta, eta_v (C,),
     applied in place; big (C,) receives max |theta| of each job (gamma, rho,
-    and v when trained).  A job with eta = eta_v = 0 does not move."""
+    and v when trained).  A job with eta = eta_v = 0 does not move.  cw, cv
+    (C,): buffers for eta c / n, eta_v c / n."""
     m, n, C = gamma.shape[1], lp.shape[0], lp.shape[1]
     big[:] = 0.0
+    for c in range(C):
+        cw[c] = eta[c] * cfg.c / n
+        cv[c] = eta_v[c] * cfg.c / n
     for j in range(2):
         js = 1.0 - 2.0 * j
         for r in range(m):
@@ -940,30 +943,28 @@ def _step_group(A, mu2, eta, eta_v, beta, gamma, rho, v, mg, mr, mv, st, cfg, a,
                     sg[c] += q * yh * ms
                     sv1[c] += q * si * ms
                     sv2[c] += q * zi[c] * mz
-                    cw = eta[c] * cfg.c / n
-                    mr_i[c] = beta * mr_i[c] + (-(cw * Ni * js * q * v2[c]) * mz)
+                    mr_i[c] = beta * mr_i[c] + (-(cw[c] * Ni * js * q * v2[c]) * mz)
                     rho_i[c] += mr_i[c]
                     big[c] = max(big[c], abs(rho_i[c]))
             for c in range(C):
-                cw = eta[c] * cfg.c / n
-                mg[j, r, c] = beta * mg[j, r, c] + (-(cw * mu2[c] * v[j, r, 0, c] * sg[c]))
+                mg[j, r, c] = beta * mg[j, r, c] + (-(cw[c] * mu2[c] * v[j, r, 0, c] * sg[c]))
                 gamma[j, r, c] += mg[j, r, c]
                 big[c] = max(big[c], abs(gamma[j, r, c]))
             if cfg.train_v:
                 for c in range(C):
-                    cv = eta_v[c] * cfg.c / n
-                    mv[j, r, 0, c] = beta * mv[j, r, 0, c] + (-(cv * js * sv1[c]))
-                    mv[j, r, 1, c] = beta * mv[j, r, 1, c] + (-(cv * js * sv2[c]))
+                    mv[j, r, 0, c] = beta * mv[j, r, 0, c] + (-(cv[c] * js * sv1[c]))
+                    mv[j, r, 1, c] = beta * mv[j, r, 1, c] + (-(cv[c] * js * sv2[c]))
                     v[j, r, 0, c] += mv[j, r, 0, c]
                     v[j, r, 1, c] += mv[j, r, 1, c]
                     big[c] = max(big[c], max(abs(v[j, r, 0, c]), abs(v[j, r, 1, c])))
 
 
 @njit(cache=True)
-def _lprime_group(f, y, lp, reason):
-    """``_lprime`` for every job of a group: lp (n, C), reason (C,)."""
+def _lprime_group(f, y, lp, reason, worst):
+    """``_lprime`` for every job of a group: lp (n, C), reason (C,); worst
+    (C,) is a buffer for max_i(-y_i f_i)."""
     n, C = f.shape
-    worst = np.full(C, -np.inf)
+    worst[:] = -np.inf
     for i in range(n):
         for c in range(C):
             yf = y[i] * f[i, c]
@@ -1012,6 +1013,9 @@ class _Group(NamedTuple):
     eta: np.ndarray    # (C,) step sizes of the current step
     dt: np.ndarray     # (C,) time step of the normalised scheme
     eta_v: np.ndarray
+    cw: np.ndarray     # (C,) buffers: eta c / n, eta_v c / n, max_i(-y_i f_i)
+    cv: np.ndarray
+    worst: np.ndarray
     reason: np.ndarray  # (C,) int64
     alive: np.ndarray   # (C,) bool: not finished
     t: np.ndarray       # (C,) GD time of each job
@@ -1042,7 +1046,8 @@ def _group(s, mus, v0s):
                   np.zeros((2, m, C)), np.zeros((2, m, n, C)), np.zeros((2, m, 2, C)),
                   np.empty((2, m, n, C)), np.empty((n, C)), np.empty((n, C)),
                   np.empty(C), np.empty(C), np.empty(C), np.empty(C), np.empty(C),
-                  np.zeros(C), np.zeros(C), np.zeros(C), np.zeros(C, dtype=np.int64),
+                  np.zeros(C), np.zeros(C), np.zeros(C), np.empty(C), np.empty(C),
+                  np.empty(C), np.zeros(C, dtype=np.int64),
                   np.ones(C, dtype=np.bool_), np.zeros(C), np.zeros(C, dtype=np.int64),
                   np.ones(C), np.empty((2, m, n, C)), np.empty((1, 1, nt, C)),
                   np.empty((nt, C)), np.empty(C), np.empty(C), np.empty(C), np.empty(C))
@@ -1146,14 +1151,15 @@ def _gd_group(gr, s, cfg, target, q0, out_status):
     t = gr.t.max()  # the common time of the running jobs (finished ones stopped earlier)
     while True:
         _forward_group(gr.A, gr.gamma, gr.rho, gr.v, s, cfg, gr.a, gr.z, gr.f)
-        _lprime_group(gr.f, s.y, gr.lp, gr.reason)
+        _lprime_group(gr.f, s.y, gr.lp, gr.reason, gr.worst)
         for c in range(C):
             if gr.alive[c] and gr.reason[c] != 0:
                 _retire(gr, c, q0 + c, gr.reason[c], out_status)
         if t >= target:
             break
         _step_group(gr.A, gr.mu2, gr.eta, gr.eta_v, cfg.beta, gr.gamma, gr.rho, gr.v, gr.mg,
-                    gr.mr, gr.mv, s, cfg, gr.a, gr.z, gr.lp, gr.sg, gr.sv1, gr.sv2, gr.big)
+                    gr.mr, gr.mv, s, cfg, gr.a, gr.z, gr.lp, gr.sg, gr.sv1, gr.sv2, gr.cw, gr.cv,
+                    gr.big)
         t += 1.0
         for c in range(C):
             if gr.alive[c]:
@@ -1200,7 +1206,8 @@ def _normalised_group(gr, s, cfg, fc, running, t_end, stop):
                 for i in range(gr.lp.shape[0]):
                     gr.lp[i, c] = 0.0  # finite: a job with step 0 must not move
         _step_group(gr.A, gr.mu2, gr.eta, gr.eta_v, 0.0, gr.gamma, gr.rho, gr.v, gr.mg, gr.mr,
-                    gr.mv, s, cfg, gr.a, gr.z, gr.lp, gr.sg, gr.sv1, gr.sv2, gr.big)
+                    gr.mv, s, cfg, gr.a, gr.z, gr.lp, gr.sg, gr.sv1, gr.sv2, gr.cw, gr.cv,
+                    gr.big)
         for c in range(C):
             if moving[c]:
                 gr.count[c] += 1
