@@ -85,9 +85,9 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     jobs of one seed advance together in groups of at most ``group_size``
     (``kernels.group_kernel``; depth 1, groups of >= GROUP_MIN jobs; else
     ``kernels.batch_kernel``, job by job; same results bit for bit);
-    ``parallel`` uses numba prange (else one thread; same results bit for bit).  integrator "gd":
-    finite checkpoints are GD steps, inf continues with the flow; "flow":
-    every checkpoint is flow time eta*T."""
+    ``parallel`` uses numba prange (else one thread; same results bit for
+    bit).  integrator "gd": finite checkpoints are GD steps, inf continues
+    with the flow; "flow": every checkpoint is flow time eta*T."""
     cfg = kernel_config(params, level)
     check_stats(params, stacked, stacked=True)
     use_flow = check_integrator(params, integrator)
