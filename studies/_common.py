@@ -23,3 +23,17 @@ def boundary_records_data(records: dict, keys, scalars, n_seeds) -> dict:
     data["curve_test_error"] = (("point", "seed", "eval"), ctest)
     data["notes"] = (("point",), [" | ".join(records[k]["notes"]) for k in keys])
     return data
+
+
+def log_log_panel(ax, xlabel, title=None, ylabel=None, **legend):
+    """Finish one panel of a study figure: log x and y axes, labels, grid on
+    both tick levels, legend (``legend``: keyword arguments of ax.legend)."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+    if title is not None:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(**legend)

@@ -48,7 +48,7 @@ import time
 import numpy as np
 import xarray as xr
 
-from _common import boundary_records_data  # studies/_common.py (script folder)
+from _common import boundary_records_data, log_log_panel  # studies/_common.py
 from compare.boundaries import make_evaluator
 from compare.dataset import global_attrs, read_netcdf, write_netcdf
 from compare.plots import plt, save_figure
@@ -320,12 +320,9 @@ def plot_all(records, slopes, scans, base, out) -> list:
                         label=f"slope {sl:+g} ({lab})" if first else None)
                 ref_done.add((axis, lab))
     for ax, axis in zip(axes, ("d", "n")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("input dimension d" if axis == "d" else "training samples n")
-        ax.set_ylabel(r"critical signal $\|\mu\|^*(t=\infty)$ (test error 0.25)")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7.5, loc="upper left" if axis == "d" else "upper right")
+        log_log_panel(ax, "input dimension d" if axis == "d" else "training samples n",
+                      ylabel=r"critical signal $\|\mu\|^*(t=\infty)$ (test error 0.25)",
+                      fontsize=7.5, loc="upper left" if axis == "d" else "upper right")
     fig.suptitle(f"Limit boundary mu*(t = inf) vs d and n (exact, wishart, normalised flow "
                  f"to t = 1e30; m={base.m}, sigma0={base.sigma_0:g} unless stated, "
                  f"sigmap={base.sigma_p:g}, 95% bootstrap over seeds; reference slopes "

@@ -50,7 +50,7 @@ import time
 import numpy as np
 import xarray as xr
 
-from _common import boundary_records_data  # studies/_common.py (script folder)
+from _common import boundary_records_data, log_log_panel  # studies/_common.py
 from compare.boundaries import make_evaluator
 from compare.dataset import global_attrs, read_netcdf, write_netcdf
 from compare.phase import assemble, compute_chunk, make_spec, parse_axis, template
@@ -401,12 +401,9 @@ def plot_mu_star_vs_v0(state, cfg, base, path):
             ax.errorbar(x, y, yerr=_err(y, lo, hi), fmt=mk, ls=ls, color=f"C{c}", capsize=3,
                         ms=5, mfc="white" if np.isinf(t) else f"C{c}",
                         label=f"L = {L}, {lab} ({s} seeds)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(r"output-layer initialisation $v_0$")
-    ax.set_ylabel(rf"critical signal $\|\mu\|^*$ (mean clean test error = {TAU:g})")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, ncol=2, loc="upper right")
+    log_log_panel(ax, r"output-layer initialisation $v_0$",
+                  ylabel=rf"critical signal $\|\mu\|^*$ (mean clean test error = {TAU:g})",
+                  fontsize=8, ncol=2, loc="upper right")
     ax.set_title(f"Phase boundary vs v0 at depth L = 1, 2, 3 (exact, wishart; 95% bootstrap "
                  f"over seeds)\n{base.caption(('mu_norm', 'v0', 'steps', 'seed'))}", fontsize=9)
     fig.tight_layout()
@@ -466,12 +463,8 @@ def plot_layer_change(state, cfg, base, path):
                                     else f" (upper layer {b[1]})"))
             ax.fill_between(v0s, np.nanmin(ch, axis=1), np.nanmax(ch, axis=1),
                             color=colors[b], alpha=0.2)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel(r"output-layer initialisation $v_0$")
-        ax.set_title(f"L = {L}", fontsize=10)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8, loc="best")
+        log_log_panel(ax, r"output-layer initialisation $v_0$", f"L = {L}", fontsize=8,
+                      loc="best")
     axes[0, 0].set_ylabel(r"relative change $\|\theta_l(T)-\theta_l(0)\| / \|\theta_l(0)\|$")
     fig.suptitle(f"Which layers move: relative change per block at ||mu|| = {cfg['lc_mu']:g}, "
                  f"T = {base.steps} (median, band = min..max over {cfg['seeds']} seeds)\n"
@@ -521,12 +514,8 @@ def plot_mu_star_vs_d(state, cfg, fits, base, path):
                                 ((0, (1, 3)), 0.5, "slope 1/2 (growth-rate law)")):
                 ax.plot(d_grid, y0 * (d_grid / d_grid[0]) ** sl, ls=ls, color="k", lw=1,
                         label=lab)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel(f"input dimension d (n = {base.n})")
-        ax.set_title(f"v0 = {v0:g}", fontsize=10)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="upper left")
+        log_log_panel(ax, f"input dimension d (n = {base.n})", f"v0 = {v0:g}", fontsize=7,
+                      loc="upper left")
     axes[0, 0].set_ylabel(rf"critical signal $\|\mu\|^*$ (mean test error {TAU:g})")
     fig.suptitle(f"Scaling of mu* in d at depth L = 1, 2, 3 (exact, wishart, {S} seeds, 95% "
                  f"bootstrap bars; a: LSQ exponent [95% seed bootstrap]; reference slopes "
