@@ -57,6 +57,11 @@ def model_options(skip=(), refuse=None):
                                     expose_value=False)(func)
                 continue
             rng = spec.range_text()
+            if spec.kind is bool:
+                func = click.option(f"{spec.flag}/--no-{spec.flag[2:]}", spec.name,
+                                    default=spec.default, show_default=True,
+                                    help=spec.help)(func)
+                continue
             func = click.option(spec.flag, spec.name, type=click_type(spec),
                                 default=spec.default, show_default=spec.default is not None,
                                 help=spec.help + (f" {rng}" if rng else ""))(func)

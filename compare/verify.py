@@ -6,7 +6,7 @@ import xarray as xr
 
 from dynamics.data import sample_data
 from dynamics.params import Params
-from dynamics.run import LEVEL_FLAGS, simulate, simulate_flow
+from dynamics.run import simulate, simulate_flow, trains_v
 from fullsim import simulate_full
 from fullsim.network import simulate_full_flow
 
@@ -23,7 +23,7 @@ def run_pair(params: Params, level: str = "exact", record_every: int = 1,
     """(reduced, full) trajectories on one real data realisation (sampler data);
     integrator "flow": both under the normalised flow, recorded at ``flow_times``."""
     real = sample_data(params)
-    train_v = LEVEL_FLAGS[level][1]
+    train_v = trains_v(params, level)
     if integrator == "flow":
         times = flow_times(params.steps)
         reduced = simulate_flow(params, level, "data", times, stats=real.stats)

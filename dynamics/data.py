@@ -120,8 +120,11 @@ def upper_layers(params: Params) -> np.ndarray:
 
 
 def noise_vectors(params: Params, rng: np.random.Generator, rows: int,
-                  spikes: np.ndarray | None = None) -> np.ndarray:
-    """(rows, d) noise vectors of the law ``params.noise``, projected out of mu.
+                  spikes: np.ndarray | None = None,
+                  signal: np.ndarray | None = None) -> np.ndarray:
+    """(rows, d) noise vectors of the law ``params.noise``, projected out of the
+    signal direction (``signal``, unit; None = e_1) when params.noise_model is
+    'projected' (the paper), kept whole when 'isotropic' (SPEC 12).
 
     gaussian: sigma_p g; ar1:KAPPA: stationary AR(1) along coordinates
     (covariance sigma_p^2 S, S_ab = KAPPA^|a-b|); spiked:K,BETA: sigma_p (g +
@@ -151,7 +154,11 @@ def noise_vectors(params: Params, rng: np.random.Generator, rows: int,
     else:  # pragma: no cover - Params validated the kind
         raise ValueError(kind)
     x *= sp
-    x[:, 0] = 0.0
+    if params.noise_model == "projected":
+        if signal is None:
+            x[:, 0] = 0.0
+        else:
+            x -= np.outer(x @ signal, signal)
     return x
 
 
@@ -199,13 +206,14 @@ def data_bytes(params: Params) -> float:
     return 8.0 * (2 * params.m + params.n + 1) * params.d + _TEST_CHUNK_BYTES
 
 
-def _test_noise_chunks(params: Params, ss: np.random.SeedSequence, spikes=None):
+def _test_noise_chunks(params: Params, ss: np.random.SeedSequence, spikes=None,
+                       signal=None):
     rng = np.random.default_rng(ss)
     rng.integers(0, 2, size=params.n_test)  # labels come first in this stream
     rows = max(1, _TEST_CHUNK_BYTES // (8 * params.d))
     for start in range(0, params.n_test, rows):
         stop = min(params.n_test, start + rows)
-        yield slice(start, stop), noise_vectors(params, rng, stop - start, spikes)
+        yield slice(start, stop), noise_vectors(params, rng, stop - start, spikes, signal)
 
 
 def _test_labels(params: Params, ss: np.random.SeedSequence) -> np.ndarray:

@@ -18,7 +18,10 @@ import numpy as np
 from dataclasses import dataclass, fields
 from typing import Optional
 
-LEVELS = ("exact", "orthogonal", "fixed-output")   # reduced levels (dynamics)
+LEVELS = ("exact", "orthogonal", "fixed-output", "general")   # reduced levels (dynamics)
+# Levels specialised to the paper's model (ReLU, signal e_1, projected noise); "general"
+# (SPEC 12, dynamics.general) takes any activation, noise model, signal and data.
+PAPER_LEVELS = ("exact", "orthogonal", "fixed-output")
 ALL_LEVELS = LEVELS + ("full",)                     # "full": the weight-space network
 SAMPLERS = ("data", "wishart")
 
@@ -76,7 +79,7 @@ class ParamSpec:
         return self.flag.lstrip("-")
 
     def range_text(self) -> str:
-        if self.kind is str:
+        if self.kind in (str, bool):
             return ""
         left = "(" if self.lo_open else "["
         right = ")" if self.hi_open or self.hi is None else "]"
@@ -86,6 +89,10 @@ class ParamSpec:
 
     def check(self, value):
         """Validated value of this parameter (ParamError otherwise)."""
+        if self.kind is bool:
+            if not isinstance(value, (bool, np.bool_)):
+                raise ParamError(self.name, value, "must be True or False")
+            return bool(value)
         if self.kind is int:
             return _check_int(self.name, value, self.lo, self.hi)
         if self.kind is float:
@@ -95,6 +102,9 @@ class ParamSpec:
 
 NOISE_HELP = ("gaussian | ar1:KAPPA (|KAPPA| < 1) | spiked:K,BETA (K >= 1, BETA > 0) | "
               "rademacher | student-t:NU (NU > 2)")
+ACTIVATION_HELP = "relu | relu^Q (Q > 1, e.g. relu^3) | leaky:ALPHA (0 < ALPHA < 1)"
+NOISE_MODELS = ("projected", "isotropic")
+SIGNALS = ("e1", "random")
 OPTIMIZER_HELP = ("gd | momentum:BETA (0 <= BETA < 1) | adam[:B1,B2,EPS] | sign "
                   "(adam and sign only with --level full)")
 
@@ -135,6 +145,17 @@ PARAMS = (
     _P("depth", "--depth", int, 1, "hidden layers L per class (1: the paper's network; "
        "L >= 2 adds L-1 trained m x m layers U, SPEC 11)", 1, 16, False, False,
        "$L$", "number of hidden layers", data=True, axis=True),
+    _P("activation", "--activation", str, "relu", "activation sigma: " + ACTIVATION_HELP +
+       " (not relu: --level general or full)", label="activation", long_name="activation"),
+    _P("noise_model", "--noise-model", str, "projected", "projected: xi orthogonal to mu "
+       "(the paper); isotropic: xi keeps its component along mu (Cao et al. 2022; "
+       "--level general or full)", label="noise model", long_name="noise model", data=True),
+    _P("signal", "--signal", str, "e1", "signal direction: e1, or random (uniform on the "
+       "sphere, independent of the rest; sampler data; --level general or full)",
+       label="signal", long_name="signal direction", data=True),
+    _P("train_v", "--train-v", bool, True, "train the output layer v (--no-train-v: frozen "
+       "at v0, the fixed-output model of Kou et al. 2023 / Cao et al. 2022)",
+       label="train v", long_name="output layer trained"),
     _P("sigma_u", "--sigma-u", float, None, "std of the initial upper layers U "
        "(default sqrt(2/m); only used with --depth >= 2)", 0.0, 1e3,
        label=r"$\sigma_u$", long_name="std of the initial upper hidden layers", data=True),
@@ -198,6 +219,23 @@ class _ParamsMethods:
             object.__setattr__(self, spec.name, spec.check(value))  # frozen
         object.__setattr__(self, "noise", format_spec(parse_noise(self.noise)))
         object.__setattr__(self, "optimizer", format_spec(parse_optimizer(self.optimizer)))
+        object.__setattr__(self, "activation", format_activation(
+            parse_activation(self.activation)))
+        check_choice("noise_model", self.noise_model, NOISE_MODELS)
+        check_choice("signal", self.signal, SIGNALS)
+
+    @property
+    def activation_spec(self) -> tuple:
+        """(kind, args) of the activation: ('relu', ()), ('relu^', (q,)),
+        ('leaky', (alpha,))."""
+        return parse_activation(self.activation)
+
+    @property
+    def paper_model(self) -> bool:
+        """True for the paper's model (ReLU, signal e_1, projected noise), the
+        model of the specialised levels (PAPER_LEVELS)."""
+        return (self.activation == "relu" and self.noise_model == "projected"
+                and self.signal == "e1")
 
     @property
     def noise_spec(self) -> tuple:
@@ -238,6 +276,7 @@ class _ParamsMethods:
         """Flat netCDF-safe attributes (no None/bool) plus ``params_json``."""
         attrs = {f.name: getattr(self, f.name) for f in fields(self)}
         attrs.update({k: self.effective(k) for k in ("eta_v", "sigma_u")})
+        attrs.update({k: int(v) for k, v in attrs.items() if isinstance(v, bool)})
         attrs["params_json"] = self.to_json()
         return attrs
 
@@ -252,6 +291,8 @@ class _ParamsMethods:
         """One-line parameter summary for figures; ``swept`` names are left out."""
         keys = ("n", "d", "m", "mu_norm", "v0", "sigma_0", "eta", "c", "steps", "flip", "seed")
         keys += ("depth", "sigma_u") if self.depth > 1 else ()
+        keys += tuple(k for k in ("activation", "noise_model", "signal", "train_v")
+                      if getattr(self, k) != SPEC_OF[k].default)
         short = {"mu_norm": "||mu||", "sigma_0": "sigma0", "steps": "T", "depth": "L"}
         value = {"sigma_u": self.sigma_u_eff}
         return ", ".join(f"{short.get(k, k)}={value.get(k, getattr(self, k)):.3g}"
@@ -308,6 +349,37 @@ def parse_noise(text) -> tuple:
             raise ParamError("noise", text, "student-t needs NU > 2 (finite variance)")
         return (kind, (nu,))
     raise ParamError("noise", text, f"must be one of {NOISE_HELP}")
+
+
+def parse_activation(text) -> tuple:
+    """'relu', 'relu^Q' (Q > 1), 'leaky:ALPHA' (0 < ALPHA < 1) -> (kind, args)."""
+    if not isinstance(text, str):
+        raise ParamError("activation", text, f"must be one of {ACTIVATION_HELP}")
+    t = text.strip().lower()
+    if t == "relu":
+        return ("relu", ())
+    if t.startswith("relu^"):
+        try:
+            q = float(t[5:])
+        except ValueError:
+            raise ParamError("activation", text, "relu^Q needs a number Q > 1") from None
+        if not (math.isfinite(q) and 1.0 < q <= 16.0):
+            raise ParamError("activation", text, "relu^Q needs 1 < Q <= 16")
+        return ("relu^", (q,))
+    if t.startswith("leaky"):
+        (alpha,) = _spec_args("activation", text, "leaky", t.partition(":")[2], (1,))
+        if not 0.0 < alpha < 1.0:
+            raise ParamError("activation", text, "leaky:ALPHA needs 0 < ALPHA < 1")
+        return ("leaky", (alpha,))
+    raise ParamError("activation", text, f"must be one of {ACTIVATION_HELP}")
+
+
+def format_activation(spec) -> str:
+    """Canonical text of a parsed activation ('relu^3', 'leaky:0.1')."""
+    kind, args = spec
+    if kind == "relu^":
+        return f"relu^{args[0]:g}"
+    return kind if not args else f"{kind}:{args[0]!r}"
 
 
 def parse_optimizer(text) -> tuple:

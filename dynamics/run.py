@@ -14,7 +14,7 @@ import numpy as np
 from .data import Stats, check_memory, sample_stats
 from .kernels import DIVERGENCE_REASONS, FlowConfig, KConfig, KStats, clean_error_kernel, \
     flow_kernel, outputs_kernel, run_kernel
-from .params import LEVELS, SAMPLERS, Params, ParamError, check_choice
+from .params import PAPER_LEVELS, SAMPLERS, Params, ParamError, check_choice
 
 # (use_gram, train_v) per reduced level
 LEVEL_FLAGS = {"exact": (True, True), "orthogonal": (False, True),
@@ -45,12 +45,33 @@ def check_integrator(params: Params, integrator: str) -> bool:
     return integrator == "flow"
 
 
+def check_paper_model(params: Params, level: str):
+    """The specialised levels (and the depth-1 full network of ``fullsim.network``)
+    hold for the paper's model only: ReLU, signal e_1, projected noise."""
+    if level == "general":
+        raise ParamError("level", level, "the general level runs through "
+                         "dynamics.general.simulate_general (SPEC 12)")
+    for name, default in (("activation", "relu"), ("noise_model", "projected"),
+                          ("signal", "e1")):
+        value = getattr(params, name)
+        if value != default:
+            raise ParamError(name, value, f"level {level} is specialised to the paper's "
+                             f"model ({name}={default}); use --level general (or full)")
+
+
+def trains_v(params: Params, level: str) -> bool:
+    """Is the output layer trained?  Not for level fixed-output (an alias of
+    exact with --no-train-v) nor with params.train_v False."""
+    return bool(params.train_v) and LEVEL_FLAGS.get(level, (True, True))[1]
+
+
 def kernel_config(params: Params, level: str) -> KConfig:
     """Numeric settings of ``level`` for the kernels (validates the optimizer)."""
-    check_choice("level", level, LEVELS)
+    check_choice("level", level, PAPER_LEVELS)
+    check_paper_model(params, level)
     check_optimizer(params, level)
     kind, args = params.optimizer_spec
-    use_gram, train_v = LEVEL_FLAGS[level]
+    use_gram, train_v = LEVEL_FLAGS[level][0], trains_v(params, level)
     return KConfig(float(params.c), float(params.eta), float(params.eta_v_eff),
                    float(args[0]) if kind == "momentum" else 0.0, bool(use_gram), bool(train_v))
 

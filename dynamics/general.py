@@ -1,0 +1,738 @@
+"""The general exact reduction (SPEC 12): any activation, any patches, any data.
+
+Patches x_{i,p} in R^D (i = 1..n, p = 1..P), filters w_{j,r}, output weights
+v_{j,r,p}:  F_j(x) = c sum_r sum_p v_{j,r,p} sigma(<w_{j,r}, x^(p)>),
+f = F_{+1} - F_{-1}, logistic loss, full-batch GD.  Every increment of w_{j,r}
+is a combination of the patches, so w_{j,r}(t) = w_{j,r}(0) + Q alpha_{j,r}(t)
+with Q (D, K) an orthonormal basis of span{x_{i,p}} (pivoted QR, rank
+revealing: collinear signal patches give K = n + 1 for the paper's data).  The
+state is alpha (2, m, K) and v (2, m, P); the inputs R = X Q (n, P, K) and
+B = <w(0), x_{i,p}> (2, m, n, P):
+
+    pre_{j,r,i,p} = B_{j,r,i,p} + R_{i,p} . alpha_{j,r}
+    alpha_{j,r} -= eta (c/n) j sum_{i,p} l'_i y_i v_{j,r,p} sigma'(pre) R_{i,p}
+    v_{j,r,p}   -= eta_v (c/n) j sum_i l'_i y_i sigma(pre)          (if v is trained)
+
+O(m n P K) per step, independent of D (or d).  Test points enter through
+R_test = X_test Q and B_test = <w(0), x_test>.  Activations: relu,
+relu^q (sigma = max(x, 0)^q), leaky:alpha (sigma = x or alpha x); sigma'(0) is
+0 for relu and relu^q and alpha for leaky.
+
+Data (``PatchData``): the paper's family drawn from ``Params`` (signal e_1 or a
+random direction, projected or isotropic noise; sampler 'data' with real
+vectors, sampler 'wishart' in the d-free coordinates of SPEC 5 extended by the
+component of each noise vector along the signal, SPEC 12), or arrays from a
+file (``load_npz``: bring your own data).  Signal patches are stored at unit
+||mu|| and scaled per run, so a sweep over ||mu|| shares one factorisation.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
+
+import numpy as np
+from numba import njit, prange
+
+from .data import _test_labels, _test_noise_chunks, bartlett_factor, check_memory, \
+    check_sampler, check_test_memory, draw_labels, noise_vectors, seed_streams, \
+    spike_directions
+from .params import LOSS_MAX, SAMPLERS, THETA_MAX, Params, ParamError, check_choice
+
+ACTIVATION_CODES = {"relu": 0, "relu^": 1, "leaky": 2}
+RANK_RTOL = 1e-10  # a patch direction whose relative residual is below this is dependent
+
+
+def activation_code(params: Params) -> tuple[int, float]:
+    """(code, a) for the kernels: relu (0, 0), relu^q (1, q), leaky (2, alpha)."""
+    kind, args = params.activation_spec
+    return ACTIVATION_CODES[kind], float(args[0]) if args else 0.0
+
+
+def homogeneity(params: Params) -> float:
+    """Degree h of f in theta: q (relu^q) or 1 in W, plus 1 when v is trained;
+    the normalised margin is min_i y_i f_i / ||theta||^h."""
+    kind, args = params.activation_spec
+    return (args[0] if kind == "relu^" else 1.0) + (1.0 if params.train_v else 0.0)
+
+
+def activation(x, code: int, a: float):
+    """sigma(x) elementwise (numpy; the kernels use ``_act``)."""
+    x = np.asarray(x, dtype=np.float64)
+    if code == 0:
+        return np.maximum(x, 0.0)
+    if code == 1:
+        return np.where(x > 0.0, np.maximum(x, 0.0) ** a, 0.0)
+    return np.where(x > 0.0, x, a * x)
+
+
+def activation_grad(x, code: int, a: float):
+    """sigma'(x) elementwise (numpy), sigma'(0) = 0 (relu, relu^q) or alpha (leaky)."""
+    x = np.asarray(x, dtype=np.float64)
+    if code == 0:
+        return (x > 0.0).astype(np.float64)
+    if code == 1:
+        return np.where(x > 0.0, a * np.maximum(x, 0.0) ** (a - 1.0), 0.0)
+    return np.where(x > 0.0, 1.0, a)
+
+
+# ---------------------------------------------------------------- data
+@dataclass(frozen=True)
+class PatchData:
+    """Training patches and initial weights of one realisation (float64).
+
+    x (n, P, D): patches, the patches listed in ``signal_patches`` at unit
+    ||mu|| (``patches(mu)`` scales them); y, yhat (n,): observed and clean
+    labels (+-1); w0 (2, m, D); v0 (2, m, P) or None (= params.v0 everywhere);
+    y_test (nt,) clean test labels and ``test_chunks()`` yielding (slice,
+    x_test chunk (rows, P, D)) of the same scaling (nt = 0: no test set);
+    source: 'model' or the file name.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    yhat: np.ndarray
+    w0: np.ndarray
+    y_test: np.ndarray
+    test_chunks: Callable
+    signal_patches: tuple = ()
+    v0: np.ndarray | None = None
+    source: str = "model"
+
+    @property
+    def shape(self) -> tuple:
+        """(n, P, D, m)."""
+        return self.x.shape + (self.w0.shape[1],)
+
+    def scale(self, mu: float) -> np.ndarray:
+        """(P,) factor of each patch: ||mu|| for signal patches, else 1."""
+        s = np.ones(self.x.shape[1])
+        s[list(self.signal_patches)] = mu
+        return s
+
+    def patches(self, mu: float) -> np.ndarray:
+        """x at signal strength ||mu|| (n, P, D)."""
+        return self.x * self.scale(mu)[None, :, None]
+
+    def initial_v(self, params: Params) -> np.ndarray:
+        m, P = self.w0.shape[1], self.x.shape[1]
+        return np.full((2, m, P), params.v0) if self.v0 is None else self.v0.copy()
+
+
+def _stack_patches(yhat, u, xi):
+    """(n, 2, D) patches [yhat_i u, xi_i]."""
+    return np.stack([yhat[:, None] * u[None, :], xi], axis=1)
+
+
+def model_data(params: Params, sampler: str = "data") -> PatchData:
+    """The paper's family (SPEC 1 and 12) at unit ||mu||: patch 1 = yhat u,
+    patch 2 = xi.  Sampler 'data': real vectors in R^d, the same labels, W0,
+    noise and test set as ``dynamics.data.sample_data`` at the same seed (so
+    the general level equals level exact on the paper's model); a random
+    signal direction u comes from the seventh child of the seed's SeedSequence.
+    Sampler 'wishart': d-free coordinates (D = 1 + 2m + n) in the basis
+    {e_1, Bartlett factor of the complement} (the statistics of
+    ``sample_wishart``), with isotropic noise's component along e_1 drawn
+    from the seventh child."""
+    p = params
+    check_choice("sampler", sampler, SAMPLERS)
+    if p.depth != 1:
+        raise ParamError("depth", p.depth, "the general level is the two-layer network "
+                         "(--depth 1)")
+    check_sampler(p, sampler)
+    check_test_memory(p)
+    s_lab, s_init, s_noise, s_test = seed_streams(p.seed)
+    extra = np.random.default_rng(np.random.SeedSequence(p.seed).spawn(7)[6])
+    yhat, y = draw_labels(p, s_lab)
+    if sampler == "wishart":
+        if p.signal != "e1":
+            raise ParamError("signal", p.signal, "the d-free sampler is rotation invariant "
+                             "(a random signal has the law of e1); use --sampler data "
+                             "for a drawn random direction")
+        K0 = 2 * p.m + p.n
+        w0_e1 = p.sigma_0 * np.random.default_rng(s_init).standard_normal((2, p.m))
+        L = bartlett_factor(p.d - 1, K0, np.random.default_rng(s_noise))
+        iso = p.noise_model == "isotropic"
+        along = p.sigma_p * extra.standard_normal(p.n) if iso else np.zeros(p.n)
+        w0 = np.concatenate([w0_e1.reshape(-1, 1), p.sigma_0 * L[: 2 * p.m]], axis=1)
+        xi = np.concatenate([along[:, None], p.sigma_p * L[2 * p.m:]], axis=1)
+        u = np.zeros(1 + K0)
+        u[0] = 1.0
+        rng = np.random.default_rng(s_test)
+        y_test = rng.integers(0, 2, size=p.n_test).astype(np.float64) * 2.0 - 1.0
+        eps = p.sigma_p * rng.standard_normal((p.n_test, K0))
+        t_along = p.sigma_p * extra.standard_normal(p.n_test) if iso else np.zeros(p.n_test)
+        xt = _stack_patches(y_test, u, np.concatenate([t_along[:, None], eps], axis=1))
+        return PatchData(x=_stack_patches(yhat, u, xi), y=y, yhat=yhat,
+                         w0=w0.reshape(2, p.m, 1 + K0), y_test=y_test,
+                         test_chunks=lambda: iter([(slice(0, p.n_test), xt)]),
+                         signal_patches=(0,))
+    check_memory(8.0 * (2 * p.m + 3 * p.n + 2) * p.d + 2 * 64 * 2**20,
+                 f"sampler 'data' at d={p.d}")
+    W0 = p.sigma_0 * np.random.default_rng(s_init).standard_normal((2, p.m, p.d))
+    spikes = spike_directions(p)
+    if p.signal == "random":
+        u = extra.standard_normal(p.d)
+        u /= np.linalg.norm(u)
+        direction = u
+    else:
+        u, direction = np.zeros(p.d), None
+        u[0] = 1.0
+    xi = noise_vectors(p, np.random.default_rng(s_noise), p.n, spikes, direction)
+    y_test = _test_labels(p, s_test)
+
+    def test_chunks():
+        for sl, chunk in _test_noise_chunks(p, s_test, spikes, direction):
+            yield sl, _stack_patches(y_test[sl], u, chunk)
+    return PatchData(x=_stack_patches(yhat, u, xi), y=y, yhat=yhat, w0=W0, y_test=y_test,
+                     test_chunks=test_chunks, signal_patches=(0,))
+
+
+NPZ_HELP = ("arrays x (n, P, d), y (n,) in {+1,-1} or {0,1}; optional w0 (2, m, d), "
+            "v0 (scalar or (2, m, P)), x_test (nt, P, d), y_test (nt,)")
+
+
+def _labels(name, arr, n):
+    a = np.asarray(arr)
+    if a.shape != (n,):
+        raise ValueError(f"{name} has shape {a.shape}, expected ({n},)")
+    if not np.issubdtype(a.dtype, np.number) or not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must hold finite numbers")
+    vals = set(np.unique(a).tolist())
+    if vals <= {0.0, 1.0} and 0.0 in vals:
+        return np.where(a > 0, 1.0, -1.0)
+    if not vals <= {1.0, -1.0}:
+        raise ValueError(f"{name} must hold labels in {{+1, -1}} or {{0, 1}}, got values "
+                         f"{sorted(vals)[:4]}")
+    return a.astype(np.float64)
+
+
+def _finite_array(name, arr, ndim):
+    a = np.asarray(arr)
+    if a.ndim != ndim or not np.issubdtype(a.dtype, np.number):
+        raise ValueError(f"{name} must be a numeric array with {ndim} dimensions, got "
+                         f"shape {a.shape} and dtype {a.dtype}")
+    a = a.astype(np.float64)
+    if not np.all(np.isfinite(a)):
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(f"{name} holds NaN or inf (first at index {tuple(bad.tolist())})")
+    return a
+
+
+def npz_shapes(path) -> dict:
+    """Shapes and dtypes of the arrays in an .npz file, read from the headers only."""
+    import zipfile
+    from numpy.lib import format as npf
+    shapes = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                if not name.endswith(".npy"):
+                    continue
+                with zf.open(name) as fh:
+                    version = npf.read_magic(fh)
+                    shape, _, dtype = npf._read_array_header(fh, version)
+                shapes[name[:-4]] = (shape, dtype)
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise ValueError(f"cannot read {path} as an .npz file: {exc}") from None
+    return shapes
+
+
+def load_npz(path, params: Params) -> PatchData:
+    """Bring your own data: ``NPZ_HELP``.  Missing w0 is drawn N(0, sigma_0^2 I)
+    from the seed; missing v0 is params.v0; the shapes are checked and the
+    memory estimated from the file headers before anything is loaded."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"data file {path} does not exist")
+    shapes = npz_shapes(path)
+    if "x" not in shapes or "y" not in shapes:
+        raise ValueError(f"{path} must contain arrays x and y ({NPZ_HELP}); found "
+                         f"{sorted(shapes) or 'none'}")
+    xs = shapes["x"][0]
+    if len(xs) != 3 or min(xs) < 1:
+        raise ValueError(f"x has shape {xs}, expected (n, P, d) with n, P, d >= 1")
+    n, P, d = xs
+    m = params.m
+    nbytes = 8.0 * (n * P * d + 2 * (2 * m * d)
+                    + (np.prod(shapes["x_test"][0]) if "x_test" in shapes else 0))
+    check_memory(nbytes, f"data file {path} (x {xs})", hint="use a smaller file")
+    with np.load(path, allow_pickle=False) as f:
+        x = _finite_array("x", f["x"], 3)
+        y = _labels("y", f["y"], n)
+        if "w0" in f:
+            w0 = _finite_array("w0", f["w0"], 3)
+            if w0.shape != (2, m, d):
+                raise ValueError(f"w0 has shape {w0.shape}, expected (2, m, d) = "
+                                 f"(2, {m}, {d}) (set --m to the file's m)")
+        else:
+            w0 = params.sigma_0 * np.random.default_rng(
+                seed_streams(params.seed)[1]).standard_normal((2, m, d))
+        v0 = None
+        if "v0" in f:
+            v = np.asarray(f["v0"], dtype=np.float64)
+            if v.shape == ():
+                v = np.full((2, m, P), float(v))
+            if v.shape != (2, m, P) or not np.all(np.isfinite(v)):
+                raise ValueError(f"v0 must be a finite scalar or have shape (2, m, P) = "
+                                 f"(2, {m}, {P}), got {v.shape}")
+            v0 = v
+        if "x_test" in f:
+            xt = _finite_array("x_test", f["x_test"], 3)
+            if xt.shape[1:] != (P, d):
+                raise ValueError(f"x_test has shape {xt.shape}, expected (nt, {P}, {d})")
+            if "y_test" not in f:
+                raise ValueError("x_test needs y_test (its labels)")
+            yt = _labels("y_test", f["y_test"], xt.shape[0])
+        else:
+            xt, yt = np.zeros((0, P, d)), np.zeros(0)
+    return PatchData(x=x, y=y, yhat=y, w0=w0, y_test=yt,
+                     test_chunks=lambda: iter([(slice(0, len(yt)), xt)]), v0=v0,
+                     source=os.path.basename(path))
+
+
+def check_file_params(params: Params, data: PatchData):
+    """Parameters that would be silently ignored with data from a file."""
+    n, P, D, m = data.shape
+    if params.n != n:
+        raise ParamError("n", params.n, f"the data file has n = {n} samples; pass --n {n}")
+    if params.d != D:
+        raise ParamError("d", params.d, f"the data file has d = {D}; pass --d {D}")
+    for name in ("noise_model", "signal", "noise"):
+        from .params import SPEC_OF
+        if getattr(params, name) != SPEC_OF[name].default:
+            raise ParamError(name, getattr(params, name), "describes generated data; "
+                             "with --data the file's arrays are used")
+
+
+# ---------------------------------------------------------------- basis
+class GStats(NamedTuple):
+    """Inputs of the general kernels at unit ||mu|| (float64, C-contiguous).
+
+    R (n, P, K) = X Q; B (2, m, n, P) = <w0, x>; Rt (nt, P, K), Bt (2, m, nt, P)
+    the same for the test points; y (n,), yt (nt,) labels; w0q (2, m, K) =
+    Q^T w0; w0sq (2, m) = ||w0||^2."""
+
+    R: np.ndarray
+    B: np.ndarray
+    Rt: np.ndarray
+    Bt: np.ndarray
+    y: np.ndarray
+    yt: np.ndarray
+    w0q: np.ndarray
+    w0sq: np.ndarray
+
+
+def patch_basis(x: np.ndarray, rtol: float = RANK_RTOL) -> np.ndarray:
+    """Orthonormal basis Q (D, K) of span{x_{i,p}}: Householder QR with column
+    pivoting of the normalised patches; K = #{|R_kk| > rtol |R_00|}."""
+    from scipy.linalg import qr
+    X = x.reshape(-1, x.shape[-1])
+    norms = np.linalg.norm(X, axis=1)
+    keep = norms > 0
+    if not keep.any():
+        raise ValueError("every training patch is zero")
+    Q, Rf, _ = qr((X[keep] / norms[keep, None]).T, mode="economic", pivoting=True)
+    diag = np.abs(np.diag(Rf))
+    return np.ascontiguousarray(Q[:, : int(np.sum(diag > rtol * diag[0]))])
+
+
+def general_stats(data: PatchData, K: int | None = None) -> tuple[GStats, np.ndarray]:
+    """(GStats, Q) of ``data`` (SPEC 12); ``K`` pads alpha with zero columns."""
+    Q = patch_basis(data.x)
+    n, P, D, m = data.shape
+    Kp = Q.shape[1] if K is None else K
+    pad = np.zeros((D, Kp - Q.shape[1]))
+    Qp = np.concatenate([Q, pad], axis=1) if Kp > Q.shape[1] else Q
+    w0f = data.w0.reshape(2 * m, D)
+    nt = len(data.y_test)
+    Rt, Bt = np.empty((nt, P, Kp)), np.empty((2 * m, nt, P))
+    for sl, xt in data.test_chunks():
+        Rt[sl] = xt @ Qp
+        Bt[:, sl] = np.einsum("kd,tpd->ktp", w0f, xt)
+    st = GStats(R=data.x @ Qp, B=np.einsum("kd,ipd->kip", w0f, data.x).reshape(2, m, n, P),
+                Rt=Rt, Bt=Bt.reshape(2, m, nt, P), y=data.y, yt=data.y_test,
+                w0q=(w0f @ Qp).reshape(2, m, Kp),
+                w0sq=np.einsum("kd,kd->k", w0f, w0f).reshape(2, m))
+    return GStats(*(np.ascontiguousarray(a, dtype=np.float64) for a in st)), Q
+
+
+def scaled(st: GStats, scale: np.ndarray) -> GStats:
+    """The inputs at per-patch scale (||mu|| on signal patches): same products
+    as the batch kernel's ``_scale`` (bit-identical)."""
+    return st._replace(R=st.R * scale[None, :, None], B=st.B * scale,
+                       Rt=st.Rt * scale[None, :, None], Bt=st.Bt * scale)
+
+
+# ---------------------------------------------------------------- kernels
+@njit(cache=True)
+def _act(x, code, a):
+    """sigma(x): relu (0), relu^a (1), leaky with slope a (2)."""
+    if code == 0:
+        return x if x > 0.0 else 0.0
+    if code == 1:
+        return x ** a if x > 0.0 else 0.0
+    return x if x > 0.0 else a * x
+
+
+@njit(cache=True)
+def _dact(x, code, a):
+    """sigma'(x), with sigma'(0) = 0 (relu, relu^a) or a (leaky)."""
+    if code == 0:
+        return 1.0 if x > 0.0 else 0.0
+    if code == 1:
+        return a * x ** (a - 1.0) if x > 0.0 else 0.0
+    return 1.0 if x > 0.0 else a
+
+
+@njit(cache=True)
+def _forward(R, B, alpha, v, code, a, c, pre, f):
+    """pre = B + R alpha (2, m, n, P) and f_i = c sum_j j sum_{r,p} v sigma(pre)."""
+    m, n, P = B.shape[1], B.shape[2], B.shape[3]
+    K = R.shape[2]
+    f[:] = 0.0
+    for j in range(2):
+        cj = c if j == 0 else -c
+        for r in range(m):
+            al = alpha[j, r]
+            for i in range(n):
+                acc_f = 0.0
+                for p in range(P):
+                    acc = B[j, r, i, p]
+                    Rip = R[i, p]
+                    for k in range(K):
+                        acc += al[k] * Rip[k]
+                    pre[j, r, i, p] = acc
+                    acc_f += v[j, r, p] * _act(acc, code, a)
+                f[i] += cj * acc_f
+
+
+@njit(cache=True)
+def _log1pexp(u):
+    """log(1 + exp(u)) without overflow."""
+    return u + np.log1p(np.exp(-u)) if u > 0.0 else np.log1p(np.exp(u))
+
+
+@njit(cache=True)
+def _loss_lprime(f, y, lp):
+    """(reason, loss, train error): l'_i = -1/(1 + exp(y_i f_i)) (stable);
+    reason 1: non-finite output, 2: loss above LOSS_MAX."""
+    n = f.shape[0]
+    loss, err = 0.0, 0.0
+    for i in range(n):
+        yf = y[i] * f[i]
+        if not np.isfinite(yf):
+            return 1, np.inf, 1.0
+        if yf >= 0.0:
+            e = np.exp(-yf)
+            lp[i] = -e / (1.0 + e)
+        else:
+            lp[i] = -1.0 / (1.0 + np.exp(yf))
+        loss += _log1pexp(-yf)
+        if yf <= 0.0:
+            err += 1.0
+    loss /= n
+    return (2 if loss > LOSS_MAX else 0), loss, err / n
+
+
+@njit(cache=True)
+def _update(R, y, alpha, v, pre, lp, code, a, c, eta, eta_v, train_v, dalpha, dv):
+    """One GD step from the current pre and l' (simultaneous update); returns
+    3 if a coefficient leaves THETA_MAX, else 0."""
+    m, n, P = pre.shape[1], pre.shape[2], pre.shape[3]
+    K = R.shape[2]
+    dalpha[:] = 0.0
+    dv[:] = 0.0
+    for j in range(2):
+        for r in range(m):
+            da = dalpha[j, r]
+            for i in range(n):
+                g = (c / n) * lp[i] * y[i]
+                if j == 1:
+                    g = -g
+                for p in range(P):
+                    h = g * v[j, r, p] * _dact(pre[j, r, i, p], code, a)
+                    Rip = R[i, p]
+                    for k in range(K):
+                        da[k] += h * Rip[k]
+                    dv[j, r, p] += g * _act(pre[j, r, i, p], code, a)
+    big = 0.0
+    for j in range(2):
+        for r in range(m):
+            for k in range(K):
+                alpha[j, r, k] -= eta * dalpha[j, r, k]
+                big = max(big, abs(alpha[j, r, k]))
+            if train_v:
+                for p in range(P):
+                    v[j, r, p] -= eta_v * dv[j, r, p]
+                    big = max(big, abs(v[j, r, p]))
+    return 3 if not big <= THETA_MAX else 0
+
+
+@njit(cache=True)
+def record_kernel(R, B, y, code, a, c, eta, eta_v, train_v, steps, every, alpha, v,
+                  out_alpha, out_v, out_pre, out_loss, out_err, status):
+    """GD for ``steps`` steps from (alpha, v) (updated in place), recording at
+    0, every, 2 every, ... and ``steps``; status = (step, reason) of a
+    divergence, else (-1, 0)."""
+    m, n, P = B.shape[1], B.shape[2], B.shape[3]
+    pre = np.empty((2, m, n, P))
+    f, lp = np.empty(n), np.empty(n)
+    dalpha, dv = np.empty_like(alpha), np.empty_like(v)
+    status[0], status[1] = -1, 0
+    k = 0
+    for t in range(steps + 1):
+        _forward(R, B, alpha, v, code, a, c, pre, f)
+        reason, loss, err = _loss_lprime(f, y, lp)
+        if reason:
+            status[0], status[1] = t, reason
+            return
+        if t % every == 0 or t == steps:
+            out_alpha[k] = alpha
+            out_v[k] = v
+            out_pre[k] = pre
+            out_loss[k], out_err[k] = loss, err
+            k += 1
+        if t == steps:
+            return
+        reason = _update(R, y, alpha, v, pre, lp, code, a, c, eta, eta_v, train_v, dalpha, dv)
+        if reason:
+            status[0], status[1] = t + 1, reason
+            return
+
+
+@njit(cache=True)
+def _test_error(Rt, Bt, yt, alpha, v, code, a, c):
+    """Fraction of test points with y_test f(x_test) <= 0 (NaN without test points)."""
+    nt = yt.shape[0]
+    if nt == 0:
+        return np.nan
+    m, P = Bt.shape[1], Bt.shape[3]
+    pre = np.empty((2, m, nt, P))
+    f = np.empty(nt)
+    _forward(Rt, Bt, alpha, v, code, a, c, pre, f)
+    err = 0.0
+    for q in range(nt):
+        if yt[q] * f[q] <= 0.0:
+            err += 1.0
+    return err / nt
+
+
+@njit(cache=True)
+def _margin(f, y, alpha, v, w0q, w0sq, train_v, h):
+    """min_i y_i f_i / ||theta||^h, ||w||^2 = ||w0||^2 + 2 w0q.alpha + |alpha|^2."""
+    sq = 0.0
+    for j in range(2):
+        for r in range(alpha.shape[1]):
+            sq += w0sq[j, r]
+            for k in range(alpha.shape[2]):
+                sq += alpha[j, r, k] * (2.0 * w0q[j, r, k] + alpha[j, r, k])
+            if train_v:
+                for p in range(v.shape[2]):
+                    sq += v[j, r, p] ** 2
+    low = np.inf
+    for i in range(f.shape[0]):
+        low = min(low, y[i] * f[i])
+    return low / sq ** (0.5 * h)
+
+
+@njit(cache=True)
+def _scale(A, scale, out):
+    """out[..., p] = A[..., p] * scale[p] for the last axis p (R, B layouts)."""
+    P = scale.shape[0]
+    flat, res = A.reshape(-1, P), out.reshape(-1, P)
+    for q in range(flat.shape[0]):
+        for p in range(P):
+            res[q, p] = flat[q, p] * scale[p]
+
+
+@njit(cache=True)
+def _scale_R(A, scale, out):
+    """out[i, p, :] = A[i, p, :] * scale[p] (R, Rt layouts)."""
+    for i in range(A.shape[0]):
+        for p in range(A.shape[1]):
+            for k in range(A.shape[2]):
+                out[i, p, k] = A[i, p, k] * scale[p]
+
+
+@njit(cache=True, parallel=True)
+def batch_kernel(R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu, job_v0,
+                 code, a, c, eta, eta_v, train_v, h, checkpoints, out, status):
+    """Jobs q = (seed, ||mu||, v0) in parallel, inputs stacked on a seed axis at
+    unit ||mu|| (``signal[p]``: patch p scales with ||mu||).  out (Q, K, 4):
+    test error, loss, train error, margin at each checkpoint (NaN after a
+    divergence, recorded in status (Q, 2) = (step, reason))."""
+    Q = job_seed.shape[0]
+    m, n, P = B1.shape[2], B1.shape[3], B1.shape[4]
+    K = R1.shape[3]
+    nt = yt.shape[1]
+    for q in prange(Q):
+        s = job_seed[q]
+        sc = np.ones(P)
+        for p in range(P):
+            if signal[p]:
+                sc[p] = job_mu[q]
+        R, B = np.empty((n, P, K)), np.empty((2, m, n, P))
+        Rt, Bt = np.empty((nt, P, K)), np.empty((2, m, nt, P))
+        _scale_R(R1[s], sc, R)
+        _scale(B1[s], sc, B)
+        _scale_R(Rt1[s], sc, Rt)
+        _scale(Bt1[s], sc, Bt)
+        alpha = np.zeros((2, m, K))
+        v = np.full((2, m, P), job_v0[q])
+        pre = np.empty((2, m, n, P))
+        f, lp = np.empty(n), np.empty(n)
+        dalpha, dv = np.empty_like(alpha), np.empty_like(v)
+        out[q] = np.nan
+        status[q, 0], status[q, 1] = -1, 0
+        t, k = 0, 0
+        while k < checkpoints.shape[0]:
+            _forward(R, B, alpha, v, code, a, c, pre, f)
+            reason, loss, err = _loss_lprime(f, y[s], lp)
+            if reason:
+                status[q, 0], status[q, 1] = t, reason
+                break
+            while k < checkpoints.shape[0] and checkpoints[k] == t:
+                out[q, k, 0] = _test_error(Rt, Bt, yt[s], alpha, v, code, a, c)
+                out[q, k, 1], out[q, k, 2] = loss, err
+                out[q, k, 3] = _margin(f, y[s], alpha, v, w0q[s], w0sq[s], train_v, h)
+                k += 1
+            if k == checkpoints.shape[0]:
+                break
+            reason = _update(R, y[s], alpha, v, pre, lp, code, a, c, eta, eta_v, train_v,
+                             dalpha, dv)
+            t += 1
+            if reason:
+                status[q, 0], status[q, 1] = t, reason
+                break
+
+
+# ---------------------------------------------------------------- runs
+@dataclass
+class GeneralTrajectory:
+    """A recorded run of the general model (reduced level 'general' or the
+    weight-space network 'full' on the same PatchData).
+
+    steps (R,); pre (R, 2, m, n, P) first-layer pre-activations <w_{j,r}, x_{i,p}>;
+    v (R, 2, m, P); loss, train_error (R,); test_error (final, clean labels;
+    NaN without a test set); alpha (R, 2, m, K) basis coefficients (reduced)."""
+
+    params: Params
+    level: str
+    sampler: str
+    source: str
+    steps: np.ndarray
+    pre: np.ndarray
+    v: np.ndarray
+    loss: np.ndarray
+    train_error: np.ndarray
+    test_error: float
+    y: np.ndarray
+    wall_time: float = 0.0
+    alpha: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def check_general(params: Params):
+    """What the general level does not cover, as ParamError naming the field."""
+    p = params
+    if p.depth != 1:
+        raise ParamError("depth", p.depth, "the general level is the two-layer network "
+                         "(--depth 1)")
+    if p.optimizer != "gd":
+        raise ParamError("optimizer", p.optimizer, "the general level runs plain GD")
+
+
+def kernel_settings(params: Params) -> tuple:
+    """(code, a, c, eta, eta_v, train_v) for the kernels."""
+    code, a = activation_code(params)
+    return (code, a, float(params.c), float(params.eta), float(params.eta_v_eff),
+            bool(params.train_v))
+
+
+def simulate_general(params: Params, data: PatchData | None = None, sampler: str = "data",
+                     record_every: int = 1) -> GeneralTrajectory:
+    """Run the general level (SPEC 12) on ``data`` (default: ``model_data``
+    of ``params`` and ``sampler``); raises ``run.DivergenceError``."""
+    from .run import DivergenceError, record_steps
+    check_general(params)
+    p = params
+    rec = record_steps(p.steps, record_every)
+    t0 = time.perf_counter()
+    data = model_data(p, sampler) if data is None else data
+    n, P, D, m = data.shape
+    check_memory(8.0 * len(rec) * 2 * m * (n * P + P + n + 1),
+                 f"recording {len(rec)} states", hint="raise --record-every or lower --steps")
+    st1, Q = general_stats(data)
+    st = scaled(st1, data.scale(p.mu_norm))
+    K = Q.shape[1]
+    alpha, v = np.zeros((2, m, K)), data.initial_v(p)
+    R_ = len(rec)
+    out = dict(alpha=np.full((R_, 2, m, K), np.nan), v=np.full((R_, 2, m, P), np.nan),
+               pre=np.full((R_, 2, m, n, P), np.nan), loss=np.full(R_, np.nan),
+               train_error=np.full(R_, np.nan))
+    status = np.empty(2, dtype=np.int64)
+    record_kernel(st.R, st.B, st.y, *kernel_settings(p), int(p.steps), int(record_every),
+                  alpha, v, out["alpha"], out["v"], out["pre"], out["loss"],
+                  out["train_error"], status)
+    if status[0] >= 0:
+        raise DivergenceError(status[0], status[1], p, "general")
+    code, a = activation_code(p)
+    test = _test_error(st.Rt, st.Bt, st.yt, alpha, v, code, a, float(p.c))
+    traj = GeneralTrajectory(params=p, level="general", sampler=sampler,
+                             source=data.source, steps=rec, test_error=float(test),
+                             y=data.y, wall_time=time.perf_counter() - t0, **out)
+    traj.extra.update(rank=K, basis=Q)
+    return traj
+
+
+def stacked_general(params: Params, sampler: str, seeds) -> tuple:
+    """GStats of every seed, stacked on a seed axis (alpha padded to the largest
+    rank), and the signal-patch mask."""
+    datas = [model_data(params.replace(seed=int(s)), sampler) for s in seeds]
+    ranks = [patch_basis(dt.x).shape[1] for dt in datas]
+    sts = [general_stats(dt, K=max(ranks))[0] for dt in datas]
+    stacked = GStats(*(np.ascontiguousarray(np.stack(a)) for a in zip(*sts)))
+    mask = np.zeros(datas[0].x.shape[1], dtype=np.bool_)
+    mask[list(datas[0].signal_patches)] = True
+    return stacked, mask
+
+
+def run_general_batch(params: Params, stacked: tuple, job_seed, job_mu, job_v0=None,
+                      checkpoints=None) -> dict:
+    """Per-job results (Q, K) of ``boundary.RESULTS`` at the checkpoint steps and
+    ``status`` (Q, 2), the contract of ``boundary.run_batch``."""
+    from .boundary import RESULTS
+    from .run import check_checkpoints
+    check_general(params)
+    cp = check_checkpoints(checkpoints, params.steps, allow_inf=False)
+    st, mask = stacked
+    Q = len(job_mu)
+    job_v0 = np.full(Q, params.v0) if job_v0 is None else np.asarray(job_v0, np.float64)
+    out = np.empty((Q, cp.size, 4))
+    status = np.empty((Q, 2), dtype=np.int64)
+    batch_kernel(st.R, st.B, st.Rt, st.Bt, st.y, st.yt, st.w0q, st.w0sq, mask,
+                 np.asarray(job_seed, np.int64), np.asarray(job_mu, np.float64), job_v0,
+                 *kernel_settings(params), float(homogeneity(params)),
+                 cp.astype(np.int64), out, status)
+    res = {k: np.ascontiguousarray(out[:, :, i]) for i, k in enumerate(RESULTS)}
+    res["status"] = status
+    return res
+
+
+def general_evaluator(params: Params, sampler: str, seeds, checkpoints=None):
+    """Evaluator (``dynamics.boundary`` contract) of the general level."""
+    from .boundary import jobs_to_curve
+    from .run import check_checkpoints
+    check_general(params)
+    cp = check_checkpoints(checkpoints, params.steps, allow_inf=False)
+    stacked = stacked_general(params, sampler, seeds)
+    S = len(seeds)
+
+    def evaluate(mus, upto=None):
+        mus = np.asarray(mus, dtype=np.float64)
+        res = run_general_batch(params, stacked, np.tile(np.arange(S), mus.size),
+                                np.repeat(mus, S), checkpoints=cp[:upto])
+        return jobs_to_curve(res, mus.size, S)
+    return evaluate
