@@ -14,6 +14,7 @@ from dynamics.boundary import Boundary, find_boundaries, reduced_evaluator, run_
 from dynamics.params import ALL_LEVELS, SAMPLERS, TAU, Params, ParamError, check_choice, \
     check_count
 from dynamics.run import check_checkpoints
+from dynamics.general import general_evaluator, run_general_batch, stacked_general
 from fullsim import full_evaluator, run_full_batch
 
 
@@ -24,6 +25,9 @@ def run_jobs(params: Params, level: str, sampler: str, seeds, job_seed, job_mu, 
     check_choice("level", level, ALL_LEVELS)
     if level == "full":
         return run_full_batch(params, seeds, job_seed, job_mu, job_v0, checkpoints)
+    if level == "general":
+        stacked = stacked_general(params, sampler, seeds) if stacked is None else stacked
+        return run_general_batch(params, stacked, job_seed, job_mu, job_v0, checkpoints)
     stacked = stacked_stats(params, sampler, seeds) if stacked is None else stacked
     return run_batch(params, level, stacked, job_seed, job_mu, job_v0, checkpoints, parallel)
 
@@ -39,6 +43,11 @@ def make_evaluator(params: Params, level: str, sampler: str, seeds, checkpoints=
                              "times only in sweeps; use a reduced level for the flow and "
                              "t = inf (dyn compare --integrator flow checks the reduction)")
         return full_evaluator(params, seeds, checkpoints), "data"
+    if level == "general":
+        if integrator != "gd":
+            raise ParamError("integrator", integrator, "the general level runs GD to "
+                             "finite times (no flow, no t = inf)")
+        return general_evaluator(params, sampler, seeds, checkpoints), sampler
     return reduced_evaluator(params, level, sampler, seeds, checkpoints,
                              integrator=integrator), sampler
 

@@ -26,7 +26,8 @@ OPTION_FLAGS = {**FLAG_OF, "record_every": "--record-every", "level": "--level",
                 "sampler": "--sampler", "seeds": "--seeds", "threshold": "--threshold",
                 "verify_seeds": "--verify-seeds", "tol": "--tol", "x": "--x", "y": "--y",
                 "dask_workers": "--dask-workers", "d_grid": "--d-grid", "n_grid": "--n-grid",
-                "times": "--times", "out": "--out"}
+                "times": "--times", "out": "--out", "data": "--data",
+                "integrator": "--integrator"}
 
 
 def click_type(spec):
@@ -167,6 +168,32 @@ def _times(ctx, param, value):
                                  "e.g. 200,2000,inf") from None
 
 
+def data_option():
+    return click.option("--data", "data", type=click.Path(dir_okay=False), default=None,
+                        help="bring your own data: .npz with x (n, P, d), y; optional w0, "
+                             "v0, x_test, y_test (--level general or full)")
+
+
+def family_data(params: Params, level: str, data, integrator: str = "gd"):
+    """The PatchData of a run of the model family (SPEC 12), or None for the
+    paper's specialised path: a loaded --data file, the paper's family drawn
+    for level full when params leave the paper's model, else None.  Refuses
+    combinations that would silently ignore an option."""
+    from dynamics.general import check_file_params, load_npz, model_data
+    if level == "general" or data is not None or (level == "full" and not params.paper_model):
+        if level not in ("general", "full"):
+            raise ParamError("level", level, "--data and the family options (--activation, "
+                             "--noise-model, --signal) need --level general or full")
+        if integrator != "gd":
+            raise ParamError("integrator", integrator, "the model family runs GD only")
+        if data is None:
+            return model_data(params, "data") if level == "full" else None
+        patches = load_npz(data, params)
+        check_file_params(params, patches)
+        return patches
+    return None
+
+
 # ---------------------------------------------------------------- simulate
 @main.command()
 @model_options()
@@ -182,8 +209,9 @@ def _times(ctx, param, value):
 @click.option("--times", default=None, callback=_times,
               help="with --integrator flow: record times in GD steps, 'inf' = the limit "
                    "(reduced levels); default: --steps")
+@data_option()
 @out_option("file", None, "write the trajectory to this netCDF file")
-def simulate(level, sampler, record_every, integrator, times, out, **kwargs):
+def simulate(level, sampler, record_every, integrator, times, data, out, **kwargs):
     """Train one configuration and print a summary."""
     from dynamics.run import simulate as run_reduced, simulate_flow
     from fullsim import simulate_full
@@ -193,6 +221,25 @@ def simulate(level, sampler, record_every, integrator, times, out, **kwargs):
 
     params = build_params(kwargs)
     with cli_errors():
+        patches = family_data(params, level, data, integrator)
+        if patches is not None or level == "general":
+            from dynamics.general import simulate_general
+            from fullsim.patches import simulate_full_patches
+            run = simulate_full_patches if level == "full" else simulate_general
+            traj = run(params, patches, sampler if level == "general" else "data",
+                       record_every)
+            click.echo(f"dyn simulate: level={traj.level} data={traj.source} "
+                       f"sampler={traj.sampler} {params.caption()}")
+            rows = [("final loss", f"{traj.loss[-1]:.6g}"),
+                    ("train error", f"{traj.train_error[-1]:.4f}"),
+                    ("test error (clean)", f"{traj.test_error:.4f}")]
+            if "rank" in traj.extra:
+                rows.append(("patch basis rank K", str(traj.extra["rank"])))
+            echo_kv(rows + [("wall time", f"{traj.wall_time:.3f} s")])
+            if out:
+                write_netcdf(trajectory_dataset(traj), out)
+                click.echo(f"  wrote {out}")
+            return
         if times is not None and integrator != "flow":
             raise click.UsageError("--times needs --integrator flow (GD records with "
                                    "--record-every)")
@@ -312,17 +359,19 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrat
 @main.command()
 @model_options()
 @click.option("--level", type=click.Choice(LEVELS), default="exact", show_default=True,
-              help="reduced level to check against the full network")
+              help="reduced level to check against the full network ('general': any "
+                   "activation / data, SPEC 12)")
 @click.option("--record-every", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--integrator", type=click.Choice(("gd", "flow")), default="gd",
               show_default=True, help="GD, or both models under the normalised gradient "
                                       "flow up to --steps (24 log-spaced records)")
 @click.option("--tol", type=click.FloatRange(0.0, min_open=True), default=1e-6,
               show_default=True, help="relative-error tolerance for 'first step above'")
+@data_option()
 @out_option("file", None, "netCDF file with both trajectories (dim model) and the metrics")
 @click.option("--plots", "plot_dir", type=click.Path(file_okay=False), default=None,
               help="folder for the overlay and relative-error PNGs")
-def compare(level, record_every, integrator, tol, out, plot_dir, **kwargs):
+def compare(level, record_every, integrator, tol, data, out, plot_dir, **kwargs):
     """Run a reduced level and the full network on the same data; print metrics."""
     from .dataset import combine, write_netcdf
     from .metrics import discrepancy, format_metrics
@@ -330,9 +379,11 @@ def compare(level, record_every, integrator, tol, out, plot_dir, **kwargs):
 
     params = build_params(kwargs)
     with cli_errors():
-        reduced, full = run_pair(params, level, record_every, integrator)
+        patches = family_data(params, level, data, integrator)
+        reduced, full = run_pair(params, level, record_every, integrator, patches)
         met = discrepancy(reduced, full, tol)
-        click.echo(f"dyn compare: {level} vs full network ({integrator}), sampler data, "
+        source = f"data {patches.source}" if patches is not None else "sampler data"
+        click.echo(f"dyn compare: {level} vs full network ({integrator}), {source}, "
                    f"{params.caption()} "
                    f"(reduced {reduced.wall_time:.3f} s, full {full.wall_time:.3f} s)")
         click.echo(format_metrics(met))

@@ -21,7 +21,8 @@ import xarray as xr
 
 from dynamics import __version__
 from dynamics.params import Params
-from dynamics.run import Trajectory
+from dynamics.general import GeneralTrajectory
+from dynamics.run import Trajectory, first_layer
 from dynamics.theory.measure import MECHANISM_ATTRS, mechanisms
 
 ENGINE = "netcdf4"
@@ -41,6 +42,9 @@ _META = {
     "layer_change": ("relative change ||theta_l(t) - theta_l(0)|| / ||theta_l(0)||", "1"),
     "test_error_noisy": ("test error vs flipped labels = flip + (1-2 flip) clean", "1"),
     "out_of_span": ("||W-W0 outside span{mu, xi_i}|| / ||W-W0||", "1"),
+    "pre": ("first-layer pre-activation <w_{j,r}(t), x_i^(p)>", "1"),
+    "alpha": ("coefficient of w_{j,r} - w_{j,r}(0) on the orthonormal patch basis "
+              "(SPEC 12)", "1"),
     "yhat": ("clean training label", "1"),
     "y": ("observed training label", "1"),
 }
@@ -90,9 +94,35 @@ def _with_meta(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
+def general_dataset(traj: GeneralTrajectory) -> xr.Dataset:
+    """A run of the general level or of its network (SPEC 12): dims step, j,
+    r, i, p (1..P) and, reduced, k (basis); variables pre, v, loss,
+    train_error, test_error, y (and alpha)."""
+    p = traj.params
+    P = traj.v.shape[-1]
+    data = {"pre": (("step", "j", "r", "i", "p"), traj.pre),
+            "v": (("step", "j", "r", "p"), traj.v),
+            "loss": (("step",), traj.loss),
+            "train_error": (("step",), traj.train_error),
+            "test_error": ((), traj.test_error),
+            "y": (("i",), traj.y)}
+    if traj.alpha is not None:
+        data["alpha"] = (("step", "j", "r", "k"), traj.alpha)
+    ds = xr.Dataset(data, coords={"step": traj.steps, "j": np.array([1, -1]),
+                                  "r": np.arange(traj.v.shape[2]),
+                                  "i": np.arange(len(traj.y)), "p": np.arange(1, P + 1)},
+                    attrs=global_attrs(p, title="dyn trajectory (model family)",
+                                       level=traj.level, sampler=traj.sampler,
+                                       data_source=traj.source, wall_time=traj.wall_time))
+    return _with_meta(ds)
+
+
 def trajectory_dataset(traj: Trajectory) -> xr.Dataset:
     """One trajectory as a Dataset (see module docstring)."""
+    if isinstance(traj, GeneralTrajectory):
+        return general_dataset(traj)
     p = traj.params
+    s, z = first_layer(traj.gamma, traj.rho, traj.stats, p, traj.level != "orthogonal")
     coords = {"step": traj.steps, "j": np.array([1, -1]), "r": np.arange(p.m),
               "i": np.arange(p.n), "p": np.array([1, 2]),
               "hidden_layer": np.arange(1, p.depth + 1),
@@ -103,6 +133,7 @@ def trajectory_dataset(traj: Trajectory) -> xr.Dataset:
         {
             "gamma": (("step", "j", "r"), traj.gamma),
             "rho": (("step", "j", "r", "i"), traj.rho),
+            "pre": (("step", "j", "r", "i", "p"), np.stack([s, z], axis=-1)),
             "v": (("step", "j", "r", "p"), traj.v),
             "loss": (("step",), traj.loss),
             "train_error": (("step",), traj.train_error),
@@ -133,14 +164,18 @@ def combine(reduced: Trajectory, full: Trajectory) -> xr.Dataset:
     """Reduced and full trajectories of one configuration on dim ``model``."""
     if reduced.params != full.params or not np.array_equal(reduced.steps, full.steps):
         raise ValueError("combine needs the same parameters and record schedule")
-    parts = [trajectory_dataset(t).drop_vars(["yhat", "y"]) for t in (reduced, full)]
-    ds = xr.concat(parts, dim="model", combine_attrs="drop")
+    labels = ("y",) if isinstance(reduced, GeneralTrajectory) else ("yhat", "y")
+    parts = [trajectory_dataset(t) for t in (reduced, full)]
+    ds = xr.concat([d.drop_vars(list(labels)) for d in parts], dim="model",
+                   combine_attrs="drop")
     ds = ds.assign_coords(model=["reduced", "full"])
-    ds["yhat"] = ("i", reduced.stats.yhat)
-    ds["y"] = ("i", reduced.stats.y)
+    for name in labels:
+        ds[name] = parts[0][name]
     ds["wall_time"] = ("model", [reduced.wall_time, full.wall_time])
     ds.attrs = global_attrs(reduced.params, title="dyn reduced vs full",
-                            level=reduced.level, sampler=reduced.sampler)
+                            level=reduced.level, sampler=reduced.sampler,
+                            **({"data_source": reduced.source}
+                               if isinstance(reduced, GeneralTrajectory) else {}))
     return _with_meta(ds)
 
 

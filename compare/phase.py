@@ -26,6 +26,7 @@ import xarray as xr
 
 from dynamics import __version__
 from dynamics.boundary import crossing, stacked_stats
+from dynamics.general import stacked_general
 from dynamics.data import check_sampler
 from dynamics.params import AXES, Params, ParamError
 from dynamics.run import check_checkpoints
@@ -109,16 +110,18 @@ def _seeds(spec, ix, iy):
 _STATS_CACHE: dict = {}  # (Params, sampler, seeds) -> stacked statistics, last few rows
 
 
-def _cached_stats(pkey: Params, sampler: str, seeds):
+def _cached_stats(pkey: Params, sampler: str, seeds, level: str = "exact"):
     """Stacked statistics, reused across rows that share them (e.g. along v0).
 
     A pure cache: the statistics are a function of the key alone.
     """
-    key = (pkey, sampler, tuple(seeds))
+    general = level == "general"
+    key = (pkey, sampler, tuple(seeds), general)
     if key not in _STATS_CACHE:
         while len(_STATS_CACHE) >= 4:
             _STATS_CACHE.pop(next(iter(_STATS_CACHE)))
-        _STATS_CACHE[key] = stacked_stats(pkey, sampler, seeds)
+        _STATS_CACHE[key] = (stacked_general if general else stacked_stats)(pkey, sampler,
+                                                                            seeds)
     return _STATS_CACHE[key]
 
 
@@ -148,7 +151,7 @@ def compute_chunk(spec: dict, ix: int, parallel: bool = True) -> dict:
         S_ = len(seeds)
         jobs = (np.tile(np.arange(S_), len(members)), np.repeat(mus, S_), np.repeat(v0s, S_))
         stacked = (None if spec["level"] == "full"
-                   else _cached_stats(pkey, spec["sampler"], seeds))
+                   else _cached_stats(pkey, spec["sampler"], seeds, spec["level"]))
         res = run_jobs(pkey, spec["level"], spec["sampler"], seeds, *jobs,
                        checkpoints=spec["times"], stacked=stacked, parallel=parallel)
         for k in RESULTS:

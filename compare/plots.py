@@ -47,12 +47,20 @@ def plot_overlay(reduced: Trajectory, full: Trajectory, path, neurons=4) -> str:
     t = reduced.steps
     p = reduced.params
     # the neurons with the largest final |v_2|: the ones that matter
-    flat = np.argsort(-np.abs(full.v[-1, :, :, 1]).ravel())[:neurons]
+    flat = np.argsort(-np.abs(full.v[-1, :, :, -1]).ravel())[:neurons]
     picks = [np.unravel_index(k, full.v.shape[1:3]) for k in flat]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-    panels = [("gamma", lambda tr, j, r: tr.gamma[:, j, r], r"$\gamma_{j,r}$"),
-              ("rho", lambda tr, j, r: tr.rho[:, j, r].max(axis=-1), r"$\max_i \rho_{j,r,i}$"),
-              ("v", lambda tr, j, r: tr.v[:, j, r, 1], r"$v_{j,r,2}$ (noise patch)")]
+    if hasattr(reduced, "pre"):  # general level (SPEC 12): pre-activations
+        panels = [("pre", lambda tr, j, r: tr.pre[:, j, r, 0, 0],
+                   r"$\langle w_{j,r}, x_{1}^{(1)}\rangle$"),
+                  ("pre", lambda tr, j, r: tr.pre[:, j, r, :, -1].max(axis=-1),
+                   r"$\max_i \langle w_{j,r}, x_i^{(P)}\rangle$"),
+                  ("v", lambda tr, j, r: tr.v[:, j, r, -1], r"$v_{j,r,P}$ (last patch)")]
+    else:
+        panels = [("gamma", lambda tr, j, r: tr.gamma[:, j, r], r"$\gamma_{j,r}$"),
+                  ("rho", lambda tr, j, r: tr.rho[:, j, r].max(axis=-1),
+                   r"$\max_i \rho_{j,r,i}$"),
+                  ("v", lambda tr, j, r: tr.v[:, j, r, 1], r"$v_{j,r,2}$ (noise patch)")]
     for ax, (_, get, label) in zip(axes.flat, panels):
         for c_idx, (j, r) in enumerate(picks):
             color = f"C{c_idx}"
@@ -82,7 +90,7 @@ def plot_rel_error(reduced: Trajectory, full: Trajectory, path) -> str:
     """Relative error reduced vs full per step, per variable (log y)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     floor = 1e-17
-    for name in variables(reduced.params):
+    for name in variables(reduced):
         a, b = series(reduced, name), series(full, name)
         ax.semilogy(reduced.steps, np.maximum(rel_err_per_step(a, b), floor), label=name)
     ax.axhline(1e-10, color="k", ls=":", lw=1, label="1e-10")

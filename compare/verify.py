@@ -5,12 +5,14 @@ import numpy as np
 import xarray as xr
 
 from dynamics.data import sample_data
-from dynamics.params import Params
+from dynamics.general import model_data, simulate_general
+from dynamics.params import Params, ParamError
 from dynamics.run import simulate, simulate_flow, trains_v
 from fullsim import simulate_full
 from fullsim.network import simulate_full_flow
+from fullsim.patches import simulate_full_patches
 
-from .metrics import discrepancy, variables
+from .metrics import GENERAL_VARIABLES, discrepancy, variables
 
 
 def flow_times(steps: int, count: int = 24) -> np.ndarray:
@@ -19,9 +21,20 @@ def flow_times(steps: int, count: int = 24) -> np.ndarray:
 
 
 def run_pair(params: Params, level: str = "exact", record_every: int = 1,
-             integrator: str = "gd"):
+             integrator: str = "gd", data=None):
     """(reduced, full) trajectories on one real data realisation (sampler data);
-    integrator "flow": both under the normalised flow, recorded at ``flow_times``."""
+    integrator "flow": both under the normalised flow, recorded at ``flow_times``.
+    Level "general" (or ``data``, a ``PatchData`` such as a loaded file): the
+    general level and the family's network (``fullsim.patches``) on the same
+    patches (GD only)."""
+    if level == "general" or data is not None:
+        if integrator != "gd":
+            raise ParamError("integrator", integrator, "the general level runs GD")
+        if level != "general":
+            raise ParamError("level", level, "data from a file needs --level general")
+        data = model_data(params, "data") if data is None else data
+        return (simulate_general(params, data, "data", record_every),
+                simulate_full_patches(params, data, "data", record_every))
     real = sample_data(params)
     train_v = trains_v(params, level)
     if integrator == "flow":
@@ -43,7 +56,7 @@ def verify_points(params: Params, level: str, mus, labels, seeds, tol=1e-6,
     shape = (len(mus), len(seeds))
     te_r, te_f = np.full(shape, np.nan), np.full(shape, np.nan)
     act, vsign = np.full(shape, np.nan), np.full(shape, np.nan)
-    names = variables(params)
+    names = GENERAL_VARIABLES if level == "general" else variables(params)
     max_err = np.full(shape + (len(names),), np.nan)
     example = None
     for a, mu in enumerate(mus):

@@ -232,7 +232,9 @@ def npz_shapes(path) -> dict:
                     continue
                 with zf.open(name) as fh:
                     version = npf.read_magic(fh)
-                    shape, _, dtype = npf._read_array_header(fh, version)
+                    read = (npf.read_array_header_1_0 if version == (1, 0)
+                            else npf.read_array_header_2_0)
+                    shape, _, dtype = read(fh)
                 shapes[name[:-4]] = (shape, dtype)
     except (OSError, zipfile.BadZipFile, ValueError) as exc:
         raise ValueError(f"cannot read {path} as an .npz file: {exc}") from None
