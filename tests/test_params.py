@@ -62,6 +62,14 @@ def valid_value(spec):
         return NOISES
     if spec.name == "optimizer":
         return OPTIMIZERS
+    if spec.name == "activation":
+        return st.sampled_from(["relu", "relu^3", "relu^1.5", "leaky:0.1", "leaky:0.01"])
+    if spec.name == "noise_model":
+        return st.sampled_from(["projected", "isotropic"])
+    if spec.name == "signal":
+        return st.sampled_from(["e1", "random"])
+    if spec.kind is bool:
+        return st.booleans()
     strat = valid_number(spec)
     return st.one_of(st.none(), strat) if spec.default is None else strat
 
@@ -178,7 +186,7 @@ def test_params_round_trip_through_a_netcdf_file(values):
         got = back.attrs[spec.name]
         if spec.kind is str:
             assert isinstance(got, str) and got == expected, spec.name
-        elif spec.kind is int:
+        elif spec.kind in (int, bool):  # bool attributes are stored as 0/1
             assert isinstance(got, (int, np.integer)) and int(got) == expected, spec.name
         else:
             assert isinstance(got, (float, np.floating)) and float(got) == expected, spec.name

@@ -31,7 +31,7 @@ from ..params import Params
 from ..run import reduced_forward
 from .measure import _JS, lprime
 
-__all__ = ["relu", "derive_recursion", "spec4_recursion", "increments", "linear_blocks",
+__all__ = ["relu", "activation_expr", "increment_funcs", "derive_recursion", "spec4_recursion", "increments", "linear_blocks",
            "linear_funcs", "f_threshold_expr", "f_threshold", "LAW_VARS", "FIT_LAWS",
            "laws", "law_funcs", "law_exponents", "formulas"]
 
@@ -57,6 +57,17 @@ def relu(x):
     return x * sp.Heaviside(x, 0)
 
 
+def activation_expr(x, activation: str = "relu"):
+    """sigma(x) of ``Params.activation`` (SPEC 12): relu = x H(x); relu^q =
+    x^q for x > 0 (else 0); leaky:alpha = x for x > 0, alpha x otherwise."""
+    kind, args = Params(activation=activation).activation_spec
+    if kind == "relu":
+        return relu(x)
+    if kind == "relu^":
+        return sp.Piecewise((x ** sp.nsimplify(args[0]), x > 0), (0, True))
+    return sp.Piecewise((x, x > 0), (sp.nsimplify(args[0]) * x, True))
+
+
 def _pm1(expr):
     """Reduce powers of the sign symbols j, y, yhat (x^2 = 1, 1/x = x)."""
     return sp.expand(expr).replace(
@@ -77,7 +88,7 @@ def _lambdify(args, expr):
 # 1. the recursion, derived
 # ----------------------------------------------------------------------------
 @lru_cache(maxsize=None)
-def derive_recursion() -> dict:
+def derive_recursion(activation: str = "relu") -> dict:
     """Per-sample GD increments of one neuron (j, r), derived by differentiation.
 
     One sample's loss is L_i = ell(y_i f_i)/n, ell(u) = log(1 + exp(-u)), with
@@ -89,9 +100,12 @@ def derive_recursion() -> dict:
     sum the per-sample terms over i; drho_i has only sample i's term.
 
     Returns sympy expressions: dgamma_i, drho_i, dv1_i, dv2_i, and the loss
-    derivative 'ell_prime' (= -1/(1 + exp(u))).
+    derivative 'ell_prime' (= -1/(1 + exp(u))).  ``activation``: any of
+    ``Params.activation`` (SPEC 12; the coefficient matching needs the paper's
+    data, mu orthogonal to every xi_i).
     """
-    f = j * c * (v1 * relu(s) + v2 * relu(z)) + F_rest
+    sig = lambda x: activation_expr(x, activation)  # noqa: E731
+    f = j * c * (v1 * sig(s) + v2 * sig(z)) + F_rest
     dL = {x: _no_delta(sp.diff(f, x)) * y * lp / n for x in (s, z, v1, v2)}
     dw = -eta * (dL[s] * yhat * Mu + dL[z] * Xi)
     dw = sp.expand(dw)
@@ -121,9 +135,10 @@ def spec4_recursion() -> dict:
 
 
 @lru_cache(maxsize=None)
-def _increment_funcs():
-    """Lambdified per-sample increments, args (j,y,yhat,s,z,v1,v2,l',N,mu,eta,eta_v,c,n)."""
-    R = derive_recursion()
+def increment_funcs(activation: str = "relu"):
+    """Lambdified per-sample increments (dgamma_i, drho_i, dv1_i, dv2_i) of
+    ``derive_recursion(activation)``, args (j,y,yhat,s,z,v1,v2,l',N,mu,eta,eta_v,c,n)."""
+    R = derive_recursion(activation)
     return _lambdify(_NUM_ARGS, [R[k_] for k_ in ("dgamma_i", "drho_i", "dv1_i", "dv2_i")])
 
 
@@ -134,7 +149,7 @@ def increments(gamma, rho, v, stats, params: Params, use_gram=True):
     s_, z_, f = reduced_forward(gamma, rho, v, stats, p, use_gram)
     lpv = lprime(stats.y, f)
     jj = _JS[:, None, None]
-    dg, dr, d1, d2 = _increment_funcs()(
+    dg, dr, d1, d2 = increment_funcs()(
         jj, stats.y, stats.yhat, s_, z_, v[..., 0:1], v[..., 1:2], lpv, stats.N,
         p.mu_norm, p.eta, p.eta_v_eff, p.c, p.n)
     bc = lambda x: np.broadcast_to(x, s_.shape)  # noqa: E731
