@@ -229,10 +229,11 @@ def simulate(level, sampler, record_every, integrator, times, data, out, **kwarg
             traj = run(params, patches, sampler if level == "general" else "data",
                        record_every)
             click.echo(f"dyn simulate: level={traj.level} data={traj.source} "
-                       f"sampler={traj.sampler} {params.caption()}")
+                       f"sampler={traj.sampler} {params.caption(swept=traj.unused)}")
             rows = [("final loss", f"{traj.loss[-1]:.6g}"),
                     ("train error", f"{traj.train_error[-1]:.4f}"),
-                    ("test error (clean)", f"{traj.test_error:.4f}")]
+                    ("test error (clean)", f"{traj.test_error:.4f}"
+                     if np.isfinite(traj.test_error) else "n/a (no test points in the data)")]
             if "rank" in traj.extra:
                 rows.append(("patch basis rank K", str(traj.extra["rank"])))
             echo_kv(rows + [("wall time", f"{traj.wall_time:.3f} s")])
@@ -384,7 +385,7 @@ def compare(level, record_every, integrator, tol, data, out, plot_dir, **kwargs)
         met = discrepancy(reduced, full, tol)
         source = f"data {patches.source}" if patches is not None else "sampler data"
         click.echo(f"dyn compare: {level} vs full network ({integrator}), {source}, "
-                   f"{params.caption()} "
+                   f"{params.caption(swept=getattr(reduced, 'unused', ()))} "
                    f"(reduced {reduced.wall_time:.3f} s, full {full.wall_time:.3f} s)")
         click.echo(format_metrics(met))
         if out:

@@ -50,12 +50,14 @@ _META = {
 }
 
 
-def global_attrs(params: Params | None, swept=(), **extra) -> dict:
+def global_attrs(params: Params | None, swept=(), unused=(), **extra) -> dict:
     """CF-style global attributes plus the flat parameter attributes.
 
     ``swept``: parameters that vary along a dimension of the output; their flat
     attribute is left out (the coordinate holds the values) and they are
     listed in ``swept_parameters`` (params_json keeps the base value).
+    ``unused``: parameters without effect (e.g. ||mu|| with a data file): left
+    out of the flat attributes and listed in ``unused_parameters``.
     """
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     attrs = {
@@ -67,9 +69,12 @@ def global_attrs(params: Params | None, swept=(), **extra) -> dict:
         "dyn_version": __version__,
     }
     if params is not None:
-        attrs.update({k: v for k, v in params.to_attrs().items() if k not in swept})
+        attrs.update({k: v for k, v in params.to_attrs().items()
+                      if k not in swept and k not in unused})
         if swept:
             attrs["swept_parameters"] = " ".join(swept)
+        if unused:
+            attrs["unused_parameters"] = " ".join(unused)
     for key, val in extra.items():
         attrs[key] = _netcdf_attr(val)
     return attrs
@@ -111,7 +116,8 @@ def general_dataset(traj: GeneralTrajectory) -> xr.Dataset:
     ds = xr.Dataset(data, coords={"step": traj.steps, "j": np.array([1, -1]),
                                   "r": np.arange(traj.v.shape[2]),
                                   "i": np.arange(len(traj.y)), "p": np.arange(1, P + 1)},
-                    attrs=global_attrs(p, title="dyn trajectory (model family)",
+                    attrs=global_attrs(p, unused=traj.unused,
+                                       title="dyn trajectory (model family)",
                                        level=traj.level, sampler=traj.sampler,
                                        data_source=traj.source, wall_time=traj.wall_time))
     return _with_meta(ds)
@@ -173,6 +179,7 @@ def combine(reduced: Trajectory, full: Trajectory) -> xr.Dataset:
         ds[name] = parts[0][name]
     ds["wall_time"] = ("model", [reduced.wall_time, full.wall_time])
     ds.attrs = global_attrs(reduced.params, title="dyn reduced vs full",
+                            unused=getattr(reduced, "unused", ()),
                             level=reduced.level, sampler=reduced.sampler,
                             **({"data_source": reduced.source}
                                if isinstance(reduced, GeneralTrajectory) else {}))

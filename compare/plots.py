@@ -80,7 +80,9 @@ def plot_overlay(reduced: Trajectory, full: Trajectory, path, neurons=4) -> str:
     ax.set_ylabel("training loss")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    fig.suptitle(f"{reduced.level} reduction (lines) vs weight-space network (circles)\n{_caption(p)}",
+    unused = getattr(reduced, "unused", ())
+    fig.suptitle(f"{reduced.level} reduction (lines) vs weight-space network (circles)\n"
+                 f"{_caption(p, unused)}",
                  fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
@@ -96,7 +98,8 @@ def plot_rel_error(reduced: Trajectory, full: Trajectory, path) -> str:
     ax.axhline(1e-10, color="k", ls=":", lw=1, label="1e-10")
     ax.set_xlabel("step t")
     ax.set_ylabel(r"$\|a_t-b_t\|_\max / \|b_t\|_\max$ (floored at 1e-17)")
-    ax.set_title(f"{reduced.level} vs full network: relative error\n{_caption(reduced.params)}",
+    ax.set_title(f"{reduced.level} vs full network: relative error\n"
+                 f"{_caption(reduced.params, getattr(reduced, 'unused', ()))}",
                  fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")

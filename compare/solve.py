@@ -17,8 +17,10 @@ import xarray as xr
 
 from dynamics.boundary import Boundary, fit_exponents, seed_list
 from dynamics.data import check_sampler
-from dynamics.params import D_GRID, N_GRID, TAU, TRANSITION_TAUS, Params, ParamError, \
-    check_count, check_threshold
+from dynamics.params import D_GRID, N_GRID, SPEC_OF, TAU, TRANSITION_TAUS, Params, \
+    ParamError, check_count, check_threshold
+
+FAMILY_FIELDS = ("activation", "noise_model", "signal", "train_v")  # shown when not default
 
 from .boundaries import find_boundaries_at, find_boundary
 from .dataset import global_attrs, write_netcdf
@@ -288,8 +290,10 @@ def format_summary(results: list[V0Result], tau: float) -> str:
         p = b.params
         lines.append(f"v0 = {r.v0:g}   ({b.level}/{b.sampler}, {len(b.seeds)} seeds, n={p.n}, "
                      f"d={p.d}, m={p.m}, c={p.c:g}, eta={p.eta:g}, T={p.steps}, "
-                     f"flip={p.flip:g}, noise={p.noise}, optimizer={p.optimizer}; "
-                     f"{r.wall_time:.1f} s)")
+                     f"flip={p.flip:g}, noise={p.noise}, optimizer={p.optimizer}"
+                     + "".join(f", {k}={getattr(p, k)}" for k in FAMILY_FIELDS
+                               if getattr(p, k) != SPEC_OF[k].default)
+                     + f"; {r.wall_time:.1f} s)")
         star, (lo, hi) = b.star(), b.ci[b.taus[0]]
         lines.append(f"  ||mu||* (test err = {tau:g})   {star:9.4g}   95% CI [{lo:.4g}, {hi:.4g}]")
         for t in b.taus[1:]:

@@ -87,7 +87,8 @@ class PatchData:
     labels (+-1); w0 (2, m, D); v0 (2, m, P) or None (= params.v0 everywhere);
     y_test (nt,) clean test labels and ``test_chunks()`` yielding (slice,
     x_test chunk (rows, P, D)) of the same scaling (nt = 0: no test set);
-    source: 'model' or the file name.
+    source: 'model' or the file name; unused: names of the parameters that do
+    not act on these data (recorded as such in outputs, refused if set).
     """
 
     x: np.ndarray
@@ -99,6 +100,7 @@ class PatchData:
     signal_patches: tuple = ()
     v0: np.ndarray | None = None
     source: str = "model"
+    unused: tuple = ()  # parameters the data make meaningless (a file: mu_norm, ...)
 
     @property
     def shape(self) -> tuple:
@@ -289,23 +291,32 @@ def load_npz(path, params: Params) -> PatchData:
             yt = _labels("y_test", f["y_test"], xt.shape[0])
         else:
             xt, yt = np.zeros((0, P, d)), np.zeros(0)
+    unused = FILE_UNUSED + (("sigma_0", "seed") if "w0" in shapes else ()) + \
+        (("v0",) if v0 is not None else ())
     return PatchData(x=x, y=y, yhat=y, w0=w0, y_test=yt,
                      test_chunks=lambda: iter([(slice(0, len(yt)), xt)]), v0=v0,
-                     source=os.path.basename(path))
+                     source=os.path.basename(path), unused=unused)
+
+
+# Parameters of the generated data that a data file replaces.
+FILE_UNUSED = ("mu_norm", "sigma_p", "flip", "n_test", "noise", "noise_model", "signal")
 
 
 def check_file_params(params: Params, data: PatchData):
-    """Parameters that would be silently ignored with data from a file."""
+    """Refuse parameters that would be silently ignored with data from a file:
+    sizes that differ from the file's, and any non-default ``data.unused``."""
+    from .params import SPEC_OF
     n, P, D, m = data.shape
     if params.n != n:
         raise ParamError("n", params.n, f"the data file has n = {n} samples; pass --n {n}")
     if params.d != D:
         raise ParamError("d", params.d, f"the data file has d = {D}; pass --d {D}")
-    for name in ("noise_model", "signal", "noise"):
-        from .params import SPEC_OF
+    for name in data.unused:
         if getattr(params, name) != SPEC_OF[name].default:
-            raise ParamError(name, getattr(params, name), "describes generated data; "
-                             "with --data the file's arrays are used")
+            raise ParamError(name, getattr(params, name), f"has no effect with --data "
+                             f"{data.source} (the file sets the data"
+                             + (" and this value" if name in ("v0", "sigma_0", "seed")
+                                else "") + ")")
 
 
 # ---------------------------------------------------------------- basis
@@ -634,6 +645,7 @@ class GeneralTrajectory:
     wall_time: float = 0.0
     alpha: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
+    unused: tuple = ()  # parameters without effect on these data (PatchData.unused)
 
 
 def check_general(params: Params):
@@ -684,7 +696,8 @@ def simulate_general(params: Params, data: PatchData | None = None, sampler: str
     test = _test_error(st.Rt, st.Bt, st.yt, alpha, v, code, a, float(p.c))
     traj = GeneralTrajectory(params=p, level="general", sampler=sampler,
                              source=data.source, steps=rec, test_error=float(test),
-                             y=data.y, wall_time=time.perf_counter() - t0, **out)
+                             y=data.y, wall_time=time.perf_counter() - t0,
+                             unused=data.unused, **out)
     traj.extra.update(rank=K, basis=Q)
     return traj
 

@@ -101,7 +101,7 @@ def simulate_full_patches(params: Params, data: PatchData | None = None,
         params=p, level="full", sampler=sampler if data.source == "model" else "file",
         source=data.source, steps=rec, pre=pre_rec, v=v_rec, loss=loss_rec,
         train_error=err_rec, test_error=patch_test_error(W, V, data, p.mu_norm, p.c, code, a),
-        y=data.y, wall_time=time.perf_counter() - t0)
+        y=data.y, wall_time=time.perf_counter() - t0, unused=data.unused)
     traj.extra["margin"] = float(np.min(data.y * f) / sq ** (0.5 * homogeneity(p)))
     if keep_weights:
         traj.extra.update(W=W, V=V)
