@@ -26,10 +26,10 @@ import xarray as xr
 
 from dynamics import __version__
 from dynamics.boundary import crossing, stacked_stats
-from dynamics.general import stacked_general
+from dynamics.general import check_general, stacked_general
 from dynamics.data import check_sampler
 from dynamics.params import AXES, Params, ParamError
-from dynamics.run import check_checkpoints
+from dynamics.run import check_checkpoints, check_paper_model, kernel_config
 
 from .boundaries import run_jobs
 from .dataset import global_attrs, remove_stale_temporaries
@@ -76,10 +76,24 @@ def point_seed(seed: int, kx: int, ky: int, s: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 
+def check_level(params: Params, level: str, times):
+    """Refuse, before any work, what the level cannot run (family options on
+    the paper's levels, flow times or t = inf on the general level)."""
+    if level == "general":
+        check_general(params)
+        if any(np.isinf(times)):
+            raise ParamError("times", times, "the general level runs GD to finite times")
+    elif level == "full":
+        check_paper_model(params, "full")
+    else:
+        kernel_config(params, level)
+
+
 def make_spec(params: Params, x, y, n_seeds, level, sampler, tau, times=None) -> dict:
     """Everything that defines a sweep (plain JSON types); every grid point
     must suit the sampler (errors name the axis option)."""
     times = check_checkpoints(times, params.steps).tolist()
+    check_level(params, level, times)
     for option, (name, vals) in (("x", x), ("y", y)):
         for val in (vals[0], vals[-1]):
             try:

@@ -362,9 +362,11 @@ def general_stats(data: PatchData, K: int | None = None) -> tuple[GStats, np.nda
     nt = len(data.y_test)
     Rt, Bt = np.empty((nt, P, Kp)), np.empty((2 * m, nt, P))
     for sl, xt in data.test_chunks():
-        Rt[sl] = xt @ Qp
-        Bt[:, sl] = np.einsum("kd,tpd->ktp", w0f, xt)
-    st = GStats(R=data.x @ Qp, B=np.einsum("kd,ipd->kip", w0f, data.x).reshape(2, m, n, P),
+        rows = xt.shape[0]
+        Rt[sl] = (xt.reshape(rows * P, D) @ Qp).reshape(rows, P, Kp)
+        Bt[:, sl] = (w0f @ xt.reshape(rows * P, D).T).reshape(2 * m, rows, P)
+    st = GStats(R=(data.x.reshape(n * P, D) @ Qp).reshape(n, P, Kp),
+                B=(w0f @ data.x.reshape(n * P, D).T).reshape(2, m, n, P),
                 Rt=Rt, Bt=Bt.reshape(2, m, nt, P), y=data.y, yt=data.y_test,
                 w0q=(w0f @ Qp).reshape(2, m, Kp),
                 w0sq=np.einsum("kd,kd->k", w0f, w0f).reshape(2, m))

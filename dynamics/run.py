@@ -55,8 +55,11 @@ def check_paper_model(params: Params, level: str):
                           ("signal", "e1")):
         value = getattr(params, name)
         if value != default:
+            hint = ("use --level general (the exact reduction of the family, equal to "
+                    "the network to round-off)" if level == "full" else
+                    "use --level general (or full)")
             raise ParamError(name, value, f"level {level} is specialised to the paper's "
-                             f"model ({name}={default}); use --level general (or full)")
+                             f"model ({name}={default}); {hint}")
 
 
 def trains_v(params: Params, level: str) -> bool:

@@ -29,7 +29,7 @@ from dynamics.data import Realisation, check_memory, data_bytes, sample_data
 from dynamics.params import LOSS_MAX, THETA_MAX, Params
 from dynamics.kernels import normalised_dt
 from dynamics.run import FLOW, DivergenceError, Trajectory, check_checkpoints, \
-    check_optimizer, check_record_memory, record_steps
+    check_optimizer, check_paper_model, check_record_memory, record_steps
 
 _JS = np.array([1.0, -1.0])
 # Recorded states (W - W0) buffered before one batched projection (bytes).
@@ -379,13 +379,15 @@ def blas_threads(fn):
 @blas_threads
 def simulate_full(params: Params, record_every: int = 1,
                   real: Realisation | None = None, keep_weights: bool = False,
-                  train_v: bool = True, checkpoints=None,
+                  train_v: bool | None = None, checkpoints=None,
                   raise_on_divergence: bool = True) -> Trajectory:
     """Full-batch GD on (W, U, V) (U: depth >= 2); returns a ``Trajectory`` of
     level "full" with ``traj.U`` (R, L-1, 2, m, m).
 
     ``keep_weights`` stores the final W, V and U in ``traj.extra``.
-    ``train_v=False`` freezes V (the fixed-output model).  ``checkpoints``
+    ``train_v=False`` freezes V (the fixed-output model; None: params.train_v).
+    The paper's model only (ReLU, e_1, projected noise): the family runs in
+    ``fullsim.patches``.  ``checkpoints``
     (ascending steps): ``traj.extra["checkpoints"]`` gets the test error,
     loss, train error and normalised margin at each (NaN after a divergence).
     With ``raise_on_divergence=False`` a divergence stops the run and is
@@ -394,6 +396,8 @@ def simulate_full(params: Params, record_every: int = 1,
     """
     p = params
     check_optimizer(p, "full")
+    check_paper_model(p, "full")
+    train_v = p.train_v if train_v is None else train_v
     check_memory(network_bytes(p), f"the full network at d={p.d}, m={p.m}, n={p.n}"
                  + (f", depth={p.depth}" if p.depth > 1 else ""))
     check_record_memory(p, record_every)
@@ -455,7 +459,7 @@ def simulate_full(params: Params, record_every: int = 1,
 
 @blas_threads
 def simulate_full_flow(params: Params, times, real: Realisation | None = None,
-                       train_v: bool = True) -> Trajectory:
+                       train_v: bool | None = None) -> Trajectory:
     """The weight-space network under the normalised gradient-flow scheme of the
     reduced model (``dynamics.kernels.normalised_dt``: W -= eta dt gW,
     U -= eta dt gU, V -= eta_v dt gV, dt the same step rule), recorded at
@@ -463,6 +467,8 @@ def simulate_full_flow(params: Params, times, real: Realisation | None = None,
     (``simulate_flow``)."""
     p = params
     check_optimizer(p, "full")
+    check_paper_model(p, "full")
+    train_v = p.train_v if train_v is None else train_v
     check_memory(network_bytes(p), f"the full network at d={p.d}, m={p.m}, n={p.n}"
                  + (f", depth={p.depth}" if p.depth > 1 else ""))
     times = check_checkpoints(times, p.steps, integers=False, allow_inf=False)

@@ -19,7 +19,7 @@ _MEASURE = ("lprime", "CLOSED_FORMS", "predicted_noise_ratio", "predicted_signal
             "predicted_rates", "linear_prediction", "f_threshold", "lprime_deviation",
             "stage1_end", "mechanisms", "MECHANISM_ATTRS", "ratio_agreement",
             "growth_rates", "summarize", "report")
-_SYMBOLIC = ("relu", "derive_recursion", "spec4_recursion", "increments", "linear_blocks",
+_SYMBOLIC = ("relu", "activation_expr", "increment_funcs", "derive_recursion", "spec4_recursion", "increments", "linear_blocks",
              "linear_funcs", "f_threshold_expr", "LAW_VARS", "FIT_LAWS", "laws",
              "law_funcs", "law_exponents", "formulas")
 # f_threshold: the numpy closed form (measure); symbolic.f_threshold is its reference
