@@ -47,6 +47,10 @@ def make_evaluator(params: Params, level: str, sampler: str, seeds, checkpoints=
         if integrator != "gd":
             raise ParamError("integrator", integrator, "the general level runs GD to "
                              "finite times (no flow, no t = inf)")
+        if any(np.isinf(check_checkpoints(checkpoints, params.steps))):
+            raise ParamError("times", list(checkpoints), "the general level runs GD to "
+                             "finite times; t = inf (the limit) needs a paper level "
+                             "(exact, orthogonal, fixed-output)")
         return general_evaluator(params, sampler, seeds, checkpoints), sampler
     return reduced_evaluator(params, level, sampler, seeds, checkpoints,
                              integrator=integrator), sampler

@@ -131,15 +131,21 @@ def reduced_evaluator(params: Params, level: str, sampler: str, seeds,
     kernel_config(params, level)  # validate level, optimizer, integrator up front
     check_integrator(params, integrator)
     stacked = stacked_stats(params, sampler, seeds) if stacked is None else stacked
-    S = len(seeds)
+    return job_evaluator(
+        lambda job_seed, job_mu, cp: run_batch(params, level, stacked, job_seed, job_mu,
+                                               checkpoints=cp, integrator=integrator),
+        len(seeds), check_checkpoints(checkpoints, params.steps))
 
-    cp = check_checkpoints(checkpoints, params.steps)
 
+def job_evaluator(run_jobs, n_seeds: int, checkpoints: np.ndarray) -> Evaluator:
+    """The evaluator contract on top of a job runner: ``evaluate(mus, upto)``
+    runs every (||mu||, seed) pair as one batch, ``run_jobs(job_seed, job_mu,
+    checkpoints[:upto])`` -> per-job RESULTS, and returns the curves (S, M, K)."""
     def evaluate(mus, upto=None):
         mus = np.asarray(mus, dtype=np.float64)
-        res = run_batch(params, level, stacked, np.tile(np.arange(S), mus.size),
-                        np.repeat(mus, S), checkpoints=cp[:upto], integrator=integrator)
-        return jobs_to_curve(res, mus.size, S)
+        res = run_jobs(np.tile(np.arange(n_seeds), mus.size), np.repeat(mus, n_seeds),
+                       checkpoints[:upto])
+        return jobs_to_curve(res, mus.size, n_seeds)
     return evaluate
 
 

@@ -38,7 +38,9 @@ from numba import njit, prange
 from .data import _test_labels, _test_noise_chunks, bartlett_factor, check_memory, \
     check_sampler, check_test_memory, draw_labels, noise_vectors, seed_streams, \
     spike_directions
-from .params import LOSS_MAX, SAMPLERS, THETA_MAX, Params, ParamError, check_choice
+from .boundary import RESULTS, job_evaluator
+from .params import LOSS_MAX, SAMPLERS, SPEC_OF, THETA_MAX, Params, ParamError, check_choice
+from .run import DivergenceError, check_checkpoints, record_steps
 
 ACTIVATION_CODES = {"relu": 0, "relu^": 1, "leaky": 2}
 RANK_RTOL = 1e-10  # a patch direction whose relative residual is below this is dependent
@@ -305,7 +307,6 @@ FILE_UNUSED = ("mu_norm", "sigma_p", "flip", "n_test", "noise", "noise_model", "
 def check_file_params(params: Params, data: PatchData):
     """Refuse parameters that would be silently ignored with data from a file:
     sizes that differ from the file's, and any non-default ``data.unused``."""
-    from .params import SPEC_OF
     n, P, D, m = data.shape
     if params.n != n:
         raise ParamError("n", params.n, f"the data file has n = {n} samples; pass --n {n}")
@@ -671,7 +672,6 @@ def simulate_general(params: Params, data: PatchData | None = None, sampler: str
                      record_every: int = 1) -> GeneralTrajectory:
     """Run the general level (SPEC 12) on ``data`` (default: ``model_data``
     of ``params`` and ``sampler``); raises ``run.DivergenceError``."""
-    from .run import DivergenceError, record_steps
     check_general(params)
     p = params
     rec = record_steps(p.steps, record_every)
@@ -720,8 +720,6 @@ def run_general_batch(params: Params, stacked: tuple, job_seed, job_mu, job_v0=N
                       checkpoints=None) -> dict:
     """Per-job results (Q, K) of ``boundary.RESULTS`` at the checkpoint steps and
     ``status`` (Q, 2), the contract of ``boundary.run_batch``."""
-    from .boundary import RESULTS
-    from .run import check_checkpoints
     check_general(params)
     cp = check_checkpoints(checkpoints, params.steps, allow_inf=False)
     st, mask = stacked
@@ -740,16 +738,10 @@ def run_general_batch(params: Params, stacked: tuple, job_seed, job_mu, job_v0=N
 
 def general_evaluator(params: Params, sampler: str, seeds, checkpoints=None):
     """Evaluator (``dynamics.boundary`` contract) of the general level."""
-    from .boundary import jobs_to_curve
-    from .run import check_checkpoints
     check_general(params)
     cp = check_checkpoints(checkpoints, params.steps, allow_inf=False)
     stacked = stacked_general(params, sampler, seeds)
-    S = len(seeds)
-
-    def evaluate(mus, upto=None):
-        mus = np.asarray(mus, dtype=np.float64)
-        res = run_general_batch(params, stacked, np.tile(np.arange(S), mus.size),
-                                np.repeat(mus, S), checkpoints=cp[:upto])
-        return jobs_to_curve(res, mus.size, S)
-    return evaluate
+    return job_evaluator(
+        lambda job_seed, job_mu, cps: run_general_batch(params, stacked, job_seed, job_mu,
+                                                        checkpoints=cps),
+        len(seeds), cp)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dynamics.boundary import RESULTS, Evaluator, jobs_to_curve
+from dynamics.boundary import RESULTS, Evaluator, job_evaluator
 from dynamics.run import check_checkpoints
 from dynamics.params import Params
 
@@ -39,13 +39,7 @@ def run_full_batch(params: Params, seeds, job_seed, job_mu, job_v0=None,
 
 def full_evaluator(params: Params, seeds, checkpoints=None) -> Evaluator:
     """Evaluator training the weight-space network for every (||mu||, seed)."""
-    S = len(seeds)
-
-    cp = check_checkpoints(checkpoints, params.steps)
-
-    def evaluate(mus, upto=None):
-        mus = np.asarray(mus, dtype=np.float64)
-        res = run_full_batch(params, seeds, np.tile(np.arange(S), mus.size),
-                             np.repeat(mus, S), checkpoints=cp[:upto])
-        return jobs_to_curve(res, mus.size, S)
-    return evaluate
+    return job_evaluator(
+        lambda job_seed, job_mu, cp: run_full_batch(params, seeds, job_seed, job_mu,
+                                                    checkpoints=cp),
+        len(seeds), check_checkpoints(checkpoints, params.steps))
