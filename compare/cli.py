@@ -518,6 +518,12 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
     params = build_params(kwargs)
     reduced_level = "exact" if level == "full" else level
     with cli_errors():
+        off = [k for k in ("activation", "noise_model", "signal")
+               if getattr(params, k) != SPEC_OF[k].default]
+        if off:
+            raise ParamError(off[0], getattr(params, off[0]), "dyn theory derives the "
+                             "paper's ReLU theory (SPEC 8); the family runs with dyn "
+                             "simulate / compare / solve")
         if level == "full":
             sampler = "data"
         if formulas:

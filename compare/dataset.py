@@ -158,8 +158,8 @@ def trajectory_dataset(traj: Trajectory) -> xr.Dataset:
         attrs=global_attrs(p, title="dyn trajectory", level=traj.level,
                            sampler=traj.sampler, wall_time=traj.wall_time),
     )
-    # measured mechanisms of the theory (SPEC 8): ratios, norms, l' deviation
-    for name, (dims, values) in mechanisms(traj).items():
+    # measured mechanisms of the theory (SPEC 8, ReLU): ratios, norms, l' deviation
+    for name, (dims, values) in (mechanisms(traj).items() if p.activation == "relu" else ()):
         if name not in ds:
             ds[name] = (dims, values)
             ds[name].attrs.update(MECHANISM_ATTRS[name])

@@ -5,9 +5,9 @@ import numpy as np
 import xarray as xr
 
 from dynamics.data import sample_data
-from dynamics.general import model_data, simulate_general
+from dynamics.general import GeneralTrajectory, model_data, simulate_general
 from dynamics.params import Params, ParamError
-from dynamics.run import simulate, simulate_flow, trains_v
+from dynamics.run import first_layer, simulate, simulate_flow, trains_v
 from fullsim import simulate_full
 from fullsim.network import simulate_full_flow
 from fullsim.patches import simulate_full_patches
@@ -20,6 +20,18 @@ def flow_times(steps: int, count: int = 24) -> np.ndarray:
     return np.unique(np.concatenate([[0.0], np.geomspace(1.0, steps, count).round()]))
 
 
+def as_general(traj) -> GeneralTrajectory:
+    """A paper-level Trajectory as a GeneralTrajectory (pre = (s, z) per
+    patch, v, loss), to compare it with the family's network."""
+    s, z = first_layer(traj.gamma, traj.rho, traj.stats, traj.params,
+                       traj.level != "orthogonal")
+    return GeneralTrajectory(params=traj.params, level=traj.level, sampler=traj.sampler,
+                             source="model", steps=traj.steps,
+                             pre=np.stack([s, z], axis=-1), v=traj.v, loss=traj.loss,
+                             train_error=traj.train_error, test_error=traj.test_error,
+                             y=traj.stats.y, wall_time=traj.wall_time)
+
+
 def run_pair(params: Params, level: str = "exact", record_every: int = 1,
              integrator: str = "gd", data=None):
     """(reduced, full) trajectories on one real data realisation (sampler data);
@@ -27,6 +39,15 @@ def run_pair(params: Params, level: str = "exact", record_every: int = 1,
     Level "general" (or ``data``, a ``PatchData`` such as a loaded file): the
     general level and the family's network (``fullsim.patches``) on the same
     patches (GD only)."""
+    if level != "general" and data is None and params.activation != "relu":
+        # a paper level with another activation: the family's network checks it
+        # on the same realisation, compared in pre-activation space
+        data = model_data(params, "data")
+        reduced = simulate(params, level, "data", record_every,
+                           stats=sample_data(params).stats)
+        return (as_general(reduced),
+                simulate_full_patches(params, data, "data", record_every,
+                                      train_v=trains_v(params, level)))
     if level == "general" or data is not None:
         if integrator != "gd":
             raise ParamError("integrator", integrator, "the general level runs GD")
@@ -56,7 +77,8 @@ def verify_points(params: Params, level: str, mus, labels, seeds, tol=1e-6,
     shape = (len(mus), len(seeds))
     te_r, te_f = np.full(shape, np.nan), np.full(shape, np.nan)
     act, vsign = np.full(shape, np.nan), np.full(shape, np.nan)
-    names = GENERAL_VARIABLES if level == "general" else variables(params)
+    names = (GENERAL_VARIABLES if level == "general" or params.activation != "relu"
+             else variables(params))
     max_err = np.full(shape + (len(names),), np.nan)
     example = None
     for a, mu in enumerate(mus):

@@ -16,7 +16,7 @@ B = <w(0), x_{i,p}> (2, m, n, P):
 O(m n P K) per step, independent of D (or d).  Test points enter through
 R_test = X_test Q and B_test = <w(0), x_test>.  Activations: relu,
 relu^q (sigma = max(x, 0)^q), leaky:alpha (sigma = x or alpha x); sigma'(0) is
-0 for relu and relu^q and alpha for leaky.
+0 for relu and relu^q and alpha for leaky (``dynamics.activation``).
 
 Data (``PatchData``): the paper's family drawn from ``Params`` (signal e_1 or a
 random direction, projected or isotropic noise; sampler 'data' with real
@@ -35,6 +35,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from .activation import activation_code
 from .data import _test_labels, _test_noise_chunks, bartlett_factor, check_memory, \
     check_sampler, check_test_memory, draw_labels, noise_vectors, seed_streams, \
     spike_directions
@@ -42,14 +43,7 @@ from .boundary import RESULTS, job_evaluator
 from .params import LOSS_MAX, SAMPLERS, SPEC_OF, THETA_MAX, Params, ParamError, check_choice
 from .run import DivergenceError, check_checkpoints, record_steps
 
-ACTIVATION_CODES = {"relu": 0, "relu^": 1, "leaky": 2}
 RANK_RTOL = 1e-10  # a patch direction whose relative residual is below this is dependent
-
-
-def activation_code(params: Params) -> tuple[int, float]:
-    """(code, a) for the kernels: relu (0, 0), relu^q (1, q), leaky (2, alpha)."""
-    kind, args = params.activation_spec
-    return ACTIVATION_CODES[kind], float(args[0]) if args else 0.0
 
 
 def homogeneity(params: Params) -> float:
@@ -57,26 +51,6 @@ def homogeneity(params: Params) -> float:
     the normalised margin is min_i y_i f_i / ||theta||^h."""
     kind, args = params.activation_spec
     return (args[0] if kind == "relu^" else 1.0) + (1.0 if params.train_v else 0.0)
-
-
-def activation(x, code: int, a: float):
-    """sigma(x) elementwise (numpy; the kernels use ``_act``)."""
-    x = np.asarray(x, dtype=np.float64)
-    if code == 0:
-        return np.maximum(x, 0.0)
-    if code == 1:
-        return np.where(x > 0.0, np.maximum(x, 0.0) ** a, 0.0)
-    return np.where(x > 0.0, x, a * x)
-
-
-def activation_grad(x, code: int, a: float):
-    """sigma'(x) elementwise (numpy), sigma'(0) = 0 (relu, relu^q) or alpha (leaky)."""
-    x = np.asarray(x, dtype=np.float64)
-    if code == 0:
-        return (x > 0.0).astype(np.float64)
-    if code == 1:
-        return np.where(x > 0.0, a * np.maximum(x, 0.0) ** (a - 1.0), 0.0)
-    return np.where(x > 0.0, 1.0, a)
 
 
 # ---------------------------------------------------------------- data

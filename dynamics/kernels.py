@@ -63,6 +63,8 @@ class KConfig(NamedTuple):
     beta: float       # heavy-ball momentum (0: plain GD)
     use_gram: bool    # False: level "orthogonal" (G = I)
     train_v: bool     # False: level "fixed-output"
+    act: int = 0      # activation: 0 relu, 1 relu^act_a, 2 leaky with slope act_a (SPEC 12)
+    act_a: float = 0.0
 
 
 # ---------------------------------------------------------------- helpers
@@ -74,11 +76,50 @@ def _logistic_loss(yf):
     return -yf + np.log1p(np.exp(yf))
 
 
+@njit(cache=True, inline="always")
+def _sig(x, act, a):
+    """sigma(x): relu (act 0, as max(x, 0)), relu^a (1), leaky with slope a (2)."""
+    if act == 0:
+        return max(x, 0.0)
+    if act == 1:
+        return x ** a if x > 0.0 else 0.0
+    return x if x > 0.0 else a * x
+
+
+@njit(cache=True, inline="always")
+def _dsig(x, act, a):
+    """sigma'(x) with sigma'(0) = 0 (relu, relu^a) or a (leaky)."""
+    if act == 0:
+        return 1.0 if x > 0.0 else 0.0
+    if act == 1:
+        return a * x ** (a - 1.0) if x > 0.0 else 0.0
+    return 1.0 if x > 0.0 else a
+
+
+@njit(cache=True, inline="always")
+def _sig_from(x, dx, act, a):
+    """sigma(x) given dx = sigma'(x): x dx for relu and leaky (the form of the
+    ReLU code before activations, bit for bit), x^a for relu^a."""
+    if act == 1:
+        return x ** a if x > 0.0 else 0.0
+    return x * dx
+
+
 @njit(cache=True)
-def _accumulate_output(f, js_c, a, v1, v2, yhat, zr):
-    """f_i += j c [v1 ReLU(yhat_i a) + v2 ReLU(z_i)], branch-free (vectorises)."""
+def _accumulate_output(f, js_c, a, v1, v2, yhat, zr, act, act_a):
+    """f_i += j c [v1 sigma(yhat_i a) + v2 sigma(z_i)] (ReLU: the constant act = 0,
+    a branch-free loop that vectorises)."""
+    if act == 0:
+        _accumulate_output_body(f, js_c, a, v1, v2, yhat, zr, 0, 0.0)
+    else:
+        _accumulate_output_body(f, js_c, a, v1, v2, yhat, zr, act, act_a)
+
+
+@njit(cache=True, inline="always")
+def _accumulate_output_body(f, js_c, a, v1, v2, yhat, zr, act, act_a):
+    """``_accumulate_output`` for activation (act, act_a)."""
     for i in range(f.shape[0]):
-        f[i] += js_c * (v1 * max(yhat[i] * a, 0.0) + v2 * max(zr[i], 0.0))
+        f[i] += js_c * (v1 * _sig(yhat[i] * a, act, act_a) + v2 * _sig(zr[i], act, act_a))
 
 
 @njit(cache=True)
@@ -100,7 +141,18 @@ def _noise_preact(zr, B0, rho_r, G, use_gram):
 
 @njit(cache=True)
 def _forward1(A, gamma, rho, v, st, cfg, s, z, f):
-    """Depth 1: fill s, z (2, m, n) and f (n) for the current state (SPEC 4)."""
+    """Depth 1: fill s, z (2, m, n) and f (n) for the current state (SPEC 4).
+    ReLU calls the body with the constant act = 0, so it compiles to the
+    branch-free ReLU loop (the activation test folds away)."""
+    if cfg.act == 0:
+        _forward1_body(A, gamma, rho, v, st, cfg, s, z, f, 0, 0.0)
+    else:
+        _forward1_body(A, gamma, rho, v, st, cfg, s, z, f, cfg.act, cfg.act_a)
+
+
+@njit(cache=True, inline="always")
+def _forward1_body(A, gamma, rho, v, st, cfg, s, z, f, act, act_a):
+    """``_forward1`` for activation (act, act_a) (``_sig``)."""
     m, n = gamma.shape[1], f.shape[0]
     yhat, B, G, c, use_gram = st.yhat, st.B, st.G, cfg.c, cfg.use_gram
     f[:] = 0.0
@@ -125,7 +177,7 @@ def _forward1(A, gamma, rho, v, st, cfg, s, z, f):
             for i in range(n):
                 si = yhat[i] * a
                 s[j, r, i] = si
-                f[i] += js * c * (v1 * max(si, 0.0) + v2 * max(zr[i], 0.0))
+                f[i] += js * c * (v1 * _sig(si, act, act_a) + v2 * _sig(zr[i], act, act_a))
 
 
 @njit(cache=True)
@@ -156,8 +208,23 @@ def _lprime(f, y, lp):
 
 
 @njit(cache=True)
-def _increments1(gamma, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, dgamma, drho, dv):
-    """Depth 1: increments of (gamma, rho, v) at t from s, z, l' (SPEC 4)."""
+def _increments1(gamma, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, dgamma, drho, dv,
+                 act, act_a):
+    """Depth 1: increments of (gamma, rho, v) at t from s, z, l' (SPEC 4, with
+    1[. > 0] -> sigma'(.) and ReLU -> sigma for other activations, SPEC 12).
+    ReLU runs the body with the constant act = 0 (branches fold away)."""
+    if act == 0:
+        _increments1_body(gamma, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, dgamma, drho,
+                          dv, 0, 0.0)
+    else:
+        _increments1_body(gamma, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, dgamma, drho,
+                          dv, act, act_a)
+
+
+@njit(cache=True, inline="always")
+def _increments1_body(gamma, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, dgamma, drho, dv,
+                      act, act_a):
+    """``_increments1`` for activation (act, act_a)."""
     m = gamma.shape[1]
     n = st.yhat.shape[0]
     cw = eta * c / n
@@ -173,11 +240,11 @@ def _increments1(gamma, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, dgamma, dr
                 q = lp[i] * st.y[i]
                 si = s[j, r, i]
                 zi = z[j, r, i]
-                ms = 1.0 if si > 0.0 else 0.0
-                mz = 1.0 if zi > 0.0 else 0.0
+                ms = _dsig(si, act, act_a)
+                mz = _dsig(zi, act, act_a)
                 sg += q * st.yhat[i] * ms
-                sv1 += q * si * ms
-                sv2 += q * zi * mz
+                sv1 += q * _sig_from(si, ms, act, act_a)
+                sv2 += q * _sig_from(zi, mz, act, act_a)
                 drho[j, r, i] = -(cw * st.N[i] * js * q * v2) * mz
             dgamma[j, r] = -(cw * mu2 * v[j, r, 0] * sg)
             if train_v:
@@ -331,13 +398,13 @@ def _forward(A, gamma, rho, U, v, st, cfg, w):
 
 
 @njit(cache=True)
-def _increments(gamma, U, v, w, st, mu2, c, eta, eta_v, train_v):
+def _increments(gamma, U, v, w, st, mu2, c, eta, eta_v, train_v, act, act_a):
     """Increments into w.dgamma, w.drho, w.dU, w.dv after ``_forward`` and
     l' (any depth).  The GD step uses (eta, eta_v); the normalised scheme
     scales both by its time step."""
     if U.shape[0] == 0:
         _increments1(gamma, v, w.s, w.z, w.lp, st, mu2, c, eta, eta_v, train_v,
-                     w.dgamma, w.drho, w.dv)
+                     w.dgamma, w.drho, w.dv, act, act_a)
     else:
         _increments_deep(gamma, U, v, w.H, w.delta, w.qd, w.lp, st, mu2, c, eta, eta_v,
                          train_v, w.dgamma, w.drho, w.dU, w.dv)
@@ -390,7 +457,8 @@ def _apply_all(gamma, rho, U, v, w, train_v, beta):
 def _gd_step(A, mu2, gamma, rho, U, v, st, cfg, w):
     """One GD (or heavy-ball) step in place after ``_forward`` and ``_lprime``
     filled the work buffers; returns 3 if a coefficient exceeds THETA_MAX, else 0."""
-    _increments(gamma, U, v, w, st, mu2, cfg.c, cfg.eta, cfg.eta_v, cfg.train_v)
+    _increments(gamma, U, v, w, st, mu2, cfg.c, cfg.eta, cfg.eta_v, cfg.train_v, cfg.act,
+                cfg.act_a)
     return _apply_all(gamma, rho, U, v, w, cfg.train_v, cfg.beta)
 
 
@@ -453,7 +521,7 @@ def run_kernel(st, cfg, mu, steps, record_every, gamma, rho, U, v,
 
 
 @njit(cache=True)
-def test_outputs(A, gamma, rho, U, v, st, c, f):
+def test_outputs(A, gamma, rho, U, v, st, cfg, f):
     """f(x) of every test point into f (nt,).
 
     z_{j,r}(x) = <w0, xi> + sum_k (rho_{j,r,k}/N_k) <xi_k, xi> (the same
@@ -462,8 +530,9 @@ def test_outputs(A, gamma, rho, U, v, st, c, f):
     """
     m, n = gamma.shape[1], st.N.shape[0]
     if U.shape[0] > 0:
-        _test_outputs_deep(A, gamma, rho, U, v, st, c, f)
+        _test_outputs_deep(A, gamma, rho, U, v, st, cfg.c, f)
         return
+    c = cfg.c
     zrow = np.empty(f.shape[0])
     rhohat = np.empty(n)
     f[:] = 0.0
@@ -474,7 +543,7 @@ def test_outputs(A, gamma, rho, U, v, st, c, f):
                 rhohat[k] = rho[j, r, k] / st.N[k]
             _noise_preact(zrow, st.test_B[j, r], rhohat, st.test_X, True)
             _accumulate_output(f, js * c, A[j, r] + js * gamma[j, r], v[j, r, 0], v[j, r, 1],
-                               st.test_yhat, zrow)
+                               st.test_yhat, zrow, cfg.act, cfg.act_a)
 
 
 @njit(cache=True)
@@ -499,10 +568,10 @@ def _test_outputs_deep(A, gamma, rho, U, v, st, c, f):
 
 
 @njit(cache=True)
-def clean_error_kernel(A, gamma, rho, U, v, st, c):
+def clean_error_kernel(A, gamma, rho, U, v, st, cfg):
     """Clean test error: fraction of test points with yhat f(x) <= 0."""
     f = np.empty(st.test_yhat.shape[0])
-    test_outputs(A, gamma, rho, U, v, st, c, f)
+    test_outputs(A, gamma, rho, U, v, st, cfg, f)
     return _train_error(f, st.test_yhat)
 
 
@@ -597,7 +666,7 @@ def normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, t_end, L0, count):
             return reason, t
         dt = normalised_dt(L0, loss, t, t_end, fc.max_dt_frac)
         _increments(gamma, U, v, w, st, mu * mu, cfg.c, cfg.eta * dt, cfg.eta_v * dt,
-                    cfg.train_v)
+                    cfg.train_v, cfg.act, cfg.act_a)
         reason = _apply_all(gamma, rho, U, v, w, cfg.train_v, 0.0)
         count[0] += 1
         t = t_end if dt >= t_end - t else t + dt
@@ -607,24 +676,26 @@ def normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, t_end, L0, count):
 
 
 @njit(cache=True)
-def _margin(A, mu, gamma, rho, U, v, st, f):
+def _margin(A, mu, gamma, rho, U, v, st, f, cfg):
     """Normalised margin min_i y_i f_i / ||theta||^(L+1) (f: training outputs;
     f is homogeneous of degree L+1 in theta, so this is scale-free; L = 1:
-    / ||theta||^2, SPEC 10)."""
+    / ||theta||^2, SPEC 10; relu^q at depth 1: / ||theta||^(q+1))."""
     ymin = np.inf
     for i in range(f.shape[0]):
         ymin = min(ymin, st.y[i] * f[i])
     sq = theta_norm_sq(A, mu, gamma, rho, U, v, st)
     if U.shape[0] == 0:
+        if cfg.act == 1:
+            return ymin / sq ** (0.5 * (cfg.act_a + 1.0))
         return ymin / sq
     return ymin / sq ** (0.5 * (U.shape[0] + 2))
 
 
 @njit(cache=True)
-def _labels_same(A, gamma_a, rho_a, U_a, v_a, gamma_b, rho_b, U_b, v_b, st, c, fa, fb):
+def _labels_same(A, gamma_a, rho_a, U_a, v_a, gamma_b, rho_b, U_b, v_b, st, cfg, fa, fb):
     """True when the predicted test labels (sign of f) of two states agree."""
-    test_outputs(A, gamma_a, rho_a, U_a, v_a, st, c, fa)
-    test_outputs(A, gamma_b, rho_b, U_b, v_b, st, c, fb)
+    test_outputs(A, gamma_a, rho_a, U_a, v_a, st, cfg, fa)
+    test_outputs(A, gamma_b, rho_b, U_b, v_b, st, cfg, fb)
     same = True
     for q in range(fa.shape[0]):
         same &= (fa[q] > 0.0) == (fb[q] > 0.0)
@@ -658,7 +729,7 @@ def flow_limit(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, L0, count, info):
     while True:
         _forward(A, gamma, rho, U, v, st, cfg, w)
         slot = k % 5
-        hist[slot] = _margin(A, mu, gamma, rho, U, v, st, w.f)
+        hist[slot] = _margin(A, mu, gamma, rho, U, v, st, w.f, cfg)
         sg[slot] = gamma
         sr[slot] = rho
         sU[slot] = U
@@ -668,7 +739,7 @@ def flow_limit(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, L0, count, info):
             change = abs(hist[slot] - hist[old]) / abs(hist[slot])
             if hist[slot] > 0.0 and change < fc.margin_rtol:
                 same = _labels_same(A, sg[slot], sr[slot], sU[slot], sv[slot], sg[old],
-                                    sr[old], sU[old], sv[old], st, cfg.c, fa, fb)
+                                    sr[old], sU[old], sv[old], st, cfg, fa, fb)
                 checked = k
                 info[3] = 1.0 if same else 0.0
                 if same:
@@ -685,7 +756,7 @@ def flow_limit(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, L0, count, info):
     if k >= 4 and checked != k:  # labels over the last decade before the stop
         slot, old = k % 5, (k - 4) % 5
         same = _labels_same(A, sg[slot], sr[slot], sU[slot], sv[slot], sg[old], sr[old],
-                            sU[old], sv[old], st, cfg.c, fa, fb)
+                            sU[old], sv[old], st, cfg, fa, fb)
         info[3] = 1.0 if same else 0.0
     info[1] = t
 
@@ -700,8 +771,8 @@ def _checkpoint(q, c, A, mu, gamma, rho, U, v, st, cfg, w, out_test, out_loss, o
     if reason == 0:
         out_loss[q, c] = loss
         out_train[q, c] = _train_error(w.f, st.y)
-        out_test[q, c] = clean_error_kernel(A, gamma, rho, U, v, st, cfg.c)
-        out_margin[q, c] = _margin(A, mu, gamma, rho, U, v, st, w.f)
+        out_test[q, c] = clean_error_kernel(A, gamma, rho, U, v, st, cfg)
+        out_margin[q, c] = _margin(A, mu, gamma, rho, U, v, st, w.f, cfg)
     return reason
 
 
@@ -1116,7 +1187,7 @@ def _measure_group(gr, s, cfg, which, gamma1, rho1, U1, v1, with_test):
         gr.reason[c] = reason
         _gather(c, gr.gamma, gr.rho, gr.v, gamma1, rho1, v1)
         gr.margin[c] = _margin(gr.mu[c] * s.w0_e1, gr.mu[c], gamma1, rho1, U1, v1, s,
-                               gr.f[:, c])
+                               gr.f[:, c], cfg)
         if reason == 0:
             gr.loss[c] = loss
             gr.train[c] = _train_error(gr.f[:, c], s.y)
@@ -1399,7 +1470,10 @@ def group_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start, c
     prange over groups.  A job's result does not depend on its group, so
     results equal ``batch_kernel``'s bit for bit for any thread count.  A
     separate entry point so that callers without groups (``dyn solve``'s
-    bisection) do not compile the group code."""
+    bisection) do not compile the group code.  ReLU only (run_batch calls
+    batch_kernel for other activations)."""
+    if cfg.act != 0:
+        raise ValueError("the group kernels are ReLU only: use batch_kernel")
     for g in prange(group_start.shape[0] - 1):
         _run_group(g, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
                    checkpoints, out_test, out_loss, out_train, out_margin, out_status,
@@ -1411,6 +1485,8 @@ def group_kernel_serial(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_s
                         checkpoints, out_test, out_loss, out_train, out_margin, out_status,
                         out_info):
     """``group_kernel`` on one thread (for dask workers: no nested threading)."""
+    if cfg.act != 0:
+        raise ValueError("the group kernels are ReLU only: use batch_kernel")
     for g in range(group_start.shape[0] - 1):
         _run_group(g, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
                    checkpoints, out_test, out_loss, out_train, out_margin, out_status,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .activation import activation, activation_code
 from .data import Stats, check_memory, sample_stats
 from .kernels import DIVERGENCE_REASONS, FlowConfig, KConfig, KStats, clean_error_kernel, \
     flow_kernel, outputs_kernel, run_kernel
@@ -46,13 +47,17 @@ def check_integrator(params: Params, integrator: str) -> bool:
 
 
 def check_paper_model(params: Params, level: str):
-    """The specialised levels (and the depth-1 full network of ``fullsim.network``)
-    hold for the paper's model only: ReLU, signal e_1, projected noise."""
+    """The specialised levels hold for the paper's data only (signal e_1,
+    projected noise); their kernels take any activation at depth 1, the
+    weight-space network of ``fullsim.network`` (level full) only ReLU."""
     if level == "general":
         raise ParamError("level", level, "the general level runs through "
                          "dynamics.general.simulate_general (SPEC 12)")
-    for name, default in (("activation", "relu"), ("noise_model", "projected"),
-                          ("signal", "e1")):
+    if params.activation != "relu" and params.depth > 1:
+        raise ParamError("activation", params.activation, "depth >= 2 (SPEC 11) is "
+                         "implemented for relu only")
+    names = (("activation", "relu"),) if level == "full" else ()
+    for name, default in names + (("noise_model", "projected"), ("signal", "e1")):
         value = getattr(params, name)
         if value != default:
             hint = ("use --level general (the exact reduction of the family, equal to "
@@ -75,8 +80,10 @@ def kernel_config(params: Params, level: str) -> KConfig:
     check_optimizer(params, level)
     kind, args = params.optimizer_spec
     use_gram, train_v = LEVEL_FLAGS[level][0], trains_v(params, level)
+    act, act_a = activation_code(params)
     return KConfig(float(params.c), float(params.eta), float(params.eta_v_eff),
-                   float(args[0]) if kind == "momentum" else 0.0, bool(use_gram), bool(train_v))
+                   float(args[0]) if kind == "momentum" else 0.0, bool(use_gram), bool(train_v),
+                   int(act), float(act_a))
 
 
 def kernel_stats(stats) -> KStats:
@@ -113,15 +120,16 @@ def first_layer(gamma, rho, stats: Stats, params: Params, use_gram=True):
 
 def reduced_forward(gamma, rho, v, stats: Stats, params: Params, use_gram=True):
     """s, z (..., 2, m, n) (``first_layer``) and f (..., n) of SPEC 4 for
-    states with any leading axes: f = c sum_j j sum_r [v1 ReLU(s) + v2 ReLU(z)]
-    (depth 1 only).
+    states with any leading axes: f = c sum_j j sum_r [v1 sigma(s) + v2 sigma(z)]
+    (depth 1 only; sigma = params.activation).
     """
     if params.depth > 1:
         raise ValueError("reduced_forward is the depth-1 output; at depth >= 2 use "
                          "Trajectory.preactivations (kernels.outputs_kernel)")
     js = np.array([1.0, -1.0])
     s, z = first_layer(gamma, rho, stats, params, use_gram)
-    out = v[..., 0:1] * np.maximum(s, 0.0) + v[..., 1:2] * np.maximum(z, 0.0)
+    code, a = activation_code(params)
+    out = v[..., 0:1] * activation(s, code, a) + v[..., 1:2] * activation(z, code, a)
     f = params.c * np.einsum("j,...jri->...i", js, out)
     return s, z, f
 
@@ -305,7 +313,7 @@ def simulate(params: Params, level: str = "exact", sampler: str = "wishart",
                status)
     if status[0] >= 0:
         raise DivergenceError(status[0], status[1], p, level)
-    test = clean_error_kernel(p.mu_norm * kst.w0_e1, gamma, rho, U, v, kst, float(p.c))
+    test = clean_error_kernel(p.mu_norm * kst.w0_e1, gamma, rho, U, v, kst, cfg)
     return Trajectory(params=p, level=level, sampler=sampler, stats=stats,
                       steps=rec, test_error=float(test),
                       wall_time=time.perf_counter() - t0, **out)
@@ -360,7 +368,7 @@ def simulate_flow(params: Params, level: str = "exact", sampler: str = "wishart"
                 out["rho"], out["U"], out["v"], out["loss"], out["train_error"], status, info)
     if status[0] >= 0:
         raise DivergenceError(int(min(times[status[0]], 4e18)), status[1], p, level)
-    test = clean_error_kernel(p.mu_norm * kst.w0_e1, gamma, rho, U, v, kst, float(p.c))
+    test = clean_error_kernel(p.mu_norm * kst.w0_e1, gamma, rho, U, v, kst, cfg)
     traj = Trajectory(params=p, level=level, sampler=sampler, stats=stats, steps=times,
                       test_error=float(test), wall_time=time.perf_counter() - t0, **out)
     traj.extra["flow"] = dict(converged=int(info[0]), t_final=float(info[1]),

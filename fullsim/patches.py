@@ -1,7 +1,7 @@
 """The weight-space network of the model family (SPEC 12) on any patches.
 
 W (2, m, D), v (2, m, P), float64, full-batch GD with the activation of
-``params`` (``dynamics.general.activation``):
+``params`` (``dynamics.activation``):
 
     pre = <w_{j,r}, x_{i,p}>,  f_i = c sum_j j sum_{r,p} v_{j,r,p} sigma(pre)
     dL/dw_{j,r} = (c/n) j sum_{i,p} l'_i y_i v_{j,r,p} sigma'(pre) x_{i,p}
@@ -17,8 +17,9 @@ import time
 import numpy as np
 
 from dynamics.data import check_memory
-from dynamics.general import GeneralTrajectory, PatchData, activation, activation_code, \
-    activation_grad, check_general, homogeneity, model_data
+from dynamics.activation import activation, activation_code, activation_grad
+from dynamics.general import GeneralTrajectory, PatchData, check_general, homogeneity, \
+    model_data
 from dynamics.params import Params
 from dynamics.run import DivergenceError, record_steps
 
@@ -66,9 +67,11 @@ def patch_test_error(W, V, data: PatchData, mu: float, c, code, a) -> float:
 @blas_threads
 def simulate_full_patches(params: Params, data: PatchData | None = None,
                           sampler: str = "data", record_every: int = 1,
-                          keep_weights: bool = False) -> GeneralTrajectory:
+                          keep_weights: bool = False,
+                          train_v: bool | None = None) -> GeneralTrajectory:
     """Full-batch GD of the weight-space network on ``data`` (default:
-    ``model_data(params, sampler)``), recorded like ``simulate_general``."""
+    ``model_data(params, sampler)``), recorded like ``simulate_general``;
+    ``train_v`` None: params.train_v."""
     p = params
     check_general(p)
     data = model_data(p, sampler) if data is None else data
@@ -76,6 +79,7 @@ def simulate_full_patches(params: Params, data: PatchData | None = None,
     check_memory(8.0 * (3 * 2 * m * D + 2 * n * P * D), f"the full network at D={D}, m={m}")
     rec = record_steps(p.steps, record_every)
     code, a = activation_code(p)
+    train_v = p.train_v if train_v is None else train_v
     t0 = time.perf_counter()
     X = data.patches(p.mu_norm)
     W, V = data.w0.copy(), data.initial_v(p)
@@ -94,15 +98,16 @@ def simulate_full_patches(params: Params, data: PatchData | None = None,
         if t == p.steps:
             break
         W -= p.eta * gW
-        if p.train_v:
+        if train_v:
             V -= p.eta_v_eff * gV
-    sq = np.sum(W * W) + (np.sum(V * V) if p.train_v else 0.0)
+    sq = np.sum(W * W) + (np.sum(V * V) if train_v else 0.0)
     traj = GeneralTrajectory(
         params=p, level="full", sampler=sampler if data.source == "model" else "file",
         source=data.source, steps=rec, pre=pre_rec, v=v_rec, loss=loss_rec,
         train_error=err_rec, test_error=patch_test_error(W, V, data, p.mu_norm, p.c, code, a),
         y=data.y, wall_time=time.perf_counter() - t0, unused=data.unused)
-    traj.extra["margin"] = float(np.min(data.y * f) / sq ** (0.5 * homogeneity(p)))
+    traj.extra["margin"] = float(np.min(data.y * f)
+                                 / sq ** (0.5 * homogeneity(p.replace(train_v=train_v))))
     if keep_weights:
         traj.extra.update(W=W, V=V)
     return traj

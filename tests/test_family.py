@@ -14,8 +14,8 @@ from scipy import stats as sps
 from compare.boundaries import find_boundary
 from compare.cli import main
 from compare.dataset import trajectory_dataset
-from dynamics.general import activation, activation_code, activation_grad, load_npz, \
-    model_data, simulate_general
+from dynamics.activation import activation, activation_code, activation_grad
+from dynamics.general import load_npz, model_data, simulate_general
 from dynamics.params import Params, ParamError
 from dynamics.run import simulate
 from fullsim.patches import simulate_full_patches
@@ -133,11 +133,20 @@ def test_random_signal_equal_in_law_to_e1():
 
 
 def test_paper_levels_refuse_the_family_options():
-    r = CliRunner().invoke(main, ["simulate", "--activation", "relu^3", "--d", "300"])
-    assert r.exit_code == 2 and "--level general" in r.output and "Traceback" not in r.output
-    r = CliRunner().invoke(main, ["simulate", "--noise-model", "isotropic", "--level",
-                                  "orthogonal"])
-    assert r.exit_code == 2 and "--noise-model" in r.output
+    """What the specialised code does not cover is refused in one line, naming
+    the option (never silently run as the paper's model)."""
+    def refused(args, flag):
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 2 and flag in r.output and "Traceback" not in r.output, r.output
+        return r.output
+    assert "--level general" in refused(["simulate", "--noise-model", "isotropic", "--level",
+                                         "orthogonal"], "--noise-model")
+    refused(["simulate", "--signal", "random", "--sampler", "data"], "--signal")
+    refused(["simulate", "--activation", "relu^3", "--depth", "2"], "--activation")
+    refused(["theory", "--activation", "leaky:0.1"], "--activation")
+    refused(["solve", "--level", "full", "--activation", "leaky:0.1", "--d-grid", "none",
+             "--n-grid", "none"], "--activation")
+    refused(["phase", "--level", "full", "--activation", "leaky:0.1"], "--activation")
 
 
 def _write_model_file(path, p):
@@ -281,3 +290,38 @@ def test_sympy_derivation_matches_the_general_kernel(act):
     ds = (g.pre[1, ..., 0] - s0) * yhat * js
     assert rel(ds, np.broadcast_to(bc(dg).sum(-1)[..., None], ds.shape)) < 1e-8
     assert rel(g.pre[1, ..., 1] - z0, (bc(dr) / N) @ gram) < 1e-8
+
+
+@pytest.mark.parametrize("act", ["relu^3", "leaky:0.1"])
+@pytest.mark.parametrize("sampler", ["data", "wishart"])
+def test_paper_levels_take_any_activation(act, sampler):
+    """Levels exact and fixed-output with another activation equal the general
+    level on the same realisation (the paper's data) to round-off."""
+    for seed, v0, flip, train_v in ((0, 1e-3, 0.0, True), (1, 1.0, 0.1, True),
+                                    (2, 0.05, 0.0, False)):
+        p = Params(d=300, seed=seed, v0=v0, flip=flip, steps=150, activation=act,
+                   mu_norm=6.0, train_v=train_v)
+        g, e = simulate_general(p, sampler=sampler), simulate(p, "exact", sampler)
+        s, z, f = e.preactivations()
+        assert rel(g.pre, np.stack([s, z], axis=-1)) < 1e-12
+        assert rel(g.v, e.v) < 1e-12 and rel(g.loss, e.loss) < 1e-12
+        assert g.test_error == e.test_error
+
+
+def test_compare_paper_level_with_activation_against_the_network():
+    r = CliRunner().invoke(main, ["compare", "--level", "exact", "--activation", "leaky:0.1",
+                                  "--d", "300", "--steps", "100"])
+    assert r.exit_code == 0, r.output
+    row = [ln for ln in r.output.splitlines() if ln.startswith("pre ")][0]
+    assert float(row.split()[1]) < 1e-10
+
+
+def test_flow_and_limit_run_with_leaky_relu():
+    """The normalised flow and the limit take the activation (degree-2
+    homogeneous: the margin criterion applies): finite outputs, stable test
+    labels over the last decade, loss driven to ~0."""
+    from dynamics.run import simulate_flow
+    p = Params(d=400, n=10, m=5, v0=1.0, mu_norm=8.0, activation="leaky:0.1")
+    tr = simulate_flow(p, "exact", "wishart", times=[200.0, float("inf")])
+    assert tr.extra["flow"]["labels_stable"] == 1 and np.isfinite(tr.test_error)
+    assert tr.loss[-1] < 1e-20 < tr.loss[0] and np.all(np.isfinite(tr.rho))

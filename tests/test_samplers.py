@@ -8,7 +8,7 @@ from scipy import stats as sps
 from dynamics import ParamError, Params, sample_data, sample_stats, sample_wishart, simulate
 from dynamics.data import stats_from_factor, seed_streams, draw_labels
 from dynamics.kernels import clean_error_kernel
-from dynamics.run import kernel_stats
+from dynamics.run import kernel_config, kernel_stats
 
 SMALL = Params(n=6, d=40, m=3, sigma_0=0.3, sigma_p=1.5, steps=60, n_test=400,
                mu_norm=2.0, v0=0.2)
@@ -87,7 +87,8 @@ def test_d_free_test_error_agrees_with_real_test_vectors():
         kst = kernel_stats(real.stats)._replace(
             test_yhat=gauss.test_yhat, test_B=np.ascontiguousarray(gauss.test_B),
             test_X=np.ascontiguousarray(gauss.test_X))
-        e_gauss = clean_error_kernel(A, tr.gamma[-1], tr.rho[-1], tr.U[-1], tr.v[-1], kst, q.c)
+        e_gauss = clean_error_kernel(A, tr.gamma[-1], tr.rho[-1], tr.U[-1], tr.v[-1], kst,
+                                     kernel_config(q, "exact"))
         diffs.append(tr.test_error - e_gauss)
         real_errs.append(tr.test_error)
     diffs = np.array(diffs)
@@ -141,7 +142,7 @@ def test_clean_error_kernel_equals_trajectory_test_error():
     tr = simulate(p, "exact", "wishart")
     kst = kernel_stats(tr.stats)
     err = clean_error_kernel(p.mu_norm * kst.w0_e1, tr.gamma[-1], tr.rho[-1], tr.U[-1], tr.v[-1],
-                             kst, p.c)
+                             kst, kernel_config(p, "exact"))
     assert err == tr.test_error
 
 
