@@ -670,7 +670,8 @@ def simulate_general(params: Params, data: PatchData | None = None, sampler: str
         raise DivergenceError(status[0], status[1], p, "general")
     code, a = activation_code(p)
     test = _test_error(st.Rt, st.Bt, st.yt, alpha, v, code, a, float(p.c))
-    traj = GeneralTrajectory(params=p, level="general", sampler=sampler,
+    traj = GeneralTrajectory(params=p, level="general",
+                             sampler=sampler if data.source == "model" else "file",
                              source=data.source, steps=rec, test_error=float(test),
                              y=data.y, wall_time=time.perf_counter() - t0,
                              unused=data.unused, **out)
