@@ -27,7 +27,8 @@ def run_jobs(params: Params, level: str, sampler: str, seeds, job_seed, job_mu, 
         return run_full_batch(params, seeds, job_seed, job_mu, job_v0, checkpoints)
     if level == "general":
         stacked = stacked_general(params, sampler, seeds) if stacked is None else stacked
-        return run_general_batch(params, stacked, job_seed, job_mu, job_v0, checkpoints)
+        return run_general_batch(params, stacked, job_seed, job_mu, job_v0, checkpoints,
+                                 parallel)
     stacked = stacked_stats(params, sampler, seeds) if stacked is None else stacked
     return run_batch(params, level, stacked, job_seed, job_mu, job_v0, checkpoints, parallel)
 

@@ -174,16 +174,18 @@ def data_option():
                              "v0, x_test, y_test (--level general or full)")
 
 
-def family_data(params: Params, level: str, data, integrator: str = "gd"):
+def family_data(params: Params, level: str, data, integrator: str = "gd",
+                levels=("general", "full")):
     """The PatchData of a run of the model family (SPEC 12), or None for the
     paper's specialised path: a loaded --data file, the paper's family drawn
     for level full when params leave the paper's model, else None.  Refuses
-    combinations that would silently ignore an option."""
+    combinations that would silently ignore an option; ``levels``: the levels
+    of the command that run the family."""
     from dynamics.general import check_file_params, load_npz, model_data
     if level == "general" or data is not None or (level == "full" and not params.paper_model):
-        if level not in ("general", "full"):
-            raise ParamError("level", level, "--data and the family options (--activation, "
-                             "--noise-model, --signal) need --level general or full")
+        if level not in levels:
+            what = "--data" if data is not None else "--noise-model/--signal"
+            raise ParamError("level", level, f"{what} needs --level {' or '.join(levels)}")
         if integrator != "gd":
             raise ParamError("integrator", integrator, "the model family runs GD only")
         if data is None:
@@ -221,6 +223,9 @@ def simulate(level, sampler, record_every, integrator, times, data, out, **kwarg
 
     params = build_params(kwargs)
     with cli_errors():
+        if times is not None and integrator != "flow":
+            raise click.UsageError("--times needs --integrator flow (GD records with "
+                                   "--record-every)")
         patches = family_data(params, level, data, integrator)
         if patches is not None or level == "general":
             from dynamics.general import simulate_general
@@ -241,9 +246,6 @@ def simulate(level, sampler, record_every, integrator, times, data, out, **kwarg
                 write_netcdf(trajectory_dataset(traj), out)
                 click.echo(f"  wrote {out}")
             return
-        if times is not None and integrator != "flow":
-            raise click.UsageError("--times needs --integrator flow (GD records with "
-                                   "--record-every)")
         if level == "full" and sampler != "data":
             click.echo("note: level 'full' uses sampler 'data'", err=True)
         if integrator == "flow":
@@ -380,7 +382,7 @@ def compare(level, record_every, integrator, tol, data, out, plot_dir, **kwargs)
 
     params = build_params(kwargs)
     with cli_errors():
-        patches = family_data(params, level, data, integrator)
+        patches = family_data(params, level, data, integrator, levels=("general",))
         reduced, full = run_pair(params, level, record_every, integrator, patches)
         met = discrepancy(reduced, full, tol)
         source = f"data {patches.source}" if patches is not None else "sampler data"

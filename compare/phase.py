@@ -26,7 +26,7 @@ import xarray as xr
 
 from dynamics import __version__
 from dynamics.boundary import crossing, stacked_stats
-from dynamics.general import check_general, stacked_general
+from dynamics.general import check_family_sampler, stacked_general
 from dynamics.data import check_sampler
 from dynamics.params import AXES, Params, ParamError
 from dynamics.run import check_checkpoints, check_paper_model, kernel_config
@@ -76,11 +76,12 @@ def point_seed(seed: int, kx: int, ky: int, s: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 
-def check_level(params: Params, level: str, times):
+def check_level(params: Params, level: str, times, sampler: str = "wishart"):
     """Refuse, before any work, what the level cannot run (family options on
-    the paper's levels, flow times or t = inf on the general level)."""
+    the paper's levels, flow times or t = inf on the general level, a random
+    signal with the d-free sampler)."""
     if level == "general":
-        check_general(params)
+        check_family_sampler(params, sampler)
         if any(np.isinf(times)):
             raise ParamError("times", times, "the general level runs GD to finite times")
     elif level == "full":
@@ -93,7 +94,7 @@ def make_spec(params: Params, x, y, n_seeds, level, sampler, tau, times=None) ->
     """Everything that defines a sweep (plain JSON types); every grid point
     must suit the sampler (errors name the axis option)."""
     times = check_checkpoints(times, params.steps).tolist()
-    check_level(params, level, times)
+    check_level(params, level, times, sampler)
     for option, (name, vals) in (("x", x), ("y", y)):
         for val in (vals[0], vals[-1]):
             try:

@@ -7,7 +7,7 @@ import xarray as xr
 from dynamics.data import sample_data
 from dynamics.general import GeneralTrajectory, model_data, simulate_general
 from dynamics.params import Params, ParamError
-from dynamics.run import first_layer, simulate, simulate_flow, trains_v
+from dynamics.run import check_paper_model, first_layer, simulate, simulate_flow, trains_v
 from fullsim import simulate_full
 from fullsim.network import simulate_full_flow
 from fullsim.patches import simulate_full_patches
@@ -42,6 +42,11 @@ def run_pair(params: Params, level: str = "exact", record_every: int = 1,
     if level != "general" and data is None and params.activation != "relu":
         # a paper level with another activation: the family's network checks it
         # on the same realisation, compared in pre-activation space
+        check_paper_model(params, level)
+        if integrator != "gd":
+            raise ParamError("integrator", integrator, "the network check of activation "
+                             f"{params.activation} runs GD (the flow comparison is ReLU "
+                             "only; the reduced flow itself takes the activation)")
         data = model_data(params, "data")
         reduced = simulate(params, level, "data", record_every,
                            stats=sample_data(params).stats)

@@ -103,6 +103,17 @@ def _stack_patches(yhat, u, xi):
     return np.stack([yhat[:, None] * u[None, :], xi], axis=1)
 
 
+def check_family_sampler(params: Params, sampler: str):
+    """Refuse (ParamError) what ``model_data`` cannot draw with this sampler."""
+    check_choice("sampler", sampler, SAMPLERS)
+    check_general(params)
+    check_sampler(params, sampler)
+    if sampler == "wishart" and params.signal != "e1":
+        raise ParamError("signal", params.signal, "the d-free sampler is rotation "
+                         "invariant (a random signal has the law of e1); use --sampler "
+                         "data for a drawn random direction")
+
+
 def model_data(params: Params, sampler: str = "data") -> PatchData:
     """The paper's family (SPEC 1 and 12) at unit ||mu||: patch 1 = yhat u,
     patch 2 = xi.  Sampler 'data': real vectors in R^d, the same labels, W0,
@@ -114,20 +125,12 @@ def model_data(params: Params, sampler: str = "data") -> PatchData:
     ``sample_wishart``), with isotropic noise's component along e_1 drawn
     from the seventh child."""
     p = params
-    check_choice("sampler", sampler, SAMPLERS)
-    if p.depth != 1:
-        raise ParamError("depth", p.depth, "the general level is the two-layer network "
-                         "(--depth 1)")
-    check_sampler(p, sampler)
+    check_family_sampler(p, sampler)
     check_test_memory(p)
     s_lab, s_init, s_noise, s_test = seed_streams(p.seed)
     extra = np.random.default_rng(np.random.SeedSequence(p.seed).spawn(7)[6])
     yhat, y = draw_labels(p, s_lab)
     if sampler == "wishart":
-        if p.signal != "e1":
-            raise ParamError("signal", p.signal, "the d-free sampler is rotation invariant "
-                             "(a random signal has the law of e1); use --sampler data "
-                             "for a drawn random direction")
         K0 = 2 * p.m + p.n
         w0_e1 = p.sigma_0 * np.random.default_rng(s_init).standard_normal((2, p.m))
         L = bartlett_factor(p.d - 1, K0, np.random.default_rng(s_noise))
@@ -546,6 +549,54 @@ def _scale_R(A, scale, out):
                 out[i, p, k] = A[i, p, k] * scale[p]
 
 
+@njit(cache=True)
+def _run_job(q, R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu, job_v0,
+             code, a, c, eta, eta_v, train_v, h, checkpoints, out, status):
+    """Job q of ``batch_kernel``: GD from the seed's statistics scaled to
+    ||mu|| = job_mu[q], v(0) = job_v0[q], measured at the checkpoint steps."""
+    s = job_seed[q]
+    m, n, P = B1.shape[2], B1.shape[3], B1.shape[4]
+    K = R1.shape[3]
+    nt = yt.shape[1]
+    sc = np.ones(P)
+    for p in range(P):
+        if signal[p]:
+            sc[p] = job_mu[q]
+    R, B = np.empty((n, P, K)), np.empty((2, m, n, P))
+    Rt, Bt = np.empty((nt, P, K)), np.empty((2, m, nt, P))
+    _scale_R(R1[s], sc, R)
+    _scale(B1[s], sc, B)
+    _scale_R(Rt1[s], sc, Rt)
+    _scale(Bt1[s], sc, Bt)
+    alpha = np.zeros((2, m, K))
+    v = np.full((2, m, P), job_v0[q])
+    pre = np.empty((2, m, n, P))
+    f, lp = np.empty(n), np.empty(n)
+    dalpha, dv = np.empty_like(alpha), np.empty_like(v)
+    out[q] = np.nan
+    status[q, 0], status[q, 1] = -1, 0
+    t, k = 0, 0
+    while k < checkpoints.shape[0]:
+        _forward(R, B, alpha, v, code, a, c, pre, f)
+        reason, loss, err = _loss_lprime(f, y[s], lp)
+        if reason:
+            status[q, 0], status[q, 1] = t, reason
+            break
+        while k < checkpoints.shape[0] and checkpoints[k] == t:
+            out[q, k, 0] = _test_error(Rt, Bt, yt[s], alpha, v, code, a, c)
+            out[q, k, 1], out[q, k, 2] = loss, err
+            out[q, k, 3] = _margin(f, y[s], alpha, v, w0q[s], w0sq[s], train_v, h)
+            k += 1
+        if k == checkpoints.shape[0]:
+            break
+        reason = _update(R, y[s], alpha, v, pre, lp, code, a, c, eta, eta_v, train_v,
+                         dalpha, dv)
+        t += 1
+        if reason:
+            status[q, 0], status[q, 1] = t, reason
+            break
+
+
 @njit(cache=True, parallel=True)
 def batch_kernel(R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu, job_v0,
                  code, a, c, eta, eta_v, train_v, h, checkpoints, out, status):
@@ -553,49 +604,19 @@ def batch_kernel(R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu, j
     unit ||mu|| (``signal[p]``: patch p scales with ||mu||).  out (Q, K, 4):
     test error, loss, train error, margin at each checkpoint (NaN after a
     divergence, recorded in status (Q, 2) = (step, reason))."""
-    Q = job_seed.shape[0]
-    m, n, P = B1.shape[2], B1.shape[3], B1.shape[4]
-    K = R1.shape[3]
-    nt = yt.shape[1]
-    for q in prange(Q):
-        s = job_seed[q]
-        sc = np.ones(P)
-        for p in range(P):
-            if signal[p]:
-                sc[p] = job_mu[q]
-        R, B = np.empty((n, P, K)), np.empty((2, m, n, P))
-        Rt, Bt = np.empty((nt, P, K)), np.empty((2, m, nt, P))
-        _scale_R(R1[s], sc, R)
-        _scale(B1[s], sc, B)
-        _scale_R(Rt1[s], sc, Rt)
-        _scale(Bt1[s], sc, Bt)
-        alpha = np.zeros((2, m, K))
-        v = np.full((2, m, P), job_v0[q])
-        pre = np.empty((2, m, n, P))
-        f, lp = np.empty(n), np.empty(n)
-        dalpha, dv = np.empty_like(alpha), np.empty_like(v)
-        out[q] = np.nan
-        status[q, 0], status[q, 1] = -1, 0
-        t, k = 0, 0
-        while k < checkpoints.shape[0]:
-            _forward(R, B, alpha, v, code, a, c, pre, f)
-            reason, loss, err = _loss_lprime(f, y[s], lp)
-            if reason:
-                status[q, 0], status[q, 1] = t, reason
-                break
-            while k < checkpoints.shape[0] and checkpoints[k] == t:
-                out[q, k, 0] = _test_error(Rt, Bt, yt[s], alpha, v, code, a, c)
-                out[q, k, 1], out[q, k, 2] = loss, err
-                out[q, k, 3] = _margin(f, y[s], alpha, v, w0q[s], w0sq[s], train_v, h)
-                k += 1
-            if k == checkpoints.shape[0]:
-                break
-            reason = _update(R, y[s], alpha, v, pre, lp, code, a, c, eta, eta_v, train_v,
-                             dalpha, dv)
-            t += 1
-            if reason:
-                status[q, 0], status[q, 1] = t, reason
-                break
+    for q in prange(job_seed.shape[0]):
+        _run_job(q, R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu, job_v0,
+                 code, a, c, eta, eta_v, train_v, h, checkpoints, out, status)
+
+
+@njit(cache=True)
+def batch_kernel_serial(R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu,
+                        job_v0, code, a, c, eta, eta_v, train_v, h, checkpoints, out,
+                        status):
+    """``batch_kernel`` on one thread (dask workers: no nested threading)."""
+    for q in range(job_seed.shape[0]):
+        _run_job(q, R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu, job_v0,
+                 code, a, c, eta, eta_v, train_v, h, checkpoints, out, status)
 
 
 # ---------------------------------------------------------------- runs
@@ -629,10 +650,11 @@ def check_general(params: Params):
     """What the general level does not cover, as ParamError naming the field."""
     p = params
     if p.depth != 1:
-        raise ParamError("depth", p.depth, "the general level is the two-layer network "
-                         "(--depth 1)")
+        raise ParamError("depth", p.depth, "the model family (level general and its "
+                         "network, SPEC 12) is the two-layer network (--depth 1)")
     if p.optimizer != "gd":
-        raise ParamError("optimizer", p.optimizer, "the general level runs plain GD")
+        raise ParamError("optimizer", p.optimizer, "the model family (level general and "
+                         "its network, SPEC 12) runs plain GD")
 
 
 def kernel_settings(params: Params) -> tuple:
@@ -692,9 +714,10 @@ def stacked_general(params: Params, sampler: str, seeds) -> tuple:
 
 
 def run_general_batch(params: Params, stacked: tuple, job_seed, job_mu, job_v0=None,
-                      checkpoints=None) -> dict:
+                      checkpoints=None, parallel: bool = True) -> dict:
     """Per-job results (Q, K) of ``boundary.RESULTS`` at the checkpoint steps and
-    ``status`` (Q, 2), the contract of ``boundary.run_batch``."""
+    ``status`` (Q, 2), the contract of ``boundary.run_batch`` (``parallel``:
+    numba prange, else one thread; same results bit for bit)."""
     check_general(params)
     cp = check_checkpoints(checkpoints, params.steps, allow_inf=False)
     st, mask = stacked
@@ -702,10 +725,11 @@ def run_general_batch(params: Params, stacked: tuple, job_seed, job_mu, job_v0=N
     job_v0 = np.full(Q, params.v0) if job_v0 is None else np.asarray(job_v0, np.float64)
     out = np.empty((Q, cp.size, 4))
     status = np.empty((Q, 2), dtype=np.int64)
-    batch_kernel(st.R, st.B, st.Rt, st.Bt, st.y, st.yt, st.w0q, st.w0sq, mask,
-                 np.asarray(job_seed, np.int64), np.asarray(job_mu, np.float64), job_v0,
-                 *kernel_settings(params), float(homogeneity(params)),
-                 cp.astype(np.int64), out, status)
+    (batch_kernel if parallel else batch_kernel_serial)(
+        st.R, st.B, st.Rt, st.Bt, st.y, st.yt, st.w0q, st.w0sq, mask,
+        np.asarray(job_seed, np.int64), np.asarray(job_mu, np.float64), job_v0,
+        *kernel_settings(params), float(homogeneity(params)), cp.astype(np.int64), out,
+        status)
     res = {k: np.ascontiguousarray(out[:, :, i]) for i, k in enumerate(RESULTS)}
     res["status"] = status
     return res

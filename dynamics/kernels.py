@@ -576,8 +576,9 @@ def clean_error_kernel(A, gamma, rho, U, v, st, cfg):
 
 
 @njit(cache=True)
-def theta_norm_sq(A, mu, gamma, rho, U, v, st):
-    """||theta||^2 = sum_{j,r} ||w_{j,r}||^2 + ||U||^2 + sum v^2 (SPEC 10), d-free:
+def theta_norm_sq(A, mu, gamma, rho, U, v, st, train_v):
+    """||theta||^2 = sum_{j,r} ||w_{j,r}||^2 + ||U||^2 + sum v^2 (SPEC 10; the
+    v term only when v is trained: a frozen v is not a parameter), d-free:
     ||w||^2 = (<w0,e1> + j gamma/||mu||)^2 + ||P w0||^2 + 2 sum_k rhohat_k B_k
               + sum_{k,i} rhohat_k rhohat_i <xi_k, xi_i>,  rhohat = rho/N,
     with <xi_k, xi_i> = G_{k,i} N_k."""
@@ -595,7 +596,9 @@ def theta_norm_sq(A, mu, gamma, rho, U, v, st):
                 for i in range(n):
                     q += st.G[k, i] * rho[j, r, i] / st.N[i]
                 acc += rk * st.N[k] * q
-            total += acc + v[j, r, 0] ** 2 + v[j, r, 1] ** 2
+            total += acc
+            if train_v:
+                total += v[j, r, 0] ** 2 + v[j, r, 1] ** 2
     for x in U.ravel():
         total += x * x
     return total
@@ -677,18 +680,19 @@ def normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, t_end, L0, count):
 
 @njit(cache=True)
 def _margin(A, mu, gamma, rho, U, v, st, f, cfg):
-    """Normalised margin min_i y_i f_i / ||theta||^(L+1) (f: training outputs;
-    f is homogeneous of degree L+1 in theta, so this is scale-free; L = 1:
-    / ||theta||^2, SPEC 10; relu^q at depth 1: / ||theta||^(q+1))."""
+    """Normalised margin min_i y_i f_i / ||theta||^h (f: training outputs).
+    f is homogeneous of degree h in the trained parameters theta, so this is
+    scale-free: h = (L - 1) + q + [v trained], q = Q for relu^Q, else 1
+    (the paper's model, L = 1 with v trained: / ||theta||^2, SPEC 10; a frozen
+    v is left out of theta and of h, as in ``general._margin``)."""
     ymin = np.inf
     for i in range(f.shape[0]):
         ymin = min(ymin, st.y[i] * f[i])
-    sq = theta_norm_sq(A, mu, gamma, rho, U, v, st)
-    if U.shape[0] == 0:
-        if cfg.act == 1:
-            return ymin / sq ** (0.5 * (cfg.act_a + 1.0))
+    sq = theta_norm_sq(A, mu, gamma, rho, U, v, st, cfg.train_v)
+    h = U.shape[0] + (cfg.act_a if cfg.act == 1 else 1.0) + (1.0 if cfg.train_v else 0.0)
+    if h == 2.0:
         return ymin / sq
-    return ymin / sq ** (0.5 * (U.shape[0] + 2))
+    return ymin / sq ** (0.5 * h)
 
 
 @njit(cache=True)

@@ -90,8 +90,10 @@ class ParamSpec:
     def check(self, value):
         """Validated value of this parameter (ParamError otherwise)."""
         if self.kind is bool:
+            if isinstance(value, (int, np.integer)) and value in (0, 1):
+                return bool(value)  # netCDF attributes store booleans as 1/0
             if not isinstance(value, (bool, np.bool_)):
-                raise ParamError(self.name, value, "must be True or False")
+                raise ParamError(self.name, value, "must be True or False (or 1/0)")
             return bool(value)
         if self.kind is int:
             return _check_int(self.name, value, self.lo, self.hi)
@@ -366,7 +368,7 @@ def parse_activation(text) -> tuple:
         if not (math.isfinite(q) and 1.0 < q <= 16.0):
             raise ParamError("activation", text, "relu^Q needs 1 < Q <= 16")
         return ("relu^", (q,))
-    if t.startswith("leaky"):
+    if t == "leaky" or t.startswith("leaky:"):
         (alpha,) = _spec_args("activation", text, "leaky", t.partition(":")[2], (1,))
         if not 0.0 < alpha < 1.0:
             raise ParamError("activation", text, "leaky:ALPHA needs 0 < ALPHA < 1")

@@ -62,7 +62,7 @@ def check_paper_model(params: Params, level: str):
         if value != default:
             hint = ("use --level general (the exact reduction of the family, equal to "
                     "the network to round-off)" if level == "full" else
-                    "use --level general (or full)")
+                    "use --level general")
             raise ParamError(name, value, f"level {level} is specialised to the paper's "
                              f"model ({name}={default}); {hint}")
 

@@ -345,15 +345,20 @@ def divergence_reason(f, loss, W, V, U=None) -> int:
     return 0
 
 
-def normalised_margin(f, y, W, V, U=None) -> float:
-    """min_i y_i f_i / ||theta||^(L+1), ||theta||^2 = ||W||^2 + ||U||^2 + ||V||^2
-    (f is homogeneous of degree L+1; L = 1: / ||theta||^2, SPEC 10; the same
-    normalisation as the reduced kernels)."""
-    sq = np.sum(W * W) + np.sum(V * V)
+def normalised_margin(f, y, W, V, U=None, train_v=True) -> float:
+    """min_i y_i f_i / ||theta||^h, ||theta||^2 = ||W||^2 + ||U||^2 (+ ||V||^2
+    when v is trained), h = L + [v trained]: f is homogeneous of degree h in
+    the trained parameters (L = 1, v trained: / ||theta||^2, SPEC 10; the
+    same normalisation as the reduced kernels)."""
+    sq = np.sum(W * W) + (np.sum(V * V) if train_v else 0.0)
+    depth = 1
     if U is not None and U.size:
         sq += np.sum(U * U)
-        return float(np.min(y * f) / sq ** (0.5 * (U.shape[0] + 2)))
-    return float(np.min(y * f) / sq)
+        depth += U.shape[0]
+    h = depth + (1 if train_v else 0)
+    if h == 2:
+        return float(np.min(y * f) / sq)
+    return float(np.min(y * f) / sq ** (0.5 * h))
 
 
 # ---------------------------------------------------------------- runs
@@ -435,7 +440,7 @@ def simulate_full(params: Params, record_every: int = 1,
         if c < cps.size and t == cps[c]:
             cp_out["test_error"][c] = clean_test_error(W, V, real, p, U)
             cp_out["loss"][c], cp_out["train_error"][c] = L, e
-            cp_out["margin"][c] = normalised_margin(f, st.y, W, V, U)
+            cp_out["margin"][c] = normalised_margin(f, st.y, W, V, U, train_v)
             c += 1
         if t == p.steps:
             break

@@ -325,3 +325,68 @@ def test_flow_and_limit_run_with_leaky_relu():
     tr = simulate_flow(p, "exact", "wishart", times=[200.0, float("inf")])
     assert tr.extra["flow"]["labels_stable"] == 1 and np.isfinite(tr.test_error)
     assert tr.loss[-1] < 1e-20 < tr.loss[0] and np.all(np.isfinite(tr.rho))
+
+
+@pytest.mark.parametrize("act,train_v", [("relu", True), ("relu", False),
+                                         ("relu^3", False), ("leaky:0.1", True)])
+def test_checkpoint_results_agree_across_levels_incl_margin(act, train_v):
+    """Sweep kernels of general, exact and the network measure the same test
+    error, loss, train error and normalised margin min y f / ||theta||^h (h
+    counts v only when it is trained) at every checkpoint; the general level's
+    one-thread kernel gives the same bits as the parallel one."""
+    from compare.boundaries import run_jobs
+    from dynamics.boundary import RESULTS, seed_list
+    p = Params(d=400, n=10, m=6, steps=80, v0=0.3, activation=act, train_v=train_v)
+    seeds = seed_list(p, 2)
+    job_seed, job_mu, job_v0 = np.array([0, 1, 0, 1]), np.array([2.0, 2.0, 7.0, 7.0]), None
+    cp = np.array([0, 40, 80])
+    res = {(lvl, par): run_jobs(p, lvl, "data", seeds, job_seed, job_mu, job_v0, cp,
+                                parallel=par)
+           for lvl, par in (("general", True), ("general", False), ("exact", True))}
+    if act == "relu":
+        res[("full", True)] = run_jobs(p, "full", "data", seeds, job_seed, job_mu, job_v0, cp)
+    g = res[("general", True)]
+    assert np.all(np.isfinite(g["margin"])) and np.all(g["status"][:, 1] == 0)
+    for k in RESULTS:
+        np.testing.assert_array_equal(g[k], res[("general", False)][k])
+        for key in res:
+            np.testing.assert_allclose(res[key][k], g[k], rtol=1e-9, atol=1e-14,
+                                       err_msg=f"{k} of {key}")
+
+
+@pytest.mark.parametrize("sampler,signal", [("data", "e1"), ("data", "random"),
+                                            ("wishart", "e1")])
+def test_noise_component_along_the_signal(sampler, signal):
+    """Projected noise has no component along the signal direction u; isotropic
+    noise has one of law N(0, sigma_p^2) (both samplers, both signal choices)."""
+    comps = {}
+    for model in ("projected", "isotropic"):
+        vals = []
+        for seed in range(40):
+            p = Params(d=60, n=10, m=3, seed=seed, noise_model=model, signal=signal)
+            dt = model_data(p, sampler)
+            (s,) = dt.signal_patches
+            u = dt.x[0, s] / np.linalg.norm(dt.x[0, s])
+            noise = dt.x[:, 1 - s]
+            vals.append(noise @ u)
+        comps[model] = np.concatenate(vals)
+    sp = Params().sigma_p
+    assert np.max(np.abs(comps["projected"])) < 1e-12 * sp
+    assert sps.kstest(comps["isotropic"] / sp, "norm").pvalue > 0.01
+
+
+def test_cli_refuses_options_the_family_path_would_ignore():
+    r = CliRunner().invoke(main, ["simulate", "--level", "general", "--d", "200",
+                                  "--times", "10,20"])
+    assert r.exit_code == 2 and "--times needs --integrator flow" in r.output
+    r = CliRunner().invoke(main, ["compare", "--level", "exact", "--activation", "leaky:0.1",
+                                  "--integrator", "flow", "--d", "200", "--steps", "20"])
+    assert r.exit_code == 2 and "integrator" in r.output and "runs GD" in r.output
+    assert "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["compare", "--level", "exact", "--noise-model",
+                                  "isotropic", "--d", "200", "--steps", "20"])
+    assert r.exit_code == 2 and "--level general" in r.output and "or full" not in r.output
+    r = CliRunner().invoke(main, ["phase", "--level", "general", "--sampler", "wishart",
+                                  "--signal", "random", "--x", "mu=1..3:2", "--y", "v0=0.1..1:2",
+                                  "--out", "unused-phase-dir"])
+    assert r.exit_code == 2 and "rotation invariant" in r.output, r.output
