@@ -377,21 +377,22 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrat
 def compare(level, record_every, integrator, tol, data, out, plot_dir, **kwargs):
     """Run a reduced level and the full network on the same data; print metrics."""
     from .dataset import combine, write_netcdf
-    from .metrics import discrepancy, format_metrics
+    from .metrics import discrepancy_fields, format_metrics
     from .verify import run_pair
 
     params = build_params(kwargs)
     with cli_errors():
         patches = family_data(params, level, data, integrator, levels=("general",))
         reduced, full = run_pair(params, level, record_every, integrator, patches)
-        met = discrepancy(reduced, full, tol)
+        met = discrepancy_fields(reduced, full, tol)
         source = f"data {patches.source}" if patches is not None else "sampler data"
         click.echo(f"dyn compare: {level} vs full network ({integrator}), {source}, "
                    f"{params.caption(swept=getattr(reduced, 'unused', ()))} "
                    f"(reduced {reduced.wall_time:.3f} s, full {full.wall_time:.3f} s)")
         click.echo(format_metrics(met))
         if out:
-            ds = combine(reduced, full).merge(met.rename(step="metric_step")
+            import xarray as xr
+            ds = combine(reduced, full).merge(xr.Dataset(**met).rename(step="metric_step")
                                               .rename_vars(rel_err="rel_err_per_step"))
             write_netcdf(ds, out)
             click.echo(f"wrote {out}")

@@ -55,8 +55,11 @@ def series(traj: Trajectory, name: str):
     return traj.upper if name == "U" else getattr(traj, name)
 
 
-def discrepancy(reduced: Trajectory, full: Trajectory, tol: float = 1e-6) -> xr.Dataset:
-    """Metrics Dataset: per-variable errors (dim ``variable``) and scalars."""
+def discrepancy_fields(reduced: Trajectory, full: Trajectory, tol: float = 1e-6) -> dict:
+    """The metrics as plain arrays: {"data_vars": {name: (dims, values)},
+    "coords": ..., "attrs": ...}, the arguments of ``xr.Dataset`` (building a
+    Dataset imports dask.array when dask is installed, ~0.5 s: ``dyn compare``
+    prints from these fields and builds the Dataset only to write it)."""
     if not np.array_equal(reduced.steps, full.steps):
         raise ValueError("trajectories must share the record schedule")
     steps = reduced.steps
@@ -70,8 +73,8 @@ def discrepancy(reduced: Trajectory, full: Trajectory, tol: float = 1e-6) -> xr.
     act_z = np.mean(((z_r > 0) == (z_f > 0)).reshape(len(steps), -1), axis=1)
     act_s = np.mean(((s_r > 0) == (s_f > 0)).reshape(len(steps), -1), axis=1)
     v_sign = np.mean(np.sign(reduced.v) == np.sign(full.v), axis=(1, 2, 3))
-    ds = xr.Dataset(
-        {
+    return {
+        "data_vars": {
             "rel_err": (("variable", "step"), per_step),
             "max_rel_err": (("variable",), per_step.max(axis=1)),
             "median_rel_err": (("variable",), np.median(per_step, axis=1)),
@@ -84,24 +87,36 @@ def discrepancy(reduced: Trajectory, full: Trajectory, tol: float = 1e-6) -> xr.
             "test_error_reduced": ((), float(reduced.test_error)),
             "test_error_full": ((), float(full.test_error)),
         },
-        coords={"variable": list(names), "step": steps},
-        attrs={"tol": tol, "level": reduced.level},
-    )
-    return ds
+        "coords": {"variable": list(names), "step": steps},
+        "attrs": {"tol": tol, "level": reduced.level},
+    }
 
 
-def format_metrics(ds: xr.Dataset) -> str:
-    """A plain-text table of a ``discrepancy`` Dataset."""
-    lines = [f"{'variable':<9} {'max rel err':>12} {'median':>12} {'first step > ' + format(ds.attrs['tol'], 'g'):>18}"]
-    for var in ds.variable.values:
-        row = ds.sel(variable=var)
-        lines.append(f"{var:<9} {float(row.max_rel_err):12.3e} {float(row.median_rel_err):12.3e} "
-                     f"{int(row.first_step_above_tol):18d}")
-    lines.append(f"final loss diff (reduced - full)  {float(ds.loss_diff_final):+.3e}")
-    lines.append(f"test error reduced / full / diff  {float(ds.test_error_reduced):.4f} / "
-                 f"{float(ds.test_error_full):.4f} / {float(ds.test_error_diff):+.4f}")
+def discrepancy(reduced: Trajectory, full: Trajectory, tol: float = 1e-6) -> xr.Dataset:
+    """Metrics Dataset: per-variable errors (dim ``variable``) and scalars."""
+    return xr.Dataset(**discrepancy_fields(reduced, full, tol))
+
+
+def format_metrics(met) -> str:
+    """A plain-text table of a ``discrepancy`` Dataset or ``discrepancy_fields``."""
+    if isinstance(met, xr.Dataset):
+        val = {k: met[k].values for k in met.data_vars}
+        names, tol = list(met.variable.values), met.attrs["tol"]
+    else:
+        val = {k: np.asarray(x) for k, (_, x) in met["data_vars"].items()}
+        names, tol = met["coords"]["variable"], met["attrs"]["tol"]
+    lines = [f"{'variable':<9} {'max rel err':>12} {'median':>12} "
+             f"{'first step > ' + format(tol, 'g'):>18}"]
+    for k, var in enumerate(names):
+        lines.append(f"{var:<9} {float(val['max_rel_err'][k]):12.3e} "
+                     f"{float(val['median_rel_err'][k]):12.3e} "
+                     f"{int(val['first_step_above_tol'][k]):18d}")
+    act, vsign = val["activation_agreement"], val["v_sign_agreement"]
+    lines.append(f"final loss diff (reduced - full)  {float(val['loss_diff_final']):+.3e}")
+    lines.append(f"test error reduced / full / diff  {float(val['test_error_reduced']):.4f} / "
+                 f"{float(val['test_error_full']):.4f} / {float(val['test_error_diff']):+.4f}")
     lines.append(f"activation agreement 1[z>0] (min over steps / final)  "
-                 f"{float(ds.activation_agreement.min()):.4f} / {float(ds.activation_agreement[-1]):.4f}")
+                 f"{act.min():.4f} / {act[-1]:.4f}")
     lines.append(f"sign(v) agreement (min over steps / final)            "
-                 f"{float(ds.v_sign_agreement.min()):.4f} / {float(ds.v_sign_agreement[-1]):.4f}")
+                 f"{vsign.min():.4f} / {vsign[-1]:.4f}")
     return "\n".join(lines)
