@@ -158,26 +158,75 @@ def _forward1_body(A, gamma, rho, v, st, cfg, s, z, f, act, act_a):
     f[:] = 0.0
     for j in range(2):
         js = 1.0 - 2.0 * j
+        if use_gram:  # z = B + rho G for every filter of class j (row blocks)
+            _gram_block(z[j], B[j], rho[j], G)
+        else:
+            for r in range(m):
+                for i in range(n):
+                    z[j, r, i] = B[j, r, i] + rho[j, r, i]
         for r in range(m):
             a = A[j, r] + js * gamma[j, r]
             zr = z[j, r]
-            for i in range(n):  # z = B + rho G, inlined by hand (measurably faster)
-                zr[i] = B[j, r, i]
-            if use_gram:
-                for k in range(n):  # no branch here: it blocks SIMD
-                    rk = rho[j, r, k]
-                    Gk = G[k]
-                    for i in range(n):
-                        zr[i] += rk * Gk[i]
-            else:
-                for i in range(n):
-                    zr[i] += rho[j, r, i]
             v1 = v[j, r, 0]
             v2 = v[j, r, 1]
             for i in range(n):
                 si = yhat[i] * a
                 s[j, r, i] = si
                 f[i] += js * c * (v1 * _sig(si, act, act_a) + v2 * _sig(zr[i], act, act_a))
+
+
+@njit(cache=True)
+def _gram_block(z, B, rho, G):
+    """z_{r,i} = B_{r,i} + sum_k rho_{r,k} G_{k,i} for every row r of z (R, N),
+    rho (R, n), G (n, N).  Every element accumulates k = 0, 1, ... one term
+    at a time (((B + r0 G0) + r1 G1) + ...), the order of a plain loop, so the
+    result does not depend on the blocking; rows in blocks of 4 and k in
+    blocks of 4 per pass over i (one load of G[k] serves four rows, one load
+    and store of z four terms: ~2x faster than row by row at n = 20)."""
+    R, N, n = z.shape[0], z.shape[1], rho.shape[1]
+    r0 = 0
+    while r0 + 4 <= R:
+        z0, z1, z2, z3 = z[r0], z[r0 + 1], z[r0 + 2], z[r0 + 3]
+        p0, p1, p2, p3 = rho[r0], rho[r0 + 1], rho[r0 + 2], rho[r0 + 3]
+        for i in range(N):
+            z0[i] = B[r0, i]
+            z1[i] = B[r0 + 1, i]
+            z2[i] = B[r0 + 2, i]
+            z3[i] = B[r0 + 3, i]
+        k = 0
+        while k + 4 <= n:
+            G0, G1, G2, G3 = G[k], G[k + 1], G[k + 2], G[k + 3]
+            a0, a1, a2, a3 = p0[k], p0[k + 1], p0[k + 2], p0[k + 3]
+            b0, b1, b2, b3 = p1[k], p1[k + 1], p1[k + 2], p1[k + 3]
+            c0, c1, c2, c3 = p2[k], p2[k + 1], p2[k + 2], p2[k + 3]
+            d0, d1, d2, d3 = p3[k], p3[k + 1], p3[k + 2], p3[k + 3]
+            for i in range(N):
+                g0, g1, g2, g3 = G0[i], G1[i], G2[i], G3[i]
+                z0[i] = (((z0[i] + a0 * g0) + a1 * g1) + a2 * g2) + a3 * g3
+                z1[i] = (((z1[i] + b0 * g0) + b1 * g1) + b2 * g2) + b3 * g3
+                z2[i] = (((z2[i] + c0 * g0) + c1 * g1) + c2 * g2) + c3 * g3
+                z3[i] = (((z3[i] + d0 * g0) + d1 * g1) + d2 * g2) + d3 * g3
+            k += 4
+        while k < n:
+            a0, a1, a2, a3 = p0[k], p1[k], p2[k], p3[k]
+            Gk = G[k]
+            for i in range(N):
+                g = Gk[i]
+                z0[i] += a0 * g
+                z1[i] += a1 * g
+                z2[i] += a2 * g
+                z3[i] += a3 * g
+            k += 1
+        r0 += 4
+    for r in range(r0, R):
+        zr = z[r]
+        for i in range(N):
+            zr[i] = B[r, i]
+        for k in range(n):
+            rk = rho[r, k]
+            Gk = G[k]
+            for i in range(N):
+                zr[i] += rk * Gk[i]
 
 
 @njit(cache=True)
@@ -208,62 +257,142 @@ def _lprime(f, y, lp):
 
 
 @njit(cache=True)
-def _increments1(gamma, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, dgamma, drho, dv,
-                 act, act_a):
+def _increments1(gamma, rho, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, dgamma, drho, dv,
+                 act, act_a, qn, rows, inplace):
     """Depth 1: increments of (gamma, rho, v) at t from s, z, l' (SPEC 4, with
     1[. > 0] -> sigma'(.) and ReLU -> sigma for other activations, SPEC 12).
-    ReLU runs the body with the constant act = 0 (branches fold away)."""
+    ReLU runs the body with the constant act = 0 (branches fold away).
+    qn (3, n) and rows (4, m) are work buffers.  inplace: add each increment
+    to the state as it is formed (plain GD: theta += delta, the numbers of
+    ``_apply`` with beta = 0; exact, since the increments of filter (j, r)
+    read only s, z, l' and v_{j,r}, which is updated last) instead of
+    writing dgamma, drho, dv; returns True when a coefficient is then not
+    <= THETA_MAX (always False when not inplace)."""
     if act == 0:
-        _increments1_body(gamma, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, dgamma, drho,
-                          dv, 0, 0.0)
-    else:
-        _increments1_body(gamma, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, dgamma, drho,
-                          dv, act, act_a)
+        return _increments1_body(gamma, rho, v, s, z, lp, st, mu2, c, eta, eta_v, train_v,
+                                 dgamma, drho, dv, 0, 0.0, qn, rows, inplace)
+    return _increments1_body(gamma, rho, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, dgamma,
+                             drho, dv, act, act_a, qn, rows, inplace)
 
 
 @njit(cache=True, inline="always")
-def _increments1_body(gamma, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, dgamma, drho, dv,
-                      act, act_a):
-    """``_increments1`` for activation (act, act_a)."""
+def _increments1_body(gamma, rho, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, dgamma, drho,
+                      dv, act, act_a, qn, rows, inplace):
+    """``_increments1`` for activation (act, act_a).  Per element the same
+    operations in the same order as the formulas above (q_i = l'_i y_i,
+    sums over i ascending), arranged for SIMD: the per-sample factors q_i,
+    q_i yhat_i and (eta c/n) N_i j q_i once per step; the signal sums for all
+    filters at once (filters innermost: independent sums side by side); the
+    noise sums four filters at a time."""
     m = gamma.shape[1]
     n = st.yhat.shape[0]
     cw = eta * c / n
     cv = eta_v * c / n
+    q, qy, P = qn[0], qn[1], qn[2]
+    a, sg, sv1, sv2 = rows[0], rows[1], rows[2], rows[3]
+    yhat, y, N = st.yhat, st.y, st.N
+    bad = False
+    for i in range(n):
+        q[i] = lp[i] * y[i]
+        qy[i] = q[i] * yhat[i]
     for j in range(2):
         js = 1.0 - 2.0 * j
+        for i in range(n):
+            P[i] = cw * N[i] * js * q[i]
         for r in range(m):
-            v2 = v[j, r, 1]
-            sg = 0.0
-            sv1 = 0.0
-            sv2 = 0.0
-            for i in range(n):  # masks instead of branches (SIMD-friendly)
-                q = lp[i] * st.y[i]
-                si = s[j, r, i]
-                zi = z[j, r, i]
+            a[r] = _a_of(s, j, r, yhat)
+            sg[r] = 0.0
+            sv1[r] = 0.0
+        for i in range(n):  # signal: s_{j,r,i} = yhat_i a_r
+            yh, qi, qyi = yhat[i], q[i], qy[i]
+            for r in range(m):
+                si = yh * a[r]
                 ms = _dsig(si, act, act_a)
-                mz = _dsig(zi, act, act_a)
-                sg += q * st.yhat[i] * ms
-                sv1 += q * _sig_from(si, ms, act, act_a)
-                sv2 += q * _sig_from(zi, mz, act, act_a)
-                drho[j, r, i] = -(cw * st.N[i] * js * q * v2) * mz
-            dgamma[j, r] = -(cw * mu2 * v[j, r, 0] * sg)
-            if train_v:
-                dv[j, r, 0] = -(cv * js * sv1)
-                dv[j, r, 1] = -(cv * js * sv2)
+                sg[r] += qyi * ms
+                sv1[r] += qi * _sig_from(si, ms, act, act_a)
+        for r in range(m):  # noise increments
+            v2 = v[j, r, 1]
+            zr = z[j, r]
+            if inplace:
+                rr = rho[j, r]
+                for i in range(n):
+                    x = rr[i] + (-(P[i] * v2) * _dsig(zr[i], act, act_a))
+                    rr[i] = x
+                    bad |= not abs(x) <= THETA_MAX
             else:
-                dv[j, r, 0] = 0.0
-                dv[j, r, 1] = 0.0
+                dr = drho[j, r]
+                for i in range(n):
+                    dr[i] = -(P[i] * v2) * _dsig(zr[i], act, act_a)
+        r = 0
+        while r + 4 <= m:  # noise sums, four filters side by side
+            z0, z1, z2, z3 = z[j, r], z[j, r + 1], z[j, r + 2], z[j, r + 3]
+            t0 = 0.0
+            t1 = 0.0
+            t2 = 0.0
+            t3 = 0.0
+            for i in range(n):
+                qi = q[i]
+                x0, x1, x2, x3 = z0[i], z1[i], z2[i], z3[i]
+                t0 += qi * _sig_from(x0, _dsig(x0, act, act_a), act, act_a)
+                t1 += qi * _sig_from(x1, _dsig(x1, act, act_a), act, act_a)
+                t2 += qi * _sig_from(x2, _dsig(x2, act, act_a), act, act_a)
+                t3 += qi * _sig_from(x3, _dsig(x3, act, act_a), act, act_a)
+            sv2[r], sv2[r + 1], sv2[r + 2], sv2[r + 3] = t0, t1, t2, t3
+            r += 4
+        while r < m:
+            t0 = 0.0
+            zr = z[j, r]
+            for i in range(n):
+                t0 += q[i] * _sig_from(zr[i], _dsig(zr[i], act, act_a), act, act_a)
+            sv2[r] = t0
+            r += 1
+        for r in range(m):
+            dg = -(cw * mu2 * v[j, r, 0] * sg[r])
+            dv1 = -(cv * js * sv1[r]) if train_v else 0.0
+            dv2 = -(cv * js * sv2[r]) if train_v else 0.0
+            if inplace:
+                x = gamma[j, r] + dg
+                gamma[j, r] = x
+                bad |= not abs(x) <= THETA_MAX
+                if train_v:
+                    x1 = v[j, r, 0] + dv1
+                    x2 = v[j, r, 1] + dv2
+                    v[j, r, 0] = x1
+                    v[j, r, 1] = x2
+                    bad |= not (abs(x1) <= THETA_MAX and abs(x2) <= THETA_MAX)
+            else:
+                dgamma[j, r] = dg
+                dv[j, r, 0] = dv1
+                dv[j, r, 1] = dv2
+    return bad
+
+
+@njit(cache=True, inline="always")
+def _a_of(s, j, r, yhat):
+    """a_{j,r} = A_{j,r} + j gamma_{j,r} read back from s_{j,r,0} = yhat_0 a
+    (exact: yhat_0 = +-1)."""
+    return s[j, r, 0] * yhat[0]
 
 
 @njit(cache=True)
 def _apply(theta, delta, mom, beta):
-    """theta += u, u = beta u + delta (flat views); returns max |theta|."""
-    big = 0.0
+    """theta += u, u = beta u + delta (flat views); returns True when some
+    |theta| is not <= THETA_MAX (NaN included).  Plain GD (beta = 0) adds
+    delta directly (the same numbers: u = delta) and leaves mom alone; the
+    bound check is an OR over the elements (vectorises, unlike a max)."""
+    bad = False
+    if beta == 0.0:
+        for k in range(theta.size):
+            x = theta[k] + delta[k]
+            theta[k] = x
+            bad |= not abs(x) <= THETA_MAX
+        return bad
     for k in range(theta.size):
         mom[k] = beta * mom[k] + delta[k]
-        theta[k] += mom[k]
-        big = max(big, abs(theta[k]))
-    return big
+        x = theta[k] + mom[k]
+        theta[k] = x
+        bad |= not abs(x) <= THETA_MAX
+    return bad
 
 
 # ---------------------------------------------------------------- depth L >= 2
@@ -398,13 +527,13 @@ def _forward(A, gamma, rho, U, v, st, cfg, w):
 
 
 @njit(cache=True)
-def _increments(gamma, U, v, w, st, mu2, c, eta, eta_v, train_v, act, act_a):
+def _increments(gamma, rho, U, v, w, st, mu2, c, eta, eta_v, train_v, act, act_a):
     """Increments into w.dgamma, w.drho, w.dU, w.dv after ``_forward`` and
     l' (any depth).  The GD step uses (eta, eta_v); the normalised scheme
     scales both by its time step."""
     if U.shape[0] == 0:
-        _increments1(gamma, v, w.s, w.z, w.lp, st, mu2, c, eta, eta_v, train_v,
-                     w.dgamma, w.drho, w.dv, act, act_a)
+        _increments1(gamma, rho, v, w.s, w.z, w.lp, st, mu2, c, eta, eta_v, train_v,
+                     w.dgamma, w.drho, w.dv, act, act_a, w.qn, w.rows, False)
     else:
         _increments_deep(gamma, U, v, w.H, w.delta, w.qd, w.lp, st, mu2, c, eta, eta_v,
                          train_v, w.dgamma, w.drho, w.dU, w.dv)
@@ -426,6 +555,8 @@ class _Work(NamedTuple):
     qd: np.ndarray     # (2, m, n)       l' y delta of one layer (depth >= 2)
     dU: np.ndarray     # (L-1, 2, m, m)
     mU: np.ndarray
+    qn: np.ndarray     # (3, n) per-sample factors of the depth-1 increments
+    rows: np.ndarray   # (4, m) per-filter sums of the depth-1 increments
 
 
 @njit(cache=True)
@@ -437,29 +568,44 @@ def _work(m, n, L):
                  np.zeros((2, m)), np.zeros((2, m, n)), np.zeros((2, m, 2)),
                  np.empty((2, Ld, 2, m, n)), np.empty((Ld, 2, m, n)),
                  np.empty((2 if L > 1 else 0, m, n)),
-                 np.zeros((L - 1, 2, m, m)), np.zeros((L - 1, 2, m, m)))
+                 np.zeros((L - 1, 2, m, m)), np.zeros((L - 1, 2, m, m)),
+                 np.empty((3, n)), np.empty((4, m)))
 
 
 @njit(cache=True)
 def _apply_all(gamma, rho, U, v, w, train_v, beta):
     """theta += u, u = beta u + delta for every trained block; returns 3 if a
     coefficient exceeds THETA_MAX, else 0."""
-    big = _apply(gamma.ravel(), w.dgamma.ravel(), w.mg.ravel(), beta)
-    big = max(big, _apply(rho.ravel(), w.drho.ravel(), w.mr.ravel(), beta))
+    bad = _apply(gamma.ravel(), w.dgamma.ravel(), w.mg.ravel(), beta)
+    bad |= _apply(rho.ravel(), w.drho.ravel(), w.mr.ravel(), beta)
     if U.shape[0] > 0:
-        big = max(big, _apply(U.ravel(), w.dU.ravel(), w.mU.ravel(), beta))
+        bad |= _apply(U.ravel(), w.dU.ravel(), w.mU.ravel(), beta)
     if train_v:
-        big = max(big, _apply(v.ravel(), w.dv.ravel(), w.mv.ravel(), beta))
-    return 3 if not big <= THETA_MAX else 0
+        bad |= _apply(v.ravel(), w.dv.ravel(), w.mv.ravel(), beta)
+    return 3 if bad else 0
+
+
+@njit(cache=True)
+def _step(A, mu2, gamma, rho, U, v, st, cfg, w, eta, eta_v, beta):
+    """One step theta += u, u = beta u + delta(eta, eta_v) in place after
+    ``_forward`` and l' filled the work buffers; returns 3 if a coefficient
+    exceeds THETA_MAX, else 0.  Depth 1 without momentum adds the increments
+    as they are formed (``_increments1`` inplace: the same numbers)."""
+    if U.shape[0] == 0 and beta == 0.0:
+        bad = _increments1(gamma, rho, v, w.s, w.z, w.lp, st, mu2, cfg.c, eta, eta_v,
+                           cfg.train_v, w.dgamma, w.drho, w.dv, cfg.act, cfg.act_a, w.qn,
+                           w.rows, True)
+        return 3 if bad else 0
+    _increments(gamma, rho, U, v, w, st, mu2, cfg.c, eta, eta_v, cfg.train_v, cfg.act,
+                cfg.act_a)
+    return _apply_all(gamma, rho, U, v, w, cfg.train_v, beta)
 
 
 @njit(cache=True)
 def _gd_step(A, mu2, gamma, rho, U, v, st, cfg, w):
     """One GD (or heavy-ball) step in place after ``_forward`` and ``_lprime``
     filled the work buffers; returns 3 if a coefficient exceeds THETA_MAX, else 0."""
-    _increments(gamma, U, v, w, st, mu2, cfg.c, cfg.eta, cfg.eta_v, cfg.train_v, cfg.act,
-                cfg.act_a)
-    return _apply_all(gamma, rho, U, v, w, cfg.train_v, cfg.beta)
+    return _step(A, mu2, gamma, rho, U, v, st, cfg, w, cfg.eta, cfg.eta_v, cfg.beta)
 
 
 @njit(cache=True)
@@ -668,9 +814,8 @@ def normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, t_end, L0, count):
         if reason != 0:
             return reason, t
         dt = normalised_dt(L0, loss, t, t_end, fc.max_dt_frac)
-        _increments(gamma, U, v, w, st, mu * mu, cfg.c, cfg.eta * dt, cfg.eta_v * dt,
-                    cfg.train_v, cfg.act, cfg.act_a)
-        reason = _apply_all(gamma, rho, U, v, w, cfg.train_v, 0.0)
+        reason = _step(A, mu * mu, gamma, rho, U, v, st, cfg, w, cfg.eta * dt,
+                       cfg.eta_v * dt, 0.0)
         count[0] += 1
         t = t_end if dt >= t_end - t else t + dt
         if reason != 0:
