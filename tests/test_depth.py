@@ -40,14 +40,19 @@ def _depth1_runs():
 
 def test_depth1_reproduces_the_kernels_before_depth_existed():
     """Bit for bit on the machine that wrote the file (checked at that commit);
-    1e-13 relative leaves room for another CPU's SIMD width in CI."""
+    1e-13 relative leaves room for another CPU's SIMD width in CI (the
+    statistics go through numpy's BLAS, whose kernels depend on the CPU).
+    The normalised margin min_i y_i f_i / ||theta||^2 is a difference of
+    nearly cancelling terms at small v0 (values ~1e-4 from terms ~1), so it
+    gets 1e-11 (measured 1.5e-13 on an AVX-512 machine)."""
     ref = np.load(os.path.join(HERE, "data", "depth1_reference.npz"))
     seen = set()
     for key, got in _depth1_runs():
         want = ref[key]
         seen.add(key)
         assert got.shape == want.shape, key
-        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-300, equal_nan=True,
+        rtol = 1e-11 if key.endswith("_margin") else 1e-13
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=1e-300, equal_nan=True,
                                    err_msg=key)
     assert seen == set(ref.files)
 
