@@ -113,8 +113,13 @@ def format_metrics(met) -> str:
                      f"{int(val['first_step_above_tol'][k]):18d}")
     act, vsign = val["activation_agreement"], val["v_sign_agreement"]
     lines.append(f"final loss diff (reduced - full)  {float(val['loss_diff_final']):+.3e}")
-    lines.append(f"test error reduced / full / diff  {float(val['test_error_reduced']):.4f} / "
-                 f"{float(val['test_error_full']):.4f} / {float(val['test_error_diff']):+.4f}")
+    if np.isnan(float(val['test_error_reduced'])) and np.isnan(float(val['test_error_full'])):
+        lines.append("test error reduced / full / diff  not measured (no test set: a data "
+                     "file without x_test, y_test)")
+    else:
+        lines.append(f"test error reduced / full / diff  {float(val['test_error_reduced']):.4f}"
+                     f" / {float(val['test_error_full']):.4f} / "
+                     f"{float(val['test_error_diff']):+.4f}")
     lines.append(f"activation agreement 1[z>0] (min over steps / final)  "
                  f"{act.min():.4f} / {act[-1]:.4f}")
     lines.append(f"sign(v) agreement (min over steps / final)            "
