@@ -298,13 +298,6 @@ class SweepStore:
                              f"({type(exc).__name__}: {exc})") from None
         return [int(i) for i in np.flatnonzero(done == 1)]
 
-    def _write(self, ds: xr.Dataset, ix: int) -> None:
-        ds.to_zarr(self.path, mode="r+", region={self.row_dim: slice(ix, ix + 1)},
-                   **_ZARR_KW)
-
-    def _flag(self, ix: int, value: int) -> None:
-        self._write(xr.Dataset({DONE: ((self.row_dim,), np.full(1, value, np.int8))}), ix)
-
     def save(self, ix: int, row: dict[str, np.ndarray]) -> None:
         """Write row ``ix`` (arrays cast "same_kind" to the template dtypes), then mark
         it finished.  Different rows may be saved from several threads at once."""
@@ -330,11 +323,17 @@ class SweepStore:
             cast = arr.astype(var.dtype, copy=False)
             if var.dtype.kind in "biu" and not np.array_equal(cast, arr):
                 raise StoreError(f"row {ix}: {name!r} does not fit in {var.dtype}")
-            data[name] = (var.dims, cast[np.newaxis])
-        if ix in self.finished():  # rewriting: never leave "done" over partial data
-            self._flag(ix, 0)
-        self._write(xr.Dataset(data), ix)
-        self._flag(ix, 1)
+            data[name] = cast[np.newaxis]
+        # Straight into the Zarr arrays (the skeleton fixed the layout: one chunk
+        # per row, nothing to encode); one open of the group per row, several
+        # times cheaper than xarray region writes, which re-read the metadata.
+        group = zarr.open_group(self.path, mode="r+")
+        done = group[DONE]
+        if done[ix] == 1:  # rewriting: never leave "done" over partial data
+            done[ix] = 0
+        for name, arr in data.items():
+            group[name][ix:ix + 1] = arr
+        done[ix] = 1
 
     def open(self) -> xr.Dataset:
         """The complete sweep as a lazy Dataset (StoreError until every row is saved)."""
