@@ -20,6 +20,7 @@ Run from the repository root::
 
     python benchmarks/groups.py            # a few minutes on 2 idle cores
     python benchmarks/groups.py --quick    # 16 ||mu|| per row instead of 64
+    python benchmarks/groups.py --mus 24   # groups of 24 (GROUP_MIN tuning)
 """
 from __future__ import annotations
 
@@ -63,11 +64,14 @@ def compare(params, stacked, job_seed, job_mu, checkpoints):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--mus", type=int, default=None,
+                    help="||mu|| values per row (default 64, --quick 16); a seed's jobs "
+                         "split into groups of at most GROUP_MAX")
     args = ap.parse_args(argv)
     print("# Configuration batching: grouped vs job by job (same jobs, one process)\n")
     table(["item", "value"], machine_rows())
     S = 8
-    n_mu = 16 if args.quick else 64
+    n_mu = args.mus or (16 if args.quick else 64)
     rows = []
     for v0 in (1e-3, 1.0):
         p = Params(v0=v0)

@@ -1049,7 +1049,8 @@ def _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, ou
 # stepped with step size 0 until its group ends.
 
 GROUP_MAX = 32  # jobs per group (state of 32 jobs at n = m = 20: ~0.6 MB)
-GROUP_MIN = 16  # smaller groups run job by job (measured: SIMD loops of < 16 lose)
+GROUP_MIN = 28  # smaller groups run job by job (benchmarks/groups.py --mus 16/24/28 against
+#                 the one-job step: 0.59-0.86x at 16, 0.80-0.99x at 24, 1.08-1.49x at 28)
 GROUP_TEST_MAX = 2 ** 21  # test outputs (nt, C) of a group at most this many values
 
 

@@ -26,7 +26,7 @@ CASES = {  # name: (params, level, checkpoints[, integrator])
 def test_group_equals_job_by_job(name):
     params, level, checkpoints, *integrator = CASES[name]
     integrator = integrator[0] if integrator else "gd"
-    S, M = 2, 2 * GROUP_MIN + 3  # two groups per seed (19 + 18 jobs)
+    S, M = 2, 2 * GROUP_MIN + 3  # two groups per seed, each >= GROUP_MIN jobs
     stacked = stacked_stats(params, "wishart", params.seed + np.arange(S))
     mus = np.geomspace(0.3, 60.0, M)
     job_seed = np.tile(np.arange(S), M)
