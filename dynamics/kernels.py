@@ -141,7 +141,9 @@ def _noise_preact(zr, B0, rho_r, G, use_gram):
 
 @njit(cache=True)
 def _forward1(A, gamma, rho, v, st, cfg, s, z, f):
-    """Depth 1: fill s, z (2, m, n) and f (n) for the current state (SPEC 4).
+    """Depth 1: fill s (2, m) with a_{j,r} = A_{j,r} + j gamma_{j,r} (the signal
+    pre-activation is s_{j,r,i} = yhat_i a_{j,r}), z (2, m, n) and f (n) for
+    the current state (SPEC 4).
     ReLU calls the body with the constant act = 0, so it compiles to the
     branch-free ReLU loop (the activation test folds away)."""
     if cfg.act == 0:
@@ -166,12 +168,12 @@ def _forward1_body(A, gamma, rho, v, st, cfg, s, z, f, act, act_a):
                     z[j, r, i] = B[j, r, i] + rho[j, r, i]
         for r in range(m):
             a = A[j, r] + js * gamma[j, r]
+            s[j, r] = a
             zr = z[j, r]
             v1 = v[j, r, 0]
             v2 = v[j, r, 1]
             for i in range(n):
                 si = yhat[i] * a
-                s[j, r, i] = si
                 f[i] += js * c * (v1 * _sig(si, act, act_a) + v2 * _sig(zr[i], act, act_a))
 
 
@@ -300,7 +302,7 @@ def _increments1_body(gamma, rho, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, 
         for i in range(n):
             P[i] = cw * N[i] * js * q[i]
         for r in range(m):
-            a[r] = _a_of(s, j, r, yhat)
+            a[r] = s[j, r]
             sg[r] = 0.0
             sv1[r] = 0.0
         for i in range(n):  # signal: s_{j,r,i} = yhat_i a_r
@@ -365,13 +367,6 @@ def _increments1_body(gamma, rho, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, 
                 dv[j, r, 0] = dv1
                 dv[j, r, 1] = dv2
     return bad
-
-
-@njit(cache=True, inline="always")
-def _a_of(s, j, r, yhat):
-    """a_{j,r} = A_{j,r} + j gamma_{j,r} read back from s_{j,r,0} = yhat_0 a
-    (exact: yhat_0 = +-1)."""
-    return s[j, r, 0] * yhat[0]
 
 
 @njit(cache=True)
@@ -540,7 +535,7 @@ def _increments(gamma, rho, U, v, w, st, mu2, c, eta, eta_v, train_v, act, act_a
 
 
 class _Work(NamedTuple):
-    s: np.ndarray
+    s: np.ndarray      # (2, m) a_{j,r} = A + j gamma (depth 1; s_{j,r,i} = yhat_i a_{j,r})
     z: np.ndarray
     f: np.ndarray
     lp: np.ndarray
@@ -563,7 +558,7 @@ class _Work(NamedTuple):
 def _work(m, n, L):
     """Buffers of one run at depth L (allocated once, reused at every step)."""
     Ld = L if L > 1 else 0
-    return _Work(np.empty((2, m, n)), np.empty((2, m, n)), np.empty(n), np.empty(n),
+    return _Work(np.empty((2, m)), np.empty((2, m, n)), np.empty(n), np.empty(n),
                  np.empty((2, m)), np.empty((2, m, n)), np.empty((2, m, 2)),
                  np.zeros((2, m)), np.zeros((2, m, n)), np.zeros((2, m, 2)),
                  np.empty((2, Ld, 2, m, n)), np.empty((Ld, 2, m, n)),
