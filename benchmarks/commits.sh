@@ -37,7 +37,7 @@ for k in $(seq "$reps"); do
     printf 'repeat %d: this tree %.1f s, %s %.1f s, base/this = %.2fx\n' "$k" "$a" "$base" "$b" \
         "$(python -c "print($b / $a)")"
 done
-strip() { head -n 12 "$1" | grep -v -E '[0-9.]+ s\)|total [0-9.]+ s'; }
+strip() { head -n 12 "$1" | grep -v -E '[0-9.]+ s\)|total [0-9.]+ s|^wrote '; }
 if diff <(strip "$tmp/this.log") <(strip "$tmp/base.log") >/dev/null; then
     echo "outputs (first 12 lines, timings left out): identical"
 else
