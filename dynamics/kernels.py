@@ -160,12 +160,7 @@ def _forward1_body(A, gamma, rho, v, st, cfg, s, z, f, act, act_a):
     f[:] = 0.0
     for j in range(2):
         js = 1.0 - 2.0 * j
-        if use_gram:  # z = B + rho G for every filter of class j (row blocks)
-            _gram_block(z[j], B[j], rho[j], G)
-        else:
-            for r in range(m):
-                for i in range(n):
-                    z[j, r, i] = B[j, r, i] + rho[j, r, i]
+        _noise_block(z[j], B[j], rho[j], G, use_gram)
         for r in range(m):
             a = A[j, r] + js * gamma[j, r]
             s[j, r] = a
@@ -221,14 +216,18 @@ def _gram_block(z, B, rho, G):
             k += 1
         r0 += 4
     for r in range(r0, R):
-        zr = z[r]
-        for i in range(N):
-            zr[i] = B[r, i]
-        for k in range(n):
-            rk = rho[r, k]
-            Gk = G[k]
-            for i in range(N):
-                zr[i] += rk * Gk[i]
+        _noise_preact(z[r], B[r], rho[r], G, True)
+
+
+@njit(cache=True)
+def _noise_block(z, B, rho, G, use_gram):
+    """z_{r,i} = B_{r,i} + sum_k rho_{r,k} G_{k,i} for every filter r of one
+    class (z, B, rho (m, n)): ``_gram_block``, or B + rho when G = I."""
+    if use_gram:
+        _gram_block(z, B, rho, G)
+    else:
+        for r in range(z.shape[0]):
+            _noise_preact(z[r], B[r], rho[r], G, False)
 
 
 @njit(cache=True)
@@ -264,7 +263,7 @@ def _increments1(gamma, rho, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, dgamm
     """Depth 1: increments of (gamma, rho, v) at t from s, z, l' (SPEC 4, with
     1[. > 0] -> sigma'(.) and ReLU -> sigma for other activations, SPEC 12).
     ReLU runs the body with the constant act = 0 (branches fold away).
-    qn (3, n) and rows (4, m) are work buffers.  inplace: add each increment
+    qn (3, n) and rows (3, m) are work buffers.  inplace: add each increment
     to the state as it is formed (plain GD: theta += delta, the numbers of
     ``_apply`` with beta = 0; exact, since the increments of filter (j, r)
     read only s, z, l' and v_{j,r}, which is updated last) instead of
@@ -291,7 +290,7 @@ def _increments1_body(gamma, rho, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, 
     cw = eta * c / n
     cv = eta_v * c / n
     q, qy, P = qn[0], qn[1], qn[2]
-    a, sg, sv1, sv2 = rows[0], rows[1], rows[2], rows[3]
+    sg, sv1, sv2 = rows[0], rows[1], rows[2]
     yhat, y, N = st.yhat, st.y, st.N
     bad = False
     for i in range(n):
@@ -301,8 +300,8 @@ def _increments1_body(gamma, rho, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, 
         js = 1.0 - 2.0 * j
         for i in range(n):
             P[i] = cw * N[i] * js * q[i]
+        a = s[j]  # a_r = A_{j,r} + j gamma_{j,r}
         for r in range(m):
-            a[r] = s[j, r]
             sg[r] = 0.0
             sv1[r] = 0.0
         for i in range(n):  # signal: s_{j,r,i} = yhat_i a_r
@@ -325,7 +324,7 @@ def _increments1_body(gamma, rho, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, 
                 dr = drho[j, r]
                 for i in range(n):
                     dr[i] = -(P[i] * v2) * _dsig(zr[i], act, act_a)
-        r = 0
+        r = 0 if train_v else m  # the noise sums feed only the v increments
         while r + 4 <= m:  # noise sums, four filters side by side
             z0, z1, z2, z3 = z[j, r], z[j, r + 1], z[j, r + 2], z[j, r + 3]
             t0 = 0.0
@@ -447,11 +446,11 @@ def _forward_deep(A, gamma, rho, U, v, st, cfg, H, f):
     for j in range(2):
         js = 1.0 - 2.0 * j
         Hj = H[j]
+        _noise_block(Hj[0, 1], st.B[j], rho[j], st.G, cfg.use_gram)
         for r in range(m):
             a = A[j, r] + js * gamma[j, r]
             for i in range(n):
                 Hj[0, 0, r, i] = max(st.yhat[i] * a, 0.0)
-            _noise_preact(Hj[0, 1, r], st.B[j, r], rho[j, r], st.G, cfg.use_gram)
             _relu_inplace(Hj[0, 1, r])
         _upper_forward(U, j, Hj)
         _top_output(f, js * cfg.c, v[j], Hj[L - 1])
@@ -551,7 +550,7 @@ class _Work(NamedTuple):
     dU: np.ndarray     # (L-1, 2, m, m)
     mU: np.ndarray
     qn: np.ndarray     # (3, n) per-sample factors of the depth-1 increments
-    rows: np.ndarray   # (4, m) per-filter sums of the depth-1 increments
+    rows: np.ndarray   # (3, m) per-filter sums of the depth-1 increments
 
 
 @njit(cache=True)
@@ -564,7 +563,7 @@ def _work(m, n, L):
                  np.empty((2, Ld, 2, m, n)), np.empty((Ld, 2, m, n)),
                  np.empty((2 if L > 1 else 0, m, n)),
                  np.zeros((L - 1, 2, m, m)), np.zeros((L - 1, 2, m, m)),
-                 np.empty((3, n)), np.empty((4, m)))
+                 np.empty((3, n)), np.empty((3, m)))
 
 
 @njit(cache=True)
@@ -581,7 +580,7 @@ def _apply_all(gamma, rho, U, v, w, train_v, beta):
 
 
 @njit(cache=True)
-def _step(A, mu2, gamma, rho, U, v, st, cfg, w, eta, eta_v, beta):
+def _step(mu2, gamma, rho, U, v, st, cfg, w, eta, eta_v, beta):
     """One step theta += u, u = beta u + delta(eta, eta_v) in place after
     ``_forward`` and l' filled the work buffers; returns 3 if a coefficient
     exceeds THETA_MAX, else 0.  Depth 1 without momentum adds the increments
@@ -600,7 +599,7 @@ def _step(A, mu2, gamma, rho, U, v, st, cfg, w, eta, eta_v, beta):
 def _gd_step(A, mu2, gamma, rho, U, v, st, cfg, w):
     """One GD (or heavy-ball) step in place after ``_forward`` and ``_lprime``
     filled the work buffers; returns 3 if a coefficient exceeds THETA_MAX, else 0."""
-    return _step(A, mu2, gamma, rho, U, v, st, cfg, w, cfg.eta, cfg.eta_v, cfg.beta)
+    return _step(mu2, gamma, rho, U, v, st, cfg, w, cfg.eta, cfg.eta_v, cfg.beta)
 
 
 @njit(cache=True)
@@ -809,8 +808,8 @@ def normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, t_end, L0, count):
         if reason != 0:
             return reason, t
         dt = normalised_dt(L0, loss, t, t_end, fc.max_dt_frac)
-        reason = _step(A, mu * mu, gamma, rho, U, v, st, cfg, w, cfg.eta * dt,
-                       cfg.eta_v * dt, 0.0)
+        reason = _step(mu * mu, gamma, rho, U, v, st, cfg, w, cfg.eta * dt, cfg.eta_v * dt,
+                       0.0)
         count[0] += 1
         t = t_end if dt >= t_end - t else t + dt
         if reason != 0:
