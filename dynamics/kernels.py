@@ -1080,20 +1080,28 @@ def _gram_rows(zr, rr, G, block):
 
 
 @njit(cache=True)
-def _outputs_group(A, gamma, rho, v, B, G, yhat, use_gram, cc, a, z, f):
-    """Outputs f (N, C) of C jobs on N points with signal labels yhat (N,),
-    <w0, xi> = B (2, m, N) and Gram rows G (n, N): ``_forward1`` (training:
-    B, G, yhat of the training set, z (2, m, N, C) kept for the increments)
-    and ``test_outputs`` (rho = rho/N, the test set, z (1, 1, N, C) scratch),
-    with the job as the innermost axis, in the one-job code's operation order."""
+def _outputs_group(A, gamma, rho, v, B, G, yhat, use_gram, cc, a, h, z, f):
+    """Outputs f (N, C) of C jobs on N points with signal labels yhat (N,) of
+    +-1, <w0, xi> = B (2, m, N) and Gram rows G (n, N): ``_forward1``
+    (training: B, G, yhat of the training set, z (2, m, N, C) kept for the
+    increments) and ``test_outputs`` (rho = rho/N, the test set, z (1, 1, N, C)
+    scratch), with the job as the innermost axis, in the one-job code's
+    operation order.  a (C,), h (2, C): buffers; h = v1 ReLU(+-a), the signal
+    term of the two clean classes (yhat_i a = +-a exactly)."""
     m, N, C = gamma.shape[1], f.shape[0], f.shape[1]
     Zj, Zr = z.shape[0], z.shape[1]
     f[:, :] = 0.0
+    hp, hm = h[0], h[1]
     for j in range(2):
         js = 1.0 - 2.0 * j
+        jc = js * cc
         for r in range(m):
+            v1 = v[j, r, 0]
+            v2 = v[j, r, 1]
             for c in range(C):
                 a[c] = A[j, r, c] + js * gamma[j, r, c]
+                hp[c] = v1[c] * max(a[c], 0.0)
+                hm[c] = v1[c] * max(-a[c], 0.0)
             zr = z[j % Zj, r % Zr]
             for i in range(N):
                 b = B[j, r, i]
@@ -1105,73 +1113,95 @@ def _outputs_group(A, gamma, rho, v, B, G, yhat, use_gram, cc, a, z, f):
                 for i in range(N):
                     for c in range(C):
                         zr[i, c] += rho[j, r, i, c]
-            v1 = v[j, r, 0]
-            v2 = v[j, r, 1]
             for i in range(N):
-                yi = yhat[i]
+                hi = hp if yhat[i] > 0.0 else hm
                 zi = zr[i]
                 fi = f[i]
                 for c in range(C):
-                    fi[c] += js * cc * (v1[c] * max(yi * a[c], 0.0) + v2[c] * max(zi[c], 0.0))
+                    fi[c] += jc * (hi[c] + v2[c] * max(zi[c], 0.0))
 
 
 @njit(cache=True)
-def _forward_group(A, gamma, rho, v, st, cfg, a, z, f):
+def _forward_group(A, gamma, rho, v, st, cfg, a, h, z, f):
     """``_forward1`` for C jobs at once: z (2, m, n, C), f (n, C)."""
-    _outputs_group(A, gamma, rho, v, st.B, st.G, st.yhat, cfg.use_gram, cfg.c, a, z, f)
+    _outputs_group(A, gamma, rho, v, st.B, st.G, st.yhat, cfg.use_gram, cfg.c, a, h, z, f)
 
 
 @njit(cache=True)
-def _step_group(A, mu2, eta, eta_v, beta, gamma, rho, v, mg, mr, mv, st, cfg, a, z, lp, sg,
-                sv1, sv2, cw, cv, big):
-    """``_increments1`` + ``_apply`` for C jobs with step sizes eta, eta_v (C,),
-    applied in place; big (C,) receives max |theta| of each job (gamma, rho,
-    and v when trained).  A job with eta = eta_v = 0 does not move.  cw, cv
-    (C,): buffers for eta c / n, eta_v c / n."""
+def _step_group(gr, st, cfg, beta):
+    """``_increments1`` + ``_apply`` (momentum beta) for the C jobs of group
+    gr with step sizes gr.eta, gr.eta_v (C,), from gr.z, gr.lp, applied in
+    place; gr.big (C,) receives max |theta| of each job (gamma, rho, and v
+    when trained).  A job with eta = eta_v = 0 does not move.  ReLU with
+    yhat_i = +-1: 1[yhat_i a > 0] keeps the samples of one clean class (a > 0:
+    yhat = +1, a < 0: yhat = -1, a = 0: none), so the signal sum
+    sum_i q_i yhat_i 1[.] is a class sum of q yhat formed once per step and
+    sum_i q_i ReLU(yhat_i a) runs over that class; the dropped terms are exact
+    zeros and a sum started at +0.0 is never -0.0, so the results are the
+    one-job path's bit for bit.  Loops touch few arrays each, so they vectorise."""
+    A, mu2, gamma, rho, v = gr.A, gr.mu2, gr.gamma, gr.rho, gr.v
+    mg, mr, mv, z, lp, a = gr.mg, gr.mr, gr.mv, gr.z, gr.lp, gr.a
+    q, P, cw, cv, big = gr.q, gr.P, gr.cw, gr.cv, gr.big
+    sp, sm, sg, sv1, sv2 = gr.cs[0], gr.cs[1], gr.cs[2], gr.cs[3], gr.cs[4]
+    tp, tm = gr.cs[5], gr.cs[6]
     m, n, C = gamma.shape[1], lp.shape[0], lp.shape[1]
+    y, yhat = st.y, st.yhat
     big[:] = 0.0
     for c in range(C):
-        cw[c] = eta[c] * cfg.c / n
-        cv[c] = eta_v[c] * cfg.c / n
+        cw[c] = gr.eta[c] * cfg.c / n
+        cv[c] = gr.eta_v[c] * cfg.c / n
+        sp[c] = 0.0
+        sm[c] = 0.0
+    for i in range(n):  # q_i = l'_i y_i; class sums of q_i yhat_i
+        yi, yh, li, qi = y[i], yhat[i], lp[i], q[i]
+        s_cls = sp if yh > 0.0 else sm
+        for c in range(C):
+            qi[c] = li[c] * yi
+            s_cls[c] += qi[c] * yh
     for j in range(2):
         js = 1.0 - 2.0 * j
+        for i in range(n):  # P_i = (eta c / n) N_i j q_i
+            Ni, qi, Pi = st.N[i], q[i], P[i]
+            for c in range(C):
+                Pi[c] = cw[c] * Ni * js * qi[c]
         for r in range(m):
             for c in range(C):
                 a[c] = A[j, r, c] + js * gamma[j, r, c]
-                sg[c] = 0.0
-                sv1[c] = 0.0
-                sv2[c] = 0.0
+                sg[c] = sp[c] if a[c] > 0.0 else (sm[c] if a[c] < 0.0 else 0.0)
             v2 = v[j, r, 1]
-            for i in range(n):
-                yi = st.y[i]
-                yh = st.yhat[i]
-                Ni = st.N[i]
-                zi = z[j, r, i]
-                li = lp[i]
-                rho_i = rho[j, r, i]
-                mr_i = mr[j, r, i]
+            for i in range(n):  # rho_{j,r,i} -= eta c/n N_i j q_i v2 1[z > 0]
+                zi, Pi, rho_i, mr_i = z[j, r, i], P[i], rho[j, r, i], mr[j, r, i]
                 for c in range(C):
-                    q = li[c] * yi
-                    si = yh * a[c]
-                    ms = 1.0 if si > 0.0 else 0.0
                     mz = 1.0 if zi[c] > 0.0 else 0.0
-                    sg[c] += q * yh * ms
-                    sv1[c] += q * si * ms
-                    sv2[c] += q * zi[c] * mz
-                    mr_i[c] = beta * mr_i[c] + (-(cw[c] * Ni * js * q * v2[c]) * mz)
+                    mr_i[c] = beta * mr_i[c] + (-(Pi[c] * v2[c]) * mz)
                     rho_i[c] += mr_i[c]
-                    big[c] = max(big[c], abs(rho_i[c]))
+                for c in range(C):
+                    big[c] = np.maximum(big[c], np.abs(rho_i[c]))
             for c in range(C):
                 mg[j, r, c] = beta * mg[j, r, c] + (-(cw[c] * mu2[c] * v[j, r, 0, c] * sg[c]))
                 gamma[j, r, c] += mg[j, r, c]
-                big[c] = max(big[c], abs(gamma[j, r, c]))
+                big[c] = np.maximum(big[c], np.abs(gamma[j, r, c]))
             if cfg.train_v:
                 for c in range(C):
+                    tp[c] = 0.0
+                    tm[c] = 0.0
+                    sv2[c] = 0.0
+                for i in range(n):  # sum_i q_i ReLU(yhat_i a) over the class of sign(a)
+                    yh, qi = yhat[i], q[i]
+                    t_cls = tp if yh > 0.0 else tm
+                    for c in range(C):
+                        t_cls[c] += qi[c] * (yh * a[c])
+                for i in range(n):  # sum_i q_i ReLU(z_i)
+                    zi, qi = z[j, r, i], q[i]
+                    for c in range(C):
+                        sv2[c] += qi[c] * max(zi[c], 0.0)
+                for c in range(C):
+                    sv1[c] = tp[c] if a[c] > 0.0 else (tm[c] if a[c] < 0.0 else 0.0)
                     mv[j, r, 0, c] = beta * mv[j, r, 0, c] + (-(cv[c] * js * sv1[c]))
                     mv[j, r, 1, c] = beta * mv[j, r, 1, c] + (-(cv[c] * js * sv2[c]))
                     v[j, r, 0, c] += mv[j, r, 0, c]
                     v[j, r, 1, c] += mv[j, r, 1, c]
-                    big[c] = max(big[c], max(abs(v[j, r, 0, c]), abs(v[j, r, 1, c])))
+                    big[c] = np.maximum(big[c], np.maximum(np.abs(v[j, r, 0, c]), np.abs(v[j, r, 1, c])))
 
 
 @njit(cache=True)
@@ -1220,10 +1250,11 @@ class _Group(NamedTuple):
     z: np.ndarray      # (2, m, n, C)
     f: np.ndarray      # (n, C)
     lp: np.ndarray     # (n, C)
-    a: np.ndarray      # (C,) buffers
-    sg: np.ndarray
-    sv1: np.ndarray
-    sv2: np.ndarray
+    a: np.ndarray      # (C,) buffer
+    h: np.ndarray      # (2, C) buffer: v1 ReLU(+-a)
+    q: np.ndarray      # (n, C) buffers of _step_group: l'_i y_i, (eta c/n) N_i j q_i
+    P: np.ndarray
+    cs: np.ndarray     # (7, C) buffer: class and filter sums of _step_group
     big: np.ndarray
     eta: np.ndarray    # (C,) step sizes of the current step
     dt: np.ndarray     # (C,) time step of the normalised scheme
@@ -1260,7 +1291,8 @@ def _group(s, mus, v0s):
     return _Group(A, mus.copy(), mu2, np.zeros((2, m, C)), np.zeros((2, m, n, C)), v,
                   np.zeros((2, m, C)), np.zeros((2, m, n, C)), np.zeros((2, m, 2, C)),
                   np.empty((2, m, n, C)), np.empty((n, C)), np.empty((n, C)),
-                  np.empty(C), np.empty(C), np.empty(C), np.empty(C), np.empty(C),
+                  np.empty(C), np.empty((2, C)), np.empty((n, C)), np.empty((n, C)),
+                  np.empty((7, C)), np.empty(C),
                   np.zeros(C), np.zeros(C), np.zeros(C), np.empty(C), np.empty(C),
                   np.empty(C), np.zeros(C, dtype=np.int64),
                   np.ones(C, dtype=np.bool_), np.zeros(C), np.zeros(C, dtype=np.int64),
@@ -1296,7 +1328,7 @@ def _test_outputs_group(gr, s, cfg, gamma, rho, v, ftest):
                 for c in range(C):
                     gr.rhohat[j, r, k, c] = rho[j, r, k, c] / s.N[k]
     _outputs_group(gr.A, gamma, gr.rhohat, v, s.test_B, s.test_X, s.test_yhat, True, cfg.c,
-                   gr.a, gr.ztest, ftest)
+                   gr.a, gr.h, gr.ztest, ftest)
 
 
 @njit(cache=True)
@@ -1320,7 +1352,7 @@ def _measure_group(gr, s, cfg, which, gamma1, rho1, U1, v1, with_test):
     if reason 0, loss, train error and clean test error (gr.loss, gr.train,
     gr.test; only with with_test, else the test error is not computed)."""
     C = gr.f.shape[1]
-    _forward_group(gr.A, gr.gamma, gr.rho, gr.v, s, cfg, gr.a, gr.z, gr.f)
+    _forward_group(gr.A, gr.gamma, gr.rho, gr.v, s, cfg, gr.a, gr.h, gr.z, gr.f)
     if with_test:
         _test_outputs_group(gr, s, cfg, gr.gamma, gr.rho, gr.v, gr.ftest)
     for c in range(C):
@@ -1365,16 +1397,14 @@ def _gd_group(gr, s, cfg, target, q0, out_status):
     gr.eta_v[:] = cfg.eta_v
     t = gr.t.max()  # the common time of the running jobs (finished ones stopped earlier)
     while True:
-        _forward_group(gr.A, gr.gamma, gr.rho, gr.v, s, cfg, gr.a, gr.z, gr.f)
+        _forward_group(gr.A, gr.gamma, gr.rho, gr.v, s, cfg, gr.a, gr.h, gr.z, gr.f)
         _lprime_group(gr.f, s.y, gr.lp, gr.reason, gr.worst)
         for c in range(C):
             if gr.alive[c] and gr.reason[c] != 0:
                 _retire(gr, c, q0 + c, gr.reason[c], out_status)
         if t >= target:
             break
-        _step_group(gr.A, gr.mu2, gr.eta, gr.eta_v, cfg.beta, gr.gamma, gr.rho, gr.v, gr.mg,
-                    gr.mr, gr.mv, s, cfg, gr.a, gr.z, gr.lp, gr.sg, gr.sv1, gr.sv2, gr.cw, gr.cv,
-                    gr.big)
+        _step_group(gr, s, cfg, cfg.beta)
         t += 1.0
         for c in range(C):
             if gr.alive[c]:
@@ -1402,7 +1432,7 @@ def _normalised_group(gr, s, cfg, fc, running, t_end, stop):
             left |= moving[c]
         if not left:
             return
-        _forward_group(gr.A, gr.gamma, gr.rho, gr.v, s, cfg, gr.a, gr.z, gr.f)
+        _forward_group(gr.A, gr.gamma, gr.rho, gr.v, s, cfg, gr.a, gr.h, gr.z, gr.f)
         for c in range(C):
             gr.eta[c] = 0.0
             gr.eta_v[c] = 0.0
@@ -1420,9 +1450,7 @@ def _normalised_group(gr, s, cfg, fc, running, t_end, stop):
             if not moving[c]:
                 for i in range(gr.lp.shape[0]):
                     gr.lp[i, c] = 0.0  # finite: a job with step 0 must not move
-        _step_group(gr.A, gr.mu2, gr.eta, gr.eta_v, 0.0, gr.gamma, gr.rho, gr.v, gr.mg, gr.mr,
-                    gr.mv, s, cfg, gr.a, gr.z, gr.lp, gr.sg, gr.sv1, gr.sv2, gr.cw, gr.cv,
-                    gr.big)
+        _step_group(gr, s, cfg, 0.0)
         for c in range(C):
             if moving[c]:
                 gr.count[c] += 1
