@@ -7,7 +7,7 @@
 # BASE is checked out into a temporary git worktree (its own Numba cache);
 # each version runs once untimed (compiles its kernels), then REPEATS times
 # alternating (this tree, BASE, this tree, ...), each with its own --out
-# folder under the temporary directory.  Prints the wall times, their ratio,
+# folder under the temporary directory, emptied before each run.  Prints the wall times, their ratio,
 # and whether the outputs agree (first 12 lines, timings left out).
 # Needs the project installed in the active environment (pip install -e .).
 set -euo pipefail
@@ -22,6 +22,7 @@ trap 'git -C "$here" worktree remove --force "$tmp/base" >/dev/null 2>&1 || true
 git -C "$here" worktree add --detach "$tmp/base" "$base" >/dev/null 2>&1
 one() {  # one LABEL SRC -> prints seconds, keeps stdout in $tmp/LABEL.log
     local t0 t1
+    rm -rf "$tmp/out-$1"  # a fresh output folder: resumable commands (phase) must not resume
     t0=$(date +%s.%N)
     PYTHONPATH="$2" python -c "import sys; from compare.cli import main; sys.argv[0] = 'dyn'; main()" \
         "${args[@]}" --out "$tmp/out-$1" > "$tmp/$1.log" 2>&1

@@ -83,8 +83,9 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     steps, normalised steps, test labels stable before the limit 1/0 or -1).
     Job q runs seed index job_seed[q] at ||mu|| = job_mu[q], v0 = job_v0[q];
     jobs of one seed advance together in groups of at most ``group_size``
-    (``kernels.group_kernel``; depth 1, ReLU, groups of >= GROUP_MIN jobs; else
-    ``kernels.batch_kernel``, job by job; same results bit for bit);
+    (``kernels.group_kernel``; depth 1, ReLU, clean labels +-1, groups of
+    >= GROUP_MIN jobs; else ``kernels.batch_kernel``, job by job; same
+    results bit for bit);
     ``parallel`` uses numba prange (else one thread; same results bit for
     bit).  integrator "gd": finite checkpoints are GD steps, inf continues
     with the flow; "flow": every checkpoint is flow time eta*T."""
@@ -106,7 +107,10 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     outs = (res["test_error"], res["loss"], res["train_error"], res["margin"], res["status"],
             res["info"])
     jobs = (stacked, cfg, FLOW, use_flow, job_seed[order], job_mu[order], job_v0[order])
-    if Q and stacked.U0.shape[1] == 0 and cfg.act == 0 and np.diff(starts).max() >= GROUP_MIN:
+    groupable = (stacked.U0.shape[1] == 0 and cfg.act == 0  # depth 1, ReLU, labels +-1
+                 and np.all(np.abs(stacked.yhat) == 1.0)
+                 and np.all(np.abs(stacked.test_yhat) == 1.0))
+    if Q and groupable and np.diff(starts).max() >= GROUP_MIN:
         (group_kernel if parallel else group_kernel_serial)(*jobs, starts, cp, *outs)
     else:  # no group big enough: the one-job kernel (does not compile the group code)
         (batch_kernel if parallel else batch_kernel_serial)(*jobs, cp, *outs)

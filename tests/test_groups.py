@@ -63,3 +63,24 @@ def test_group_memory_is_bounded():
     assert group_limit(20, 20) >= 32
     assert group_limit(100, 5000) < GROUP_MIN
     assert group_limit(10 ** 5, 10 ** 5) == 1
+
+
+def test_labels_other_than_pm1_run_job_by_job(monkeypatch):
+    """The group step's class sums need yhat_i = +-1; other labels (e.g.
+    statistics built elsewhere) must take the one-job path."""
+    import dynamics.boundary as boundary
+
+    params = Params(v0=0.1, **BASE)
+    stacked = stacked_stats(params, "wishart", [0])
+    job_mu = np.geomspace(0.5, 20.0, GROUP_MIN + 2)
+    job_seed = np.zeros(job_mu.size, dtype=np.int64)
+    calls = []
+    real = boundary.group_kernel
+    monkeypatch.setattr(boundary, "group_kernel", lambda *a: calls.append(1) or real(*a))
+    run_batch(params, "exact", stacked, job_seed, job_mu, checkpoints=[20.0])
+    assert calls == [1]  # +-1 labels: grouped
+    scaled = stacked._replace(yhat=0.5 * stacked.yhat)
+    res = run_batch(params, "exact", scaled, job_seed, job_mu, checkpoints=[20.0])
+    assert calls == [1]  # not grouped
+    one = run_batch(params, "exact", scaled, job_seed, job_mu, checkpoints=[20.0], group_size=1)
+    np.testing.assert_array_equal(res["loss"], one["loss"])
