@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numba
 import numpy as np
 
 from .data import sample_stats
@@ -99,7 +100,12 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     job_v0 = (np.full(job_mu.shape, params.v0) if job_v0 is None
               else np.ascontiguousarray(job_v0, dtype=np.float64))
     m, n = stacked.B.shape[2], stacked.B.shape[3]
-    order, starts = job_groups(job_seed, min(group_size, group_limit(m, n)))
+    size = min(group_size, group_limit(m, n))
+    order, starts = job_groups(job_seed, size)
+    threads = numba.get_num_threads() if parallel else 1
+    while starts.size - 1 < threads and size // 2 >= GROUP_MIN:  # keep every thread busy
+        size //= 2  # (the grouping never changes a result, only the speed)
+        order, starts = job_groups(job_seed, size)
     Q = job_mu.shape[0]
     res = {k: np.empty((Q, cp.size)) for k in RESULTS}
     res["status"] = np.empty((Q, 2), dtype=np.int64)
