@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+from functools import lru_cache
 
 import numpy as np
 import xarray as xr
@@ -70,8 +71,10 @@ def parse_axis(text: str):
     return name, vals
 
 
+@lru_cache(maxsize=2 ** 16)
 def point_seed(seed: int, kx: int, ky: int, s: int) -> int:
-    """Seed of replicate s at grid key (kx, ky): a pure function of indices."""
+    """Seed of replicate s at grid key (kx, ky): a pure function of indices
+    (cached: along axes that do not change the data every point shares it)."""
     state = np.random.SeedSequence([seed, kx, ky, s]).generate_state(2, np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1]))
 
@@ -107,11 +110,6 @@ def make_spec(params: Params, x, y, n_seeds, level, sampler, tau, times=None) ->
     return {"params": params.to_dict(), "x": [x[0], np.asarray(x[1]).tolist()],
             "y": [y[0], np.asarray(y[1]).tolist()], "n_seeds": int(n_seeds), "level": level,
             "sampler": sampler, "tau": float(tau), "times": times, "version": __version__}
-
-
-def _point_params(spec, ix, iy) -> Params:
-    (xn, xv), (yn, yv) = spec["x"], spec["y"]
-    return Params(**spec["params"]).replace(**{AXES[xn].name: xv[ix], AXES[yn].name: yv[iy]})
 
 
 def _seeds(spec, ix, iy):
@@ -152,17 +150,23 @@ def compute_chunk(spec: dict, ix: int, parallel: bool = True) -> dict:
     out = {k: np.full((ny, S, K), np.nan) for k in RESULTS}
     out["point_seed"] = np.zeros((ny, S), dtype=np.int64)
     out["status"] = np.zeros((ny, S, 2), dtype=np.int64)
-    groups = {}
+    (xn, xv), (yn, yv) = spec["x"], spec["y"]
+    base = Params(**spec["params"])
+    groups, keys = {}, {}
     for iy in range(ny):
-        p = _point_params(spec, ix, iy)
-        seeds = _seeds(spec, ix, iy)
+        seeds = tuple(_seeds(spec, ix, iy))
         out["point_seed"][iy] = seeds
-        key = (p.replace(mu_norm=1.0, v0=1.0, seed=0), tuple(seeds))
-        groups.setdefault(key, []).append((iy, p))
+        point = {AXES[xn].name: xv[ix], AXES[yn].name: yv[iy]}
+        shared = tuple(sorted((k, v) for k, v in point.items() if k not in ("mu_norm", "v0")))
+        if (shared, seeds) not in keys:  # one Params per distinct batch (axes were checked)
+            keys[shared, seeds] = (base.replace(**dict(shared), mu_norm=1.0, v0=1.0, seed=0),
+                                   seeds)
+        groups.setdefault(keys[shared, seeds], []).append(
+            (iy, point.get("mu_norm", base.mu_norm), point.get("v0", base.v0)))
     for (pkey, seeds), members in groups.items():
-        iys = np.array([iy for iy, _ in members])
-        mus = np.array([p.mu_norm for _, p in members])
-        v0s = np.array([p.v0 for _, p in members])
+        iys = np.array([iy for iy, _, _ in members])
+        mus = np.array([mu for _, mu, _ in members], dtype=np.float64)
+        v0s = np.array([v0 for _, _, v0 in members], dtype=np.float64)
         S_ = len(seeds)
         jobs = (np.tile(np.arange(S_), len(members)), np.repeat(mus, S_), np.repeat(v0s, S_))
         stacked = (None if spec["level"] == "full"

@@ -161,7 +161,7 @@ def plot_error_curve(mu, test, tau, mu_star, path, title) -> str:
 def phase_laws() -> dict:
     """label -> (exponents of mu*, anchor end) of the laws of SPEC 8 (sympy);
     the large-v0 law is anchored at the large end of the axis."""
-    from dynamics.theory.symbolic import law_exponents
+    from dynamics.theory.lawcache import law_exponents  # derived once, kept on disk
 
     return {e["label"]: (e["exponents"], "last" if name == "large_v0" else "first")
             for name, e in law_exponents().items()}

@@ -28,8 +28,9 @@ from .dataset import global_attrs, write_netcdf
 # Exponents (a, b) of mu* ~ d^a n^b quoted in SPEC 8
 def theory_exponents() -> dict:
     """label -> exponents (a, b) of mu* ~ d^a n^b for each law of SPEC 8, read
-    off the sympy expressions (``dynamics.theory.symbolic.law_exponents``)."""
-    from dynamics.theory.symbolic import law_exponents
+    off the sympy expressions (``dynamics.theory.symbolic.law_exponents``, kept
+    on disk by ``dynamics.theory.lawcache``)."""
+    from dynamics.theory.lawcache import law_exponents
 
     return {f"{e['label']}: a={e['exponents']['d']:g}, b={e['exponents']['n']:g}":
             (e["exponents"]["d"], e["exponents"]["n"]) for e in law_exponents().values()}

@@ -131,6 +131,7 @@ class SweepStore:
     def __init__(self, path, template: xr.Dataset, row_dim: str, spec: dict,
                  overwrite: bool = False):
         self._lock_fd = None
+        self._zarr_arrays = None  # opened at the first save (SweepStore._arrays)
         self.path = os.path.normpath(os.fspath(path))  # no trailing "/": lock stays a sibling
         self.row_dim = row_dim
         self.spec_json = spec_json(spec)
@@ -325,15 +326,23 @@ class SweepStore:
                 raise StoreError(f"row {ix}: {name!r} does not fit in {var.dtype}")
             data[name] = cast[np.newaxis]
         # Straight into the Zarr arrays (the skeleton fixed the layout: one chunk
-        # per row, nothing to encode); one open of the group per row, several
-        # times cheaper than xarray region writes, which re-read the metadata.
-        group = zarr.open_group(self.path, mode="r+")
-        done = group[DONE]
+        # per row, nothing to encode), opened once per store: we hold the lock, so
+        # nobody else changes the metadata (xarray region writes re-read it per row).
+        arrays = self._arrays()
+        done = arrays[DONE]
         if done[ix] == 1:  # rewriting: never leave "done" over partial data
             done[ix] = 0
         for name, arr in data.items():
-            group[name][ix:ix + 1] = arr
+            arrays[name][ix:ix + 1] = arr
         done[ix] = 1
+
+    def _arrays(self) -> dict:
+        """name -> zarr.Array of the store (data variables and DONE), opened once."""
+        if self._zarr_arrays is None:
+            group = zarr.open_group(self.path, mode="r+")
+            self._zarr_arrays = {name: group[name]
+                                 for name in (*self._template.data_vars, DONE)}
+        return self._zarr_arrays
 
     def open(self) -> xr.Dataset:
         """The complete sweep as a lazy Dataset (StoreError until every row is saved)."""

@@ -5,6 +5,7 @@ Tolerances for the measured mechanisms come from 10 seeds at default Params
 (see the comments at each assertion); the runs take ~0.05 s each.
 """
 import inspect
+import json
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -278,6 +279,29 @@ def test_law_exponents_are_the_numbers_of_solve_and_plots():
     labels = {name: v["label"] for name, v in sym.law_exponents().items()}
     assert "(d/n)^(1/4)" in labels["large_v0"] and "(d/n)^(1/2)" in labels["growth_rate"]
     assert "v0^(-1)" in labels["small_v0_quoted"]
+
+
+def test_law_exponents_disk_cache(tmp_path, monkeypatch):
+    """lawcache: the derived dict (same order), written once, then read back
+    without deriving; a malformed file is derived again; an unwritable
+    folder falls through to the next."""
+    from dynamics.theory import lawcache
+
+    want = sym.law_exponents()
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    dirs = [str(blocked), str(tmp_path / "c")]
+    got = lawcache.law_exponents(dirs)
+    assert got == want and list(got) == list(want)
+    assert all(list(v["exponents"]) == list(sym.LAW_VARS) for v in got.values())
+    (path,) = (tmp_path / "c").glob("law_exponents-*.json")
+    assert lawcache.cache_key() in path.name
+    monkeypatch.setattr(sym, "law_exponents", lambda: pytest.fail("derived despite the cache"))
+    assert lawcache.law_exponents(dirs) == want  # read back, not derived
+    path.write_text('{"large_v0": {"label": 1}}')
+    monkeypatch.undo()
+    assert lawcache.law_exponents(dirs) == want  # malformed: derived again
+    assert json.loads(path.read_text()) == want
 
 
 def test_law_exponents_reproduce_the_laws():
