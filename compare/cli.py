@@ -123,9 +123,9 @@ def progress_bar(length, label, quiet):
 def out_option(kind, default, help_):
     """--out validated before any computation (``compare.dataset.check_output_path``)."""
     def callback(ctx, param, value):
-        from .dataset import check_output_path
         if value is None:
             return None
+        from .dataset import check_output_path  # xarray: only when there is an --out
         try:
             return check_output_path(value, kind)
         except ValueError as exc:
@@ -376,7 +376,6 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrat
               help="folder for the overlay and relative-error PNGs")
 def compare(level, record_every, integrator, tol, data, out, plot_dir, **kwargs):
     """Run a reduced level and the full network on the same data; print metrics."""
-    from .dataset import combine, write_netcdf
     from .metrics import discrepancy_fields, format_metrics
     from .verify import run_pair
 
@@ -392,6 +391,8 @@ def compare(level, record_every, integrator, tol, data, out, plot_dir, **kwargs)
         click.echo(format_metrics(met))
         if out:
             import xarray as xr
+
+            from .dataset import combine, write_netcdf
             ds = combine(reduced, full).merge(xr.Dataset(**met).rename(step="metric_step")
                                               .rename_vars(rel_err="rel_err_per_step"))
             write_netcdf(ds, out)

@@ -9,7 +9,6 @@ loss and test-error differences, agreement of activation patterns
 from __future__ import annotations
 
 import numpy as np
-import xarray as xr
 
 from dynamics.general import GeneralTrajectory
 from dynamics.run import Trajectory
@@ -94,12 +93,14 @@ def discrepancy_fields(reduced: Trajectory, full: Trajectory, tol: float = 1e-6)
 
 def discrepancy(reduced: Trajectory, full: Trajectory, tol: float = 1e-6) -> xr.Dataset:
     """Metrics Dataset: per-variable errors (dim ``variable``) and scalars."""
+    import xarray as xr  # here: dyn compare prints from plain arrays (xarray ~1 s to import)
+
     return xr.Dataset(**discrepancy_fields(reduced, full, tol))
 
 
 def format_metrics(met) -> str:
     """A plain-text table of a ``discrepancy`` Dataset or ``discrepancy_fields``."""
-    if isinstance(met, xr.Dataset):
+    if not isinstance(met, dict):  # a Dataset
         val = {k: met[k].values for k in met.data_vars}
         names, tol = list(met.variable.values), met.attrs["tol"]
     else:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import xarray as xr
 
 from dynamics.data import sample_data
 from dynamics.general import GeneralTrajectory, model_data, simulate_general
@@ -98,6 +97,8 @@ def verify_points(params: Params, level: str, mus, labels, seeds, tol=1e-6,
                 example = (red, full)
             if progress:
                 progress(1)
+    import xarray as xr  # only the verification table needs it (dyn compare does not)
+
     ds = xr.Dataset(
         {
             "verify_mu": (("point",), np.asarray(mus, float)),
