@@ -152,18 +152,16 @@ def compute_chunk(spec: dict, ix: int, parallel: bool = True) -> dict:
     out["status"] = np.zeros((ny, S, 2), dtype=np.int64)
     (xn, xv), (yn, yv) = spec["x"], spec["y"]
     base = Params(**spec["params"])
-    groups, keys = {}, {}
+    groups = {}  # (axis values other than mu and v0, seeds) -> [(iy, mu, v0)]
     for iy in range(ny):
         seeds = tuple(_seeds(spec, ix, iy))
         out["point_seed"][iy] = seeds
         point = {AXES[xn].name: xv[ix], AXES[yn].name: yv[iy]}
         shared = tuple(sorted((k, v) for k, v in point.items() if k not in ("mu_norm", "v0")))
-        if (shared, seeds) not in keys:  # one Params per distinct batch (axes were checked)
-            keys[shared, seeds] = (base.replace(**dict(shared), mu_norm=1.0, v0=1.0, seed=0),
-                                   seeds)
-        groups.setdefault(keys[shared, seeds], []).append(
+        groups.setdefault((shared, seeds), []).append(
             (iy, point.get("mu_norm", base.mu_norm), point.get("v0", base.v0)))
-    for (pkey, seeds), members in groups.items():
+    for (shared, seeds), members in groups.items():
+        pkey = base.replace(**dict(shared), mu_norm=1.0, v0=1.0, seed=0)  # axes were checked
         iys = np.array([iy for iy, _, _ in members])
         mus = np.array([mu for _, mu, _ in members], dtype=np.float64)
         v0s = np.array([v0 for _, _, v0 in members], dtype=np.float64)

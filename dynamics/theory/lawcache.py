@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
+from functools import lru_cache
 from importlib import metadata
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -50,8 +51,19 @@ def _valid(data) -> bool:
 def law_exponents(dirs=None) -> dict:
     """``dynamics.theory.symbolic.law_exponents()``, read from the cache file
     when one with this source's key exists (same dict: {law: {exponents:
-    {var: float}, label: str}})."""
-    dirs = cache_dirs() if dirs is None else list(dirs)
+    {var: float}, label: str}}); with the default folders, once per process
+    (like ``symbolic.law_exponents``)."""
+    return _default() if dirs is None else _load_or_derive(list(dirs))
+
+
+@lru_cache(maxsize=None)
+def _default() -> dict:
+    return _load_or_derive(cache_dirs())
+
+
+def _load_or_derive(dirs) -> dict:
+    """The cached dict from the first folder that has a valid file, else derived
+    and written to the first folder that takes it."""
     name = f"law_exponents-{cache_key()}.json"
     for d in dirs:
         try:
