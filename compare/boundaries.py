@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dynamics.boundary import Boundary, find_boundaries, reduced_evaluator, run_batch, \
-    seed_list, stacked_stats
+from dynamics.boundary import Boundary, check_precision, find_boundaries, reduced_evaluator, \
+    run_batch, seed_list, stacked_stats
 from dynamics.params import ALL_LEVELS, SAMPLERS, TAU, Params, ParamError, check_choice, \
     check_count
 from dynamics.run import check_checkpoints
@@ -19,10 +19,13 @@ from fullsim import full_evaluator, run_full_batch
 
 
 def run_jobs(params: Params, level: str, sampler: str, seeds, job_seed, job_mu, job_v0,
-             checkpoints=None, stacked=None, parallel: bool = True) -> dict:
+             checkpoints=None, stacked=None, parallel: bool = True,
+             precision: str = "float64") -> dict:
     """Per-job results (Q, K) at the checkpoint steps for any level (the
-    job-level twin of ``make_evaluator``); ``stacked``: reuse reduced statistics."""
+    job-level twin of ``make_evaluator``); ``stacked``: reuse reduced statistics;
+    ``precision`` float32 only where ``check_precision`` allows it."""
     check_choice("level", level, ALL_LEVELS)
+    check_precision(params, level, precision)
     if level == "full":
         return run_full_batch(params, seeds, job_seed, job_mu, job_v0, checkpoints)
     if level == "general":
@@ -30,7 +33,8 @@ def run_jobs(params: Params, level: str, sampler: str, seeds, job_seed, job_mu, 
         return run_general_batch(params, stacked, job_seed, job_mu, job_v0, checkpoints,
                                  parallel)
     stacked = stacked_stats(params, sampler, seeds) if stacked is None else stacked
-    return run_batch(params, level, stacked, job_seed, job_mu, job_v0, checkpoints, parallel)
+    return run_batch(params, level, stacked, job_seed, job_mu, job_v0, checkpoints, parallel,
+                     precision=precision)
 
 
 def make_evaluator(params: Params, level: str, sampler: str, seeds, checkpoints=None,

@@ -19,7 +19,7 @@ import numpy as np
 from click.core import ParameterSource
 
 from dynamics.params import (ALL_LEVELS, AXES, D_GRID, FLAG_OF, LEVELS, N_GRID, PARAMS,
-                             SAMPLERS, SPEC_OF, TAU, Params, ParamError)
+                             PRECISIONS, SAMPLERS, SPEC_OF, TAU, Params, ParamError)
 
 # Flags of options that are not model parameters (for error messages).
 OPTION_FLAGS = {**FLAG_OF, "record_every": "--record-every", "level": "--level",
@@ -27,7 +27,7 @@ OPTION_FLAGS = {**FLAG_OF, "record_every": "--record-every", "level": "--level",
                 "verify_seeds": "--verify-seeds", "tol": "--tol", "x": "--x", "y": "--y",
                 "dask_workers": "--dask-workers", "d_grid": "--d-grid", "n_grid": "--n-grid",
                 "times": "--times", "out": "--out", "data": "--data",
-                "integrator": "--integrator"}
+                "integrator": "--integrator", "precision": "--precision"}
 
 
 def click_type(spec):
@@ -437,6 +437,10 @@ AXIS_NAMES = ", ".join(AXES)
 @click.option("--times", default=None, callback=_times,
               help="training times (GD steps, 'inf' = the limit): one heatmap per time "
                    "from the same runs; default: only --steps")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="float64", show_default=True,
+              help="float32: the group kernels in single precision (~1.3-1.6x faster; "
+                   "paper levels, depth 1, ReLU; see the README for how the boundaries "
+                   "compare); dyn compare and verification are always float64")
 @out_option("dir", "dyn-phase", "sweep folder (resumable): phase.zarr, phase.nc, phase.png")
 @click.option("--overwrite", is_flag=True, help="discard an existing sweep with other settings")
 @click.option("--scheduler", default=None, help="dask.distributed scheduler address")
@@ -444,8 +448,8 @@ AXIS_NAMES = ", ".join(AXES)
               help="start a local dask cluster with this many worker processes")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.pass_context
-def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, out, overwrite,
-          scheduler, dask_workers, quiet, **kwargs):
+def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precision, out,
+          overwrite, scheduler, dask_workers, quiet, **kwargs):
     """Test-error heatmap over two parameter axes (resumable sweep)."""
     from .dataset import write_netcdf
     from .phase import make_spec, run_phase
@@ -464,7 +468,8 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, out, ove
     with cli_errors():
         if level == "full":
             sampler = "data"
-        spec = make_spec(params, x_axis, y_axis, seeds, level, sampler, threshold, times)
+        spec = make_spec(params, x_axis, y_axis, seeds, level, sampler, threshold, times,
+                         precision)
         with progress_bar(len(x_axis[1]), f"dyn phase {x_axis[0]} x {y_axis[0]}",
                           quiet) as advance:
             ds = run_phase(spec, out, overwrite, scheduler, dask_workers, advance)
@@ -476,7 +481,8 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, out, ove
             if "mu_star" in ds:
                 png += ", " + plot_phase_times(ds, os.path.join(out, "phase_boundaries.png"))
     click.echo(f"dyn phase: {x_axis[0]} ({len(x_axis[1])}) x {y_axis[0]} ({len(y_axis[1])}) x "
-               f"{seeds} seeds = {ds.test_error.size} runs, level={level}, sampler={sampler}; "
+               f"{seeds} seeds = {ds.test_error.size} runs, level={level}, sampler={sampler}"
+               f"{', precision=float32' if precision == 'float32' else ''}; "
                f"{time.perf_counter() - t0:.1f} s")
     if "mu_star" in ds:
         other = ds.mu_star.dims[0]

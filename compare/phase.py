@@ -26,7 +26,7 @@ import numpy as np
 import xarray as xr
 
 from dynamics import __version__
-from dynamics.boundary import crossing, stacked_stats
+from dynamics.boundary import check_precision, crossing, stacked_stats
 from dynamics.general import check_family_sampler, stacked_general
 from dynamics.data import check_sampler
 from dynamics.params import AXES, Params, ParamError
@@ -93,11 +93,19 @@ def check_level(params: Params, level: str, times, sampler: str = "wishart"):
         kernel_config(params, level)
 
 
-def make_spec(params: Params, x, y, n_seeds, level, sampler, tau, times=None) -> dict:
+def make_spec(params: Params, x, y, n_seeds, level, sampler, tau, times=None,
+              precision: str = "float64") -> dict:
     """Everything that defines a sweep (plain JSON types); every grid point
-    must suit the sampler (errors name the axis option)."""
+    must suit the sampler (errors name the axis option).  ``precision``
+    float32 is in the spec (so in its fingerprint: a float64 store is not
+    resumed in float32); float64 specs have no such key (as before it existed)."""
     times = check_checkpoints(times, params.steps).tolist()
     check_level(params, level, times, sampler)
+    check_precision(params, level, precision)
+    for option, (name, vals) in (("x", x), ("y", y)):  # an axis may not leave float32's scope
+        if precision == "float32" and name == "depth" and max(vals) > 1:
+            raise ParamError("precision", precision, f"--{option} depth=... reaches depth "
+                             f"{max(vals):g}: depth >= 2 runs in float64 only")
     for option, (name, vals) in (("x", x), ("y", y)):
         for val in (vals[0], vals[-1]):
             try:
@@ -107,9 +115,12 @@ def make_spec(params: Params, x, y, n_seeds, level, sampler, tau, times=None) ->
                 if exc.param not in ("n", "d"):
                     raise  # not about this axis (e.g. noise vs sampler)
                 raise ParamError(option, f"{name}={val}", exc.allowed) from None
-    return {"params": params.to_dict(), "x": [x[0], np.asarray(x[1]).tolist()],
+    spec = {"params": params.to_dict(), "x": [x[0], np.asarray(x[1]).tolist()],
             "y": [y[0], np.asarray(y[1]).tolist()], "n_seeds": int(n_seeds), "level": level,
             "sampler": sampler, "tau": float(tau), "times": times, "version": __version__}
+    if precision != "float64":
+        spec["precision"] = precision
+    return spec
 
 
 def _seeds(spec, ix, iy):
@@ -170,7 +181,8 @@ def compute_chunk(spec: dict, ix: int, parallel: bool = True) -> dict:
         stacked = (None if spec["level"] == "full"
                    else _cached_stats(pkey, spec["sampler"], seeds, spec["level"]))
         res = run_jobs(pkey, spec["level"], spec["sampler"], seeds, *jobs,
-                       checkpoints=spec["times"], stacked=stacked, parallel=parallel)
+                       checkpoints=spec["times"], stacked=stacked, parallel=parallel,
+                       precision=spec.get("precision", "float64"))
         for k in RESULTS:
             out[k][iys] = res[k].reshape(len(members), S_, K)
         out["status"][iys] = res["status"].reshape(len(members), S_, 2)
@@ -271,7 +283,9 @@ def assemble(spec: dict, ds: xr.Dataset) -> xr.Dataset:
     ds.attrs = global_attrs(p, title=f"dyn phase: test error over ({xn}, {yn})",
                             swept=swept, level=spec["level"], sampler=spec["sampler"],
                             n_seeds=spec["n_seeds"], threshold=tau, x_axis=xn, y_axis=yn,
-                            n_diverged=int(diverged.sum()), fingerprint=fingerprint(spec),
+                            n_diverged=int(diverged.sum()),
+                            precision=spec.get("precision", "float64"),
+                            fingerprint=fingerprint(spec),
                             spec_json=spec_json(spec))
     return ds
 

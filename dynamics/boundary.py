@@ -31,10 +31,10 @@ import numba
 import numpy as np
 
 from .data import sample_stats
-from .kernels import GROUP_MAX, GROUP_MIN, batch_kernel, batch_kernel_serial, group_kernel, \
-    group_kernel_serial
-from .params import SAMPLERS, TAU, TRANSITION_TAUS, Params, check_choice, \
-    check_threshold
+from .kernels import GROUP_MAX, GROUP_MIN, GROUP_TEST_MAX, KStats, batch_kernel, \
+    batch_kernel_serial, group_kernel, group_kernel_serial
+from .params import PRECISIONS, SAMPLERS, TAU, TRANSITION_TAUS, Params, ParamError, \
+    check_choice, check_threshold
 from .run import FLOW, check_checkpoints, check_integrator, check_stats, kernel_config, \
     kernel_stats
 
@@ -76,9 +76,33 @@ def job_groups(job_seed: np.ndarray, group_size: int = GROUP_MAX):
     return order, np.asarray(starts, dtype=np.int64)
 
 
+def check_precision(params: Params, level: str, precision: str) -> str:
+    """Refuse a precision the level cannot run: float32 runs only in the
+    group kernels (paper levels, depth 1, ReLU); everything else is float64."""
+    check_choice("precision", precision, PRECISIONS)
+    if precision == "float64":
+        return precision
+    why = None
+    if level not in ("exact", "orthogonal", "fixed-output"):
+        why = f"level {level!r} runs in float64 only"
+    elif params.depth != 1:
+        why = "depth >= 2 runs in float64 only"
+    elif params.activation != "relu":
+        why = "activations other than relu run in float64 only"
+    if why:
+        raise ParamError("precision", precision, f"float32 runs the sweep group kernels of the "
+                         f"paper levels at depth 1 with ReLU ({why}); use float64")
+    return precision
+
+
+def float32_stats(stacked: KStats) -> KStats:
+    """A float32 copy of the statistics for the float32 group kernels."""
+    return KStats(*(np.ascontiguousarray(x, dtype=np.float32) for x in stacked))
+
+
 def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None,
               checkpoints=None, parallel: bool = True, integrator: str = "gd",
-              group_size: int = GROUP_MAX) -> dict:
+              group_size: int = GROUP_MAX, precision: str = "float64") -> dict:
     """Per-job results at each checkpoint: arrays (Q, K) of RESULTS, ``status``
     (Q, 2) and ``info`` (Q, 4) = (limit converged 1/0 or -1, final time in GD
     steps, normalised steps, test labels stable before the limit 1/0 or -1).
@@ -89,7 +113,12 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     results bit for bit);
     ``parallel`` uses numba prange (else one thread; same results bit for
     bit).  integrator "gd": finite checkpoints are GD steps, inf continues
-    with the flow; "flow": every checkpoint is flow time eta*T."""
+    with the flow; "flow": every checkpoint is flow time eta*T.
+    precision "float32": every job runs in a group (of any size) with float32
+    state and statistics (``check_precision``; sweeps only: results differ
+    from float64 by float32 round-off, see the README), still independent of
+    the thread count and of the grouping's split."""
+    check_precision(params, level, precision)
     cfg = kernel_config(params, level)
     check_stats(params, stacked, stacked=True)
     use_flow = check_integrator(params, integrator)
@@ -99,11 +128,17 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     job_mu = np.ascontiguousarray(job_mu, dtype=np.float64)
     job_v0 = (np.full(job_mu.shape, params.v0) if job_v0 is None
               else np.ascontiguousarray(job_v0, dtype=np.float64))
-    m, n = stacked.B.shape[2], stacked.B.shape[3]
+    m, n, nt = stacked.B.shape[2], stacked.B.shape[3], stacked.test_yhat.shape[1]
     size = min(group_size, group_limit(m, n))
+    f32 = precision == "float32"
+    if f32:  # every group must run as a group: its test outputs within GROUP_TEST_MAX
+        size = min(size, GROUP_TEST_MAX // max(nt, 1))
+        if size < 1:
+            raise ParamError("precision", precision, f"{nt} test points are more than a "
+                             f"float32 group holds ({GROUP_TEST_MAX}); use float64")
     order, starts = job_groups(job_seed, size)
     threads = numba.get_num_threads() if parallel else 1
-    while starts.size - 1 < threads and size // 2 >= GROUP_MIN:  # keep every thread busy
+    while starts.size - 1 < threads and size // 2 >= (1 if f32 else GROUP_MIN):  # all threads
         size //= 2  # (the grouping never changes a result, only the speed)
         order, starts = job_groups(job_seed, size)
     Q = job_mu.shape[0]
@@ -116,8 +151,16 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     groupable = (stacked.U0.shape[1] == 0 and cfg.act == 0  # depth 1, ReLU, labels +-1
                  and np.all(np.abs(stacked.yhat) == 1.0)
                  and np.all(np.abs(stacked.test_yhat) == 1.0))
-    if Q and groupable and np.diff(starts).max() >= GROUP_MIN:
-        (group_kernel if parallel else group_kernel_serial)(*jobs, starts, cp, *outs)
+    if f32 and not groupable:
+        raise ParamError("precision", precision, "float32 needs the group kernels (depth 1, "
+                         "ReLU, clean labels +-1); use float64")
+    if Q and f32:
+        jobs = (stacked, float32_stats(stacked)) + jobs[1:]
+        (group_kernel if parallel else group_kernel_serial)(*jobs, starts, 1, cp, *outs)
+    elif Q and groupable and np.diff(starts).max() >= GROUP_MIN:
+        jobs = (stacked, stacked) + jobs[1:]
+        (group_kernel if parallel else group_kernel_serial)(*jobs, starts, GROUP_MIN, cp,
+                                                            *outs)
     else:  # no group big enough: the one-job kernel (does not compile the group code)
         (batch_kernel if parallel else batch_kernel_serial)(*jobs, cp, *outs)
     out = {}

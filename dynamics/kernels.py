@@ -1107,21 +1107,23 @@ def _outputs_group(A, gamma, rho, v, B, G, yhat, use_gram, cc, a, h, z, f):
     increments) and ``test_outputs`` (rho = rho/N, the test set, z (1, 1, N, C)
     scratch), with the job as the innermost axis, in the one-job code's
     operation order.  a (C,), h (2, C): buffers; h = v1 ReLU(+-a), the signal
-    term of the two clean classes (yhat_i a = +-a exactly)."""
+    term of the two clean classes (yhat_i a = +-a exactly).  Arithmetic in
+    f's dtype (constants of that type: float32 groups stay float32)."""
     m, N, C = gamma.shape[1], f.shape[0], f.shape[1]
     Zj, Zr = z.shape[0], z.shape[1]
-    f[:, :] = 0.0
+    zero = f.dtype.type(0.0)
+    f[:, :] = zero
     hp, hm = h[0], h[1]
     for j in range(2):
-        js = 1.0 - 2.0 * j
-        jc = js * cc
+        js = f.dtype.type(1.0 - 2.0 * j)
+        jc = js * f.dtype.type(cc)
         for r in range(m):
             v1 = v[j, r, 0]
             v2 = v[j, r, 1]
             for c in range(C):
                 a[c] = A[j, r, c] + js * gamma[j, r, c]
-                hp[c] = v1[c] * max(a[c], 0.0)
-                hm[c] = v1[c] * max(-a[c], 0.0)
+                hp[c] = v1[c] * max(a[c], zero)
+                hm[c] = v1[c] * max(-a[c], zero)
             zr = z[j % Zj, r % Zr]
             for i in range(N):
                 b = B[j, r, i]
@@ -1138,7 +1140,7 @@ def _outputs_group(A, gamma, rho, v, B, G, yhat, use_gram, cc, a, h, z, f):
                 zi = zr[i]
                 fi = f[i]
                 for c in range(C):
-                    fi[c] += jc * (hi[c] + v2[c] * max(zi[c], 0.0))
+                    fi[c] += jc * (hi[c] + v2[c] * max(zi[c], zero))
 
 
 @njit(cache=True)
@@ -1158,7 +1160,8 @@ def _step_group(gr, st, cfg, beta):
     sum_i q_i yhat_i 1[.] is a class sum of q yhat formed once per step and
     sum_i q_i ReLU(yhat_i a) runs over that class; the dropped terms are exact
     zeros and a sum started at +0.0 is never -0.0, so the results are the
-    one-job path's bit for bit.  Loops touch few arrays each, so they vectorise."""
+    one-job path's bit for bit.  Loops touch few arrays each, so they vectorise.
+    Arithmetic in the state's dtype (typed constants; float64: the same numbers)."""
     A, mu2, gamma, rho, v = gr.A, gr.mu2, gr.gamma, gr.rho, gr.v
     mg, mr, mv, z, lp, a = gr.mg, gr.mr, gr.mv, gr.z, gr.lp, gr.a
     q, P, cw, cv, big = gr.q, gr.P, gr.cw, gr.cv, gr.big
@@ -1166,7 +1169,8 @@ def _step_group(gr, st, cfg, beta):
     tp, tm = gr.cs[5], gr.cs[6]
     m, n, C = gamma.shape[1], lp.shape[0], lp.shape[1]
     y, yhat = st.y, st.yhat
-    big[:] = 0.0
+    zero, one, b = lp.dtype.type(0.0), lp.dtype.type(1.0), lp.dtype.type(beta)
+    big[:] = zero
     for c in range(C):
         cw[c] = gr.eta[c] * cfg.c / n
         cv[c] = gr.eta_v[c] * cfg.c / n
@@ -1174,12 +1178,12 @@ def _step_group(gr, st, cfg, beta):
         sm[c] = 0.0
     for i in range(n):  # q_i = l'_i y_i; class sums of q_i yhat_i
         yi, yh, li, qi = y[i], yhat[i], lp[i], q[i]
-        s_cls = sp if yh > 0.0 else sm
+        s_cls = sp if yh > zero else sm
         for c in range(C):
             qi[c] = li[c] * yi
             s_cls[c] += qi[c] * yh
     for j in range(2):
-        js = 1.0 - 2.0 * j
+        js = lp.dtype.type(1.0 - 2.0 * j)
         for i in range(n):  # P_i = (eta c / n) N_i j q_i
             Ni, qi, Pi = st.N[i], q[i], P[i]
             for c in range(C):
@@ -1187,38 +1191,38 @@ def _step_group(gr, st, cfg, beta):
         for r in range(m):
             for c in range(C):
                 a[c] = A[j, r, c] + js * gamma[j, r, c]
-                sg[c] = sp[c] if a[c] > 0.0 else (sm[c] if a[c] < 0.0 else 0.0)
+                sg[c] = sp[c] if a[c] > zero else (sm[c] if a[c] < zero else zero)
             v2 = v[j, r, 1]
             for i in range(n):  # rho_{j,r,i} -= eta c/n N_i j q_i v2 1[z > 0]
                 zi, Pi, rho_i, mr_i = z[j, r, i], P[i], rho[j, r, i], mr[j, r, i]
                 for c in range(C):
-                    mz = 1.0 if zi[c] > 0.0 else 0.0
-                    mr_i[c] = beta * mr_i[c] + (-(Pi[c] * v2[c]) * mz)
+                    mz = one if zi[c] > zero else zero
+                    mr_i[c] = b * mr_i[c] + (-(Pi[c] * v2[c]) * mz)
                     rho_i[c] += mr_i[c]
                 for c in range(C):
                     big[c] = np.maximum(big[c], np.abs(rho_i[c]))
             for c in range(C):
-                mg[j, r, c] = beta * mg[j, r, c] + (-(cw[c] * mu2[c] * v[j, r, 0, c] * sg[c]))
+                mg[j, r, c] = b * mg[j, r, c] + (-(cw[c] * mu2[c] * v[j, r, 0, c] * sg[c]))
                 gamma[j, r, c] += mg[j, r, c]
                 big[c] = np.maximum(big[c], np.abs(gamma[j, r, c]))
             if cfg.train_v:
                 for c in range(C):
-                    tp[c] = 0.0
-                    tm[c] = 0.0
-                    sv2[c] = 0.0
+                    tp[c] = zero
+                    tm[c] = zero
+                    sv2[c] = zero
                 for i in range(n):  # sum_i q_i ReLU(yhat_i a) over the class of sign(a)
                     yh, qi = yhat[i], q[i]
-                    t_cls = tp if yh > 0.0 else tm
+                    t_cls = tp if yh > zero else tm
                     for c in range(C):
                         t_cls[c] += qi[c] * (yh * a[c])
                 for i in range(n):  # sum_i q_i ReLU(z_i)
                     zi, qi = z[j, r, i], q[i]
                     for c in range(C):
-                        sv2[c] += qi[c] * max(zi[c], 0.0)
+                        sv2[c] += qi[c] * max(zi[c], zero)
                 for c in range(C):
-                    sv1[c] = tp[c] if a[c] > 0.0 else (tm[c] if a[c] < 0.0 else 0.0)
-                    mv[j, r, 0, c] = beta * mv[j, r, 0, c] + (-(cv[c] * js * sv1[c]))
-                    mv[j, r, 1, c] = beta * mv[j, r, 1, c] + (-(cv[c] * js * sv2[c]))
+                    sv1[c] = tp[c] if a[c] > zero else (tm[c] if a[c] < zero else zero)
+                    mv[j, r, 0, c] = b * mv[j, r, 0, c] + (-(cv[c] * js * sv1[c]))
+                    mv[j, r, 1, c] = b * mv[j, r, 1, c] + (-(cv[c] * js * sv2[c]))
                     v[j, r, 0, c] += mv[j, r, 0, c]
                     v[j, r, 1, c] += mv[j, r, 1, c]
                     big[c] = np.maximum(big[c], np.maximum(np.abs(v[j, r, 0, c]), np.abs(v[j, r, 1, c])))
@@ -1229,11 +1233,12 @@ def _lprime_group(f, y, lp, reason, worst):
     """``_lprime`` for every job of a group: lp (n, C), reason (C,); worst
     (C,) is a buffer for max_i(-y_i f_i)."""
     n, C = f.shape
+    one = lp.dtype.type(1.0)
     worst[:] = -np.inf
     for i in range(n):
         for c in range(C):
             yf = y[i] * f[i, c]
-            lp[i, c] = -1.0 / (1.0 + np.exp(yf))
+            lp[i, c] = -one / (one + np.exp(yf))
             worst[c] = max(worst[c], -yf)
     for c in range(C):
         reason[c] = 0
@@ -1298,26 +1303,30 @@ class _Group(NamedTuple):
 
 @njit(cache=True)
 def _group(s, mus, v0s):
-    """Initial state (0, 0, v0) of C jobs of one seed."""
+    """Initial state (0, 0, v0) of C jobs of one seed, in the dtype of the
+    statistics s (float64, or float32 for ``--precision float32``); times,
+    step counts and the measured results stay float64."""
     C = mus.shape[0]
     m, n, nt = s.B.shape[1], s.yhat.shape[0], s.test_yhat.shape[0]
-    A = np.empty((2, m, C))
-    v = np.empty((2, m, 2, C))
-    mu2 = np.empty(C)
+    dt = s.B.dtype
+    A = np.empty((2, m, C), dt)
+    v = np.empty((2, m, 2, C), dt)
+    mu2 = np.empty(C, dt)
     for c in range(C):
         mu2[c] = mus[c] * mus[c]
         A[:, :, c] = mus[c] * s.w0_e1
         v[:, :, :, c] = v0s[c]
-    return _Group(A, mus.copy(), mu2, np.zeros((2, m, C)), np.zeros((2, m, n, C)), v,
-                  np.zeros((2, m, C)), np.zeros((2, m, n, C)), np.zeros((2, m, 2, C)),
-                  np.empty((2, m, n, C)), np.empty((n, C)), np.empty((n, C)),
-                  np.empty(C), np.empty((2, C)), np.empty((n, C)), np.empty((n, C)),
-                  np.empty((7, C)), np.empty(C),
-                  np.zeros(C), np.zeros(C), np.zeros(C), np.empty(C), np.empty(C),
-                  np.empty(C), np.zeros(C, dtype=np.int64),
+    return _Group(A, mus.copy(), mu2, np.zeros((2, m, C), dt), np.zeros((2, m, n, C), dt), v,
+                  np.zeros((2, m, C), dt), np.zeros((2, m, n, C), dt),
+                  np.zeros((2, m, 2, C), dt),
+                  np.empty((2, m, n, C), dt), np.empty((n, C), dt), np.empty((n, C), dt),
+                  np.empty(C, dt), np.empty((2, C), dt), np.empty((n, C), dt),
+                  np.empty((n, C), dt), np.empty((7, C), dt), np.empty(C, dt),
+                  np.zeros(C, dt), np.zeros(C), np.zeros(C, dt), np.empty(C, dt),
+                  np.empty(C, dt), np.empty(C, dt), np.zeros(C, dtype=np.int64),
                   np.ones(C, dtype=np.bool_), np.zeros(C), np.zeros(C, dtype=np.int64),
-                  np.ones(C), np.empty((2, m, n, C)), np.empty((1, 1, nt, C)),
-                  np.empty((nt, C)), np.empty(C), np.empty(C), np.empty(C), np.empty(C))
+                  np.ones(C), np.empty((2, m, n, C), dt), np.empty((1, 1, nt, C), dt),
+                  np.empty((nt, C), dt), np.empty(C), np.empty(C), np.empty(C), np.empty(C))
 
 
 @njit(cache=True)
@@ -1366,15 +1375,17 @@ def _labels_same_group(gr, s, cfg, sg, sr, sv, ia, ib, need, fb, same):
 
 
 @njit(cache=True)
-def _measure_group(gr, s, cfg, which, gamma1, rho1, U1, v1, with_test):
+def _measure_group(gr, s, sh, cfg, which, gamma1, rho1, U1, v1, with_test):
     """``_checkpoint`` for the jobs with which[c], outputs of all jobs at once:
     reason[c] (divergence 1, else 0), the normalised margin (gr.margin) and,
     if reason 0, loss, train error and clean test error (gr.loss, gr.train,
-    gr.test; only with with_test, else the test error is not computed)."""
+    gr.test; only with with_test, else the test error is not computed).
+    Outputs from the statistics sh in the group's dtype; loss and margin in
+    float64 (statistics s, the job's state gathered into float64 arrays)."""
     C = gr.f.shape[1]
-    _forward_group(gr.A, gr.gamma, gr.rho, gr.v, s, cfg, gr.a, gr.h, gr.z, gr.f)
+    _forward_group(gr.A, gr.gamma, gr.rho, gr.v, sh, cfg, gr.a, gr.h, gr.z, gr.f)
     if with_test:
-        _test_outputs_group(gr, s, cfg, gr.gamma, gr.rho, gr.v, gr.ftest)
+        _test_outputs_group(gr, sh, cfg, gr.gamma, gr.rho, gr.v, gr.ftest)
     for c in range(C):
         gr.reason[c] = 0
         if not which[c]:
@@ -1482,7 +1493,7 @@ def _normalised_group(gr, s, cfg, fc, running, t_end, stop):
 
 
 @njit(cache=True)
-def _limit_group(gr, s, cfg, fc, k_inf, q0, gamma1, rho1, U1, v1, out_test, out_loss,
+def _limit_group(gr, s, sh, cfg, fc, k_inf, q0, gamma1, rho1, U1, v1, out_test, out_loss,
                  out_train, out_margin, out_status, out_info):
     """``flow_limit`` for every running job of a group: margins measured at
     the common times t_0 10^(k/4), normalised steps between them run
@@ -1492,9 +1503,10 @@ def _limit_group(gr, s, cfg, fc, k_inf, q0, gamma1, rho1, U1, v1, out_test, out_
     C = gr.mu.shape[0]
     nt = s.test_yhat.shape[0]
     hist = np.full((C, 5), np.nan)
-    sg, sr, sv = (np.empty((5,) + gr.gamma.shape), np.empty((5,) + gr.rho.shape),
-                  np.empty((5,) + gr.v.shape))
-    fb = np.empty((nt, C))
+    dt = gr.gamma.dtype
+    sg, sr, sv = (np.empty((5,) + gr.gamma.shape, dt), np.empty((5,) + gr.rho.shape, dt),
+                  np.empty((5,) + gr.v.shape, dt))
+    fb = np.empty((nt, C), dt)
     info = np.zeros((C, 4))
     running = gr.alive.copy()
     need = np.zeros(C, dtype=np.bool_)
@@ -1511,7 +1523,7 @@ def _limit_group(gr, s, cfg, fc, k_inf, q0, gamma1, rho1, U1, v1, out_test, out_
     while True:
         slot = k % 5
         old = (k - 4) % 5
-        _measure_group(gr, s, cfg, running, gamma1, rho1, U1, v1, False)
+        _measure_group(gr, s, sh, cfg, running, gamma1, rho1, U1, v1, False)
         sg[slot] = gr.gamma
         sr[slot] = gr.rho
         sv[slot] = gr.v
@@ -1527,7 +1539,7 @@ def _limit_group(gr, s, cfg, fc, k_inf, q0, gamma1, rho1, U1, v1, out_test, out_
                 need[c] = hist[c, slot] > 0.0 and change < fc.margin_rtol
                 any_need |= need[c]
         if any_need:
-            _labels_same_group(gr, s, cfg, sg, sr, sv, slot, old, need, fb, same)
+            _labels_same_group(gr, sh, cfg, sg, sr, sv, slot, old, need, fb, same)
             for c in range(C):
                 if need[c]:
                     checked[c] = k
@@ -1541,7 +1553,7 @@ def _limit_group(gr, s, cfg, fc, k_inf, q0, gamma1, rho1, U1, v1, out_test, out_
         if not left or t >= fc.t_max:
             break
         target = min(t * 10.0 ** 0.25, fc.t_max)
-        _normalised_group(gr, s, cfg, fc, running, target, stop)
+        _normalised_group(gr, sh, cfg, fc, running, target, stop)
         any_need = False
         for c in range(C):
             need[c] = False
@@ -1551,7 +1563,7 @@ def _limit_group(gr, s, cfg, fc, k_inf, q0, gamma1, rho1, U1, v1, out_test, out_
                 need[c] = k >= 4 and checked[c] != k
                 any_need |= need[c]
         if any_need:  # stopped jobs: labels over their last decade before the slots move
-            _labels_same_group(gr, s, cfg, sg, sr, sv, slot, old, need, fb, same)
+            _labels_same_group(gr, sh, cfg, sg, sr, sv, slot, old, need, fb, same)
             for c in range(C):
                 if need[c]:
                     checked[c] = k
@@ -1563,7 +1575,7 @@ def _limit_group(gr, s, cfg, fc, k_inf, q0, gamma1, rho1, U1, v1, out_test, out_
         need[c] = running[c] and last[c] >= 4 and checked[c] != last[c]
         any_need |= need[c]
     if any_need:
-        _labels_same_group(gr, s, cfg, sg, sr, sv, k % 5, (k - 4) % 5, need, fb, same)
+        _labels_same_group(gr, sh, cfg, sg, sr, sv, k % 5, (k - 4) % 5, need, fb, same)
         for c in range(C):
             if need[c]:
                 info[c, 3] = 1.0 if same[c] else 0.0
@@ -1573,31 +1585,37 @@ def _limit_group(gr, s, cfg, fc, k_inf, q0, gamma1, rho1, U1, v1, out_test, out_
             out_info[q0 + c, 3] = info[c, 3]
             if info[c, 2] != 0:
                 _retire(gr, c, q0 + c, int(info[c, 2]), out_status)
-    _measure_group(gr, s, cfg, gr.alive, gamma1, rho1, U1, v1, True)
+    _measure_group(gr, s, sh, cfg, gr.alive, gamma1, rho1, U1, v1, True)
     _record_group(gr, k_inf, q0, out_test, out_loss, out_train, out_margin, out_status)
     gr.alive[:] = False
 
 
 @njit(cache=True)
-def _run_group(g, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start, checkpoints,
-               out_test, out_loss, out_train, out_margin, out_status, out_info):
+def _run_group(g, st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
+               min_group, checkpoints, out_test, out_loss, out_train, out_margin, out_status,
+               out_info):
     """Jobs group_start[g] .. group_start[g+1]-1 (one seed) stepped together:
     GD segments (``_gd_group``), normalised segments (``_normalised_group``)
     and the limit (``_limit_group``), checkpoint values of all jobs at once
-    (``_measure_group``).  Results equal ``_run_job``'s bit for bit.  Depth
-    >= 2, groups smaller than GROUP_MIN and groups whose test outputs would
-    exceed GROUP_TEST_MAX values run job by job."""
+    (``_measure_group``).  The group's state and arithmetic take the dtype
+    of sth (the statistics st, float64, or a float32 copy); st (float64)
+    serves the one-job parts (initial loss, margins, the job-by-job path).
+    With sth = st the results equal ``_run_job``'s bit for bit.  Depth >= 2,
+    groups smaller than min_group and groups whose test outputs would exceed
+    GROUP_TEST_MAX values run job by job (float64; run_batch never sends
+    those with float32 statistics)."""
     q0, q1 = group_start[g], group_start[g + 1]
     s = _job_stats(st, job_seed[q0])
+    sh = _job_stats(sth, job_seed[q0])
     too_big = (q1 - q0) * s.test_yhat.shape[0] > GROUP_TEST_MAX
-    if s.U0.shape[0] > 0 or q1 - q0 < GROUP_MIN or too_big:
+    if s.U0.shape[0] > 0 or q1 - q0 < min_group or too_big:
         for q in range(q0, q1):
             _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
                      out_test, out_loss, out_train, out_margin, out_status, out_info)
         return
     C = q1 - q0
     m, n = s.B.shape[1], s.yhat.shape[0]
-    gr = _group(s, job_mu[q0:q1], job_v0[q0:q1])
+    gr = _group(sh, job_mu[q0:q1], job_v0[q0:q1])
     # one-job scratch for checkpoints and measurements
     gamma1, rho1, v1 = np.zeros((2, m)), np.zeros((2, m, n)), np.zeros((2, m, 2))
     U1 = s.U0.copy()
@@ -1611,17 +1629,17 @@ def _run_group(g, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start, 
     for k in range(checkpoints.shape[0]):
         target = checkpoints[k]
         if np.isinf(target):
-            _limit_group(gr, s, cfg, fc, k, q0, gamma1, rho1, U1, v1, out_test, out_loss,
-                         out_train, out_margin, out_status, out_info)
+            _limit_group(gr, s, sh, cfg, fc, k, q0, gamma1, rho1, U1, v1, out_test,
+                         out_loss, out_train, out_margin, out_status, out_info)
             break
         if use_flow:
-            _normalised_group(gr, s, cfg, fc, gr.alive, target, stop)
+            _normalised_group(gr, sh, cfg, fc, gr.alive, target, stop)
             for c in range(C):
                 if gr.alive[c] and stop[c] != 0:
                     _retire(gr, c, q0 + c, stop[c], out_status)
         else:
-            _gd_group(gr, s, cfg, target, q0, out_status)
-        _measure_group(gr, s, cfg, gr.alive, gamma1, rho1, U1, v1, True)
+            _gd_group(gr, sh, cfg, target, q0, out_status)
+        _measure_group(gr, s, sh, cfg, gr.alive, gamma1, rho1, U1, v1, True)
         _record_group(gr, k, q0, out_test, out_loss, out_train, out_margin, out_status)
     for c in range(C):
         out_info[q0 + c, 1] = gr.t[c]
@@ -1655,34 +1673,37 @@ def batch_kernel_serial(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpo
 
 
 @njit(cache=True, parallel=True)
-def group_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start, checkpoints,
-                 out_test, out_loss, out_train, out_margin, out_status, out_info):
+def group_kernel(st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
+                 min_group, checkpoints, out_test, out_loss, out_train, out_margin,
+                 out_status, out_info):
     """``batch_kernel`` with the jobs of one seed stepped together: jobs
     group_start[g] .. group_start[g+1]-1 share one seed (``_run_group``);
-    prange over groups.  A job's result does not depend on its group, so
-    results equal ``batch_kernel``'s bit for bit for any thread count.  A
+    prange over groups; groups below min_group run job by job.  With sth =
+    st a job's result does not depend on its group, so results equal
+    ``batch_kernel``'s bit for bit for any thread count; sth = st as float32
+    runs the groups in float32 (results independent of the thread count).  A
     separate entry point so that callers without groups (``dyn solve``'s
     bisection) do not compile the group code.  ReLU only (run_batch calls
     batch_kernel for other activations)."""
     if cfg.act != 0:
         raise ValueError("the group kernels are ReLU only: use batch_kernel")
     for g in prange(group_start.shape[0] - 1):
-        _run_group(g, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
-                   checkpoints, out_test, out_loss, out_train, out_margin, out_status,
-                   out_info)
+        _run_group(g, st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
+                   min_group, checkpoints, out_test, out_loss, out_train, out_margin,
+                   out_status, out_info)
 
 
 @njit(cache=True)
-def group_kernel_serial(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
-                        checkpoints, out_test, out_loss, out_train, out_margin, out_status,
-                        out_info):
+def group_kernel_serial(st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
+                        min_group, checkpoints, out_test, out_loss, out_train, out_margin,
+                        out_status, out_info):
     """``group_kernel`` on one thread (for dask workers: no nested threading)."""
     if cfg.act != 0:
         raise ValueError("the group kernels are ReLU only: use batch_kernel")
     for g in range(group_start.shape[0] - 1):
-        _run_group(g, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
-                   checkpoints, out_test, out_loss, out_train, out_margin, out_status,
-                   out_info)
+        _run_group(g, st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
+                   min_group, checkpoints, out_test, out_loss, out_train, out_margin,
+                   out_status, out_info)
 
 
 @njit(cache=True)

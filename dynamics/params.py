@@ -24,6 +24,8 @@ LEVELS = ("exact", "orthogonal", "fixed-output", "general")   # reduced levels (
 PAPER_LEVELS = ("exact", "orthogonal", "fixed-output")
 ALL_LEVELS = LEVELS + ("full",)                     # "full": the weight-space network
 SAMPLERS = ("data", "wishart")
+# Precision of the sweep kernels (dyn phase --precision): float64 everywhere else.
+PRECISIONS = ("float64", "float32")
 
 # Grids and thresholds, defined once.
 D_GRID = (500, 1000, 2000, 4000, 8000, 16000, 32000, 64000)   # dyn solve scaling in d

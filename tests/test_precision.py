@@ -1,0 +1,108 @@
+"""`dyn phase --precision float32`: the group kernels in single precision.
+
+float32 must move the boundary by less than its seed interval (the 95%
+bootstrap interval over seeds, as ``dyn solve`` reports it), be refused where
+it does not exist, and stay independent of threads and grouping.
+"""
+import numpy as np
+import pytest
+
+from compare.boundaries import run_jobs
+from compare.dataset import read_netcdf
+from compare.phase import make_spec
+from dynamics import Params
+from dynamics.boundary import check_precision, crossing, run_batch, stacked_stats
+from dynamics.params import ParamError
+
+S = 8
+MUS = np.geomspace(0.5, 50.0, 32)
+
+
+def _runs(p, precision, checkpoints, seeds=S, mus=MUS, **kw):
+    stacked = stacked_stats(p, "wishart", p.seed + np.arange(seeds))
+    job_seed, job_mu = np.tile(np.arange(seeds), mus.size), np.repeat(mus, seeds)
+    return run_batch(p, "exact", stacked, job_seed, job_mu, checkpoints=checkpoints,
+                     precision=precision, **kw)
+
+
+def _seed_interval(test, tau, rng):
+    """95% bootstrap interval over seeds of the crossing of the mean curve;
+    test (S, M)."""
+    boots = [crossing(MUS, test[rng.integers(0, test.shape[0], test.shape[0])].mean(0), tau)
+             for _ in range(400)]
+    boots = np.asarray(boots)[np.isfinite(boots)]
+    return np.percentile(boots, [2.5, 97.5])
+
+
+@pytest.mark.parametrize("v0", [1e-3, 1.0])
+def test_float32_boundary_within_seed_interval(v0):
+    p = Params(v0=v0)  # the defaults of dyn phase: n = m = 20, d = 1000, T = 200
+    r64, r32 = _runs(p, "float64", [200.0]), _runs(p, "float32", [200.0])
+    t64 = r64["test_error"][:, 0].reshape(MUS.size, S).T
+    t32 = r32["test_error"][:, 0].reshape(MUS.size, S).T
+    np.testing.assert_array_equal(r32["status"], r64["status"])
+    assert np.abs(t32.mean(0) - t64.mean(0)).max() <= 0.005  # seed-mean curves
+    np.testing.assert_allclose(r32["loss"], r64["loss"], rtol=1e-3)
+    np.testing.assert_allclose(r32["margin"], r64["margin"], rtol=1e-3, atol=1e-6)
+    for tau in (0.25, 0.1):
+        star64, star32 = crossing(MUS, t64.mean(0), tau), crossing(MUS, t32.mean(0), tau)
+        lo, hi = _seed_interval(t64, tau, np.random.default_rng(0))
+        assert lo <= star32 <= hi, (tau, star32, lo, hi)
+        assert abs(star32 / star64 - 1) < 0.01, (tau, star32, star64)
+
+
+def test_float32_limit_close_to_float64():
+    p = Params(v0=1.0)
+    mus = np.geomspace(0.5, 50.0, 12)
+    r64 = _runs(p, "float64", [200.0, np.inf], seeds=2, mus=mus)
+    r32 = _runs(p, "float32", [200.0, np.inf], seeds=2, mus=mus)
+    np.testing.assert_array_equal(r32["status"], r64["status"])
+    assert np.all(np.isfinite(r32["test_error"]))
+    assert np.abs(r32["test_error"] - r64["test_error"]).max() <= 0.005
+    np.testing.assert_allclose(r32["margin"], r64["margin"], rtol=1e-3)
+    np.testing.assert_array_equal(r32["info"][:, 0], r64["info"][:, 0])  # same stops
+
+
+def test_float32_independent_of_threads_and_groups():
+    p = Params(v0=0.01, n=10, m=6, n_test=200)
+    mus = np.geomspace(0.5, 50.0, 12)
+    ref = _runs(p, "float32", [50.0, np.inf], seeds=3, mus=mus)
+    for kw in ({"parallel": False}, {"group_size": 5}, {"group_size": 1}):
+        res = _runs(p, "float32", [50.0, np.inf], seeds=3, mus=mus, **kw)
+        for key in ref:
+            np.testing.assert_array_equal(res[key], ref[key], err_msg=f"{key} {kw}")
+
+
+def test_float32_refused_outside_the_group_kernels():
+    check_precision(Params(), "exact", "float32")
+    for params, level in ((Params(depth=2), "exact"), (Params(), "full"),
+                          (Params(), "general"), (Params(activation="leaky:0.1"), "exact")):
+        with pytest.raises(ParamError) as exc:
+            check_precision(params, level, "float32")
+        assert exc.value.param == "precision"
+    with pytest.raises(ParamError):
+        check_precision(Params(), "exact", "float16")
+    with pytest.raises(ParamError):
+        run_jobs(Params(n=8, m=3), "full", "data", [0], [0], [1.0], [1.0], [5.0],
+                 precision="float32")
+    with pytest.raises(ParamError):
+        make_spec(Params(), ("depth", np.array([1, 2])), ("mu", MUS), 2, "exact", "wishart",
+                  0.25, precision="float32")
+
+
+def test_cli_phase_float32(tmp_path, cli):
+    args = ("phase", "--n", "8", "--m", "3", "--d", "200", "--steps", "30", "--n-test", "200",
+            "--x", "v0=0.01..1:2", "--y", "mu=0.5..20:4", "--seeds", "2", "--quiet")
+    res = cli(*args, "--precision", "float32", "--out", tmp_path)
+    assert res.exit_code == 0, res.output
+    assert "precision=float32" in res.output
+    ds = read_netcdf(tmp_path / "phase.nc")
+    assert ds.attrs["precision"] == "float32"
+    assert np.all(np.isfinite(ds.test_error))
+    again = cli(*args, "--out", tmp_path)  # a float64 run does not resume a float32 store
+    assert again.exit_code == 1 and "different sweep" in again.output
+    bad = cli(*args, "--precision", "float32", "--level", "full", "--out", tmp_path / "x")
+    assert bad.exit_code == 2 and "--precision" in bad.output and "Traceback" not in bad.output
+    spec = make_spec(Params(), ("v0", np.array([0.1, 1.0])), ("mu", MUS), 2, "exact",
+                     "wishart", 0.25)
+    assert "precision" not in spec  # float64 sweeps keep their fingerprints
