@@ -173,50 +173,63 @@ def _forward1_body(A, gamma, rho, v, st, cfg, s, z, f, act, act_a):
 
 
 @njit(cache=True)
+def _addmul_rows(Z, S, V, block):
+    """Z[p, :] += sum_k S[p, k] V[k, :] for every row p of Z (P, N), S (P, n),
+    V (n, N): every element adds k = 0, 1, ... one term at a time (((Z + S_0
+    V_0) + S_1 V_1) + ...), the order of a plain loop, whatever the blocking.
+    block: rows in blocks of 4 and k in blocks of 4 per pass over the row
+    (one load of V[k] serves four rows, one load and store of Z four terms:
+    ~2x faster than row by row at n = 20 for the one-job Gram block (rows =
+    filters, S = rho, V = G), ~1.7x x 1.3x for a group's Gram rows (rows =
+    samples i, S = G^T, V = rho of the C jobs) at C >= 24, slower at C = 16).
+    The Gram product of both paths."""
+    P, N, n = Z.shape[0], Z.shape[1], S.shape[1]
+    p0 = 0
+    if block:
+        while p0 + 4 <= P:
+            z0, z1, z2, z3 = Z[p0], Z[p0 + 1], Z[p0 + 2], Z[p0 + 3]
+            k = 0
+            while k + 4 <= n:
+                V0, V1, V2, V3 = V[k], V[k + 1], V[k + 2], V[k + 3]
+                a0, a1, a2, a3 = S[p0, k], S[p0, k + 1], S[p0, k + 2], S[p0, k + 3]
+                b0, b1, b2, b3 = S[p0 + 1, k], S[p0 + 1, k + 1], S[p0 + 1, k + 2], S[p0 + 1, k + 3]
+                c0, c1, c2, c3 = S[p0 + 2, k], S[p0 + 2, k + 1], S[p0 + 2, k + 2], S[p0 + 2, k + 3]
+                d0, d1, d2, d3 = S[p0 + 3, k], S[p0 + 3, k + 1], S[p0 + 3, k + 2], S[p0 + 3, k + 3]
+                for i in range(N):
+                    g0, g1, g2, g3 = V0[i], V1[i], V2[i], V3[i]
+                    z0[i] = (((z0[i] + a0 * g0) + a1 * g1) + a2 * g2) + a3 * g3
+                    z1[i] = (((z1[i] + b0 * g0) + b1 * g1) + b2 * g2) + b3 * g3
+                    z2[i] = (((z2[i] + c0 * g0) + c1 * g1) + c2 * g2) + c3 * g3
+                    z3[i] = (((z3[i] + d0 * g0) + d1 * g1) + d2 * g2) + d3 * g3
+                k += 4
+            while k < n:
+                a0, a1, a2, a3 = S[p0, k], S[p0 + 1, k], S[p0 + 2, k], S[p0 + 3, k]
+                Vk = V[k]
+                for i in range(N):
+                    g = Vk[i]
+                    z0[i] += a0 * g
+                    z1[i] += a1 * g
+                    z2[i] += a2 * g
+                    z3[i] += a3 * g
+                k += 1
+            p0 += 4
+    for k in range(n):
+        Vk = V[k]
+        for p in range(p0, P):
+            a = S[p, k]
+            zp = Z[p]
+            for i in range(N):
+                zp[i] += a * Vk[i]
+
+
+@njit(cache=True)
 def _gram_block(z, B, rho, G):
     """z_{r,i} = B_{r,i} + sum_k rho_{r,k} G_{k,i} for every row r of z (R, N),
-    rho (R, n), G (n, N).  Every element accumulates k = 0, 1, ... one term
-    at a time (((B + r0 G0) + r1 G1) + ...), the order of a plain loop, so the
-    result does not depend on the blocking; rows in blocks of 4 and k in
-    blocks of 4 per pass over i (one load of G[k] serves four rows, one load
-    and store of z four terms: ~2x faster than row by row at n = 20)."""
-    R, N, n = z.shape[0], z.shape[1], rho.shape[1]
-    r0 = 0
-    while r0 + 4 <= R:
-        z0, z1, z2, z3 = z[r0], z[r0 + 1], z[r0 + 2], z[r0 + 3]
-        p0, p1, p2, p3 = rho[r0], rho[r0 + 1], rho[r0 + 2], rho[r0 + 3]
-        for i in range(N):
-            z0[i] = B[r0, i]
-            z1[i] = B[r0 + 1, i]
-            z2[i] = B[r0 + 2, i]
-            z3[i] = B[r0 + 3, i]
-        k = 0
-        while k + 4 <= n:
-            G0, G1, G2, G3 = G[k], G[k + 1], G[k + 2], G[k + 3]
-            a0, a1, a2, a3 = p0[k], p0[k + 1], p0[k + 2], p0[k + 3]
-            b0, b1, b2, b3 = p1[k], p1[k + 1], p1[k + 2], p1[k + 3]
-            c0, c1, c2, c3 = p2[k], p2[k + 1], p2[k + 2], p2[k + 3]
-            d0, d1, d2, d3 = p3[k], p3[k + 1], p3[k + 2], p3[k + 3]
-            for i in range(N):
-                g0, g1, g2, g3 = G0[i], G1[i], G2[i], G3[i]
-                z0[i] = (((z0[i] + a0 * g0) + a1 * g1) + a2 * g2) + a3 * g3
-                z1[i] = (((z1[i] + b0 * g0) + b1 * g1) + b2 * g2) + b3 * g3
-                z2[i] = (((z2[i] + c0 * g0) + c1 * g1) + c2 * g2) + c3 * g3
-                z3[i] = (((z3[i] + d0 * g0) + d1 * g1) + d2 * g2) + d3 * g3
-            k += 4
-        while k < n:
-            a0, a1, a2, a3 = p0[k], p1[k], p2[k], p3[k]
-            Gk = G[k]
-            for i in range(N):
-                g = Gk[i]
-                z0[i] += a0 * g
-                z1[i] += a1 * g
-                z2[i] += a2 * g
-                z3[i] += a3 * g
-            k += 1
-        r0 += 4
-    for r in range(r0, R):
-        _noise_preact(z[r], B[r], rho[r], G, True)
+    rho (R, n), G (n, N) (``_addmul_rows`` after z = B)."""
+    for r in range(z.shape[0]):
+        for i in range(z.shape[1]):
+            z[r, i] = B[r, i]
+    _addmul_rows(z, rho, G, True)
 
 
 @njit(cache=True)
@@ -1053,56 +1066,6 @@ GROUP_TEST_MAX = 2 ** 21  # test outputs (nt, C) of a group at most this many va
 
 
 @njit(cache=True)
-def _gram_rows(zr, rr, G, block):
-    """zr[i, c] += sum_k rr[k, c] G[k, i], k ascending for every (i, c) (the
-    one-job order).  Rows i in blocks of 4 when block == 4, and within a block
-    four terms k .. k+3 per pass, z = (((z + x_k g_k) + x_k+1 g_k+1) + ...):
-    one load of rr[k] serves four rows and one load and store of z four terms
-    (the same additions in the same order; ~1.7x faster than one row at a
-    time at C >= 24, slower at C = 16; the four terms ~1.3x on top)."""
-    n, N, C = rr.shape[0], zr.shape[0], zr.shape[1]
-    i0 = 0
-    if block == 4:
-        while i0 + 4 <= N:
-            z0, z1, z2, z3 = zr[i0], zr[i0 + 1], zr[i0 + 2], zr[i0 + 3]
-            k = 0
-            while k + 4 <= n:
-                ra, rb, rc, rd = rr[k], rr[k + 1], rr[k + 2], rr[k + 3]
-                Ga, Gb, Gc, Gd = G[k], G[k + 1], G[k + 2], G[k + 3]
-                a0, a1, a2, a3 = Ga[i0], Ga[i0 + 1], Ga[i0 + 2], Ga[i0 + 3]
-                b0, b1, b2, b3 = Gb[i0], Gb[i0 + 1], Gb[i0 + 2], Gb[i0 + 3]
-                c0, c1, c2, c3 = Gc[i0], Gc[i0 + 1], Gc[i0 + 2], Gc[i0 + 3]
-                d0, d1, d2, d3 = Gd[i0], Gd[i0 + 1], Gd[i0 + 2], Gd[i0 + 3]
-                for c in range(C):
-                    xa, xb, xc, xd = ra[c], rb[c], rc[c], rd[c]
-                    z0[c] = (((z0[c] + xa * a0) + xb * b0) + xc * c0) + xd * d0
-                    z1[c] = (((z1[c] + xa * a1) + xb * b1) + xc * c1) + xd * d1
-                    z2[c] = (((z2[c] + xa * a2) + xb * b2) + xc * c2) + xd * d2
-                    z3[c] = (((z3[c] + xa * a3) + xb * b3) + xc * c3) + xd * d3
-                k += 4
-            while k < n:
-                rk = rr[k]
-                Gk = G[k]
-                g0, g1, g2, g3 = Gk[i0], Gk[i0 + 1], Gk[i0 + 2], Gk[i0 + 3]
-                for c in range(C):
-                    x = rk[c]
-                    z0[c] += x * g0
-                    z1[c] += x * g1
-                    z2[c] += x * g2
-                    z3[c] += x * g3
-                k += 1
-            i0 += 4
-    for k in range(n):
-        rk = rr[k]
-        Gk = G[k]
-        for i in range(i0, N):
-            g = Gk[i]
-            zi = zr[i]
-            for c in range(C):
-                zi[c] += rk[c] * g
-
-
-@njit(cache=True)
 def _outputs_group(A, gamma, rho, v, B, G, yhat, use_gram, cc, a, h, z, f):
     """Outputs f (N, C) of C jobs on N points with signal labels yhat (N,) of
     +-1, <w0, xi> = B (2, m, N) and Gram rows G (n, N): ``_forward1``
@@ -1133,7 +1096,7 @@ def _outputs_group(A, gamma, rho, v, B, G, yhat, use_gram, cc, a, h, z, f):
                 for c in range(C):
                     zr[i, c] = b
             if use_gram:
-                _gram_rows(zr, rho[j, r], G, 4 if C >= 24 else N + 1)
+                _addmul_rows(zr, G.T, rho[j, r], C >= 24)  # z_i += sum_k G_ki rho_k
             else:
                 for i in range(N):
                     for c in range(C):
