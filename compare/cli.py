@@ -337,7 +337,7 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrat
           verify_seeds, out, quiet, **kwargs):
     """Phase boundary ||mu||* for each v0, its d and n scaling, and a check
     of the reduction against the full network."""
-    from .dataset import remove_stale_temporaries
+    from dynamics.files import remove_stale_temporaries
     from .solve import format_summary, solve as run_solve, to_dataset, work_units, write_outputs
 
     params = build_params(kwargs)

@@ -11,15 +11,14 @@ Attributes: CF-style globals, every parameter as a flat scalar plus
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import os
-import tempfile
 
 import numpy as np
 import xarray as xr
 
 from dynamics import __version__
+from dynamics.files import atomic_target
 from dynamics.params import Params
 from dynamics.general import GeneralTrajectory
 from dynamics.run import Trajectory, first_layer
@@ -209,51 +208,6 @@ def check_output_path(path, kind: str = "file") -> str:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write {text}: {parent} is not writable")
     return text
-
-
-def _umask_mode() -> int:
-    """Mode of a new file under the current umask (0o644 for umask 022)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-@contextlib.contextmanager
-def atomic_target(path, suffix=".tmp"):
-    """Yield a temporary path beside ``path``; rename it over ``path`` on success.
-
-    The file gets the umask's mode (mkstemp would leave 0600); any failure,
-    Ctrl-C or SIGTERM removes the temporary file, and I/O errors (disk full)
-    become one ``OSError`` naming ``path``.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=suffix, prefix=f".{os.path.basename(path)}.",
-                                   dir=folder)
-        os.close(fd)
-    except OSError as exc:
-        raise OSError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        yield tmp
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:  # netCDF4 reports disk full as RuntimeError
-        raise OSError(f"could not write {path}: {exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def remove_stale_temporaries(folder):
-    """Remove temporary files of ``atomic_target`` (``.NAME.*tmp``) that a
-    killed run left in ``folder``."""
-    if os.path.isdir(folder):
-        for entry in os.listdir(folder):
-            if entry.startswith(".") and entry.endswith("tmp"):
-                with contextlib.suppress(OSError):
-                    os.remove(os.path.join(folder, entry))
 
 
 def write_netcdf(ds: xr.Dataset, path) -> str:

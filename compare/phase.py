@@ -29,11 +29,12 @@ from dynamics import __version__
 from dynamics.boundary import check_precision, crossing, stacked_stats
 from dynamics.general import check_family_sampler, stacked_general
 from dynamics.data import check_sampler
+from dynamics.files import remove_stale_temporaries
 from dynamics.params import AXES, Params, ParamError
 from dynamics.run import check_checkpoints, check_paper_model, kernel_config
 
 from .boundaries import run_jobs
-from .dataset import global_attrs, remove_stale_temporaries
+from .dataset import global_attrs
 from .store import SweepStore, fingerprint, spec_json
 
 _SPEC = re.compile(r"^\s*(\w+)\s*=\s*([^.][^:]*?)\s*\.\.\s*([^:]+?)\s*:\s*(\d+)\s*$")

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 from dynamics.params import AXES, SPEC_OF, Params  # noqa: E402
 from dynamics.run import Trajectory  # noqa: E402
 
-from .dataset import atomic_target  # noqa: E402
+from dynamics.files import atomic_target  # noqa: E402
 from .metrics import rel_err_per_step, series, variables  # noqa: E402
 
 

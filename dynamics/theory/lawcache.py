@@ -14,9 +14,10 @@ import glob
 import hashlib
 import json
 import os
-import tempfile
 from functools import lru_cache
 from importlib import metadata
+
+from ..files import atomic_target
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -79,18 +80,9 @@ def _load_or_derive(dirs) -> dict:
     text = json.dumps(data)  # insertion order kept (laws, then LAW_VARS)
     for d in dirs:  # first folder we can write to
         try:
-            os.makedirs(d, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=name + ".", suffix=".tmp", dir=d)
-        except OSError:
-            continue
-        try:
-            with os.fdopen(fd, "w") as fh:
+            with atomic_target(os.path.join(d, name)) as tmp, open(tmp, "w") as fh:
                 fh.write(text)
-            os.replace(tmp, os.path.join(d, name))
             break
         except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            continue
     return data
