@@ -200,7 +200,8 @@ def plot_phase(ds, path, k: int = 0) -> str:
     ax.set_xlabel(axis_label(xn))
     ax.set_ylabel(axis_label(yn))
     p = Params.from_attrs(ds.attrs)
-    ax.set_title(f"dyn phase ({ds.attrs['level']}, {ds.attrs['sampler']}): {xn} x {yn}, "
+    f32 = ", float32" if ds.attrs.get("precision") == "float32" else ""
+    ax.set_title(f"dyn phase ({ds.attrs['level']}, {ds.attrs['sampler']}{f32}): {xn} x {yn}, "
                  f"{steps_label(float(ds.steps))}\n"
                  f"{_caption(p, swept=(xn, yn))}", fontsize=8)
     fig.tight_layout()
