@@ -31,7 +31,7 @@ import numba
 import numpy as np
 
 from .data import sample_stats
-from .kernels import GROUP_MAX, GROUP_MIN, GROUP_TEST_MAX, KStats, batch_kernel, \
+from .kernels import GROUP_MAX, GROUP_MAX_F32, GROUP_MIN, GROUP_TEST_MAX, KStats, batch_kernel, \
     batch_kernel_serial, group_kernel, group_kernel_serial
 from .params import PRECISIONS, SAMPLERS, TAU, TRANSITION_TAUS, Params, ParamError, \
     check_choice, check_threshold
@@ -55,10 +55,10 @@ def stacked_stats(params: Params, sampler: str, seeds):
 GROUP_BYTES = 256 * 2 ** 20  # state of one group (the limit keeps ~10 arrays of (2, m, n, C))
 
 
-def group_limit(m: int, n: int) -> int:
-    """Largest group whose ~10 float64 arrays (2, m, n, C) fit in GROUP_BYTES
-    (a group below kernels.GROUP_MIN runs job by job)."""
-    return max(1, GROUP_BYTES // (10 * 2 * m * n * 8))
+def group_limit(m: int, n: int, itemsize: int = 8) -> int:
+    """Largest group whose ~10 arrays (2, m, n, C) of ``itemsize`` bytes fit
+    in GROUP_BYTES (a float64 group below kernels.GROUP_MIN runs job by job)."""
+    return max(1, GROUP_BYTES // (10 * 2 * m * n * itemsize))
 
 
 def job_groups(job_seed: np.ndarray, group_size: int = GROUP_MAX):
@@ -102,12 +102,13 @@ def float32_stats(stacked: KStats) -> KStats:
 
 def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None,
               checkpoints=None, parallel: bool = True, integrator: str = "gd",
-              group_size: int = GROUP_MAX, precision: str = "float64") -> dict:
+              group_size: int | None = None, precision: str = "float64") -> dict:
     """Per-job results at each checkpoint: arrays (Q, K) of RESULTS, ``status``
     (Q, 2) and ``info`` (Q, 4) = (limit converged 1/0 or -1, final time in GD
     steps, normalised steps, test labels stable before the limit 1/0 or -1).
     Job q runs seed index job_seed[q] at ||mu|| = job_mu[q], v0 = job_v0[q];
     jobs of one seed advance together in groups of at most ``group_size``
+    (default GROUP_MAX, GROUP_MAX_F32 in float32)
     (``kernels.group_kernel``; depth 1, ReLU, clean labels +-1, groups of
     >= GROUP_MIN jobs; else ``kernels.batch_kernel``, job by job; same
     results bit for bit);
@@ -129,8 +130,10 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     job_v0 = (np.full(job_mu.shape, params.v0) if job_v0 is None
               else np.ascontiguousarray(job_v0, dtype=np.float64))
     m, n, nt = stacked.B.shape[2], stacked.B.shape[3], stacked.test_yhat.shape[1]
-    size = min(group_size, group_limit(m, n))
     f32 = precision == "float32"
+    if group_size is None:
+        group_size = GROUP_MAX_F32 if f32 else GROUP_MAX
+    size = min(group_size, group_limit(m, n, 4 if f32 else 8))
     if f32:  # every group must run as a group: its test outputs within GROUP_TEST_MAX
         size = min(size, GROUP_TEST_MAX // max(nt, 1))
         if size < 1:

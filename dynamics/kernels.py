@@ -1060,6 +1060,8 @@ def _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, ou
 
 GROUP_MAX = 64  # jobs per group (state of 64 jobs at n = m = 20: ~1.2 MB; 64 was 7-10% faster
 #                 than 32 per default-sweep chunk, T = 200 and T = 200, inf alike)
+GROUP_MAX_F32 = 128  # float32 groups: 1.2x faster per job than 64 (T = 200), 1.1-1.2x with
+#                      the limit; 256 no better (float64: 128 is 1.03x, so 64 stays)
 GROUP_MIN = 28  # smaller groups run job by job (benchmarks/groups.py --mus 16/24/28 against
 #                 the one-job step: 0.59-0.86x at 16, 0.80-0.99x at 24, 1.08-1.49x at 28)
 GROUP_TEST_MAX = 2 ** 21  # test outputs (nt, C) of a group at most this many values

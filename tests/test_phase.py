@@ -85,16 +85,16 @@ def test_resume_after_interrupt(tmp_path, monkeypatch):
     spec = _spec()
     ref = run_phase(spec, tmp_path / "ref")
     import compare.phase as ph
-    real = ph.compute_chunk
+    real = ph.compute_rows
     calls = []
 
-    def flaky(spec_, ix, parallel=True):
-        if ix == 1 and not calls:
-            calls.append(ix)
+    def flaky(spec_, ixs, parallel=True):
+        if 1 in ixs and not calls:
+            calls.append(1)
             raise KeyboardInterrupt  # Ctrl-C in the middle of the sweep
-        return real(spec_, ix, parallel)
+        return real(spec_, ixs, parallel)
 
-    monkeypatch.setattr(ph, "compute_chunk", flaky)
+    monkeypatch.setattr(ph, "compute_rows", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_phase(spec, tmp_path / "run")
     with open_store(spec, tmp_path / "run") as store:

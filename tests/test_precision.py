@@ -73,6 +73,25 @@ def test_float32_independent_of_threads_and_groups():
             np.testing.assert_array_equal(res[key], ref[key], err_msg=f"{key} {kw}")
 
 
+def test_float32_rows_batched_like_single_rows(tmp_path):
+    """dyn phase computes float32 rows in pairs (groups of GROUP_MAX_F32):
+    every row equals the row computed alone, and the sweep equals one run row
+    by row."""
+    from compare.phase import compute_chunk, compute_rows, rows_per_batch, run_phase
+
+    p = Params(n=8, m=3, d=200, steps=30, n_test=200)
+    spec = make_spec(p, ("v0", np.geomspace(0.01, 1.0, 3)), ("mu", np.geomspace(0.5, 20, 20)),
+                     3, "exact", "wishart", 0.25, times=[30.0, np.inf], precision="float32")
+    assert rows_per_batch(spec) == 2
+    pair = compute_rows(spec, [0, 2])
+    for ix, out in zip([0, 2], pair):
+        alone = compute_chunk(spec, ix)
+        for key in alone:
+            np.testing.assert_array_equal(out[key], alone[key], err_msg=f"row {ix} {key}")
+    ds = run_phase(spec, tmp_path)  # rows 0, 1 together, then row 2
+    np.testing.assert_array_equal(ds.test_error.values[2], pair[1]["test_error"])
+
+
 def test_float32_refused_outside_the_group_kernels():
     check_precision(Params(), "exact", "float32")
     for params, level in ((Params(depth=2), "exact"), (Params(), "full"),
