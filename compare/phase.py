@@ -103,15 +103,16 @@ def make_spec(params: Params, x, y, n_seeds, level, sampler, tau, times=None,
     times = check_checkpoints(times, params.steps).tolist()
     check_level(params, level, times, sampler)
     check_precision(params, level, precision)
-    for option, (name, vals) in (("x", x), ("y", y)):  # an axis may not leave float32's scope
-        if precision == "float32" and name == "depth" and max(vals) > 1:
-            raise ParamError("precision", precision, f"--{option} depth=... reaches depth "
-                             f"{max(vals):g}: depth >= 2 runs in float64 only")
     for option, (name, vals) in (("x", x), ("y", y)):
         for val in (vals[0], vals[-1]):
+            point = params.replace(**{AXES[name].name: np.asarray(val).item()})
+            try:  # an axis may take the sweep out of float32's scope (e.g. depth)
+                check_precision(point, level, precision)
+            except ParamError as exc:
+                raise ParamError("precision", precision,
+                                 f"--{option} {name}={val}: {exc.allowed}") from None
             try:
-                check_sampler(params.replace(**{AXES[name].name: np.asarray(val).item()}),
-                              "data" if level == "full" else sampler)
+                check_sampler(point, "data" if level == "full" else sampler)
             except ParamError as exc:
                 if exc.param not in ("n", "d"):
                     raise  # not about this axis (e.g. noise vs sampler)
@@ -150,11 +151,16 @@ def _cached_stats(pkey: Params, sampler: str, seeds, level: str = "exact"):
     return _STATS_CACHE[key]
 
 
+def spec_precision(spec: dict) -> str:
+    """The sweep's precision (a spec without the key is float64; ``make_spec``)."""
+    return spec.get("precision", "float64")
+
+
 def rows_per_batch(spec: dict) -> int:
     """Rows computed in one batch call: 2 in float32 (a seed's jobs of two rows
     sharing a realisation fill groups of GROUP_MAX_F32 = 128, 1.1-1.2x faster
     per job than 64), else 1.  The results do not depend on it."""
-    return 2 if spec.get("precision", "float64") == "float32" else 1
+    return 2 if spec_precision(spec) == "float32" else 1
 
 
 def compute_chunk(spec: dict, ix: int, parallel: bool = True) -> dict:
@@ -199,7 +205,7 @@ def compute_rows(spec: dict, ixs, parallel: bool = True) -> list[dict]:
                    else _cached_stats(pkey, spec["sampler"], seeds, spec["level"]))
         res = run_jobs(pkey, spec["level"], spec["sampler"], seeds, *jobs,
                        checkpoints=spec["times"], stacked=stacked, parallel=parallel,
-                       precision=spec.get("precision", "float64"))
+                       precision=spec_precision(spec))
         for k in RESULTS + ("status",):
             val = res[k].reshape((len(members), S_) + res[k].shape[1:])
             for q, (row, iy, _, _) in enumerate(members):
@@ -307,7 +313,7 @@ def assemble(spec: dict, ds: xr.Dataset) -> xr.Dataset:
                             swept=swept, level=spec["level"], sampler=spec["sampler"],
                             n_seeds=spec["n_seeds"], threshold=tau, x_axis=xn, y_axis=yn,
                             n_diverged=int(diverged.sum()),
-                            precision=spec.get("precision", "float64"),
+                            precision=spec_precision(spec),
                             fingerprint=fingerprint(spec),
                             spec_json=spec_json(spec))
     return ds
