@@ -1217,36 +1217,6 @@ def _lprime_group(f, y, lp, reason, worst):
 
 
 @njit(cache=True)
-def _lprime_stable_group(f, y, lp, which, reason, loss):
-    """``_lprime_stable`` for the jobs with which[c] of a group (f, lp (n, C)):
-    reason[c] (1: an output is not finite), loss[c]; the job index innermost,
-    each job's numbers those of the one-job function."""
-    n, C = f.shape
-    one = lp.dtype.type(1.0)
-    for c in range(C):
-        reason[c] = 0
-        loss[c] = 0.0
-    for i in range(n):
-        yi, fi, li = y[i], f[i], lp[i]
-        for c in range(C):
-            if not which[c] or reason[c] != 0:
-                continue
-            yf = yi * fi[c]
-            if not np.isfinite(yf):
-                reason[c] = 1
-            elif yf >= 0.0:
-                e = np.exp(-yf)
-                li[c] = -e / (one + e)
-                loss[c] += np.log1p(e)
-            else:
-                e = np.exp(yf)
-                li[c] = -one / (one + e)
-                loss[c] += -yf + np.log1p(e)
-    for c in range(C):
-        loss[c] = np.inf if reason[c] != 0 else loss[c] / n
-
-
-@njit(cache=True)
 def _gather(c, gamma, rho, v, gamma1, rho1, v1):
     """The state of job c of a group into one-job arrays."""
     for j in range(2):
@@ -1462,16 +1432,16 @@ def _normalised_group(gr, s, cfg, fc, running, t_end, stop):
         if not left:
             return
         _forward_group(gr.A, gr.gamma, gr.rho, gr.v, s, cfg, gr.a, gr.h, gr.z, gr.f)
-        _lprime_stable_group(gr.f, s.y, gr.lp, moving, gr.reason, gr.loss)  # buffers here
         for c in range(C):
             gr.eta[c] = 0.0
             gr.eta_v[c] = 0.0
             if moving[c]:
-                if gr.reason[c] != 0:
-                    stop[c] = gr.reason[c]
+                reason, loss = _lprime_stable(gr.f[:, c], s.y, gr.lp[:, c])
+                if reason != 0:
+                    stop[c] = reason
                     moving[c] = False
                     continue
-                dt = normalised_dt(gr.L0[c], gr.loss[c], gr.t[c], t_end, fc.max_dt_frac)
+                dt = normalised_dt(gr.L0[c], loss, gr.t[c], t_end, fc.max_dt_frac)
                 gr.dt[c] = dt
                 gr.eta[c] = cfg.eta * dt
                 gr.eta_v[c] = cfg.eta_v * dt
