@@ -15,6 +15,7 @@ import sys
 import time
 
 import click
+import numba.core.event
 import numpy as np
 from click.core import ParameterSource
 
@@ -143,6 +144,28 @@ def threshold_option(help_):
     return click.option("--threshold", type=click.FloatRange(0.0, 0.5, min_open=True,
                                                              max_open=True),
                         default=TAU, show_default=True, help=help_)
+
+
+class _CompileNotice(numba.core.event.Listener):
+    """Says once per process, on a terminal's stderr, that Numba is compiling
+    (a cache miss: the first use of the kernels on this machine or after an
+    update; ~1-2 minutes, cached afterwards), so that a first run does not
+    look hung.  Cache hits do not fire "numba:compile"."""
+
+    said = False
+
+    def on_start(self, event):
+        if not _CompileNotice.said and sys.stderr.isatty():
+            _CompileNotice.said = True
+            click.echo("dyn: compiling the Numba kernels (first use of this version on this "
+                       "machine: 1-2 minutes once, cached afterwards) ...", err=True)
+
+    def on_end(self, event):
+        pass
+
+
+_COMPILE_NOTICE = _CompileNotice()
+numba.core.event.register("numba:compile", _COMPILE_NOTICE)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
