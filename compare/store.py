@@ -302,12 +302,44 @@ class SweepStore:
     def save(self, ix: int, row: dict[str, np.ndarray]) -> None:
         """Write row ``ix`` (arrays cast "same_kind" to the template dtypes), then mark
         it finished.  Different rows may be saved from several threads at once."""
+        self.save_rows({ix: row})
+
+    def save_rows(self, rows: dict[int, dict[str, np.ndarray]]) -> None:
+        """Write several rows {ix: row} (as ``save``): each run of consecutive
+        indices with one Zarr write per variable (a write costs ~2 ms whatever
+        its size), then mark them finished.  A row is marked only after all of
+        its data is written."""
         if self._lock_fd is None:
             raise StoreError(f"{self.path}: store is closed")
-        if isinstance(ix, (bool, np.bool_)) or not isinstance(ix, (int, np.integer)) \
-                or not 0 <= ix < self.n_rows:
-            raise StoreError(f"row index must be an int in [0, {self.n_rows}), got {ix!r}")
-        ix = int(ix)
+        data = {}
+        for ix, row in rows.items():
+            if isinstance(ix, (bool, np.bool_)) or not isinstance(ix, (int, np.integer)) \
+                    or not 0 <= ix < self.n_rows:
+                raise StoreError(f"row index must be an int in [0, {self.n_rows}), got {ix!r}")
+            data[int(ix)] = self._checked_row(int(ix), row)
+        # Straight into the Zarr arrays (the skeleton fixed the layout: one chunk
+        # per row, nothing to encode), opened once per store: we hold the lock, so
+        # nobody else changes the metadata (xarray region writes re-read it per row).
+        arrays = self._arrays()
+        done = arrays[DONE]
+        order = sorted(data)
+        for ix in order:
+            if done[ix] == 1:  # rewriting: never leave "done" over partial data
+                done[ix] = 0
+        runs, start = [], 0
+        for k in range(1, len(order) + 1):
+            if k == len(order) or order[k] != order[k - 1] + 1:
+                runs.append(order[start:k])
+                start = k
+        for run in runs:
+            lo, hi = run[0], run[-1] + 1
+            for name in self._template.data_vars:
+                arrays[name][lo:hi] = np.stack([data[ix][name] for ix in run])
+        for run in runs:
+            done[run[0]:run[-1] + 1] = 1
+
+    def _checked_row(self, ix: int, row: dict) -> dict:
+        """Row ``ix`` cast to the template dtypes, or StoreError naming what is wrong."""
         names = set(self._template.data_vars)
         if set(row) != names:
             missing, extra = sorted(names - set(row)), sorted(set(row) - names)
@@ -324,17 +356,8 @@ class SweepStore:
             cast = arr.astype(var.dtype, copy=False)
             if var.dtype.kind in "biu" and not np.array_equal(cast, arr):
                 raise StoreError(f"row {ix}: {name!r} does not fit in {var.dtype}")
-            data[name] = cast[np.newaxis]
-        # Straight into the Zarr arrays (the skeleton fixed the layout: one chunk
-        # per row, nothing to encode), opened once per store: we hold the lock, so
-        # nobody else changes the metadata (xarray region writes re-read it per row).
-        arrays = self._arrays()
-        done = arrays[DONE]
-        if done[ix] == 1:  # rewriting: never leave "done" over partial data
-            done[ix] = 0
-        for name, arr in data.items():
-            arrays[name][ix:ix + 1] = arr
-        done[ix] = 1
+            data[name] = cast
+        return data
 
     def _arrays(self) -> dict:
         """name -> zarr.Array of the store (data variables and DONE), opened once."""
