@@ -368,10 +368,12 @@ class SweepStore:
         return self._zarr_arrays
 
     def open(self) -> xr.Dataset:
-        """The complete sweep as a lazy Dataset (StoreError until every row is saved)."""
+        """The complete sweep as a lazy Dataset (StoreError until every row is saved);
+        no dask chunks (``.load()`` of the default sweep through dask took 0.5-0.9 s,
+        0.2-0.3 s without)."""
         missing = sorted(set(range(self.n_rows)) - set(self.finished()))
         if missing:
             shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
             raise StoreError(f"{self.path}: {len(missing)} of {self.n_rows} rows "
                              f"not finished yet ({shown})")
-        return xr.open_zarr(self.path, **_ZARR_KW).drop_vars(DONE)
+        return xr.open_zarr(self.path, chunks=None, **_ZARR_KW).drop_vars(DONE)

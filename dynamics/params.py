@@ -125,7 +125,7 @@ PARAMS = (
     _P("sigma_p", "--sigmap", float, 1.0, "noise std sigma_p", 0.0, 1e3,
        label=r"$\sigma_p$", long_name="noise standard deviation", data=True, axis=True),
     _P("mu_norm", "--mu", float, 5.0, "signal strength ||mu||", 0.0, 1e6,
-       label=r"$\|\mu\|$", long_name="signal strength ||mu||", axis=True),
+       label=r"$\|\mu\|$", long_name="signal strength", axis=True),
     _P("v0", "--v0", float, 0.001, "initial output weight v0 (all entries)", 0.0, 1e6,
        label="$v_0$", long_name="initial output-layer weight", axis=True),
     _P("eta", "--eta", float, 0.01, "learning rate of W", 0.0, 1e6,
