@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import patheffects  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dynamics.params import AXES, SPEC_OF, Params  # noqa: E402
@@ -207,7 +208,7 @@ def plot_phase(ds, path, k: int = 0) -> str:
     f32 = ", float32" if ds.attrs.get("precision") == "float32" else ""
     ax.set_title(f"dyn phase ({ds.attrs['level']}, {ds.attrs['sampler']}{f32}): {xn} x {yn}, "
                  f"{steps_label(float(ds.steps))}\n"
-                 f"{_caption(p, swept=(xn, yn))}", fontsize=8)
+                 f"{_caption(p, swept=(xn, yn, 'steps'))}", fontsize=8)  # T: in the title
     return save_figure(fig, path)
 
 
@@ -237,7 +238,14 @@ def plot_mu_star_vs_time(ds, path) -> str:
 
 
 def _finish_boundary_figure(fig, ax, ds, tau, title, swept, path) -> str:
-    """y label, title with the parameter caption, legend; save."""
+    """y label (log ticks as plain numbers: 2, 3, 4, not 2 x 10^0), title with
+    the parameter caption, legend; save."""
+    if ax.get_yscale() == "log":
+        plain = FuncFormatter(lambda value, _: f"{value:g}")
+        ax.yaxis.set_major_formatter(plain)
+        lo, hi = ax.get_ylim()
+        if hi < 30.0 * lo:  # label the minor ticks only within ~1.5 decades
+            ax.yaxis.set_minor_formatter(plain)
     ax.set_ylabel(rf"$\|\mu\|^*$ (mean test error = {tau:g})")
     ax.set_title(f"{title}\n{Params.from_attrs(ds.attrs).caption(swept)}", fontsize=8)
     ax.legend(fontsize=8)
