@@ -9,6 +9,7 @@ Nothing imports this module.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -121,8 +122,9 @@ def progress_bar(length, label, quiet):
         yield bar.update
 
 
-def out_option(kind, default, help_):
-    """--out validated before any computation (``compare.dataset.check_output_path``)."""
+def _output_path(kind):
+    """click callback: an output path validated before any computation
+    (``compare.dataset.check_output_path``)."""
     def callback(ctx, param, value):
         if value is None:
             return None
@@ -131,7 +133,12 @@ def out_option(kind, default, help_):
             return check_output_path(value, kind)
         except ValueError as exc:
             raise click.BadParameter(str(exc), ctx, param) from None
-    return click.option("--out", "out", default=default, callback=callback,
+    return callback
+
+
+def out_option(kind, default, help_):
+    """--out validated before any computation."""
+    return click.option("--out", "out", default=default, callback=_output_path(kind),
                         show_default=default is not None, help=help_)
 
 
@@ -140,8 +147,19 @@ def seeds_option(help_):
                         show_default=True, help=help_)
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and +-inf (nan passes every
+    comparison, so FloatRange alone lets it through)."""
+
+    def convert(self, value, param, ctx):
+        x = super().convert(value, param, ctx)
+        if not math.isfinite(x):
+            self.fail(f"{value!r} is not a finite real number.", param, ctx)
+        return x
+
+
 def threshold_option(help_):
-    return click.option("--threshold", type=click.FloatRange(0.0, 0.5, min_open=True,
+    return click.option("--threshold", type=FiniteFloatRange(0.0, 0.5, min_open=True,
                                                              max_open=True),
                         default=TAU, show_default=True, help=help_)
 
@@ -391,11 +409,11 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrat
 @click.option("--integrator", type=click.Choice(("gd", "flow")), default="gd",
               show_default=True, help="GD, or both models under the normalised gradient "
                                       "flow up to --steps (24 log-spaced records)")
-@click.option("--tol", type=click.FloatRange(0.0, min_open=True), default=1e-6,
+@click.option("--tol", type=FiniteFloatRange(0.0, 1.0, min_open=True), default=1e-6,
               show_default=True, help="relative-error tolerance for 'first step above'")
 @data_option()
 @out_option("file", None, "netCDF file with both trajectories (dim model) and the metrics")
-@click.option("--plots", "plot_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--plots", "plot_dir", callback=_output_path("dir"), default=None,
               help="folder for the overlay and relative-error PNGs")
 def compare(level, record_every, integrator, tol, data, out, plot_dir, **kwargs):
     """Run a reduced level and the full network on the same data; print metrics."""
@@ -528,7 +546,7 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
 @model_options()
 @click.option("--level", type=click.Choice(ALL_LEVELS), default="exact", show_default=True)
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart", show_default=True)
-@click.option("--tol", type=click.FloatRange(0.0, 0.5, min_open=True, max_open=True),
+@click.option("--tol", type=FiniteFloatRange(0.0, 0.5, min_open=True, max_open=True),
               default=0.1, show_default=True,
               help="stage 1 ends when max_i |l'_i + 1/2| exceeds this, in (0, 0.5)")
 @click.option("--formulas/--no-formulas", default=True, show_default=True,
@@ -537,7 +555,7 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
 @click.option("--fit-laws", is_flag=True,
               help="measure boundaries with the solver and fit the laws of SPEC 8 per regime")
 @seeds_option("seeds per boundary (--fit-laws)")
-@click.option("--figures", "fig_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--figures", "fig_dir", callback=_output_path("dir"), default=None,
               help="write ratio and v-change figures for v0 in {1e-3, 1e-2, 1e-1, 1} here")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet, **kwargs):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import tempfile
 
 import numpy as np
 import xarray as xr
@@ -207,6 +208,13 @@ def check_output_path(path, kind: str = "file") -> str:
         raise ValueError(f"cannot create {text}: {parent} is a file, not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write {text}: {parent} is not writable")
+    try:  # access() says yes for root everywhere (e.g. /proc): try a file there
+        fd, probe = tempfile.mkstemp(prefix=".dyn-probe-", dir=parent)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise ValueError(f"cannot write {text}: {parent} refuses new files "
+                         f"({exc.strerror})") from None
     return text
 
 

@@ -31,7 +31,7 @@ from dynamics.boundary import check_precision, crossing, stacked_stats
 from dynamics.general import check_family_sampler, stacked_general
 from dynamics.data import check_sampler
 from dynamics.files import remove_stale_temporaries
-from dynamics.params import AXES, Params, ParamError
+from dynamics.params import AXES, Params, ParamError, check_threshold
 from dynamics.run import check_checkpoints, check_paper_model, kernel_config
 
 from .boundaries import run_jobs
@@ -104,6 +104,7 @@ def make_spec(params: Params, x, y, n_seeds, level, sampler, tau, times=None,
     times = check_checkpoints(times, params.steps).tolist()
     check_level(params, level, times, sampler)
     check_precision(params, level, precision)
+    tau = check_threshold(tau, n_test=params.n_test)
     for option, (name, vals) in (("x", x), ("y", y)):
         for val in (vals[0], vals[-1]):
             point = params.replace(**{AXES[name].name: np.asarray(val).item()})
@@ -115,8 +116,8 @@ def make_spec(params: Params, x, y, n_seeds, level, sampler, tau, times=None,
             try:
                 check_sampler(point, "data" if level == "full" else sampler)
             except ParamError as exc:
-                if exc.param not in ("n", "d"):
-                    raise  # not about this axis (e.g. noise vs sampler)
+                if exc.param not in ("n", "d") or AXES[name].name not in ("n", "d", "m"):
+                    raise  # not about this axis (e.g. noise vs sampler, or --n/--d)
                 raise ParamError(option, f"{name}={val}", exc.allowed) from None
     spec = {"params": params.to_dict(), "x": [x[0], np.asarray(x[1]).tolist()],
             "y": [y[0], np.asarray(y[1]).tolist()], "n_seeds": int(n_seeds), "level": level,

@@ -101,7 +101,11 @@ def solve(params: Params, v0s=None, level="exact", sampler="wishart", n_seeds=8,
     v0s = [params.v0] if v0s is None else [params.replace(v0=v).v0 for v in v0s]
     check_grid(params, "d_grid", "d", d_grid, "data" if level == "full" else sampler)
     check_grid(params, "n_grid", "n", n_grid, "data" if level == "full" else sampler)
-    tau = check_threshold(tau)
+    tau = check_threshold(tau, n_test=params.n_test)
+    if times is not None and 0 in [float(t) for t in times]:
+        raise ParamError("times", ",".join(f"{float(t):g}" for t in times),
+                         "times >= 1 (at t = 0 the network is its initialisation: "
+                         "no boundary)")
     verify_seeds = check_count("verify_seeds", verify_seeds)
     results = []
     for v0 in v0s:

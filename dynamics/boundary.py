@@ -379,11 +379,21 @@ def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) 
     test = curve.data["test_error"][..., k]
     mean = test.mean(axis=0)
     mu_star, ci, notes = {}, {}, []
+    failed = np.array([dv[0] for dv in curve.diverged if dv[2] <= time])  # counted as chance
     for tau in taus:
         mu_star[tau] = crossing(curve.mu, mean, tau)
         if np.isnan(mu_star[tau]):
             ci[tau] = (np.nan, np.nan)
             notes.append(f"tau={tau}: no crossing in [{curve.mu[0]:.3g}, {curve.mu[-1]:.3g}]")
+            continue
+        kc = _last_crossing(mean, tau)
+        bracket = curve.mu[kc:kc + 2]
+        if failed.size and np.isclose(failed[:, None], bracket[None, :], rtol=1e-12).any():
+            # the crossing is made by runs counted as chance, not by learning
+            mu_star[tau], ci[tau] = np.nan, (np.nan, np.nan)
+            notes.append(f"tau={tau}: mu* not reported: runs diverged (or spent the step "
+                         f"budget) at the ||mu|| bracketing the crossing "
+                         f"({bracket[0]:.3g}, {bracket[1]:.3g}); a smaller eta avoids this")
             continue
         boots = np.array([crossing(curve.mu, test[b].mean(axis=0), tau) for b in boot_idx])
         boots = boots[np.isfinite(boots)]

@@ -150,7 +150,7 @@ PARAMS = (
        "L >= 2 adds L-1 trained m x m layers U, SPEC 11)", 1, 16, False, False,
        "$L$", "number of hidden layers", data=True, axis=True),
     _P("activation", "--activation", str, "relu", "activation sigma: " + ACTIVATION_HELP +
-       " (not relu: --level general or full)", label="activation", long_name="activation"),
+       " (not relu: depth 1 only; every level)", label="activation", long_name="activation"),
     _P("noise_model", "--noise-model", str, "projected", "projected: xi orthogonal to mu "
        "(the paper); isotropic: xi keeps its component along mu (Cao et al. 2022; "
        "--level general or full)", label="noise model", long_name="noise model", data=True),
@@ -202,9 +202,15 @@ def _check_float(name, value, lo=None, hi=None, lo_open=True, hi_open=True):
     return x
 
 
-def check_threshold(tau, name="threshold") -> float:
-    """A test-error threshold strictly inside (0, 0.5)."""
-    return _check_float(name, tau, *TAU_RANGE)
+def check_threshold(tau, name="threshold", n_test=None) -> float:
+    """A test-error threshold strictly inside (0, 0.5); with ``n_test``, also
+    at least the test error's resolution 1/n_test (below it the crossing only
+    marks where the finite test set first shows no error)."""
+    tau = _check_float(name, tau, *TAU_RANGE)
+    if n_test is not None and tau < 1.0 / n_test:
+        raise ParamError(name, tau, f"at least the test-error resolution 1/n_test = "
+                         f"{1.0 / n_test:g} (raise --n-test or the threshold)")
+    return tau
 
 
 def check_count(name, value, lo=1, hi=None) -> int:

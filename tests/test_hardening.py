@@ -208,6 +208,37 @@ def test_out_in_a_read_only_folder_refused(command, cli, one_line_error, no_comp
         ro.chmod(0o755)
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+def test_out_where_no_file_can_be_made_refused(command, cli, one_line_error, no_compute):
+    """/proc passes os.access for root but takes no new files: the probe file finds it."""
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("no /proc")
+    args, kind, _ = COMMANDS[command]
+    target = "/proc/dyn-out" + (".nc" if kind == "file" else "")
+    line = _bad_out_line(cli(*args, "--out", target), one_line_error, target)
+    assert "refuses new files" in line or "not writable" in line
+
+
+@pytest.mark.parametrize("args,flag,needle", [
+    (["compare", *TINY, "--tol", "nan"], "--tol", "not a finite"),
+    (["theory", *TINY, "--no-formulas", "--quiet", "--tol", "nan"], "--tol", "not a finite"),
+    (["solve", *TINY, "--seeds", "2", "--d-grid", "none", "--n-grid", "none", "--no-verify",
+      "--quiet", "--threshold", "1e-4"], "--threshold", "1/n_test = 0.005"),
+    (["phase", *TINY, "--x", "v0=0.01..1:2", "--y", "mu=1..10:2", "--seeds", "1", "--quiet",
+      "--threshold", "1e-300"], "--threshold", "1/n_test = 0.005"),
+    (["solve", *TINY, "--seeds", "2", "--d-grid", "none", "--n-grid", "none", "--no-verify",
+      "--quiet", "--times", "0,30"], "--times", "times >= 1"),
+    (["phase", *TINY, "--n", "100000", "--x", "v0=0.01..1:2", "--y", "mu=1..10:2",
+      "--seeds", "1", "--quiet"], "--d", "2m + n"),  # names --d, not the v0 axis
+])
+def test_meaningless_settings_refused(args, flag, needle, cli, one_line_error, tmp_path):
+    """Settings whose result would not mean anything (nan tolerance, a threshold
+    below the test-error resolution, a boundary at t = 0) are usage errors."""
+    out = ["--out", tmp_path / "o"] if args[0] in ("solve", "phase") else []
+    line = one_line_error(cli(*args, *out), code=2)
+    assert flag in line and needle in line, line
+
+
 def test_write_failure_names_the_path_and_leaves_no_temporary(tmp_path, monkeypatch):
     import xarray as xr
 

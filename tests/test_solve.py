@@ -91,6 +91,26 @@ def test_diverged_runs_count_as_chance():
     assert big.any() and np.all(res.curve_test[1, big] == 0.5)
 
 
+def test_crossing_made_by_diverged_runs_is_not_reported():
+    """Runs counted as chance at the ||mu|| bracketing the crossing: mu* is NaN
+    with a note (a number there would be an artifact of the divergence)."""
+    law = lambda mu: 0.5 / (1.0 + (mu / 7.0) ** 4)  # noqa: E731
+    base = synthetic_evaluator(law, 2)
+
+    def evaluate(mus, upto=None):
+        out = base(mus)
+        near = (np.asarray(mus) > 3.0) & (np.asarray(mus) < 15.0)
+        for k in ("test_error", "loss", "train_error", "margin"):
+            out[k][1, near] = np.nan
+        out["status"][1, near] = (3, 2)
+        return out
+
+    res = find_mu_star(evaluate, Params(n=8, m=4, d=200), seeds=[0, 1], taus=(0.25,),
+                       rel_tol=1e-3, guess=30.0)
+    assert np.isnan(res.star()) and np.isnan(res.ci[0.25]).all()
+    assert any("mu* not reported" in note for note in res.notes)
+
+
 @pytest.mark.parametrize("api", ["evaluator", "convenience"])
 def test_real_boundary_is_bracketed_and_monotone(api):
     p = Params(n=8, m=4, d=200, steps=40, n_test=400, v0=0.5)
