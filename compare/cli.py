@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 
 import click
@@ -109,6 +110,30 @@ def echo_kv(rows):
 def _terminate(signum, frame):
     """SIGTERM behaves like Ctrl-C: unwinding runs every cleanup (temp files)."""
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def native_signals():
+    """Ctrl-C and SIGTERM end the process at once inside this block.
+
+    Python runs its signal handlers only between bytecodes, so inside one long
+    Numba kernel (``dyn simulate --steps 1000000000``) Ctrl-C, SIGTERM and our
+    ``_terminate`` would wait for the kernel to return.  Wrap computations
+    only, never writes: files are written after the block (atomically), so
+    dying here loses the computation, never a result.  (``dyn phase`` does not
+    use this: its kernels return per batch of rows, and the finished rows are
+    saved on the way out.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in old:
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -272,8 +297,9 @@ def simulate(level, sampler, record_every, integrator, times, data, out, **kwarg
             from dynamics.general import simulate_general
             from fullsim.patches import simulate_full_patches
             run = simulate_full_patches if level == "full" else simulate_general
-            traj = run(params, patches, sampler if level == "general" else "data",
-                       record_every)
+            with native_signals():
+                traj = run(params, patches, sampler if level == "general" else "data",
+                           record_every)
             click.echo(f"dyn simulate: level={traj.level} data={traj.source} "
                        f"sampler={traj.sampler} {params.caption(swept=traj.unused)}")
             rows = [("final loss", f"{traj.loss[-1]:.6g}"),
@@ -291,16 +317,16 @@ def simulate(level, sampler, record_every, integrator, times, data, out, **kwarg
             click.echo("note: level 'full' uses sampler 'data'", err=True)
         if integrator == "flow":
             times = [params.steps] if times is None else times
-            if level == "full":
-                if np.isinf(times[-1]):
-                    raise ParamError("times", times, "the limit (inf) needs a reduced level")
-                traj = simulate_full_flow(params, times)
+            if level == "full" and np.isinf(times[-1]):
+                raise ParamError("times", times, "the limit (inf) needs a reduced level")
+        with native_signals():
+            if integrator == "flow":
+                traj = (simulate_full_flow(params, times) if level == "full"
+                        else simulate_flow(params, level, sampler, times))
+            elif level == "full":
+                traj = simulate_full(params, record_every=record_every)
             else:
-                traj = simulate_flow(params, level, sampler, times)
-        elif level == "full":
-            traj = simulate_full(params, record_every=record_every)
-        else:
-            traj = run_reduced(params, level, sampler, record_every)
+                traj = run_reduced(params, level, sampler, record_every)
         click.echo(f"dyn simulate: level={traj.level} sampler={traj.sampler} "
                    f"{params.caption()} noise={params.noise} optimizer={params.optimizer}")
         rows = [("final loss", f"{traj.loss[-1]:.6g}"),
@@ -388,7 +414,7 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrat
         times = [params.steps]
     with cli_errors():
         units = work_units(len(v0s), d_grid, n_grid, verify, verify_seeds)
-        with progress_bar(units, "dyn solve", quiet) as advance:
+        with progress_bar(units, "dyn solve", quiet) as advance, native_signals():
             results = run_solve(params, v0s, level, sampler, seeds, threshold, d_grid,
                                 n_grid, verify, verify_seeds, progress=advance, times=times,
                                 integrator=integrator)
@@ -423,7 +449,8 @@ def compare(level, record_every, integrator, tol, data, out, plot_dir, **kwargs)
     params = build_params(kwargs)
     with cli_errors():
         patches = family_data(params, level, data, integrator, levels=("general",))
-        reduced, full = run_pair(params, level, record_every, integrator, patches)
+        with native_signals():
+            reduced, full = run_pair(params, level, record_every, integrator, patches)
         met = discrepancy_fields(reduced, full, tol)
         source = f"data {patches.source}" if patches is not None else "sampler data"
         click.echo(f"dyn compare: {level} vs full network ({integrator}), {source}, "
@@ -593,22 +620,25 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
             click.echo("(the derived formulas are the two-layer theory of SPEC 8; at depth "
                        f"{params.depth} only per-layer mechanisms are measured)")
             formulas = False
-        traj = (simulate_full(params) if level == "full"
-                else run_reduced(params, level, sampler, 1))
+        with native_signals():
+            traj = (simulate_full(params) if level == "full"
+                    else run_reduced(params, level, sampler, 1))
         if params.depth > 1:
             click.echo(laws.format_layers(measure.layer_summary(traj)))
             return
         click.echo(laws.format_report(measure.summarize(traj, tol)))
         if fit_laws:
-            with progress_bar(laws.regime_points(params), "fitting laws", quiet) as advance:
+            with progress_bar(laws.regime_points(params), "fitting laws",
+                              quiet) as advance, native_signals():
                 fits = laws.fit_regimes(params, seeds, reduced_level, sampler, progress=advance)
             click.echo("")
             click.echo(f"conditions: laws of SPEC 8 fitted to measured boundaries (tau = {TAU:g})")
             click.echo(laws.format_fits(fits))
         if fig_dir:
             from .theory_plots import plot_ratio_agreement, plot_ratio_vs_step, plot_v_change
-            trajs = {v: run_reduced(params.replace(v0=v), reduced_level, sampler, 1)
-                     for v in (1e-3, 1e-2, 1e-1, 1.0)}
+            with native_signals():
+                trajs = {v: run_reduced(params.replace(v0=v), reduced_level, sampler, 1)
+                         for v in (1e-3, 1e-2, 1e-1, 1.0)}
             for fn, name in ((plot_ratio_vs_step, "noise_ratio_vs_step.png"),
                              (plot_ratio_agreement, "noise_ratio_agreement.png"),
                              (plot_v_change, "v_change_vs_step.png")):

@@ -419,6 +419,29 @@ def test_sigterm_mid_sweep_then_resume(tmp_path, slow_reference, cli):
     assert temporaries(out) == []
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_a_long_kernel_at_once(sig, tmp_path):
+    """Ctrl-C / SIGTERM end a run that sits in one long Numba kernel (~100 s
+    here) within seconds, and leave no output file behind."""
+    out = tmp_path / "long.nc"
+    proc = subprocess.Popen(DYN + ["simulate", "--n", "8", "--m", "4", "--d", "50",
+                                   "--steps", "100000000", "--record-every", "100000000",
+                                   "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4.0)  # imports done, inside the kernel
+        assert proc.poll() is None, proc.communicate()
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        proc.communicate(timeout=20)
+        assert time.monotonic() - t0 < 10.0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert not out.exists() and temporaries(tmp_path) == []
+
+
 # ---------------------------------------------------------------- checked up front
 @pytest.mark.parametrize("args,flag,needle", [
     (["phase", "--n", "8", "--m", "4", "--steps", "30", "--n-test", "200",
