@@ -328,7 +328,7 @@ def simulate(level, sampler, record_every, integrator, times, data, out, **kwarg
             else:
                 traj = run_reduced(params, level, sampler, record_every)
         click.echo(f"dyn simulate: level={traj.level} sampler={traj.sampler} "
-                   f"{params.caption()} noise={params.noise} optimizer={params.optimizer}")
+                   f"{params.caption()}")  # noise, optimizer: when not the default
         rows = [("final loss", f"{traj.loss[-1]:.6g}"),
                 ("train error", f"{traj.train_error[-1]:.4f}"),
                 ("test error (clean)", f"{traj.test_error:.4f}")]
@@ -453,7 +453,7 @@ def compare(level, record_every, integrator, tol, data, out, plot_dir, **kwargs)
             reduced, full = run_pair(params, level, record_every, integrator, patches)
         met = discrepancy_fields(reduced, full, tol)
         source = f"data {patches.source}" if patches is not None else "sampler data"
-        click.echo(f"dyn compare: {level} vs full network ({integrator}), {source}, "
+        click.echo(f"dyn compare: {level} vs full network (integrator {integrator}), {source}, "
                    f"{params.caption(swept=getattr(reduced, 'unused', ()))} "
                    f"(reduced {reduced.wall_time:.3f} s, full {full.wall_time:.3f} s)")
         click.echo(format_metrics(met))

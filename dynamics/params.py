@@ -301,7 +301,8 @@ class _ParamsMethods:
         """One-line parameter summary for figures; ``swept`` names are left out."""
         keys = ("n", "d", "m", "mu_norm", "v0", "sigma_0", "eta", "c", "steps", "flip", "seed")
         keys += ("depth", "sigma_u") if self.depth > 1 else ()
-        keys += tuple(k for k in ("activation", "noise_model", "signal", "train_v")
+        keys += tuple(k for k in ("eta_v", "noise", "optimizer", "activation", "noise_model",
+                                  "signal", "train_v")
                       if getattr(self, k) != SPEC_OF[k].default)
         short = {"mu_norm": "||mu||", "sigma_0": "sigma0", "steps": "T", "depth": "L"}
         value = {"sigma_u": self.sigma_u_eff}
