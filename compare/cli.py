@@ -483,9 +483,14 @@ class AxisType(click.ParamType):
             return value
         from .phase import parse_axis
         try:
-            return parse_axis(value)
+            name, vals = parse_axis(value)
         except ParamError as exc:
-            self.fail(exc.allowed, param, ctx)
+            self.fail(f"{value!r}: {exc.allowed}", param, ctx)
+        k = int(value.rsplit(":", 1)[1])
+        if len(vals) < k:  # integer axis: log-spaced values that round alike are merged
+            click.echo(f"note: {param.opts[0]} {value}: {k} log-spaced values round to "
+                       f"{len(vals)} distinct integers", err=True)
+        return name, vals
 
 
 AXIS_NAMES = ", ".join(AXES)

@@ -88,6 +88,10 @@ def check_grid(params: Params, option: str, field: str, values, sampler: str):
             if exc.param not in ("n", "d"):
                 raise  # not about this grid (e.g. noise vs sampler)
             raise ParamError(option, int(x), exc.allowed) from None
+    ints = [int(x) for x in values]
+    if any(b <= a for a, b in zip(ints, ints[1:])):
+        raise ParamError(option, ",".join(map(str, ints)), "strictly ascending values "
+                         "(the scaling fit needs distinct points)")
 
 
 def solve(params: Params, v0s=None, level="exact", sampler="wishart", n_seeds=8,

@@ -230,6 +230,9 @@ def test_out_where_no_file_can_be_made_refused(command, cli, one_line_error, no_
       "--quiet", "--times", "0,30"], "--times", "times >= 1"),
     (["phase", *TINY, "--n", "100000", "--x", "v0=0.01..1:2", "--y", "mu=1..10:2",
       "--seeds", "1", "--quiet"], "--d", "2m + n"),  # names --d, not the v0 axis
+    (["solve", *TINY, "--seeds", "2", "--n-grid", "none", "--no-verify", "--quiet",
+      "--d-grid", "400,200"], "--d-grid", "strictly ascending"),
+    (["phase", *TINY, "--x", "v0=1..0.1:3", "--y", "mu=1..10:2"], "--x", "'v0=1..0.1:3'"),
 ])
 def test_meaningless_settings_refused(args, flag, needle, cli, one_line_error, tmp_path):
     """Settings whose result would not mean anything (nan tolerance, a threshold
