@@ -473,6 +473,9 @@ def compare(level, record_every, integrator, tol, data, out, plot_dir, **kwargs)
 
 
 # ---------------------------------------------------------------- phase
+PLAN_RUNS = 10 ** 6  # dyn phase announces sweeps of this many runs (the default has 32768)
+
+
 class AxisType(click.ParamType):
     """``NAME=LO..HI:K``: K log-spaced values of a sweepable parameter."""
 
@@ -543,6 +546,12 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
             sampler = "data"
         spec = make_spec(params, x_axis, y_axis, seeds, level, sampler, threshold, times,
                          precision)
+        runs = len(x_axis[1]) * len(y_axis[1]) * seeds
+        if not quiet and runs >= PLAN_RUNS:  # say what a long sweep will do before it starts
+            click.echo(f"dyn phase: {len(x_axis[1])} x {len(y_axis[1])} x {seeds} seeds = "
+                       f"{runs} runs to T = {', '.join(f'{t:g}' for t in spec['times'])}; "
+                       f"rows are saved to {os.path.join(out, 'phase.zarr')} as they "
+                       f"finish (re-run the same command to resume)", err=True)
         with progress_bar(len(x_axis[1]), f"dyn phase {x_axis[0]} x {y_axis[0]}",
                           quiet) as advance:
             ds = run_phase(spec, out, overwrite, scheduler, dask_workers, advance)
