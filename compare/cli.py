@@ -81,11 +81,26 @@ def _refuse(reason):
     return callback
 
 
-def build_params(kwargs) -> Params:
-    """Params from CLI keyword arguments (pops them); BadParameter on error."""
+def build_params(kwargs, swept=()) -> Params:
+    """Params from CLI keyword arguments (pops them); BadParameter on error,
+    also for a given option that would have no effect (``swept``: parameter
+    names a phase axis varies)."""
     values = {k: kwargs.pop(k) for k in list(kwargs) if k in SPEC_OF}
     with cli_errors():
-        return Params(**values)
+        params = Params(**values)
+    if params.sigma_u is not None and params.depth == 1 and "depth" not in swept:
+        raise click.BadParameter(f"{params.sigma_u:g}: the upper layers U exist only at "
+                                 f"--depth >= 2 (got --depth 1)", param_hint="--sigma-u")
+    if params.eta_v is not None and not params.train_v:
+        raise click.BadParameter(f"{params.eta_v:g}: the output layer is frozen "
+                                 f"(--no-train-v); drop one of them", param_hint="--eta-v")
+    return params
+
+
+def refuse_unused(ctx, name, flag, why):
+    """UsageError when option ``name`` was given on the command line but has no effect."""
+    if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+        raise click.UsageError(f"{flag} has no effect {why}", ctx)
 
 
 @contextlib.contextmanager
@@ -288,6 +303,9 @@ def simulate(level, sampler, record_every, integrator, times, data, out, **kwarg
     from .dataset import trajectory_dataset, write_netcdf
 
     params = build_params(kwargs)
+    if integrator == "flow":
+        refuse_unused(click.get_current_context(), "record_every", "--record-every",
+                      "with --integrator flow (it records at fixed times)")
     with cli_errors():
         if times is not None and integrator != "flow":
             raise click.UsageError("--times needs --integrator flow (GD records with "
@@ -408,6 +426,9 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrat
     from .solve import format_summary, solve as run_solve, to_dataset, work_units, write_outputs
 
     params = build_params(kwargs)
+    if not verify:
+        refuse_unused(click.get_current_context(), "verify_seeds", "--verify-seeds",
+                      "with --no-verify")
     remove_stale_temporaries(out)
     t0 = time.perf_counter()
     if integrator == "flow" and times is None:
@@ -447,6 +468,9 @@ def compare(level, record_every, integrator, tol, data, out, plot_dir, **kwargs)
     from .verify import run_pair
 
     params = build_params(kwargs)
+    if integrator == "flow":
+        refuse_unused(click.get_current_context(), "record_every", "--record-every",
+                      "with --integrator flow (it records at fixed times)")
     with cli_errors():
         patches = family_data(params, level, data, integrator, levels=("general",))
         with native_signals():
@@ -539,7 +563,7 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
     if x_axis[0] == y_axis[0]:
         raise click.BadParameter(f"{y_axis[0]}: must differ from the --x axis",
                                  param_hint="--y")
-    params = build_params(kwargs)
+    params = build_params(kwargs, swept=(AXES[x_axis[0]].name, AXES[y_axis[0]].name))
     t0 = time.perf_counter()
     with cli_errors():
         if level == "full":

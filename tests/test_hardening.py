@@ -233,6 +233,11 @@ def test_out_where_no_file_can_be_made_refused(command, cli, one_line_error, no_
     (["solve", *TINY, "--seeds", "2", "--n-grid", "none", "--no-verify", "--quiet",
       "--d-grid", "400,200"], "--d-grid", "strictly ascending"),
     (["phase", *TINY, "--x", "v0=1..0.1:3", "--y", "mu=1..10:2"], "--x", "'v0=1..0.1:3'"),
+    (["simulate", *TINY, "--sigma-u", "0.5"], "--sigma-u", "--depth >= 2"),
+    (["simulate", *TINY, "--eta-v", "0.1", "--no-train-v"], "--eta-v", "frozen"),
+    (["compare", *TINY, "--integrator", "flow", "--record-every", "5"], "--record-every",
+     "no effect"),
+    (["solve", *TINY, "--no-verify", "--verify-seeds", "5"], "--verify-seeds", "no effect"),
 ])
 def test_meaningless_settings_refused(args, flag, needle, cli, one_line_error, tmp_path):
     """Settings whose result would not mean anything (nan tolerance, a threshold
