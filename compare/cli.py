@@ -28,6 +28,7 @@ from dynamics.params import (ALL_LEVELS, AXES, D_GRID, FLAG_OF, LEVELS, N_GRID, 
 OPTION_FLAGS = {**FLAG_OF, "record_every": "--record-every", "level": "--level",
                 "sampler": "--sampler", "seeds": "--seeds", "threshold": "--threshold",
                 "verify_seeds": "--verify-seeds", "tol": "--tol", "x": "--x", "y": "--y",
+                "fit_laws": "--fit-laws",
                 "dask_workers": "--dask-workers", "d_grid": "--d-grid", "n_grid": "--n-grid",
                 "times": "--times", "out": "--out", "data": "--data",
                 "integrator": "--integrator", "precision": "--precision"}
@@ -642,6 +643,14 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
                              "simulate / compare / solve")
         if level == "full":
             sampler = "data"
+        if fit_laws and params.depth == 1:  # its grids, checked before anything is printed
+            from .solve import check_grid
+            for field, grid in (("d", D_GRID), ("n", N_GRID)):
+                try:
+                    check_grid(params, "fit_laws", field, grid, sampler)
+                except ParamError as exc:
+                    raise ParamError("fit_laws", f"{field}={exc.value} of its {field} grid "
+                                     f"{list(grid)}", exc.allowed) from None
         if formulas:
             click.echo("derived formulas (sympy; alpha = eta c/(2n), beta = eta_v c/(2n)):")
             for name, f in symbolic.formulas().items():
