@@ -346,8 +346,10 @@ def simulate(level, sampler, record_every, integrator, times, data, out, **kwarg
                 traj = simulate_full(params, record_every=record_every)
             else:
                 traj = run_reduced(params, level, sampler, record_every)
+        flow = (", flow to t = " + ",".join(f"{t:g}" for t in times)
+                if integrator == "flow" else "")  # then --steps is not the horizon
         click.echo(f"dyn simulate: level={traj.level} sampler={traj.sampler} "
-                   f"{params.caption()}")  # noise, optimizer: when not the default
+                   f"{params.caption(swept=('steps',) if flow else ())}{flow}")
         rows = [("final loss", f"{traj.loss[-1]:.6g}"),
                 ("train error", f"{traj.train_error[-1]:.4f}"),
                 ("test error (clean)", f"{traj.test_error:.4f}")]
