@@ -643,6 +643,10 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
             raise ParamError(off[0], getattr(params, off[0]), "dyn theory derives the "
                              "paper's ReLU theory (SPEC 8); the family runs with dyn "
                              "simulate / compare / solve")
+        if params.optimizer != "gd":  # its predicted columns are plain GD's
+            raise ParamError("optimizer", params.optimizer, "dyn theory predicts plain "
+                             "GD (SPEC 8); measure other optimizers with dyn simulate / "
+                             "compare / solve")
         if level == "full":
             sampler = "data"
         if fit_laws and params.depth == 1:  # its grids, checked before anything is printed

@@ -238,6 +238,8 @@ def test_out_where_no_file_can_be_made_refused(command, cli, one_line_error, no_
     (["compare", *TINY, "--integrator", "flow", "--record-every", "5"], "--record-every",
      "no effect"),
     (["solve", *TINY, "--no-verify", "--verify-seeds", "5"], "--verify-seeds", "no effect"),
+    (["theory", *TINY, "--no-formulas", "--quiet", "--optimizer", "momentum:0.9"],
+     "--optimizer", "plain GD"),
 ])
 def test_meaningless_settings_refused(args, flag, needle, cli, one_line_error, tmp_path):
     """Settings whose result would not mean anything (nan tolerance, a threshold
