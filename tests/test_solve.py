@@ -69,21 +69,27 @@ def test_find_boundaries_per_time_on_synthetic_evaluator():
         assert b.star() == pytest.approx(s, rel=1e-3)
 
 
-def test_diverged_runs_count_as_chance():
-    """NaN results with a status count as test error 0.5 and are reported."""
+def _mu_star_with_divergences(diverges):
+    """find_mu_star on the law 0.5/(1 + (mu/7)^4), seed 1 "diverging" (NaN
+    results, status (3, 2)) where ``diverges(mu)`` holds."""
     law = lambda mu: 0.5 / (1.0 + (mu / 7.0) ** 4)  # noqa: E731
     base = synthetic_evaluator(law, 2)
 
     def evaluate(mus, upto=None):
         out = base(mus)
-        big = np.asarray(mus) > 100.0  # "diverges" at large ||mu|| on seed 1
+        bad = diverges(np.asarray(mus))
         for k in ("test_error", "loss", "train_error", "margin"):
-            out[k][1, big] = np.nan
-        out["status"][1, big] = (3, 2)
+            out[k][1, bad] = np.nan
+        out["status"][1, bad] = (3, 2)
         return out
 
-    res = find_mu_star(evaluate, Params(n=8, m=4, d=200), seeds=[0, 1], taus=(0.25,),
-                       rel_tol=1e-3, guess=30.0)
+    return find_mu_star(evaluate, Params(n=8, m=4, d=200), seeds=[0, 1], taus=(0.25,),
+                        rel_tol=1e-3, guess=30.0)
+
+
+def test_diverged_runs_count_as_chance():
+    """NaN results with a status count as test error 0.5 and are reported."""
+    res = _mu_star_with_divergences(lambda mu: mu > 100.0)  # far from mu* = 7
     assert res.star() == pytest.approx(7.0, rel=1e-2)
     assert res.n_diverged > 0
     assert any("diverged" in note for note in res.notes)
@@ -94,19 +100,7 @@ def test_diverged_runs_count_as_chance():
 def test_crossing_made_by_diverged_runs_is_not_reported():
     """Runs counted as chance at the ||mu|| bracketing the crossing: mu* is NaN
     with a note (a number there would be an artifact of the divergence)."""
-    law = lambda mu: 0.5 / (1.0 + (mu / 7.0) ** 4)  # noqa: E731
-    base = synthetic_evaluator(law, 2)
-
-    def evaluate(mus, upto=None):
-        out = base(mus)
-        near = (np.asarray(mus) > 3.0) & (np.asarray(mus) < 15.0)
-        for k in ("test_error", "loss", "train_error", "margin"):
-            out[k][1, near] = np.nan
-        out["status"][1, near] = (3, 2)
-        return out
-
-    res = find_mu_star(evaluate, Params(n=8, m=4, d=200), seeds=[0, 1], taus=(0.25,),
-                       rel_tol=1e-3, guess=30.0)
+    res = _mu_star_with_divergences(lambda mu: (mu > 3.0) & (mu < 15.0))
     assert np.isnan(res.star()) and np.isnan(res.ci[0.25]).all()
     assert any("mu* not reported" in note for note in res.notes)
 
