@@ -104,6 +104,13 @@ def refuse_unused(ctx, name, flag, why):
         raise click.UsageError(f"{flag} has no effect {why}", ctx)
 
 
+def refuse_record_every_with_flow(integrator):
+    """dyn simulate / compare: the flow integrator records at fixed times."""
+    if integrator == "flow":
+        refuse_unused(click.get_current_context(), "record_every", "--record-every",
+                      "with --integrator flow (it records at fixed times)")
+
+
 @contextlib.contextmanager
 def cli_errors():
     """Turn library errors into one-line click errors."""
@@ -304,9 +311,7 @@ def simulate(level, sampler, record_every, integrator, times, data, out, **kwarg
     from .dataset import trajectory_dataset, write_netcdf
 
     params = build_params(kwargs)
-    if integrator == "flow":
-        refuse_unused(click.get_current_context(), "record_every", "--record-every",
-                      "with --integrator flow (it records at fixed times)")
+    refuse_record_every_with_flow(integrator)
     with cli_errors():
         if times is not None and integrator != "flow":
             raise click.UsageError("--times needs --integrator flow (GD records with "
@@ -471,9 +476,7 @@ def compare(level, record_every, integrator, tol, data, out, plot_dir, **kwargs)
     from .verify import run_pair
 
     params = build_params(kwargs)
-    if integrator == "flow":
-        refuse_unused(click.get_current_context(), "record_every", "--record-every",
-                      "with --integrator flow (it records at fixed times)")
+    refuse_record_every_with_flow(integrator)
     with cli_errors():
         patches = family_data(params, level, data, integrator, levels=("general",))
         with native_signals():

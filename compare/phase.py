@@ -263,10 +263,9 @@ class RowWriter:
     """Finished rows -> the store, buffered: ``put(ix, row)`` reports progress
     at once; the first row is written at once, later ones with one
     ``SweepStore.save_rows`` once FLUSH_SECONDS have passed since the last
-    write (a Zarr write costs ~2 ms per variable
-    whatever its size: writing the default sweep row by row took ~1 s), and
-    on leaving the block, also on an error or an interrupt (finished rows
-    are kept for the resume)."""
+    write (a Zarr write costs ~2 ms per variable whatever its size: writing
+    the default sweep row by row took ~1 s), and on leaving the block, also
+    on an error or an interrupt (finished rows are kept for the resume)."""
 
     def __init__(self, store, progress=None, flush_seconds: float = FLUSH_SECONDS):
         self.store, self.progress, self.flush_seconds = store, progress, flush_seconds

@@ -379,7 +379,9 @@ def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) 
     test = curve.data["test_error"][..., k]
     mean = test.mean(axis=0)
     mu_star, ci, notes = {}, {}, []
-    failed = np.array([dv[0] for dv in curve.diverged if dv[2] <= time])  # counted as chance
+    budget = [dv for dv in curve.diverged if dv[2] <= time and dv[3] == 4]
+    div = [dv for dv in curve.diverged if dv[2] <= time and dv[3] != 4]
+    failed = np.array([dv[0] for dv in budget + div])  # ||mu|| of runs counted as chance
     for tau in taus:
         mu_star[tau] = crossing(curve.mu, mean, tau)
         if np.isnan(mu_star[tau]):
@@ -399,8 +401,6 @@ def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) 
         boots = boots[np.isfinite(boots)]
         ci[tau] = (tuple(np.percentile(boots, [2.5, 97.5])) if boots.size
                    else (np.nan, np.nan))
-    budget = [dv for dv in curve.diverged if dv[2] <= time and dv[3] == 4]
-    div = [dv for dv in curve.diverged if dv[2] <= time and dv[3] != 4]
     if budget:
         notes.append(f"{len(budget)} runs spent the long-time step budget before the limit "
                      f"(loss not decaying; counted as test error 0.5), at ||mu|| in "
