@@ -608,7 +608,12 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
     n_div = int(ds.attrs.get("n_diverged", 0))
     if n_div:
         click.echo(f"  WARNING: {n_div} runs diverged (test error NaN in phase.nc, counted as "
-                   f"chance in mu*); lower --eta")
+                   f"chance in the mean); lower --eta")
+    n_blank = int(ds.attrs.get("mu_star_not_reported", 0))
+    if n_blank:
+        click.echo(f"  WARNING: mu* not reported (NaN) at {n_blank} of {ds.mu_star.size} "
+                   f"(axis value, time) points: diverged runs sit at the ||mu|| bracketing "
+                   f"the crossing, which they made; lower --eta")
     click.echo(f"  wrote {nc} and {png}")
 
 

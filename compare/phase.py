@@ -27,7 +27,8 @@ import numpy as np
 import xarray as xr
 
 from dynamics import __version__
-from dynamics.boundary import check_precision, crossing, stacked_stats
+from dynamics.boundary import check_precision, crossing, crossing_made_by_failures, \
+    stacked_stats
 from dynamics.general import check_family_sampler, stacked_general
 from dynamics.data import check_sampler
 from dynamics.files import remove_stale_temporaries
@@ -320,7 +321,9 @@ def assemble(spec: dict, ds: xr.Dataset) -> xr.Dataset:
     """Stored rows -> Dataset with means, fitted flag, mu* per time, divergences.
 
     A run that diverged before a checkpoint is NaN there; it counts as chance
-    (0.5) in the mean and in mu*, and is counted in ``n_diverged``.
+    (0.5) in the mean and is counted in ``n_diverged``; mu* is NaN where such
+    runs sit at the ||mu|| bracketing the crossing (the crossing is theirs,
+    as in ``dyn solve``; attribute ``mu_star_not_reported`` counts these).
     """
     (xn, _), (yn, _) = spec["x"], spec["y"]
     tau = spec["tau"]
@@ -331,11 +334,23 @@ def assemble(spec: dict, ds: xr.Dataset) -> xr.Dataset:
     ds["n_diverged"] = diverged.sum("seed").astype(np.int64)
     if "mu" in (xn, yn):
         other = yn if xn == "mu" else xn
+        mu = np.asarray(ds.mu)
         mean = ds.test_error_mean.transpose(other, "steps", "mu").values
-        star = [[crossing(np.asarray(ds.mu), mean[a, k], tau) for k in range(mean.shape[1])]
-                for a in range(mean.shape[0])]
-        ds["mu_star"] = ((other, "steps"), np.array(star, dtype=float))
+        failed = diverged.any("seed").transpose(other, "steps", "mu").values
+        star = np.full(mean.shape[:2], np.nan)
+        n_blank = 0
+        for a, k in np.ndindex(star.shape):
+            if crossing_made_by_failures(mu, mean[a, k], tau, mu[failed[a, k]]) is not None:
+                n_blank += 1  # made by runs counted as chance, not by learning
+                continue
+            star[a, k] = crossing(mu, mean[a, k], tau)
+        ds["mu_star"] = ((other, "steps"), star)
         ds["mu_star"].attrs["long_name"] = f"||mu|| where mean test error crosses {tau:g}"
+        ds["mu_star"].attrs["comment"] = ("NaN: no crossing, or diverged runs at the ||mu|| "
+                                          "bracketing it")
+        n_blank_attr = {"mu_star_not_reported": n_blank}
+    else:
+        n_blank_attr = {}
     ds["test_error"].attrs.update(long_name="clean test error (NaN: diverged)", units="1")
     ds["margin"].attrs.update(long_name="normalised margin min_i y_i f_i / ||theta||^(L+1)",
                               units="1")
@@ -347,7 +362,7 @@ def assemble(spec: dict, ds: xr.Dataset) -> xr.Dataset:
     ds.attrs = global_attrs(p, title=f"dyn phase: test error over ({xn}, {yn})",
                             swept=swept, level=spec["level"], sampler=spec["sampler"],
                             n_seeds=spec["n_seeds"], threshold=tau, x_axis=xn, y_axis=yn,
-                            n_diverged=int(diverged.sum()),
+                            n_diverged=int(diverged.sum()), **n_blank_attr,
                             precision=spec_precision(spec),
                             fingerprint=fingerprint(spec),
                             spec_json=spec_json(spec))

@@ -381,17 +381,15 @@ def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) 
     mu_star, ci, notes = {}, {}, []
     budget = [dv for dv in curve.diverged if dv[2] <= time and dv[3] == 4]
     div = [dv for dv in curve.diverged if dv[2] <= time and dv[3] != 4]
-    failed = np.array([dv[0] for dv in budget + div])  # ||mu|| of runs counted as chance
+    failed = [dv[0] for dv in budget + div]  # ||mu|| of runs counted as chance
     for tau in taus:
         mu_star[tau] = crossing(curve.mu, mean, tau)
         if np.isnan(mu_star[tau]):
             ci[tau] = (np.nan, np.nan)
             notes.append(f"tau={tau}: no crossing in [{curve.mu[0]:.3g}, {curve.mu[-1]:.3g}]")
             continue
-        kc = _last_crossing(mean, tau)
-        bracket = curve.mu[kc:kc + 2]
-        if failed.size and np.isclose(failed[:, None], bracket[None, :], rtol=1e-12).any():
-            # the crossing is made by runs counted as chance, not by learning
+        bracket = crossing_made_by_failures(curve.mu, mean, tau, failed)
+        if bracket is not None:
             mu_star[tau], ci[tau] = np.nan, (np.nan, np.nan)
             notes.append(f"tau={tau}: mu* not reported: runs diverged (or spent the step "
                          f"budget) at the ||mu|| bracketing the crossing "
@@ -447,6 +445,21 @@ def _last_crossing(err, tau):
     above = err >= tau
     idx = np.nonzero(above[:-1] & ~above[1:])[0]
     return int(idx[-1]) if idx.size else None
+
+
+def crossing_made_by_failures(mu, err, tau, failed_mu):
+    """The bracket (lo, hi) of err's crossing of tau when runs counted as
+    chance (diverged, or out of the step budget; ||mu|| values failed_mu) sit
+    at one of its two ||mu||, else None: such a crossing is made by the
+    failures, not by learning, and mu* is not reported there."""
+    k = _last_crossing(err, tau)
+    failed = np.asarray(failed_mu, dtype=float).ravel()
+    if k is None or not failed.size:
+        return None
+    bracket = np.asarray(mu[k:k + 2], dtype=float)
+    if np.isclose(failed[:, None], bracket[None, :], rtol=1e-12).any():
+        return float(bracket[0]), float(bracket[1])
+    return None
 
 
 def _bracket(mu, err, tau):

@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 from compare.dataset import read_netcdf
-from compare.phase import compute_chunk, make_spec, open_store, parse_axis, point_seed, run_phase
+from compare.phase import assemble, compute_chunk, make_spec, open_store, parse_axis, point_seed, \
+    run_phase
 from compare.store import StoreBusy, StoreError
 from dynamics import Params
+from dynamics.boundary import _last_crossing
 
 P = Params(n=8, m=3, d=200, steps=30, n_test=200)
 X = ("v0", np.geomspace(1e-2, 1.0, 3))
@@ -218,3 +220,26 @@ def test_cli_phase_end_to_end_without_mu_axis(tmp_path, cli):
 def test_cli_phase_bad_options(args, needle, tmp_path, cli):
     res = cli("phase", *args, "--out", tmp_path)
     assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output
+
+
+def test_mu_star_not_reported_where_diverged_runs_make_the_crossing(tmp_path):
+    """A run counted as chance (diverged) at the ||mu|| bracketing a crossing
+    blanks that mu* (NaN, counted in the attributes), as in dyn solve; other
+    columns keep theirs."""
+    spec = _spec(x=("v0", np.array([0.1, 1.0])), y=("mu", np.geomspace(0.5, 200, 12)))
+    ds = run_phase(spec, tmp_path)
+    assert ds.attrs["mu_star_not_reported"] == 0
+    star = ds.mu_star.values
+    a = int(np.flatnonzero(np.isfinite(star[:, 0]))[0])
+    mean = ds.test_error_mean.isel(v0=a, steps=0).values
+    kc = _last_crossing(mean, 0.25)
+    raw = ds[["test_error", "loss", "train_error", "margin", "status", "point_seed"]].copy(
+        deep=True)
+    for name in ("test_error", "loss", "train_error", "margin"):
+        raw[name][a, kc + 1, 0, 0] = np.nan  # seed 0 "diverged" at the upper bracket point
+    again = assemble(spec, raw)
+    assert np.isnan(again.mu_star.values[a, 0])
+    assert again.attrs["mu_star_not_reported"] == 1 and again.attrs["n_diverged"] == 1
+    keep = np.ones(star.shape, bool)
+    keep[a, 0] = False
+    np.testing.assert_array_equal(again.mu_star.values[keep], star[keep])
