@@ -113,6 +113,7 @@ OPTIMIZER_HELP = ("gd | momentum:BETA (0 <= BETA < 1) | adam[:B1,B2,EPS] | sign 
                   "(adam and sign only with --level full)")
 
 _P = ParamSpec
+SCALE_MIN = 1e-30  # smallest scale (sigma, ||mu||, v0, eta, c): below it products underflow
 PARAMS = (
     _P("n", "--n", int, 20, "training samples n", 2, 100_000, False, False,
        "$n$", "number of training samples", data=True, axis=True),
@@ -120,21 +121,22 @@ PARAMS = (
        "$d$", "input dimension", data=True, axis=True),
     _P("m", "--m", int, 20, "filters per class m", 1, 100_000, False, False,
        "$m$", "filters per class", data=True, axis=True),
-    _P("sigma_0", "--sigma0", float, 0.01, "std of the initial filters sigma_0", 0.0, 1e3,
+    _P("sigma_0", "--sigma0", float, 0.01, "std of the initial filters sigma_0", SCALE_MIN, 1e3,
+       False,
        label=r"$\sigma_0$", long_name="std of the initial filters", data=True, axis=True),
-    _P("sigma_p", "--sigmap", float, 1.0, "noise std sigma_p", 0.0, 1e3,
+    _P("sigma_p", "--sigmap", float, 1.0, "noise std sigma_p", SCALE_MIN, 1e3, False,
        label=r"$\sigma_p$", long_name="noise standard deviation", data=True, axis=True),
-    _P("mu_norm", "--mu", float, 5.0, "signal strength ||mu||", 0.0, 1e6,
+    _P("mu_norm", "--mu", float, 5.0, "signal strength ||mu||", SCALE_MIN, 1e6, False,
        label=r"$\|\mu\|$", long_name="signal strength", axis=True),
-    _P("v0", "--v0", float, 0.001, "initial output weight v0 (all entries)", 0.0, 1e6,
+    _P("v0", "--v0", float, 0.001, "initial output weight v0 (all entries)", SCALE_MIN, 1e6, False,
        label="$v_0$", long_name="initial output-layer weight", axis=True),
-    _P("eta", "--eta", float, 0.01, "learning rate of W", 0.0, 1e6,
+    _P("eta", "--eta", float, 0.01, "learning rate of W", SCALE_MIN, 1e6, False,
        label=r"$\eta$", long_name="learning rate of the first layer", axis=True),
-    _P("eta_v", "--eta-v", float, None, "learning rate of V (default: eta)", 0.0, 1e6,
+    _P("eta_v", "--eta-v", float, None, "learning rate of V (default: eta)", SCALE_MIN, 1e6, False,
        label=r"$\eta_v$", long_name="learning rate of the output layer"),
     _P("steps", "--steps", int, 200, "gradient-descent steps T", 1, 10**9, False, False,
        "$T$", "number of gradient-descent steps", axis=False),
-    _P("c", "--c", float, 1.0, "output scale c in F_j = c sum ...", 0.0, 1e6,
+    _P("c", "--c", float, 1.0, "output scale c in F_j = c sum ...", SCALE_MIN, 1e6, False,
        label="$c$", long_name="output scale"),
     _P("flip", "--flip", float, 0.0, "label-flip probability", 0.0, 0.5, False, True,
        label="flip", long_name="label-flip probability", data=True),
@@ -161,7 +163,7 @@ PARAMS = (
        "at v0, the fixed-output model of Kou et al. 2023 / Cao et al. 2022)",
        label="train v", long_name="output layer trained"),
     _P("sigma_u", "--sigma-u", float, None, "std of the initial upper layers U "
-       "(default sqrt(2/m); only used with --depth >= 2)", 0.0, 1e3,
+       "(default sqrt(2/m); only used with --depth >= 2)", SCALE_MIN, 1e3, False,
        label=r"$\sigma_u$", long_name="std of the initial upper hidden layers", data=True),
 )
 SPEC_OF = {p.name: p for p in PARAMS}
