@@ -82,13 +82,22 @@ def _refuse(reason):
     return callback
 
 
-def build_params(kwargs, swept=()) -> Params:
+def build_params(kwargs, swept=(), level=None) -> Params:
     """Params from CLI keyword arguments (pops them); BadParameter on error,
-    also for a given option that would have no effect (``swept``: parameter
-    names a phase axis varies)."""
+    also for a given option that would have no effect or contradicts
+    ``level`` (``swept``: parameter names a phase axis varies)."""
     values = {k: kwargs.pop(k) for k in list(kwargs) if k in SPEC_OF}
     with cli_errors():
         params = Params(**values)
+    if level == "fixed-output":
+        ctx = click.get_current_context()
+        if ctx.get_parameter_source("train_v") == ParameterSource.COMMANDLINE and params.train_v:
+            raise click.BadParameter("--level fixed-output freezes the output layer at v0; "
+                                     "drop --train-v", param_hint="--train-v")
+        if params.eta_v is not None:
+            raise click.BadParameter(f"{params.eta_v:g}: --level fixed-output freezes the "
+                                     f"output layer at v0; drop one of them",
+                                     param_hint="--eta-v")
     if params.sigma_u is not None and params.depth == 1 and "depth" not in swept:
         raise click.BadParameter(f"{params.sigma_u:g}: the upper layers U exist only at "
                                  f"--depth >= 2 (got --depth 1)", param_hint="--sigma-u")
@@ -310,7 +319,7 @@ def simulate(level, sampler, record_every, integrator, times, data, out, **kwarg
 
     from .dataset import trajectory_dataset, write_netcdf
 
-    params = build_params(kwargs)
+    params = build_params(kwargs, level=level)
     refuse_record_every_with_flow(integrator)
     with cli_errors():
         if times is not None and integrator != "flow":
@@ -433,7 +442,12 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrat
     from dynamics.files import remove_stale_temporaries
     from .solve import format_summary, solve as run_solve, to_dataset, work_units, write_outputs
 
-    params = build_params(kwargs)
+    params = build_params(kwargs, level=level)
+    repeated = sorted({v for v in v0s if v0s.count(v) > 1})
+    if repeated:
+        raise click.BadParameter(f"{', '.join(f'{v:g}' for v in repeated)} given more than "
+                                 f"once (each v0 is solved once; drop the repeats)",
+                                 param_hint="--v0")
     if not verify:
         refuse_unused(click.get_current_context(), "verify_seeds", "--verify-seeds",
                       "with --no-verify")
@@ -475,7 +489,7 @@ def compare(level, record_every, integrator, tol, data, out, plot_dir, **kwargs)
     from .metrics import discrepancy_fields, format_metrics
     from .verify import run_pair
 
-    params = build_params(kwargs)
+    params = build_params(kwargs, level=level)
     refuse_record_every_with_flow(integrator)
     with cli_errors():
         patches = family_data(params, level, data, integrator, levels=("general",))
@@ -569,7 +583,8 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
     if x_axis[0] == y_axis[0]:
         raise click.BadParameter(f"{y_axis[0]}: must differ from the --x axis",
                                  param_hint="--y")
-    params = build_params(kwargs, swept=(AXES[x_axis[0]].name, AXES[y_axis[0]].name))
+    params = build_params(kwargs, swept=(AXES[x_axis[0]].name, AXES[y_axis[0]].name),
+                          level=level)
     t0 = time.perf_counter()
     with cli_errors():
         if level == "full":
@@ -642,7 +657,7 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
 
     from . import laws
 
-    params = build_params(kwargs)
+    params = build_params(kwargs, level=level)
     reduced_level = "exact" if level == "full" else level
     with cli_errors():
         off = [k for k in ("activation", "noise_model", "signal")
