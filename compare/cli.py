@@ -394,6 +394,9 @@ def _int_list(ctx, param, value):
         raise click.BadParameter(f"{value!r}: expected comma-separated integers or 'none'")
     if len(vals) > 64:
         raise click.BadParameter(f"{len(vals)} values: at most 64")
+    if len(vals) == 1:
+        raise click.BadParameter(f"{value!r}: a scaling fit needs at least 2 values "
+                                 f"('none' to skip it)")
     name = {"d_grid": "d", "n_grid": "n"}[param.name]
     for x in vals:
         try:

@@ -232,6 +232,8 @@ def test_out_where_no_file_can_be_made_refused(command, cli, one_line_error, no_
       "--seeds", "1", "--quiet"], "--d", "2m + n"),  # names --d, not the v0 axis
     (["solve", *TINY, "--seeds", "2", "--n-grid", "none", "--no-verify", "--quiet",
       "--d-grid", "400,200"], "--d-grid", "strictly ascending"),
+    (["solve", *TINY, "--seeds", "2", "--n-grid", "none", "--no-verify", "--quiet",
+      "--d-grid", "400"], "--d-grid", "at least 2 values"),
     (["phase", *TINY, "--x", "v0=1..0.1:3", "--y", "mu=1..10:2"], "--x", "'v0=1..0.1:3'"),
     (["simulate", *TINY, "--sigma-u", "0.5"], "--sigma-u", "--depth >= 2"),
     (["simulate", *TINY, "--eta-v", "0.1", "--no-train-v"], "--eta-v", "frozen"),
