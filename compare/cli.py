@@ -89,21 +89,18 @@ def build_params(kwargs, swept=(), level=None) -> Params:
     values = {k: kwargs.pop(k) for k in list(kwargs) if k in SPEC_OF}
     with cli_errors():
         params = Params(**values)
-    if level == "fixed-output":
-        ctx = click.get_current_context()
-        if ctx.get_parameter_source("train_v") == ParameterSource.COMMANDLINE and params.train_v:
-            raise click.BadParameter("--level fixed-output freezes the output layer at v0; "
-                                     "drop --train-v", param_hint="--train-v")
-        if params.eta_v is not None:
-            raise click.BadParameter(f"{params.eta_v:g}: --level fixed-output freezes the "
-                                     f"output layer at v0; drop one of them",
-                                     param_hint="--eta-v")
+    fixed = level == "fixed-output"
+    if fixed and params.train_v and (click.get_current_context().get_parameter_source(
+            "train_v") == ParameterSource.COMMANDLINE):
+        raise click.BadParameter("--level fixed-output freezes the output layer at v0; "
+                                 "drop --train-v", param_hint="--train-v")
     if params.sigma_u is not None and params.depth == 1 and "depth" not in swept:
         raise click.BadParameter(f"{params.sigma_u:g}: the upper layers U exist only at "
                                  f"--depth >= 2 (got --depth 1)", param_hint="--sigma-u")
-    if params.eta_v is not None and not params.train_v:
-        raise click.BadParameter(f"{params.eta_v:g}: the output layer is frozen "
-                                 f"(--no-train-v); drop one of them", param_hint="--eta-v")
+    if params.eta_v is not None and (fixed or not params.train_v):
+        why = "--level fixed-output freezes it at v0" if fixed else "--no-train-v"
+        raise click.BadParameter(f"{params.eta_v:g}: the output layer is frozen ({why}); "
+                                 f"drop one of them", param_hint="--eta-v")
     return params
 
 
@@ -394,9 +391,6 @@ def _int_list(ctx, param, value):
         raise click.BadParameter(f"{value!r}: expected comma-separated integers or 'none'")
     if len(vals) > 64:
         raise click.BadParameter(f"{len(vals)} values: at most 64")
-    if len(vals) == 1:
-        raise click.BadParameter(f"{value!r}: a scaling fit needs at least 2 values "
-                                 f"('none' to skip it)")
     name = {"d_grid": "d", "n_grid": "n"}[param.name]
     for x in vals:
         try:
@@ -446,11 +440,6 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrat
     from .solve import format_summary, solve as run_solve, to_dataset, work_units, write_outputs
 
     params = build_params(kwargs, level=level)
-    repeated = sorted({v for v in v0s if v0s.count(v) > 1})
-    if repeated:
-        raise click.BadParameter(f"{', '.join(f'{v:g}' for v in repeated)} given more than "
-                                 f"once (each v0 is solved once; drop the repeats)",
-                                 param_hint="--v0")
     if not verify:
         refuse_unused(click.get_current_context(), "verify_seeds", "--verify-seeds",
                       "with --no-verify")

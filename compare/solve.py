@@ -89,6 +89,9 @@ def check_grid(params: Params, option: str, field: str, values, sampler: str):
                 raise  # not about this grid (e.g. noise vs sampler)
             raise ParamError(option, int(x), exc.allowed) from None
     ints = [int(x) for x in values]
+    if len(ints) == 1:
+        raise ParamError(option, str(ints[0]), "a scaling fit needs at least 2 values "
+                         "('none' to skip it)")
     if any(b <= a for a, b in zip(ints, ints[1:])):
         raise ParamError(option, ",".join(map(str, ints)), "strictly ascending values "
                          "(the scaling fit needs distinct points)")
@@ -103,6 +106,10 @@ def solve(params: Params, v0s=None, level="exact", sampler="wishart", n_seeds=8,
     (``by_time``); the scaling grids and the verification stay at params.steps.
     """
     v0s = [params.v0] if v0s is None else [params.replace(v0=v).v0 for v in v0s]
+    repeated = sorted({v for v in v0s if v0s.count(v) > 1})
+    if repeated:
+        raise ParamError("v0", ", ".join(f"{v:g}" for v in repeated), "given more than once "
+                         "(each v0 is solved once; drop the repeats)")
     check_grid(params, "d_grid", "d", d_grid, "data" if level == "full" else sampler)
     check_grid(params, "n_grid", "n", n_grid, "data" if level == "full" else sampler)
     tau = check_threshold(tau, n_test=params.n_test)
