@@ -1119,7 +1119,11 @@ def _step_group(gr, st, cfg, beta):
     sum_i q_i yhat_i 1[.] is a class sum of q yhat formed once per step and
     sum_i q_i ReLU(yhat_i a) runs over that class; the dropped terms are exact
     zeros and a sum started at +0.0 is never -0.0, so the results are the
-    one-job path's bit for bit.  Loops touch few arrays each, so they vectorise.
+    one-job path's bit for bit.  Loops touch few arrays each, so they vectorise;
+    one pass over z per filter updates rho and forms sum_i q_i ReLU(z_i) (i
+    ascending).  beta = 0 (plain GD, the sweeps) adds the rho increment
+    without the momentum buffer: the same numbers (mr = 0 mr + delta = delta;
+    rho, started at +0.0, is never -0.0), ~7% faster per step at C = 64.
     Arithmetic in the state's dtype (typed constants; float64: the same numbers)."""
     A, mu2, gamma, rho, v = gr.A, gr.mu2, gr.gamma, gr.rho, gr.v
     mg, mr, mv, z, lp, a = gr.mg, gr.mr, gr.mv, gr.z, gr.lp, gr.a
@@ -1129,6 +1133,7 @@ def _step_group(gr, st, cfg, beta):
     m, n, C = gamma.shape[1], lp.shape[0], lp.shape[1]
     y, yhat = st.y, st.yhat
     zero, one, b = lp.dtype.type(0.0), lp.dtype.type(1.0), lp.dtype.type(beta)
+    plain = beta == 0.0
     big[:] = zero
     for c in range(C):
         cw[c] = gr.eta[c] * cfg.c / n
@@ -1152,14 +1157,27 @@ def _step_group(gr, st, cfg, beta):
                 a[c] = A[j, r, c] + js * gamma[j, r, c]
                 sg[c] = sp[c] if a[c] > zero else (sm[c] if a[c] < zero else zero)
             v2 = v[j, r, 1]
-            for i in range(n):  # rho_{j,r,i} -= eta c/n N_i j q_i v2 1[z > 0]
-                zi, Pi, rho_i, mr_i = z[j, r, i], P[i], rho[j, r, i], mr[j, r, i]
-                for c in range(C):
-                    mz = one if zi[c] > zero else zero
-                    mr_i[c] = b * mr_i[c] + (-(Pi[c] * v2[c]) * mz)
-                    rho_i[c] += mr_i[c]
-                for c in range(C):
-                    big[c] = np.maximum(big[c], np.abs(rho_i[c]))
+            for c in range(C):
+                sv2[c] = zero
+            # rho_{j,r,i} -= eta c/n N_i j q_i v2 1[z > 0]; sum_i q_i ReLU(z_i)
+            if plain:
+                for i in range(n):
+                    zi, Pi, qi, rho_i = z[j, r, i], P[i], q[i], rho[j, r, i]
+                    for c in range(C):
+                        zc = zi[c]
+                        x = rho_i[c] + (-(Pi[c] * v2[c]) * (one if zc > zero else zero))
+                        rho_i[c] = x
+                        big[c] = np.maximum(big[c], np.abs(x))
+                        sv2[c] += qi[c] * max(zc, zero)
+            else:
+                for i in range(n):
+                    zi, Pi, qi, rho_i, mr_i = z[j, r, i], P[i], q[i], rho[j, r, i], mr[j, r, i]
+                    for c in range(C):
+                        zc = zi[c]
+                        mr_i[c] = b * mr_i[c] + (-(Pi[c] * v2[c]) * (one if zc > zero else zero))
+                        rho_i[c] += mr_i[c]
+                        big[c] = np.maximum(big[c], np.abs(rho_i[c]))
+                        sv2[c] += qi[c] * max(zc, zero)
             for c in range(C):
                 mg[j, r, c] = b * mg[j, r, c] + (-(cw[c] * mu2[c] * v[j, r, 0, c] * sg[c]))
                 gamma[j, r, c] += mg[j, r, c]
@@ -1168,16 +1186,11 @@ def _step_group(gr, st, cfg, beta):
                 for c in range(C):
                     tp[c] = zero
                     tm[c] = zero
-                    sv2[c] = zero
                 for i in range(n):  # sum_i q_i ReLU(yhat_i a) over the class of sign(a)
                     yh, qi = yhat[i], q[i]
                     t_cls = tp if yh > zero else tm
                     for c in range(C):
                         t_cls[c] += qi[c] * (yh * a[c])
-                for i in range(n):  # sum_i q_i ReLU(z_i)
-                    zi, qi = z[j, r, i], q[i]
-                    for c in range(C):
-                        sv2[c] += qi[c] * max(zi[c], zero)
                 for c in range(C):
                     sv1[c] = tp[c] if a[c] > zero else (tm[c] if a[c] < zero else zero)
                     mv[j, r, 0, c] = b * mv[j, r, 0, c] + (-(cv[c] * js * sv1[c]))
