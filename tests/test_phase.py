@@ -243,3 +243,18 @@ def test_mu_star_not_reported_where_diverged_runs_make_the_crossing(tmp_path):
     keep = np.ones(star.shape, bool)
     keep[a, 0] = False
     np.testing.assert_array_equal(again.mu_star.values[keep], star[keep])
+
+
+def test_large_sweep_store_is_created_without_materialising_the_grid(tmp_path):
+    """A 4096 x 4096 x 8 sweep: the template is lazy (its numpy version took
+    7.5 GB) and the store holds only metadata until rows arrive."""
+    from compare.phase import template
+    spec = make_spec(Params(), parse_axis("v0=1e-3..10:4096"), parse_axis("mu=0.5..50:4096"), 8,
+                     "exact", "wishart", 0.25)
+    tpl = template(spec)
+    assert tpl["test_error"].shape == (4096, 4096, 8, 1)
+    assert all(tpl[k].chunks is not None for k in tpl.data_vars)  # dask, never computed
+    with open_store(spec, tmp_path) as store:
+        assert store.finished() == []
+    size = sum(f.stat().st_size for f in (tmp_path / "phase.zarr").rglob("*") if f.is_file())
+    assert size < 5 * 2 ** 20
