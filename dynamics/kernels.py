@@ -927,6 +927,30 @@ def _checkpoint(q, c, A, mu, gamma, rho, U, v, st, cfg, w, out_test, out_loss, o
 
 
 @njit(cache=True)
+def _gd_loop1(A, mu2, gamma, rho, v, st, cfg, w, t, target):
+    """``_advance``'s GD steps at depth 1 without momentum: ``_forward1``,
+    ``_lprime`` and the in-place ``_increments1`` called directly, the
+    numbers of ``_forward`` + ``_gd_step`` (which reach the same calls through
+    two more layers; each layer passes ~30 arrays, whose reference counts
+    cost ~0.35 us per layer and step, ~1/5 of a step at n = m = 20).
+    Returns (reason, t)."""
+    s, z, f, lp, qn, rows = w.s, w.z, w.f, w.lp, w.qn, w.rows
+    while True:
+        _forward1(A, gamma, rho, v, st, cfg, s, z, f)
+        reason = _lprime(f, st.y, lp)
+        if reason != 0 or t >= target:
+            break
+        bad = _increments1(gamma, rho, v, s, z, lp, st, mu2, cfg.c, cfg.eta, cfg.eta_v,
+                           cfg.train_v, w.dgamma, w.drho, w.dv, cfg.act, cfg.act_a, qn, rows,
+                           True)
+        t += 1.0
+        if bad:
+            reason = 3
+            break
+    return reason, t
+
+
+@njit(cache=True)
 def _advance(A, mu, gamma, rho, U, v, st, cfg, fc, use_flow, w, t, target, L0, count,
              limit):
     """Move the state from GD time t to ``target`` (GD steps; inf = the limit):
@@ -937,6 +961,8 @@ def _advance(A, mu, gamma, rho, U, v, st, cfg, fc, use_flow, w, t, target, L0, c
         return int(limit[2]), limit[1]
     if use_flow:
         return normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, target, L0, count)
+    if U.shape[0] == 0 and cfg.beta == 0.0:
+        return _gd_loop1(A, mu * mu, gamma, rho, v, st, cfg, w, t, target)
     reason = 0
     while True:
         _forward(A, gamma, rho, U, v, st, cfg, w)
