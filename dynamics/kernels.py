@@ -806,17 +806,31 @@ def normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, t_end, L0, count):
     the loss-normalised step: one step moves the time by
     ``normalised_dt`` GD steps (the last one lands on t_end); count[0] counts
     steps.
-    Returns (reason, t): reason 0 ok, 1-3 divergence, 4 step budget spent."""
+    Returns (reason, t): reason 0 ok, 1-3 divergence, 4 step budget spent.
+    Depth 1 calls ``_forward1`` and the in-place ``_increments1`` directly
+    (the numbers of ``_forward`` and ``_step``, without their call layers:
+    see ``_gd_loop1``)."""
+    depth1 = U.shape[0] == 0
+    s, z, f, lp, qn, rows = w.s, w.z, w.f, w.lp, w.qn, w.rows
     while t < t_end:
         if count[0] >= fc.max_steps:
             return 4, t
-        _forward(A, gamma, rho, U, v, st, cfg, w)
-        reason, loss = _lprime_stable(w.f, st.y, w.lp)
+        if depth1:
+            _forward1(A, gamma, rho, v, st, cfg, s, z, f)
+        else:
+            _forward(A, gamma, rho, U, v, st, cfg, w)
+        reason, loss = _lprime_stable(f, st.y, lp)
         if reason != 0:
             return reason, t
         dt = normalised_dt(L0, loss, t, t_end, fc.max_dt_frac)
-        reason = _step(mu * mu, gamma, rho, U, v, st, cfg, w, cfg.eta * dt, cfg.eta_v * dt,
-                       0.0)
+        if depth1:
+            bad = _increments1(gamma, rho, v, s, z, lp, st, mu * mu, cfg.c, cfg.eta * dt,
+                               cfg.eta_v * dt, cfg.train_v, w.dgamma, w.drho, w.dv, cfg.act,
+                               cfg.act_a, qn, rows, True)
+            reason = 3 if bad else 0
+        else:
+            reason = _step(mu * mu, gamma, rho, U, v, st, cfg, w, cfg.eta * dt,
+                           cfg.eta_v * dt, 0.0)
         count[0] += 1
         t = t_end if dt >= t_end - t else t + dt
         if reason != 0:
