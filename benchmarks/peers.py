@@ -100,8 +100,18 @@ def load() -> str:
         return "n/a"
 
 
+SETTLE_S = 1.0  # idle time before each method: the thread pools of the previous one stop spinning
+
+
 def best(fn, repeats: int) -> float:
-    """Best wall time (s) of ``repeats`` calls of ``fn`` (after one untimed call)."""
+    """Best wall time (s) of ``repeats`` calls of ``fn`` (after one untimed call).
+
+    Sleeps SETTLE_S first: OpenBLAS and OpenMP worker threads busy-wait for a
+    while after their last call (seen here: the 16-job ``exact`` call, ~7 ms,
+    took 0.58-1.0 ms per configuration right after data sampling, ``full`` or
+    torch, 0.44 ms on idle cores), so without a pause a method is timed
+    against the spinning threads of the one before it."""
+    time.sleep(SETTLE_S)
     fn()
     ts = []
     for _ in range(repeats):
