@@ -16,7 +16,10 @@ float64, with hand-written gradients (no autograd):
   gradient bmm fused with the update), and gV; simultaneous update of W, V.
 
 Timed on the same 16 configurations, in one process, each method warmed up
-once, best of R repeats (default 3), seconds per configuration:
+once, best of R rounds (default 3; in each round exact, orthogonal, torch
+f32 and torch f64 are called once in turn, after a 1 s pause each, so that
+the methods are timed in the same stretch of a VM's drifting speed),
+seconds per configuration:
 
 * ``exact`` / ``orthogonal``: ``dynamics.boundary.run_batch`` (the kernel call
   of sweeps: 16 jobs, one parallel Numba call, checkpoint T, which also
@@ -111,14 +114,28 @@ def best(fn, repeats: int) -> float:
     took 0.58-1.0 ms per configuration right after data sampling, ``full`` or
     torch, 0.44 ms on idle cores), so without a pause a method is timed
     against the spinning threads of the one before it."""
-    time.sleep(SETTLE_S)
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+    return best_interleaved({"fn": fn}, repeats)["fn"]
+
+
+def best_interleaved(fns: dict, repeats: int) -> dict:
+    """Best wall time (s) of each of ``fns`` (name -> callable) over
+    ``repeats`` rounds, each round calling every method once in turn (after
+    one untimed call each), with a SETTLE_S pause before every timed call.
+    Interleaved rounds: on a shared VM the speed of the cores drifts by up to
+    ~1.4x over tens of seconds (seen here: the same one-job loop at 2.1 and
+    2.9 us per step in consecutive runs), so timing the methods one after the
+    other would compare them in different phases; in rounds, each method's
+    best call comes from the same stretch of time."""
+    for fn in fns.values():
         fn()
-        ts.append(time.perf_counter() - t0)
-    return min(ts)
+    out = {name: np.inf for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            time.sleep(SETTLE_S)
+            t0 = time.perf_counter()
+            fn()
+            out[name] = min(out[name], time.perf_counter() - t0)
+    return out
 
 
 # ---------------------------------------------------------------- problem data
@@ -253,15 +270,15 @@ def bench_d(torch, d: int, repeats: int, full_configs: int | None):
     cp = [p.steps]
     res, secs, counts = {}, {}, {}
 
+    fns = {}
     for level in ("exact", "orthogonal"):
-        fn = lambda lv=level: res.__setitem__(lv, run_batch(
+        fns[level] = lambda lv=level: res.__setitem__(lv, run_batch(
             p, lv, stacked, prob.job_seed, prob.job_mu, checkpoints=cp))
-        secs[level], counts[level] = best(fn, repeats) / Q, Q
     for name, dtype in (("torch f32", torch.float32), ("torch f64", torch.float64)):
-        net = TorchNet(prob, dtype)
-        fn = lambda nm=name, nt=net: res.__setitem__(nm, nt.train())
-        secs[name], counts[name] = best(fn, repeats) / Q, Q
-        del net
+        fns[name] = lambda nm=name, nt=TorchNet(prob, dtype): res.__setitem__(nm, nt.train())
+    for name, t in best_interleaved(fns, repeats).items():  # the four methods in rounds
+        secs[name], counts[name] = t / Q, Q
+    del fns
 
     nf = Q if full_configs is None else min(Q, full_configs)
     jobs = [0, Q - 1] if nf == 2 else list(range(nf))

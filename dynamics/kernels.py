@@ -657,58 +657,65 @@ def run_kernel(st, cfg, mu, steps, record_every, gamma, rho, U, v,
             return
 
 
+TEST_CHUNK = 128  # test points per block of ``test_outputs``: (m, 128) buffers stay in L1/L2
+#                   and below malloc's mmap threshold (a (m, n_test) buffer per call was
+#                   mmap'ed and unmapped each time, with TLB shootdowns across threads)
+
+
 @njit(cache=True)
 def test_outputs(A, gamma, rho, U, v, st, cfg, f):
     """f(x) of every test point into f (nt,).
 
     z_{j,r}(x) = <w0, xi> + sum_k (rho_{j,r,k}/N_k) <xi_k, xi> (the same
-    blocked accumulation as training, ``_gram_block``: 1.5x faster than
-    row by row; no BLAS, which would oversubscribe the cores inside prange);
-    depth >= 2 continues through U (SPEC 11).
+    blocked accumulation as training, ``_addmul_rows``; no BLAS, which would
+    oversubscribe the cores inside prange), in blocks of TEST_CHUNK test
+    points (each point's numbers do not depend on the blocking); depth >= 2
+    continues through U (SPEC 11).
     """
     m, n, nt = gamma.shape[1], st.N.shape[0], f.shape[0]
-    if U.shape[0] > 0:
-        _test_outputs_deep(A, gamma, rho, U, v, st, cfg.c, f)
-        return
+    L = U.shape[0] + 1
+    rhohat = np.empty((2, m, n))
+    for j in range(2):
+        for r in range(m):
+            for k in range(n):
+                rhohat[j, r, k] = rho[j, r, k] / st.N[k]
+    ch = max(min(TEST_CHUNK, nt), 1)
+    X = np.empty((n, ch))
+    H = np.empty((L, 2, m, ch))  # depth 1: H[0, 1] is z of one class
+    for q0 in range(0, nt, ch):
+        N = min(ch, nt - q0)
+        if N < ch:  # the last, shorter block
+            X = np.empty((n, N))
+            H = np.empty((L, 2, m, N))
+        X[:, :] = st.test_X[:, q0:q0 + N]
+        _test_outputs_block(A, gamma, rhohat, U, v, st, cfg, q0, X, H, f[q0:q0 + N])
+
+
+@njit(cache=True)
+def _test_outputs_block(A, gamma, rhohat, U, v, st, cfg, q0, X, H, f):
+    """``test_outputs`` of the N test points q0 .. q0+N-1: X (n, N) their
+    Gram rows, H (L, 2, m, N) buffer, f (N,)."""
+    m, N, L = gamma.shape[1], f.shape[0], U.shape[0] + 1
     c = cfg.c
-    z = np.empty((m, nt))
-    rhohat = np.empty((m, n))
+    yhat = st.test_yhat[q0:q0 + N]
     f[:] = 0.0
     for j in range(2):
         js = 1.0 - 2.0 * j
-        _test_noise(z, st.test_B[j], rho[j], st, rhohat)
-        for r in range(m):
-            _accumulate_output(f, js * c, A[j, r] + js * gamma[j, r], v[j, r, 0], v[j, r, 1],
-                               st.test_yhat, z[r], cfg.act, cfg.act_a)
-
-
-@njit(cache=True)
-def _test_noise(z, B, rho, st, rhohat):
-    """z_{r,q} = <w0_r, xi_q> + sum_k (rho_{r,k}/N_k) <xi_k, xi_q> for the m
-    filters of one class (z, B (m, nt), rho (m, n); rhohat (m, n) buffer)."""
-    for r in range(rho.shape[0]):
-        for k in range(rho.shape[1]):
-            rhohat[r, k] = rho[r, k] / st.N[k]
-    _gram_block(z, B, rhohat, st.test_X)
-
-
-@njit(cache=True)
-def _test_outputs_deep(A, gamma, rho, U, v, st, c, f):
-    """``test_outputs`` at depth L >= 2: first layer as at depth 1, then U."""
-    m, n, nt, L = gamma.shape[1], st.N.shape[0], f.shape[0], U.shape[0] + 1
-    H = np.empty((L, 2, m, nt))
-    rhohat = np.empty((m, n))
-    f[:] = 0.0
-    for j in range(2):
-        js = 1.0 - 2.0 * j
-        _test_noise(H[0, 1], st.test_B[j], rho[j], st, rhohat)
-        for r in range(m):
-            a = A[j, r] + js * gamma[j, r]
-            for q in range(nt):
-                H[0, 0, r, q] = max(st.test_yhat[q] * a, 0.0)
-            _relu_inplace(H[0, 1, r])
-        _upper_forward(U, j, H)
-        _top_output(f, js * c, v[j], H[L - 1])
+        z = H[0, 1]
+        z[:, :] = st.test_B[j][:, q0:q0 + N]
+        _addmul_rows(z, rhohat[j], X, True)
+        if L == 1:
+            for r in range(m):
+                _accumulate_output(f, js * c, A[j, r] + js * gamma[j, r], v[j, r, 0],
+                                   v[j, r, 1], yhat, z[r], cfg.act, cfg.act_a)
+        else:  # SPEC 11: ReLU features of the first layer, then U
+            for r in range(m):
+                a = A[j, r] + js * gamma[j, r]
+                for q in range(N):
+                    H[0, 0, r, q] = max(yhat[q] * a, 0.0)
+                _relu_inplace(z[r])
+            _upper_forward(U, j, H)
+            _top_output(f, js * c, v[j], H[L - 1])
 
 
 @njit(cache=True)
