@@ -10,6 +10,7 @@
 # folder under the temporary directory, emptied before each run.  Prints the wall times, their ratio,
 # and whether the outputs agree (first 12 lines, timings left out).
 # Needs the project installed in the active environment (pip install -e .).
+# The commands run in the temporary directory: give ARGS absolute paths.
 set -euo pipefail
 base=${1:?usage: commits.sh BASE [REPEATS] -- ARGS...}; shift
 reps=1
@@ -24,12 +25,22 @@ one() {  # one LABEL SRC -> prints seconds, keeps stdout in $tmp/LABEL.log
     local t0 t1
     rm -rf "$tmp/out-$1"  # a fresh output folder: resumable commands (phase) must not resume
     t0=$(date +%s.%N)
-    PYTHONPATH="$2" python -c "import sys; from compare.cli import main; sys.argv[0] = 'dyn'; main()" \
-        "${args[@]}" --out "$tmp/out-$1" > "$tmp/$1.log" 2>&1
+    # run from $tmp: python -c puts the working directory first on sys.path, so
+    # run from the repository root, "base" would import this tree's packages
+    (cd "$tmp" && PYTHONPATH="$2" python -c "import sys; from compare.cli import main; sys.argv[0] = 'dyn'; main()" \
+        "${args[@]}" --out "$tmp/out-$1") > "$tmp/$1.log" 2>&1
     t1=$(date +%s.%N)
     python -c "print($t1 - $t0)"
 }
 args=("$@")
+for v in "this $here" "base $tmp/base"; do  # each label imports its own tree's packages
+    set -- $v
+    got=$(cd "$tmp" && PYTHONPATH="$2" python -c "import compare, dynamics; print(compare.__file__, dynamics.__file__)")
+    case "$got" in
+        "$2/compare/"*" $2/dynamics/"*) echo "$1: $got" ;;
+        *) echo "commits.sh: $1 imports $got, not $2 (an installed copy shadows it?)" >&2; exit 1 ;;
+    esac
+done
 echo "warming up (compiles each version's kernels once) ..."
 one this "$here" >/dev/null
 one base "$tmp/base" >/dev/null
@@ -38,7 +49,7 @@ for k in $(seq "$reps"); do
     printf 'repeat %d: this tree %.1f s, %s %.1f s, base/this = %.2fx\n' "$k" "$a" "$base" "$b" \
         "$(python -c "print($b / $a)")"
 done
-strip() { head -n 12 "$1" | grep -v -E '[0-9.]+ s\)|total [0-9.]+ s|^wrote '; }
+strip() { head -n 12 "$1" | grep -v -E '[0-9.]+ s\)|; [0-9.]+ s$|total [0-9.]+ s|^ *wrote '; }
 if diff <(strip "$tmp/this.log") <(strip "$tmp/base.log") >/dev/null; then
     echo "outputs (first 12 lines, timings left out): identical"
 else
