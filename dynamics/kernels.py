@@ -206,6 +206,17 @@ def _addmul_rows(Z, S, V, block):
 
 
 @njit(cache=True)
+def _copy_cols(dst, src, q0):
+    """dst[r, i] = src[r, q0 + i] for every row r of dst (R, N), explicit loops
+    (a 2-d slice assignment ``dst[:, :] = src[:, q0:q0 + N]`` compiles to a
+    loop ~3x slower: 233 vs 75 ns for the one-job step's (20, 40) copy)."""
+    for r in range(dst.shape[0]):
+        d, s = dst[r], src[r]
+        for i in range(dst.shape[1]):
+            d[i] = s[q0 + i]
+
+
+@njit(cache=True)
 def _gram_block(z, B, rho, G):
     """z_{r,i} = B_{r,i} + sum_k rho_{r,k} G_{k,i} for every row r of z (R, N),
     rho (R, n), G (n, N) (``_addmul_rows`` after z = B)."""
@@ -1016,7 +1027,7 @@ def _gd_loop1_body(A, mu2, gamma, rho, v, st, cfg, w, t, target, act, act_a):
                 v1p[p] = v[j, r, 0]
                 v2p[p] = v[j, r, 1]
         if use_gram:
-            zT[:, :] = BT
+            _copy_cols(zT, BT, 0)
             _addmul_rows(zT, GT, rhoT, True)
         else:
             for i in range(n):
