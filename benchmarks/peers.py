@@ -13,7 +13,14 @@ float64, with hand-written gradients (no autograd):
   f = c sum_j j sum_r [v1 ReLU(s) + v2 ReLU(z)]; logistic loss every step;
 * backward (the formulas of ``fullsim.network.gradients``): the coefficients
   C (Q, 2m, n+1) of gW = C P, applied as W.baddbmm_(C, P, alpha=-eta) (the
-  gradient bmm fused with the update), and gV; simultaneous update of W, V.
+  gradient bmm fused with the update), and gV; simultaneous update of W, V;
+* after step T, the clean test error on the seed's n_test = 1000 real test
+  points (the vectors behind the ``exact`` level's test statistics, drawn
+  outside the timing like the training data): one bmm per ||mu|| of the
+  seeds' test noise (S, n_test, d) with the filters, signal part
+  yhat <w, mu>.  The reduced levels compute this test error inside their
+  timed call, so the peer does the same work; the part is also timed on its
+  own and the train-only ratio printed beside it.
 
 Timed on the same 16 configurations, in one process, each method warmed up
 once, best of R rounds (default 3; in each round exact, orthogonal, torch
@@ -28,13 +35,14 @@ seconds per configuration:
 * ``full``: ``fullsim.simulate_full`` per configuration, record_every = T (it
   includes its final clean test error on 1000 regenerated test vectors; that
   part is timed separately and shown); at d >= 1e5 only 2 configurations;
-* ``torch f32`` / ``torch f64``: one call of the batched loop above.
+* ``torch f32`` / ``torch f64``: one call of the batched loop above (training
+  and final test error; "train only" subtracts the timed test-error part).
 
 All data (``dynamics.sample_data`` per seed, the same realisation for every
 method) is drawn outside the timing.  Checks: on one configuration at
 d = 1000, the float64 (and float32) network against ``simulate_full`` (loss at
-every step, final W and V); at every d, the torch final losses of all 16
-configurations against the ``exact`` kernel's loss at T.
+every step, final W and V, test error); at every d, the torch final losses and
+test errors of all 16 configurations against the ``exact`` kernel's.
 
 Run from the repository root (needs torch: the optional extra ``bench``)::
 
@@ -189,12 +197,24 @@ def make_problem(d: int) -> Problem:
                    np.repeat(np.asarray(MUS, dtype=np.float64), N_SEEDS))
 
 
+def test_noise(prob: Problem) -> np.ndarray:
+    """The seeds' real test noise vectors (S, n_test, d), float64: the vectors
+    whose inner products are the ``exact`` level's test statistics."""
+    p = prob.params
+    out = np.empty((len(prob.reals), p.n_test, p.d))
+    for s, real in enumerate(prob.reals):
+        for sl, chunk in real.test_vectors(p.replace(seed=p.seed + s)):
+            out[s, sl] = chunk
+    return out
+
+
 # ---------------------------------------------------------------- the PyTorch peer
 
 class TorchNet:
     """Batched two-layer ReLU CNN with hand-written gradients (module docstring)."""
 
-    def __init__(self, prob: Problem, dtype):
+    def __init__(self, prob: Problem, dtype, xt: np.ndarray):
+        """xt (S, n_test, d): the seeds' test noise (``test_noise``)."""
         import torch
         self.torch, self.dtype = torch, dtype
         p = prob.params
@@ -209,11 +229,15 @@ class TorchNet:
         self.yhat = as_t(np.stack([x.yhat for x in st]))  # (Q, n)
         self.y = as_t(np.stack([x.y for x in st]))
         self.js = as_t(np.repeat([1.0, -1.0], m))  # (2m,): class j of each filter row
+        self.Xt = torch.as_tensor(xt, dtype=dtype)  # (S, nt, d); float64: no copy
+        self.yt = as_t(np.stack([r.stats.test_yhat for r in prob.reals]))  # (S, nt)
         self.p, self.M, self.S = p, M, S
+        self.test_seconds = 0.0  # wall time of the last call's test-error part
 
     def train(self):
-        """T GD steps from (W0, v0); returns W (Q, 2m, d), V (Q, 2m, 2) and the
-        loss (Q, T+1) at every step (computed from W, V before each update)."""
+        """T GD steps from (W0, v0); returns W (Q, 2m, d), V (Q, 2m, 2), the
+        loss (Q, T+1) at every step (computed from W, V before each update)
+        and the final clean test error (Q,)."""
         torch, p = self.torch, self.p
         Q, n, m, d, T = self.P.shape[0], p.n, p.m, p.d, p.steps
         c, eta, eta_v = float(p.c), float(p.eta), float(p.eta_v_eff)
@@ -234,6 +258,9 @@ class TorchNet:
             yf = y * f
             loss[:, t] = torch.nn.functional.softplus(-yf).mean(1)
             if t == T:
+                t0 = time.perf_counter()
+                err = self.test_error(W, V, H[:, 0, :])
+                self.test_seconds = time.perf_counter() - t0
                 break
             q = (-(c / n)) * torch.sigmoid(-yf) * y    # (c/n) l'_i y_i
             jq = q[:, :, None] * js                    # (Q, n, 2m)
@@ -242,7 +269,21 @@ class TorchNet:
             gV = torch.stack([(jq * rs).sum(1), (jq * rz).sum(1)], dim=-1)  # (Q, 2m, 2)
             W.baddbmm_(C, P, alpha=-eta)               # W -= eta * C P  (= eta gW)
             V.sub_(gV, alpha=eta_v)
-        return W, V, loss
+        return W, V, loss, err
+
+    def test_error(self, W, V, wmu):
+        """Clean test error (Q,) of the final network: f(x) on x = (yhat mu, xi)
+        for the seed's test points; wmu (Q, 2m) = <w, mu> (row 0 of the last H)."""
+        torch, c = self.torch, float(self.p.c)
+        Q, m2 = W.shape[0], W.shape[1]
+        Ws = W.view(self.M, self.S, m2, -1)
+        Z = torch.stack([torch.bmm(self.Xt, Ws[k].transpose(1, 2))  # (S, nt, 2m) per ||mu||
+                         for k in range(self.M)]).view(Q, -1, m2)   # (Q, nt, 2m): <w, xi>
+        yt = self.yt.repeat(self.M, 1)                              # (Q, nt)
+        s = wmu[:, None, :] * yt[:, :, None]                        # <w, yhat mu>
+        v1, v2 = V[:, None, :, 0], V[:, None, :, 1]
+        f = c * (self.js * (v1 * torch.relu(s) + v2 * torch.relu(Z))).sum(-1)
+        return (yt * f <= 0).to(torch.float64).mean(1)  # a count: exact in float64
 
 
 # ---------------------------------------------------------------- checks
@@ -261,19 +302,21 @@ def check_against_fullsim(torch, prob: Problem):
     Wf, Vf = tr.extra["W"].reshape(2 * p.m, p.d), tr.extra["V"].reshape(2 * p.m, 2)
     dW = np.linalg.norm(Wf - real.W0.reshape(2 * p.m, p.d))
     rows = []
+    xt = test_noise(prob)
     for name, dtype in (("torch f64", torch.float64), ("torch f32", torch.float32)):
-        W, V, loss = TorchNet(prob, dtype).train()
+        W, V, loss, err = TorchNet(prob, dtype, xt).train()
         W, V, L = (x[q].double().numpy() for x in (W, V, loss))
         rows.append([name, f"{rel(L, tr.loss):.2e}",
                      f"{np.linalg.norm(W - Wf) / np.linalg.norm(Wf):.2e}",
                      f"{np.linalg.norm(W - Wf) / dW:.2e}",
-                     f"{np.max(np.abs(V - Vf)) / np.max(np.abs(Vf)):.2e}"])
+                     f"{np.max(np.abs(V - Vf)) / np.max(np.abs(Vf)):.2e}",
+                     f"{float(err[q]):.4g} vs {tr.test_error:.4g}"])
     print(f"## Check: PyTorch network vs fullsim.simulate_full, one configuration "
           f"(d = {p.d}, seed {p.seed}, ||mu|| = {p.mu_norm:g}, v0 = {p.v0:g}, T = {p.steps}; "
           f"fullsim final loss {tr.loss[-1]:.6g})\n")
     table(["network", "max rel. diff. of loss, all T+1 steps",
            "norm(W - W_full) / norm(W_full)", "norm(W - W_full) / norm(W_full - W0)",
-           "max abs(V - V_full) / max abs(V_full)"], rows)
+           "max abs(V - V_full) / max abs(V_full)", "test error vs fullsim"], rows)
 
 
 # ---------------------------------------------------------------- one d
@@ -290,11 +333,20 @@ def bench_d(torch, d: int, repeats: int, full_configs: int | None):
     for level in ("exact", "orthogonal"):
         fns[level] = lambda lv=level: res.__setitem__(lv, run_batch(
             p, lv, stacked, prob.job_seed, prob.job_mu, checkpoints=cp))
-    for name, dtype in (("torch f32", torch.float32), ("torch f64", torch.float64)):
-        fns[name] = lambda nm=name, nt=TorchNet(prob, dtype): res.__setitem__(nm, nt.train())
+    xt = test_noise(prob)
+    nets = {"torch f32": TorchNet(prob, torch.float32, xt),
+            "torch f64": TorchNet(prob, torch.float64, xt)}
+    test_secs = {name: [] for name in nets}  # the test-error part of every call
+
+    def torch_call(name):
+        res[name] = nets[name].train()
+        test_secs[name].append(nets[name].test_seconds)
+    for name in nets:
+        fns[name] = lambda nm=name: torch_call(nm)
     for name, t in best_interleaved(fns, repeats).items():  # the four methods in rounds
         secs[name], counts[name] = t / Q, Q
-    del fns
+    test_part = {name: min(ts) / Q for name, ts in test_secs.items()}
+    del fns, nets, xt
 
     nf = Q if full_configs is None else min(Q, full_configs)
     jobs = [0, Q - 1] if nf == 2 else list(range(nf))
@@ -315,6 +367,8 @@ def bench_d(torch, d: int, repeats: int, full_configs: int | None):
     L_exact = ex["loss"][:, 0]
     lerr = {nm: rel(res[nm][2][:, -1].double().numpy(), L_exact)
             for nm in ("torch f32", "torch f64")}
+    terr = {nm: float(np.max(np.abs(res[nm][3].double().numpy() - ex["test_error"][:, 0])))
+            for nm in ("torch f32", "torch f64")}
 
     mus = ", ".join(f"{m:.3g}" for m in MUS)
     print(f"## d = {d:.0e}: {Q} configurations (||mu|| in ({mus}) x {N_SEEDS} seeds), "
@@ -324,8 +378,10 @@ def bench_d(torch, d: int, repeats: int, full_configs: int | None):
         grouped = "grouped" if Q // N_SEEDS >= GROUP_MIN else "job by job"
         note = {"exact": f"run_batch, {Q} jobs in one Numba call ({grouped}; sampler 'data')",
                 "orthogonal": f"run_batch, {Q} jobs in one Numba call ({grouped}; G = I)",
-                "torch f32": f"one batched call, {Q} configs",
-                "torch f64": f"one batched call, {Q} configs",
+                "torch f32": f"one batched call, {Q} configs; of which final test "
+                             f"error {test_part['torch f32']:.3g} s",
+                "torch f64": f"one batched call, {Q} configs; of which final test "
+                             f"error {test_part['torch f64']:.3g} s",
                 "full": f"simulate_full per config; of which final test error "
                         f"{t_test:.3g} s"}[name]
         rows.append([name, f"{secs[name]:.3g}", counts[name],
@@ -333,6 +389,7 @@ def bench_d(torch, d: int, repeats: int, full_configs: int | None):
                      f"{secs[name] / secs['orthogonal']:.3g}", note])
     table(["method", "s / configuration", "configs timed", "/ exact", "/ orthogonal", "note"],
           rows)
+    train_only = {nm: (secs[nm] - test_part[nm]) / secs["exact"] for nm in test_part}
     print(f"Ratios (d = {d:.0e}): torch_f32/exact = {secs['torch f32'] / secs['exact']:.3g}, "
           f"torch_f64/exact = {secs['torch f64'] / secs['exact']:.3g}, "
           f"full/exact = {secs['full'] / secs['exact']:.3g}, "
@@ -341,6 +398,12 @@ def bench_d(torch, d: int, repeats: int, full_configs: int | None):
           f"torch f64 {lerr['torch f64']:.2e}, torch f32 {lerr['torch f32']:.2e} "
           f"(exact-level runs diverged: {diverged}; final loss range "
           f"{L_exact.min():.3g}..{L_exact.max():.3g})")
+    print(f"Peer without its final test error (training only; the reduced levels' "
+          f"timed call still includes theirs): torch_f32/exact = {train_only['torch f32']:.3g}, "
+          f"torch_f64/exact = {train_only['torch f64']:.3g}")
+    print(f"Final clean test error vs exact kernel, max abs. diff. over the {Q} configs "
+          f"(same test points): torch f64 {terr['torch f64']:.3g}, torch f32 "
+          f"{terr['torch f32']:.3g}")
     print(f"Load average (1/5/15 min) before / after this d: {load0} / {load1}\n")
     return prob if d == CHECK_D else None
 
