@@ -106,20 +106,27 @@ def _sig_from(x, dx, act, a):
 
 
 @njit(cache=True)
-def _accumulate_output(f, js_c, a, v1, v2, yhat, zr, act, act_a):
-    """f_i += j c [v1 sigma(yhat_i a) + v2 sigma(z_i)] (ReLU: the constant act = 0,
-    a branch-free loop that vectorises)."""
+def _accumulate_outputs(f, js, c, Aj, gammaj, vj, yhat, z, act, act_a):
+    """f_i += j c [v1_r sigma(yhat_i a_r) + v2_r sigma(z_{r,i})] for the filters
+    r = 0, 1, ... of one class j in turn, a_r = A_r + j gamma_r (one call per
+    class, not per filter: the call's array arguments cost more than a
+    filter's loop over a test block; ReLU: the constant act = 0, a
+    branch-free loop that vectorises)."""
     if act == 0:
-        _accumulate_output_body(f, js_c, a, v1, v2, yhat, zr, 0, 0.0)
+        _accumulate_outputs_body(f, js, c, Aj, gammaj, vj, yhat, z, 0, 0.0)
     else:
-        _accumulate_output_body(f, js_c, a, v1, v2, yhat, zr, act, act_a)
+        _accumulate_outputs_body(f, js, c, Aj, gammaj, vj, yhat, z, act, act_a)
 
 
 @njit(cache=True, inline="always")
-def _accumulate_output_body(f, js_c, a, v1, v2, yhat, zr, act, act_a):
-    """``_accumulate_output`` for activation (act, act_a)."""
-    for i in range(f.shape[0]):
-        f[i] += js_c * (v1 * _sig(yhat[i] * a, act, act_a) + v2 * _sig(zr[i], act, act_a))
+def _accumulate_outputs_body(f, js, c, Aj, gammaj, vj, yhat, z, act, act_a):
+    """``_accumulate_outputs`` for activation (act, act_a)."""
+    js_c = js * c
+    for r in range(z.shape[0]):
+        a = Aj[r] + js * gammaj[r]
+        v1, v2, zr = vj[r, 0], vj[r, 1], z[r]
+        for i in range(f.shape[0]):
+            f[i] += js_c * (v1 * _sig(yhat[i] * a, act, act_a) + v2 * _sig(zr[i], act, act_a))
 
 
 @njit(cache=True)
@@ -708,9 +715,7 @@ def _test_outputs_block(A, gamma, rhohat, U, v, st, cfg, q0, X, H, f):
         z[:, :] = st.test_B[j][:, q0:q0 + N]
         _addmul_rows(z, rhohat[j], X, True)
         if L == 1:
-            for r in range(m):
-                _accumulate_output(f, js * c, A[j, r] + js * gamma[j, r], v[j, r, 0],
-                                   v[j, r, 1], yhat, z[r], cfg.act, cfg.act_a)
+            _accumulate_outputs(f, js, c, A[j], gamma[j], v[j], yhat, z, cfg.act, cfg.act_a)
         else:  # SPEC 11: ReLU features of the first layer, then U
             for r in range(m):
                 a = A[j, r] + js * gamma[j, r]
