@@ -8,7 +8,8 @@
 # each version runs once untimed (compiles its kernels), then REPEATS times
 # alternating (this tree, BASE, this tree, ...), each with its own --out
 # folder under the temporary directory, emptied before each run.  Prints the wall times, their ratio,
-# and whether the outputs agree (first 12 lines, timings left out).
+# the time each command reported itself (e.g. dyn phase's '...; 12.0 s': the sweep without
+# imports and figure), and whether the outputs agree (first 12 lines, timings left out).
 # Needs the project installed in the active environment (pip install -e .).
 # The commands run in the temporary directory: give ARGS absolute paths.
 set -euo pipefail
@@ -21,7 +22,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 trap 'git -C "$here" worktree remove --force "$tmp/base" >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
 git -C "$here" worktree add --detach "$tmp/base" "$base" >/dev/null 2>&1
-one() {  # one LABEL SRC -> prints seconds, keeps stdout in $tmp/LABEL.log
+one() {  # one LABEL SRC -> prints wall seconds, keeps stdout in $tmp/LABEL.log
     local t0 t1
     rm -rf "$tmp/out-$1"  # a fresh output folder: resumable commands (phase) must not resume
     t0=$(date +%s.%N)
@@ -31,6 +32,11 @@ one() {  # one LABEL SRC -> prints seconds, keeps stdout in $tmp/LABEL.log
         "${args[@]}" --out "$tmp/out-$1") > "$tmp/$1.log" 2>&1
     t1=$(date +%s.%N)
     python -c "print($t1 - $t0)"
+}
+reported() {  # reported LABEL -> the time the command printed itself ('...; 12.0 s'), or n/a
+    local s
+    s=$(grep -oE '; [0-9.]+ s$' "$tmp/$1.log" | head -n 1 | grep -oE '[0-9.]+' || true)
+    echo "${s:-n/a}"
 }
 args=("$@")
 for v in "this $here" "base $tmp/base"; do  # each label imports its own tree's packages
@@ -45,9 +51,10 @@ echo "warming up (compiles each version's kernels once) ..."
 one this "$here" >/dev/null
 one base "$tmp/base" >/dev/null
 for k in $(seq "$reps"); do
-    a=$(one this "$here"); b=$(one base "$tmp/base")
-    printf 'repeat %d: this tree %.1f s, %s %.1f s, base/this = %.2fx\n' "$k" "$a" "$base" "$b" \
-        "$(python -c "print($b / $a)")"
+    a=$(one this "$here"); ra=$(reported this)
+    b=$(one base "$tmp/base"); rb=$(reported base)
+    printf 'repeat %d: this tree %.1f s, %s %.1f s, base/this = %.2fx (wall); reported by the command: %s s vs %s s\n' \
+        "$k" "$a" "$base" "$b" "$(python -c "print($b / $a)")" "$ra" "$rb"
 done
 strip() { head -n 12 "$1" | grep -v -E '[0-9.]+ s\)|; [0-9.]+ s$|total [0-9.]+ s|^ *wrote '; }
 if diff <(strip "$tmp/this.log") <(strip "$tmp/base.log") >/dev/null; then

@@ -24,10 +24,12 @@ float64, with hand-written gradients (no autograd):
 
 Timed on the same 16 configurations, in one process, each method warmed up
 once, best of R rounds (default 3; in each round exact, orthogonal, torch
-f32 and torch f64 are called once in turn, after a 1 s pause each and, for
-calls under 1 s, one untimed call, so that the methods are timed in the same
-stretch of a VM's drifting speed and none pays a wake-up from idle),
-seconds per configuration:
+f32 and torch f64 take turns, each after a 1 s pause; a method whose call
+is shorter than 0.3 s first runs back to back for 0.3 s untimed, then as
+many timed calls as fit in 0.3 s, at most 10, so that the methods are timed
+in the same stretch of a VM's drifting speed and in their steady state, as
+a sweep runs them, none paying a wake-up from idle), seconds per
+configuration:
 
 * ``exact`` / ``orthogonal``: ``dynamics.boundary.run_batch`` (the kernel call
   of sweeps: 16 jobs, one parallel Numba call, checkpoint T, which also
@@ -126,7 +128,9 @@ def best(fn, repeats: int) -> float:
     return best_interleaved({"fn": fn}, repeats)["fn"]
 
 
-WARM_S = 1.0  # calls shorter than this get an untimed call right before the timed one
+WARM_S = 0.3  # after the pause, calls shorter than this run back to back this long untimed,
+#               then as many timed calls as fit in WARM_S (at most MAX_CALLS) give the round's best
+MAX_CALLS = 10
 
 
 def best_interleaved(fns: dict, repeats: int) -> dict:
@@ -139,11 +143,15 @@ def best_interleaved(fns: dict, repeats: int) -> dict:
     2.9 us per step in consecutive runs), so timing the methods one after the
     other would compare them in different phases; in rounds, each method's
     best call comes from the same stretch of time.  After the pause, a method
-    whose calls take less than WARM_S is called once untimed first: the first
-    call after an idle second runs on sleeping threads and clocked-down
+    whose calls take less than WARM_S runs back to back for WARM_S untimed,
+    then min(MAX_CALLS, WARM_S / call time) timed calls (at least one), the
+    same rule for every method (``timeit``'s autorange, bounded): the first
+    calls after an idle second run on sleeping threads and clocked-down
     cores (the 16-job ``exact`` call: best 0.41 ms per configuration right
-    after a 1 s pause, 0.29 ms for the call after it), which would charge a
-    wake-up to a 5 ms call that a sweep, calling back to back, never pays."""
+    after a 1 s pause, 0.29 ms for the call after it; 0.36-0.42 ms with one
+    untimed call before the timed one, 0.26 ms back to back), which would
+    charge a wake-up to a 5 ms call that a sweep, calling back to back, never
+    pays; a 1-16 s call (the peer at d >= 1e4) is timed once per round."""
     last = {}
     for name, fn in fns.items():
         t0 = time.perf_counter()
@@ -153,12 +161,14 @@ def best_interleaved(fns: dict, repeats: int) -> dict:
     for _ in range(repeats):
         for name, fn in fns.items():
             time.sleep(SETTLE_S)
-            if last[name] < WARM_S:
+            t_end = time.perf_counter() + WARM_S
+            while last[name] < WARM_S and time.perf_counter() < t_end:
                 fn()
-            t0 = time.perf_counter()
-            fn()
-            last[name] = time.perf_counter() - t0
-            out[name] = min(out[name], last[name])
+            for _ in range(max(1, min(MAX_CALLS, int(WARM_S / max(last[name], 1e-9))))):
+                t0 = time.perf_counter()
+                fn()
+                last[name] = time.perf_counter() - t0
+                out[name] = min(out[name], last[name])
     return out
 
 
@@ -448,7 +458,8 @@ def main(argv=None):
           + (" (--quick)" if args.quick else "") + "\n")
     print(f"torch {torch.__version__}, torch.get_num_threads() = {torch.get_num_threads()} "
           f"(set_num_threads({THREADS})); OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS = {THREADS}; "
-          f"best of {repeats} after one warm-up call; load average at start: {load()} "
+          f"best of {repeats} rounds (calls under {WARM_S} s: after {WARM_S} s back to back, up "
+          f"to {MAX_CALLS} timed calls per round); load average at start: {load()} "
           f"on {os.cpu_count()} CPUs (other jobs share them: BLAS/OpenMP thread pools slow "
           f"down badly when the load exceeds the cores; compare with --threads 1)\n")
     check_prob = None
