@@ -214,7 +214,7 @@ def seeds_test_noise(prob: Problem) -> np.ndarray:
     p = prob.params
     out = np.empty((len(prob.reals), p.n_test, p.d))
     for s, real in enumerate(prob.reals):
-        for sl, chunk in real.test_vectors(p.replace(seed=p.seed + s)):
+        for sl, chunk in real.test_vectors(p):  # the seed is the realisation's test_seed
             out[s, sl] = chunk
     return out
 
