@@ -11,7 +11,7 @@ results are identical bit for bit.
 
 Work unit: one row x = x[ix] (all y, seeds, times), computed by the pure
 function ``compute_chunk`` and saved to ``OUT/phase.zarr`` (``SweepStore``:
-Zarr, one chunk per row, a fingerprint of the spec so that a re-run resumes
+Zarr, up to 16 rows per chunk, a fingerprint of the spec so that a re-run resumes
 and a changed parameter set is refused, an exclusive lock against concurrent
 writers).  At the end ``assemble`` derives means, the fitted flag, mu* per
 time and the divergence count; the CLI exports phase.nc and phase.png.

@@ -3,15 +3,15 @@
 Knows nothing about the physics.  A sweep is an xarray Dataset *template*
 (final dims, coords and dtypes; data values irrelevant) whose data variables
 all have the row dimension first.  Rows are filled one at a time with
-:meth:`SweepStore.save`, each written to its own Zarr chunks as soon as it is
-finished, so a killed sweep resumes where it stopped.
+:meth:`SweepStore.save`, each written to the Zarr chunks that hold it as soon
+as it is finished, so a killed sweep resumes where it stopped.
 
 Layout on disk (Zarr format 3, no consolidated metadata)::
 
-    PATH/              the store: template variables chunked 1 along the row
-                       dim and whole along the others, plus ``_row_done``
-                       (int8, 1 per finished row); attrs ``fingerprint`` and
-                       ``spec_json``
+    PATH/              the store: template variables chunked R rows along the
+                       row dim (``rows_per_chunk``) and whole along the
+                       others, plus ``_row_done`` (int8, 1 per finished row,
+                       same R); attrs ``fingerprint`` and ``spec_json``
     PATH.lock          sibling lock file (flock), holds the holder's pid
     .NAME.tmp-*        temporaries of this module (cleaned up under the lock)
 
@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import uuid
 import weakref
 
@@ -46,6 +47,12 @@ ZARR_FORMAT = 3
 # (avoids zarr's ZarrUserWarning on write and xarray's RuntimeWarning fallback
 # on read).
 _ZARR_KW = {"consolidated": False}
+# Rows per Zarr chunk: a chunk write or read costs ~1 ms whatever its size, so
+# the default sweep's 64 rows x 7 variables in one-row chunks took 0.65 s to
+# write and 0.16 s to read, in 16-row chunks 0.20 s and 0.04 s.  A row written
+# into a chunk that holds others is a read-modify-write under the store's lock.
+ROWS_PER_CHUNK_MAX = 16
+CHUNK_BYTES = 4 * 2 ** 20  # ... but no chunk above ~4 MiB (large sweeps: fewer rows)
 _OVERWRITE_HINT = "use another --out, or add --overwrite to discard the stored sweep"
 
 
@@ -68,6 +75,15 @@ def spec_json(spec: dict) -> str:
 def fingerprint(spec: dict) -> str:
     """sha256 of the canonical spec JSON, first 16 hex digits."""
     return hashlib.sha256(spec_json(spec).encode()).hexdigest()[:16]
+
+
+def rows_per_chunk(template: xr.Dataset, row_dim: str) -> int:
+    """Rows per Zarr chunk R: at most ROWS_PER_CHUNK_MAX and the number of rows,
+    and R rows of the largest variable within CHUNK_BYTES (at least 1)."""
+    n_rows = template.sizes[row_dim]
+    row_bytes = max(var.dtype.itemsize * int(np.prod(var.shape[1:]))
+                    for var in template.data_vars.values())
+    return int(max(1, min(ROWS_PER_CHUNK_MAX, n_rows, CHUNK_BYTES // max(row_bytes, 1))))
 
 
 _ABSENT = object()
@@ -132,6 +148,7 @@ class SweepStore:
                  overwrite: bool = False):
         self._lock_fd = None
         self._zarr_arrays = None  # opened at the first save (SweepStore._arrays)
+        self._write_lock = threading.Lock()
         self.path = os.path.normpath(os.fspath(path))  # no trailing "/": lock stays a sibling
         self.row_dim = row_dim
         self.spec_json = spec_json(spec)
@@ -180,15 +197,16 @@ class SweepStore:
         tpl = tpl.assign_coords({k: v.compute().astype(object) if v.dtype.kind == "U"
                                  else v.compute() for k, v in tpl.coords.items()})
         data, encoding = {}, {}
+        R = rows_per_chunk(tpl, self.row_dim)
         for name, var in tpl.data_vars.items():
-            chunks = (1,) + tuple(max(s, 1) for s in var.shape[1:])
+            chunks = (R,) + tuple(max(s, 1) for s in var.shape[1:])
             data[name] = xr.Variable(var.dims, da.empty(var.shape, dtype=var.dtype,
                                                         chunks=chunks), var.attrs)
             encoding[name] = {"chunks": chunks}
         data[DONE] = xr.Variable((self.row_dim,), da.zeros(self.n_rows, dtype=np.int8,
-                                                           chunks=1))
-        # raw 1-byte chunks, fill 0: an unwritten row reads as "not done"
-        encoding[DONE] = {"chunks": (1,), "fill_value": 0, "compressors": None}
+                                                           chunks=R))
+        # raw 1-byte flags, fill 0: an unwritten row reads as "not done"
+        encoding[DONE] = {"chunks": (R,), "fill_value": 0, "compressors": None}
         ds = xr.Dataset(data, coords=tpl.coords,
                         attrs={**tpl.attrs, "fingerprint": self.fingerprint,
                                "spec_json": self.spec_json})
@@ -301,14 +319,14 @@ class SweepStore:
 
     def save(self, ix: int, row: dict[str, np.ndarray]) -> None:
         """Write row ``ix`` (arrays cast "same_kind" to the template dtypes), then mark
-        it finished.  Different rows may be saved from several threads at once."""
+        it finished.  Rows may be saved from several threads (one at a time:
+        rows share chunks)."""
         self.save_rows({ix: row})
 
     def save_rows(self, rows: dict[int, dict[str, np.ndarray]]) -> None:
         """Write several rows {ix: row} (as ``save``): each run of consecutive
-        indices with one Zarr write per variable (a write costs ~2 ms whatever
-        its size), then mark them finished.  A row is marked only after all of
-        its data is written."""
+        indices with one Zarr write per variable, then mark them finished.  A
+        row is marked only after all of its data is written."""
         if self._lock_fd is None:
             raise StoreError(f"{self.path}: store is closed")
         data = {}
@@ -317,26 +335,28 @@ class SweepStore:
                     or not 0 <= ix < self.n_rows:
                 raise StoreError(f"row index must be an int in [0, {self.n_rows}), got {ix!r}")
             data[int(ix)] = self._checked_row(int(ix), row)
-        # Straight into the Zarr arrays (the skeleton fixed the layout: one chunk
-        # per row, nothing to encode), opened once per store: we hold the lock, so
+        # Straight into the Zarr arrays (the skeleton fixed the layout: R rows per
+        # chunk, nothing to encode), opened once per store: we hold the lock, so
         # nobody else changes the metadata (xarray region writes re-read it per row).
-        arrays = self._arrays()
-        done = arrays[DONE]
         order = sorted(data)
-        for ix in order:
-            if done[ix] == 1:  # rewriting: never leave "done" over partial data
-                done[ix] = 0
         runs, start = [], 0
         for k in range(1, len(order) + 1):
             if k == len(order) or order[k] != order[k - 1] + 1:
                 runs.append(order[start:k])
                 start = k
-        for run in runs:
-            lo, hi = run[0], run[-1] + 1
-            for name in self._template.data_vars:
-                arrays[name][lo:hi] = np.stack([data[ix][name] for ix in run])
-        for run in runs:
-            done[run[0]:run[-1] + 1] = 1
+        with self._write_lock:  # rows share chunks: one read-modify-write at a time
+            arrays = self._arrays()
+            done = arrays[DONE]
+            was_done = done[:]
+            for run in runs:  # rewriting: never leave "done" over partial data
+                if was_done[run[0]:run[-1] + 1].any():
+                    done[run[0]:run[-1] + 1] = 0
+            for run in runs:
+                lo, hi = run[0], run[-1] + 1
+                for name in self._template.data_vars:
+                    arrays[name][lo:hi] = np.stack([data[ix][name] for ix in run])
+            for run in runs:
+                done[run[0]:run[-1] + 1] = 1
 
     def _checked_row(self, ix: int, row: dict) -> dict:
         """Row ``ix`` cast to the template dtypes, or StoreError naming what is wrong."""

@@ -80,8 +80,8 @@ def test_round_trip_and_resume(tmp_path):
         ds = st.open()
     assert "_row_done" not in ds.variables
     assert ds.attrs["fingerprint"] == st.fingerprint and ds.attrs["title"] == "phase"
-    assert not ds["err"].variable._in_memory  # lazy (no dask), one Zarr chunk per row
-    assert ds["err"].encoding["chunks"][0] == 1
+    assert not ds["err"].variable._in_memory  # lazy (no dask), 4 rows in one Zarr chunk
+    assert ds["err"].encoding["chunks"][0] == 4  # rows 2, 0, then 1, 3: read-modify-writes
     for name in TEMPLATE.data_vars:
         assert ds[name].dims == TEMPLATE[name].dims
         assert ds[name].dtype == TEMPLATE[name].dtype
@@ -122,6 +122,56 @@ def test_save_rows_writes_runs_like_save(tmp_path):
         st.save_rows({3: row(3), 0: row(0), 1: row(1)})  # runs [0, 1] and [3]
         assert st.finished() == [0, 1, 3]
         st.save_rows({2: row(2), 3: row(3)})  # rewriting 3
+        ds = st.open()
+        for name in TEMPLATE.data_vars:
+            np.testing.assert_array_equal(ds[name].values,
+                                          np.stack([row(i)[name] for i in range(4)]))
+
+
+def test_rows_per_chunk_bounds():
+    """R rows per chunk: at most ROWS_PER_CHUNK_MAX and the row count, and a
+    chunk of the largest variable within CHUNK_BYTES (one row if a row is larger)."""
+    import xarray as xr
+    from compare.store import CHUNK_BYTES, ROWS_PER_CHUNK_MAX, rows_per_chunk
+
+    assert rows_per_chunk(TEMPLATE, "x") == 4
+    many = xr.Dataset({"a": (("x", "y"), np.zeros((100, 3)))})
+    assert rows_per_chunk(many, "x") == ROWS_PER_CHUNK_MAX
+    per_row = CHUNK_BYTES // 8 // 3  # float64 elements of a row that take 1/3 of a chunk
+    big = xr.Dataset({"a": (("x", "y"), np.zeros((100, per_row))),
+                      "b": (("x", "y"), np.zeros((100, per_row), np.int8))})
+    assert rows_per_chunk(big, "x") == 3
+    huge = xr.Dataset({"a": (("x", "y"), np.zeros((5, CHUNK_BYTES // 4)))})
+    assert rows_per_chunk(huge, "x") == 1
+
+
+def test_store_with_one_row_chunks_resumes(tmp_path, monkeypatch):
+    """A store written with one row per chunk (before multi-row chunks) resumes
+    in its own layout, with the same numbers."""
+    import compare.store as store_mod
+    path = tmp_path / "p.zarr"
+    monkeypatch.setattr(store_mod, "ROWS_PER_CHUNK_MAX", 1)
+    with SweepStore(path, TEMPLATE, "x", SPEC) as st:
+        st.save_rows({0: row(0), 2: row(2)})
+    monkeypatch.undo()
+    with SweepStore(path, TEMPLATE, "x", SPEC) as st:
+        assert st.finished() == [0, 2]
+        st.save_rows({1: row(1), 3: row(3)})
+        ds = st.open()
+        assert ds["err"].encoding["chunks"][0] == 1
+        for name in TEMPLATE.data_vars:
+            np.testing.assert_array_equal(ds[name].values,
+                                          np.stack([row(i)[name] for i in range(4)]))
+
+
+def test_rows_saved_from_threads_share_chunks(tmp_path):
+    """Rows of one chunk saved from several threads at once: none is lost
+    (the read-modify-writes of a chunk are serialised)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with SweepStore(tmp_path / "p.zarr", TEMPLATE, "x", SPEC) as st:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda ix: st.save(ix, row(ix)), [3, 1, 0, 2]))
+        assert st.finished() == [0, 1, 2, 3]
         ds = st.open()
         for name in TEMPLATE.data_vars:
             np.testing.assert_array_equal(ds[name].values,
