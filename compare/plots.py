@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import patheffects  # noqa: E402
+from matplotlib.layout_engine import ConstrainedLayoutEngine  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -19,10 +20,13 @@ from .metrics import rel_err_per_step, series, variables  # noqa: E402
 
 
 def save_figure(fig, path) -> str:
-    """Save to a temporary file in the target folder, then rename."""
+    """Save to a temporary file in the target folder, then rename.  A figure
+    with constrained layout fits itself; others are cropped to their content
+    (bbox_inches="tight": one more draw, ~0.2 s for the phase heatmap)."""
+    fits = isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine)
     try:
         with atomic_target(path, ".png.tmp") as tmp:
-            fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+            fig.savefig(tmp, dpi=120, bbox_inches=None if fits else "tight", format="png")
     finally:
         plt.close(fig)
     return os.fspath(path)
