@@ -50,7 +50,9 @@ _ZARR_KW = {"consolidated": False}
 # Rows per Zarr chunk: a chunk write or read costs ~1 ms whatever its size, so
 # the default sweep's 64 rows x 7 variables in one-row chunks took 0.65 s to
 # write and 0.16 s to read, in 16-row chunks 0.20 s and 0.04 s.  A row written
-# into a chunk that holds others is a read-modify-write under the store's lock.
+# into a chunk that holds others is a read-modify-write under the store's lock;
+# Zarr >= 3.1.3 replaces a chunk file atomically (temporary file, then rename),
+# so a kill during that write leaves the chunk's finished rows intact.
 ROWS_PER_CHUNK_MAX = 16
 CHUNK_BYTES = 4 * 2 ** 20  # ... but no chunk above ~4 MiB (large sweeps: fewer rows)
 _OVERWRITE_HINT = "use another --out, or add --overwrite to discard the stored sweep"
