@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -284,6 +285,38 @@ def test_kill_9_releases_lock_and_keeps_rows(tmp_path):
         assert st.finished() == [0]
         st.save(1, row(1))
         assert st.finished() == [0, 1]
+
+
+def test_kill_9_during_chunk_rewrites_keeps_finished_rows(tmp_path):
+    """Rows share a chunk: a kill -9 while another row of it is rewritten over
+    and over leaves the finished row's numbers intact (Zarr replaces chunk
+    files atomically), and the rewritten row is either unfinished or whole."""
+    path = tmp_path / "phase.zarr"
+    proc = child("""
+        st = SweepStore(PATH, TEMPLATE, "x", SPEC)
+        st.save(0, row(0))
+        print("ready", flush=True)
+        k = 0
+        while True:
+            st.save(1, row(1 + 10 * (k % 2)))
+            k += 1
+    """, path)
+    try:
+        assert read_line(proc) == "ready"
+        time.sleep(0.5)  # some dozens of rewrites of the chunk of rows 0-3
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        stop(proc)
+    with SweepStore(path, TEMPLATE, "x", SPEC) as st:
+        done = st.finished()
+        assert done in ([0], [0, 1])
+        st.save_rows({ix: row(ix) for ix in range(4) if ix not in done})
+        ds = st.open()
+        for name in TEMPLATE.data_vars:
+            np.testing.assert_array_equal(ds[name].values[0], row(0)[name])
+            if 1 in done:  # the last whole write of row 1
+                assert any(np.array_equal(ds[name].values[1], row(k)[name]) for k in (1, 11))
 
 
 def test_stale_temporaries_removed(tmp_path):
