@@ -144,22 +144,17 @@ def _forward1(A, gamma, rho, v, st, cfg, s, z, f):
 
 @njit(cache=True, inline="always")
 def _forward1_body(A, gamma, rho, v, st, cfg, s, z, f, act, act_a):
-    """``_forward1`` for activation (act, act_a) (``_sig``)."""
-    m, n = gamma.shape[1], f.shape[0]
+    """``_forward1`` for activation (act, act_a) (``_sig``); the outputs are
+    the test outputs' accumulation (``_accumulate_outputs_body``)."""
+    m = gamma.shape[1]
     yhat, B, G, c, use_gram = st.yhat, st.B, st.G, cfg.c, cfg.use_gram
     f[:] = 0.0
     for j in range(2):
         js = 1.0 - 2.0 * j
         _noise_block(z[j], B[j], rho[j], G, use_gram)
         for r in range(m):
-            a = A[j, r] + js * gamma[j, r]
-            s[j, r] = a
-            zr = z[j, r]
-            v1 = v[j, r, 0]
-            v2 = v[j, r, 1]
-            for i in range(n):
-                si = yhat[i] * a
-                f[i] += js * c * (v1 * _sig(si, act, act_a) + v2 * _sig(zr[i], act, act_a))
+            s[j, r] = A[j, r] + js * gamma[j, r]
+        _accumulate_outputs_body(f, js, c, A[j], gamma[j], v[j], yhat, z[j], act, act_a)
 
 
 @njit(cache=True)
