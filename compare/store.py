@@ -337,9 +337,6 @@ class SweepStore:
                     or not 0 <= ix < self.n_rows:
                 raise StoreError(f"row index must be an int in [0, {self.n_rows}), got {ix!r}")
             data[int(ix)] = self._checked_row(int(ix), row)
-        # Straight into the Zarr arrays (the skeleton fixed the layout: R rows per
-        # chunk, nothing to encode), opened once per store: we hold the lock, so
-        # nobody else changes the metadata (xarray region writes re-read it per row).
         order = sorted(data)
         runs, start = [], 0
         for k in range(1, len(order) + 1):
@@ -347,6 +344,9 @@ class SweepStore:
                 runs.append(order[start:k])
                 start = k
         with self._write_lock:  # rows share chunks: one read-modify-write at a time
+            # Straight into the Zarr arrays (the skeleton fixed the layout: R rows per
+            # chunk, nothing to encode), opened once per store: we hold the lock, so
+            # nobody else changes the metadata (xarray region writes re-read it per row).
             arrays = self._arrays()
             done = arrays[DONE]
             was_done = done[:]
