@@ -5,9 +5,13 @@ boundary solver.  It imports nothing above it (``fullsim``, ``compare``).
 ``from dynamics import Params, simulate`` for notebooks; the whole job
 (``solve``) lives in ``compare``: ``from compare import solve``.
 """
-from .data import Stats, sample_data, sample_stats, sample_wishart
-from .params import ALL_LEVELS, LEVELS, PARAMS, SAMPLERS, Params, ParamError
-from .run import DivergenceError, Trajectory, simulate
+from . import numba_cache
+
+numba_cache.setup()  # before any @njit(cache=True) runs: a cache keyed by this package's source
+
+from .data import Stats, sample_data, sample_stats, sample_wishart  # noqa: E402
+from .params import ALL_LEVELS, LEVELS, PARAMS, SAMPLERS, Params, ParamError  # noqa: E402
+from .run import DivergenceError, Trajectory, simulate  # noqa: E402
 
 __version__ = "0.2.0"
 
