@@ -40,7 +40,8 @@ from .data import _test_labels, _test_noise_chunks, bartlett_factor, check_memor
     check_sampler, check_test_memory, draw_labels, noise_vectors, seed_streams, \
     spike_directions
 from .boundary import RESULTS, job_evaluator
-from .params import LOSS_MAX, SAMPLERS, SPEC_OF, THETA_MAX, Params, ParamError, check_choice
+from .params import LOSS_MAX, SAMPLERS, SPEC_OF, THETA_MAX, Params, ParamError, check_choice, \
+    check_params, check_record_every, record_count
 from .run import DivergenceError, check_checkpoints, record_steps
 
 RANK_RTOL = 1e-10  # a patch direction whose relative residual is below this is dependent
@@ -648,13 +649,22 @@ class GeneralTrajectory:
 
 def check_general(params: Params):
     """What the general level does not cover, as ParamError naming the field."""
-    p = params
+    p = check_params(params)
     if p.depth != 1:
         raise ParamError("depth", p.depth, "the model family (level general and its "
                          "network, SPEC 12) is the two-layer network (--depth 1)")
     if p.optimizer != "gd":
         raise ParamError("optimizer", p.optimizer, "the model family (level general and "
                          "its network, SPEC 12) runs plain GD")
+
+
+def check_record_general(params: Params, n: int, P: int, m: int, record_every: int):
+    """Refuse a recording of the model family whose arrays would not fit, before
+    anything is allocated (pre, v, alpha, loss per recorded state)."""
+    R = record_count(params.steps, record_every)
+    check_memory(8.0 * R * 2 * m * (n * P + P + n + 1),
+                 f"recording {R} states (--steps {params.steps}, --record-every "
+                 f"{record_every})", hint="raise --record-every or lower --steps")
 
 
 def kernel_settings(params: Params) -> tuple:
@@ -670,12 +680,14 @@ def simulate_general(params: Params, data: PatchData | None = None, sampler: str
     of ``params`` and ``sampler``); raises ``run.DivergenceError``."""
     check_general(params)
     p = params
-    rec = record_steps(p.steps, record_every)
+    record_every = check_record_every(record_every, p.steps)
     t0 = time.perf_counter()
-    data = model_data(p, sampler) if data is None else data
+    if data is None:  # the recording's memory first: model_data and record_steps allocate
+        check_record_general(p, p.n, 2, p.m, record_every)
+        data = model_data(p, sampler)
     n, P, D, m = data.shape
-    check_memory(8.0 * len(rec) * 2 * m * (n * P + P + n + 1),
-                 f"recording {len(rec)} states", hint="raise --record-every or lower --steps")
+    check_record_general(p, n, P, m, record_every)
+    rec = record_steps(p.steps, record_every)
     st1, Q = general_stats(data)
     st = scaled(st1, data.scale(p.mu_norm))
     K = Q.shape[1]

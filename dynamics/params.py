@@ -427,6 +427,51 @@ def format_spec(spec) -> str:
 
 def check_choice(name: str, value: str, allowed) -> str:
     """Validate a string option such as level or sampler."""
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ParamError(name, value, f"must be one of {', '.join(allowed)}")
     return value
+
+
+def check_params(params) -> "Params":
+    """The ``params`` argument of an API entry must be a ``Params`` (not None, not a
+    dict): one ParamError naming it instead of an AttributeError deep inside."""
+    if not isinstance(params, Params):
+        raise ParamError("params", params if params is None or isinstance(
+            params, (int, float, str)) else type(params).__name__,
+            "must be a dynamics.Params, e.g. Params(d=1000, n=20)")
+    return params
+
+
+def check_record_every(record_every, steps: int) -> int:
+    """The one validator of the recording interval k (``--record-every``; every
+    API entry that records a trajectory): an integer in [1, steps] (bools,
+    non-integral floats such as 2.5, and values past T are refused; k = T records
+    only the start and the end).  Returns it as a Python int, so kernels never
+    see a float or an integer past int64."""
+    steps = int(steps)
+    integral = isinstance(value := record_every, (numbers.Integral, np.integer)) or (
+        isinstance(value, (float, np.floating)) and math.isfinite(value)
+        and float(value).is_integer())
+    if isinstance(value, (bool, np.bool_)) or not integral or not 1 <= value <= steps:
+        raise ParamError("record_every", record_every,
+                         f"must be an integer in [1, {steps}] (at most --steps; "
+                         f"k = --steps records only the start and the end)")
+    return int(value)
+
+
+def record_count(steps: int, record_every: int) -> int:
+    """Number of recorded states of ``record_steps`` (0, k, 2k, ... and T),
+    computed without allocating them (memory checks come first)."""
+    k = int(record_every)
+    return int(steps) // k + 1 + (int(steps) % k != 0)
+
+
+def check_int_values(name: str, values, lo: int = 1) -> list:
+    """A list of integers >= lo (e.g. the d/n grids of ``solve``): a string, a
+    non-integral float (2000.5) or a bool is refused, never truncated."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ParamError(name, values, "must be a list of integers (or empty)")
+    out = []
+    for x in values:
+        out.append(_check_int(name, x, lo))
+    return out

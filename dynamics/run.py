@@ -15,7 +15,8 @@ from .activation import activation, activation_code
 from .data import Stats, check_memory, sample_stats
 from .kernels import DIVERGENCE_REASONS, FlowConfig, KConfig, KStats, clean_error_kernel, \
     flow_kernel, outputs_kernel, run_kernel
-from .params import PAPER_LEVELS, SAMPLERS, Params, ParamError, check_choice
+from .params import PAPER_LEVELS, SAMPLERS, Params, ParamError, check_choice, check_params, \
+    check_record_every, record_count
 
 # (use_gram, train_v) per reduced level
 LEVEL_FLAGS = {"exact": (True, True), "orthogonal": (False, True),
@@ -157,9 +158,8 @@ def divergence_hint(step: int, params: Params) -> str:
 
 def check_record_memory(params: Params, record_every: int):
     """Refuse a recording schedule whose arrays would not fit (before allocating)."""
-    if int(record_every) < 1:
-        raise ParamError("record_every", record_every, "must be an integer >= 1")
-    R = params.steps // int(record_every) + 2
+    record_every = check_record_every(record_every, params.steps)
+    R = record_count(params.steps, record_every)
     m = params.m
     check_memory(8.0 * R * (m * (6 + 2 * params.n) + 2 * (params.depth - 1) * m * m + 3),
                  f"recording {R} states (--steps {params.steps}, --record-every {record_every})",
@@ -167,9 +167,10 @@ def check_record_memory(params: Params, record_every: int):
 
 
 def record_steps(steps: int, record_every: int) -> np.ndarray:
-    """Recorded steps: 0, k, 2k, ... and always the last step T."""
-    if int(record_every) < 1:
-        raise ParamError("record_every", record_every, "must be an integer >= 1")
+    """Recorded steps: 0, k, 2k, ... and always the last step T (k validated by
+    ``params.check_record_every``: an integer in [1, T], so the kernels, which
+    record where t % k == 0 or t == T, write exactly these len(rec) states)."""
+    record_every = check_record_every(record_every, steps)
     rec = np.arange(0, steps + 1, record_every)
     if rec[-1] != steps:
         rec = np.append(rec, steps)
@@ -290,9 +291,11 @@ def simulate(params: Params, level: str = "exact", sampler: str = "wishart",
     Pass ``stats`` to reuse a realisation (e.g. the one of a full run).
     Raises ``DivergenceError`` under the divergence policy.
     """
+    check_params(params)
     check_choice("sampler", sampler, SAMPLERS)
     cfg = kernel_config(params, level)
     check_record_memory(params, record_every)
+    record_every = check_record_every(record_every, params.steps)
     rec = record_steps(params.steps, record_every)
     t0 = time.perf_counter()
     if stats is None:
@@ -322,7 +325,8 @@ def simulate(params: Params, level: str = "exact", sampler: str = "wishart",
 def check_checkpoints(checkpoints, steps: int, integers: bool = True,
                       allow_inf: bool = True) -> np.ndarray:
     """Ascending, distinct times in GD steps (default: [steps]), >= 0: integers
-    <= 1e15 for GD, or any numbers if ``integers`` is False (flow times); inf
+    up to FLOW.gd_max for GD (later GD checkpoints are reached by the flow,
+    ``kernels._advance``), any numbers if ``integers`` is False (flow times); inf
     (the limit t -> infinity) allowed last if ``allow_inf``."""
     try:
         cp = np.array([steps] if checkpoints is None else checkpoints, dtype=np.float64)
@@ -330,10 +334,11 @@ def check_checkpoints(checkpoints, steps: int, integers: bool = True,
         raise ParamError("times", checkpoints, "must be numbers (GD steps) or inf") from None
     fin = cp[np.isfinite(cp)] if cp.ndim == 1 else cp
     if (cp.ndim != 1 or cp.size == 0 or np.any(np.isnan(cp)) or np.any(cp < 0)
-            or np.any(np.diff(cp) <= 0)
-            or (integers and (np.any(fin != np.round(fin)) or np.any(fin > 1e15)))
+            or not np.all(np.diff(cp) > 0)  # NaN differences (inf, inf) are not > 0
+            or (integers and np.any((fin <= FLOW.gd_max) & (fin != np.round(fin))))
             or (not allow_inf and fin.size < cp.size)):
-        kind = "integers in [0, 1e15]" if integers else "numbers >= 0"
+        kind = (f"numbers >= 0, integers up to {FLOW.gd_max:g} (later times are reached by "
+                f"the flow)" if integers else "numbers >= 0")
         raise ParamError("times", cp.tolist(),
                          f"must be ascending, distinct {kind} (GD steps)"
                          + (", optionally ending with inf" if allow_inf else ""))

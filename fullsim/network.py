@@ -26,7 +26,7 @@ from scipy.linalg import cho_factor, cho_solve
 from scipy.linalg.blas import dgemm
 
 from dynamics.data import Realisation, check_memory, data_bytes, sample_data
-from dynamics.params import LOSS_MAX, THETA_MAX, Params
+from dynamics.params import LOSS_MAX, THETA_MAX, Params, check_params, check_record_every
 from dynamics.kernels import normalised_dt
 from dynamics.run import FLOW, DivergenceError, Trajectory, check_checkpoints, \
     check_optimizer, check_paper_model, check_record_memory, record_steps
@@ -399,7 +399,8 @@ def simulate_full(params: Params, record_every: int = 1,
     reported in ``traj.extra["status"]`` = (step, reason) instead of raising.
     Depth 1 is the paper's network, trained by ``gradients`` exactly as before.
     """
-    p = params
+    p = check_params(params)
+    record_every = check_record_every(record_every, p.steps)
     check_optimizer(p, "full")
     check_paper_model(p, "full")
     train_v = p.train_v if train_v is None else train_v

@@ -18,9 +18,9 @@ import numpy as np
 
 from dynamics.data import check_memory
 from dynamics.activation import activation, activation_code, activation_grad
-from dynamics.general import GeneralTrajectory, PatchData, check_general, homogeneity, \
-    model_data
-from dynamics.params import Params
+from dynamics.general import GeneralTrajectory, PatchData, check_general, check_record_general, \
+    homogeneity, model_data
+from dynamics.params import Params, check_record_every
 from dynamics.run import DivergenceError, record_steps
 
 from .network import blas_threads, divergence_reason
@@ -74,9 +74,13 @@ def simulate_full_patches(params: Params, data: PatchData | None = None,
     ``train_v`` None: params.train_v."""
     p = params
     check_general(p)
-    data = model_data(p, sampler) if data is None else data
+    record_every = check_record_every(record_every, p.steps)
+    if data is None:  # the recording's memory first: model_data allocates
+        check_record_general(p, p.n, 2, p.m, record_every)
+        data = model_data(p, sampler)
     n, P, D, m = data.shape
     check_memory(8.0 * (3 * 2 * m * D + 2 * n * P * D), f"the full network at D={D}, m={m}")
+    check_record_general(p, n, P, m, record_every)
     rec = record_steps(p.steps, record_every)
     code, a = activation_code(p)
     train_v = p.train_v if train_v is None else train_v
