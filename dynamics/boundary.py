@@ -33,6 +33,7 @@ import numpy as np
 from .data import sample_stats
 from .kernels import GROUP_MAX, GROUP_MAX_F32, GROUP_MIN, GROUP_TEST_MAX, KStats, batch_kernel, \
     batch_kernel_serial, group_kernel, group_kernel_serial
+from .limit import LIMIT_FIELDS, LIMIT_STATUS, check_limit
 from .params import PRECISIONS, SAMPLERS, TAU, TRANSITION_TAUS, Params, ParamError, \
     check_choice, check_threshold
 from .run import FLOW, check_checkpoints, check_integrator, check_stats, kernel_config, \
@@ -124,7 +125,13 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     check_stats(params, stacked, stacked=True)
     use_flow = check_integrator(params, integrator)
     cp = check_checkpoints(checkpoints, params.steps)
-    check_integrator(params, "flow" if np.isinf(cp[-1]) else integrator)  # the limit is flow
+    if np.isinf(cp[-1]):  # the limit: the program of the flow's late pattern
+        check_limit(params, level)
+        if precision != "float64":
+            raise ParamError("precision", precision, "t = inf (the limit program) runs in "
+                             "float64; use float64")
+        return limit_batch(params, level, stacked, job_seed, job_mu, job_v0, cp, use_flow,
+                           parallel)
     job_seed = np.ascontiguousarray(job_seed, dtype=np.int64)
     job_mu = np.ascontiguousarray(job_mu, dtype=np.float64)
     job_v0 = (np.full(job_mu.shape, params.v0) if job_v0 is None
@@ -173,6 +180,70 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     return out
 
 
+def limit_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0, cp,
+                use_flow: bool, parallel: bool = True, t_pattern: float | None = None) -> dict:
+    """``run_batch`` when the last checkpoint is inf: the finite checkpoints
+    as usual, then the flow to GD time ``t_pattern`` (default
+    ``limit.PATTERN_TIME``; ``kernels.pattern_kernel``), and at inf the
+    certified limit of the program seeded by that state's pattern
+    (``limit.evaluate_limit``): its test error (ties 1/2), margin 1/(2 OPT),
+    loss and train error 0.  res["limit"] (Q, len(LIMIT_FIELDS)) holds the
+    certificate; info[:, 0] = certified 1/0.  A run whose flow diverged or
+    does not separate the data at t_pattern (status reason 5) or whose
+    program failed (reason 6) gets NaN at inf."""
+    from . import limit as lm
+    from .kernels import pattern_kernel
+
+    cfg = kernel_config(params, level)
+    t_pattern = lm.PATTERN_TIME if t_pattern is None else float(t_pattern)
+    job_seed = np.ascontiguousarray(job_seed, dtype=np.int64)
+    job_mu = np.ascontiguousarray(job_mu, dtype=np.float64)
+    job_v0 = (np.full(job_mu.shape, params.v0) if job_v0 is None
+              else np.ascontiguousarray(job_v0, dtype=np.float64))
+    Q, K = job_mu.shape[0], cp.size
+    m, n = stacked.B.shape[2], stacked.B.shape[3]
+    res = {k: np.full((Q, K), np.nan) for k in RESULTS}
+    res["status"] = np.empty((Q, 2), dtype=np.int64)
+    res["info"] = np.empty((Q, 4))
+    res["limit"] = np.full((Q, len(LIMIT_FIELDS)), np.nan)
+    state = (np.empty((Q, 2, m)), np.empty((Q, 2, m, n)), np.empty((Q, 2, m, 2)))
+    threads = numba.get_num_threads()
+    if not parallel:
+        numba.set_num_threads(1)
+    try:
+        pattern_kernel(stacked, cfg, FLOW, use_flow, job_seed, job_mu, job_v0,
+                       np.ascontiguousarray(cp[:-1]), t_pattern, res["test_error"],
+                       res["loss"], res["train_error"], res["margin"], res["status"],
+                       res["info"], *state)
+    finally:
+        numba.set_num_threads(threads)
+    res["info"][:, 0] = 0.0
+    res["info"][:, 3] = -1.0
+    for q in range(Q):
+        res["limit"][q, LIMIT_FIELDS.index("t_pattern")] = t_pattern
+        if res["status"][q, 0] >= 0:
+            continue
+        if not res["margin"][q, K - 1] > 0.0:  # data not separated: no program
+            res["status"][q] = (int(min(t_pattern, 4e18)), 5)
+            res["test_error"][q, K - 1] = np.nan
+            continue
+        kst = KStats(*(x[job_seed[q]] for x in stacked))
+        fields, err, _, _ = lm.evaluate_limit(
+            kst, cfg, params, float(job_mu[q]), state[0][q], state[1][q], state[2][q],
+            float(res["margin"][q, K - 1]), t_pattern)
+        res["limit"][q] = [fields[k] for k in LIMIT_FIELDS]
+        if not np.isfinite(err):
+            res["status"][q] = (int(min(t_pattern, 4e18)), 6)
+            res["test_error"][q, K - 1] = np.nan
+            continue
+        res["info"][q, 0] = fields["certified"]
+        res["test_error"][q, K - 1] = err
+        res["loss"][q, K - 1] = 0.0
+        res["train_error"][q, K - 1] = 0.0
+        res["margin"][q, K - 1] = 1.0 / (2.0 * fields["opt"])
+    return res
+
+
 def jobs_to_curve(res: dict, n_mu: int, n_seeds: int) -> dict:
     """Job-major results (Q = M*S, ...) -> evaluator layout (S, M, ...)."""
     return {k: np.swapaxes(v.reshape((n_mu, n_seeds) + v.shape[1:]), 0, 1)
@@ -216,6 +287,7 @@ class ErrorCurve:
         self.mu = np.empty(0)
         self.data = {k: np.empty((n_seeds, 0, n_times)) for k in RESULTS}
         self.info = np.empty((n_seeds, 0, 4))  # see run_batch
+        self.limit = np.empty((n_seeds, 0, len(LIMIT_FIELDS)))  # see limit_batch
 
     def evaluate(self, mus, k: int = 0) -> np.ndarray:
         """Seed-mean test error at time index k for each ||mu|| (runs only new values)."""
@@ -237,6 +309,9 @@ class ErrorCurve:
                 self.data[name] = np.concatenate([self.data[name], res[name]], axis=1)[:, order]
             info = res.get("info", np.full(res["status"].shape[:2] + (4,), -1.0))
             self.info = np.concatenate([self.info, info], axis=1)[:, order]
+            lim = res.get("limit", np.full(res["status"].shape[:2] + (len(LIMIT_FIELDS),),
+                                           np.nan))
+            self.limit = np.concatenate([self.limit, lim], axis=1)[:, order]
         idx = np.searchsorted(self.mu, mus)
         return self.data["test_error"][:, idx, k].mean(axis=0)
 
@@ -275,8 +350,9 @@ class Boundary:
     train_error_at_star: float = np.nan
     margin_at_star: float = np.nan
     n_diverged: int = 0
-    limit_converged: float = np.nan   # t = inf: fraction of runs meeting the margin criterion
-    limit_labels_stable: float = np.nan  # t = inf: fraction with test labels stable a decade
+    limit_converged: float = np.nan   # t = inf: fraction of programs certified stationary
+    limit_labels_stable: float = np.nan  # (unused since t = inf is the program)
+    limit: dict = field(default_factory=dict)  # t = inf: LIMIT_FIELDS -> (S, M) per run
     notes: list = field(default_factory=list)
 
     @property
@@ -380,8 +456,9 @@ def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) 
     mean = test.mean(axis=0)
     mu_star, ci, notes = {}, {}, []
     budget = [dv for dv in curve.diverged if dv[2] <= time and dv[3] == 4]
-    div = [dv for dv in curve.diverged if dv[2] <= time and dv[3] != 4]
-    failed = [dv[0] for dv in budget + div]  # ||mu|| of runs counted as chance
+    div = [dv for dv in curve.diverged if dv[2] <= time and dv[3] in (1, 2, 3)]
+    nolimit = [dv for dv in curve.diverged if dv[2] <= time and dv[3] in LIMIT_STATUS]
+    failed = [dv[0] for dv in budget + div + nolimit]  # ||mu|| of runs counted as chance
     for tau in taus:
         mu_star[tau] = crossing(curve.mu, mean, tau)
         if np.isnan(mu_star[tau]):
@@ -411,13 +488,24 @@ def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) 
                    ci=ci, seeds=np.asarray(seeds), curve_mu=curve.mu.copy(),
                    curve_test=test.copy(), curve_loss=curve.data["loss"][..., k].copy(),
                    steps=float(time), n_diverged=len(div), notes=notes)
+    for code, why in LIMIT_STATUS.items():
+        hit = [dv[0] for dv in nolimit if dv[3] == code]
+        if hit:
+            notes.append(f"{len(hit)} runs have no limit ({why}; counted as test error 0.5), "
+                         f"at ||mu|| in [{min(hit):.3g}, {max(hit):.3g}]")
     if np.isinf(time):
-        res.limit_converged = float(np.mean(curve.info[..., 0] == 1))
-        res.limit_labels_stable = float(np.mean(curve.info[..., 3] == 1))
-        notes.append(f"t = inf: {res.limit_converged:.0%} of runs met the margin criterion "
-                     f"(relative change < 1e-4 per decade) by t = 1e30 GD steps; "
-                     f"{res.limit_labels_stable:.0%} had stable test labels over the last "
-                     f"decade; the test error is that of the state at the stop")
+        lim = curve.limit
+        ran = np.isfinite(lim[..., LIMIT_FIELDS.index("certified")])
+        cert = lim[..., LIMIT_FIELDS.index("certified")] == 1.0
+        res.limit_converged = float(cert.sum() / max(ran.sum(), 1))
+        res.limit = {k: lim[..., i].copy() for i, k in enumerate(LIMIT_FIELDS)}
+        t_pat = np.nanmax(lim[..., LIMIT_FIELDS.index("t_pattern")]) if lim.size else np.nan
+        notes.append(f"t = inf: the limit of the max-margin program seeded by the flow's "
+                     f"pattern at t = {t_pat:g} GD steps and repaired; {int(cert.sum())} of "
+                     f"{int(ran.sum())} runs certified stationary ({res.limit_converged:.0%})"
+                     + ("" if cert.sum() == ran.sum() else
+                        "; the others are flagged in limit_certified (their repaired "
+                        "values are used)"))
     star = mu_star[taus[0]]
     if np.isfinite(star):
         curve.evaluate(star, k)

@@ -788,6 +788,7 @@ class FlowConfig(NamedTuple):
     max_dt_frac: float    # a step moves the time by at most this fraction of t
     margin_rtol: float    # limit: relative change of the normalised margin per decade
     t_max: float          # limit: give up (not converged) beyond this time (GD steps)
+    gd_max: float = 1e6   # integrator gd: a checkpoint later than this is reached by the flow
 
 
 @njit(cache=True)
@@ -1103,12 +1104,12 @@ def _gd_loop1_body(A, mu2, gamma, rho, v, st, cfg, w, t, target, act, act_a):
 def _advance(A, mu, gamma, rho, U, v, st, cfg, fc, use_flow, w, t, target, L0, count,
              limit):
     """Move the state from GD time t to ``target`` (GD steps; inf = the limit):
-    GD steps unless use_flow (then the normalised scheme); the limit always
-    uses the normalised scheme.  Returns (reason, t)."""
+    GD steps unless use_flow or target > fc.gd_max (then the normalised
+    scheme); the limit always uses the normalised scheme.  Returns (reason, t)."""
     if np.isinf(target):
         flow_limit(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, L0, count, limit)
         return int(limit[2]), limit[1]
-    if use_flow:
+    if use_flow or target > fc.gd_max:
         return normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, target, L0, count)
     if U.shape[0] == 0 and cfg.beta == 0.0:
         return _gd_loop1(A, mu * mu, gamma, rho, v, st, cfg, w, t, target)
@@ -1190,6 +1191,18 @@ def _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, ou
     in GD steps; normalised steps taken; test labels stable over the last
     decade before the limit: 1/0, or -1 if no limit asked).
     """
+    s, mu, A, gamma, rho, U, v, w, count, L0 = _start_job(q, st, cfg, job_seed, job_mu,
+                                                          job_v0)
+    _reset_job(q, out_test, out_loss, out_train, out_margin, out_status, out_info)
+    _continue_job(q, 0, 0.0, A, mu, gamma, rho, U, v, s, cfg, fc, use_flow, w, L0, count,
+                  checkpoints, out_test, out_loss, out_train, out_margin, out_status,
+                  out_info)
+
+
+@njit(cache=True)
+def _start_job(q, st, cfg, job_seed, job_mu, job_v0):
+    """Initial state of job q: (stats, mu, A, gamma = 0, rho = 0, U0, v = v0,
+    work buffers, step count, initial loss L0)."""
     s = _job_stats(st, job_seed[q])
     mu = job_mu[q]
     m, n = s.B.shape[1], s.yhat.shape[0]
@@ -1201,10 +1214,42 @@ def _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, ou
     w = _work(m, n, U.shape[0] + 1)
     count = np.zeros(1, dtype=np.int64)
     L0 = _initial_loss(A, gamma, rho, U, v, s, cfg, w)
-    _reset_job(q, out_test, out_loss, out_train, out_margin, out_status, out_info)
-    _continue_job(q, 0, 0.0, A, mu, gamma, rho, U, v, s, cfg, fc, use_flow, w, L0, count,
-                  checkpoints, out_test, out_loss, out_train, out_margin, out_status,
-                  out_info)
+    return s, mu, A, gamma, rho, U, v, w, count, L0
+
+
+@njit(cache=True, parallel=True)
+def pattern_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, t_pattern,
+                   out_test, out_loss, out_train, out_margin, out_status, out_info, out_gamma,
+                   out_rho, out_v):
+    """``batch_kernel`` for runs whose last time is the limit (depth 1): the
+    K - 1 finite checkpoints as there, then the normalised flow on to GD time
+    t_pattern, whose checkpoint values go to column K - 1 and whose state
+    (gamma, rho, v) to out_gamma[q], out_rho[q], out_v[q]: the pattern that
+    seeds the limit program (``dynamics.limit``).  prange over jobs (one
+    thread: numba.set_num_threads(1)); results do not depend on the threads."""
+    K = out_test.shape[1]
+    for q in prange(job_seed.shape[0]):
+        s, mu, A, gamma, rho, U, v, w, count, L0 = _start_job(q, st, cfg, job_seed, job_mu,
+                                                              job_v0)
+        _reset_job(q, out_test, out_loss, out_train, out_margin, out_status, out_info)
+        _continue_job(q, 0, 0.0, A, mu, gamma, rho, U, v, s, cfg, fc, use_flow, w, L0, count,
+                      checkpoints, out_test, out_loss, out_train, out_margin, out_status,
+                      out_info)
+        if out_status[q, 0] >= 0:
+            continue
+        reason, t = normalised_gd(A, mu, gamma, rho, U, v, s, cfg, fc, w, out_info[q, 1],
+                                  max(t_pattern, out_info[q, 1]), L0, count)
+        if reason == 0:
+            reason = _checkpoint(q, K - 1, A, mu, gamma, rho, U, v, s, cfg, w, out_test,
+                                 out_loss, out_train, out_margin)
+        if reason != 0:
+            out_status[q, 0] = int(min(t, 4e18))
+            out_status[q, 1] = reason
+        out_info[q, 1] = t
+        out_info[q, 2] = count[0]
+        out_gamma[q] = gamma
+        out_rho[q] = rho
+        out_v[q] = v
 
 
 # ---------------------------------------------------------------- groups
@@ -1779,7 +1824,7 @@ def _run_group(g, st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_st
             _limit_group(gr, s, sh, cfg, fc, k, q0, gamma1, rho1, U1, v1, out_test,
                          out_loss, out_train, out_margin, out_status, out_info)
             break
-        if use_flow:
+        if use_flow or target > fc.gd_max:
             _normalised_group(gr, sh, cfg, fc, gr.alive, target, stop)
             for c in range(C):
                 if gr.alive[c] and stop[c] != 0:

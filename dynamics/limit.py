@@ -1,0 +1,510 @@
+"""The limit t -> infinity, exactly: the max-margin program of the activation
+pattern (docs: time and the limit; the facts of SPEC 13).
+
+Depth 1, ReLU or leaky ReLU, projected noise, trained v.  Each filter (j, r)
+splits into two 2-homogeneous units, a signal unit (a, v_1), a = <w, e_1>,
+and a noise unit (w_perp, v_2).  For a fixed activation pattern and signs of
+v, with u^S = v_1 a and u^N = v_2 w_perp = sum_k b_k xi_k, the max-margin
+problem ``min ||theta||^2 / 2  s.t.  y_i f_i >= 1`` is the second-order cone
+program
+
+    min  sum_u p_u + sum_u ||beta_u||
+    s.t. y_i c sum_{signal u} j_u s_u ||mu|| act(yhat_i sa_u) p_u
+         + y_i c sum_{noise u} j_u s_u act_i(S_u) (L beta_u)_i >= 1     (margins, lambda_i)
+         p_u >= 0                                                       (one row per unit)
+         (2 S_{u,i} - 1) (L beta_u)_i >= 0                              (pattern, nu_{u,i})
+
+with p_u = |u^S|, s_u = sign(v), sa_u = sign(a), act(1) = 1, act(-1) = -alpha
+(0 for ReLU), act_i(S) = 1 if S_i else alpha, and beta_u = s_u (coordinates
+of u^N in an orthonormal basis of span{xi}): with K = L L^T the Gram
+<xi_k, xi_i>, <u^N, xi_i> = s_u (L beta_u)_i and ||u^N|| = ||beta_u||, so the
+program is d-free.  OPT gives the normalised margin 1 / (2 OPT); balanced
+factors (|a| = |v_1| = sqrt(p), ||w_perp|| = |v_2| = sqrt(||beta||)) map the
+optimum to (gamma, rho, v).
+
+Which pattern: the flow's pattern at a late time is repaired (``repair``):
+tight pattern entries with an improving flip (a negative multiplier on the
+flipped side) are flipped one at a time, and zero units whose dual norm
+exceeds 1 are given the improving pattern, each move re-solved and kept only
+when OPT decreases; the result is certified when no move is left.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from .params import Params, ParamError
+
+# Per-run results of the limit (``run_batch``'s res["limit"], columns in this order).
+LIMIT_FIELDS = ("certified", "opt_pattern", "opt", "flips", "margin_ratio", "cosine",
+                "ties", "kappa_pos", "kappa_neg", "t_pattern")
+LIMIT_META = {
+    "certified": ("repaired optimum is stationary (1), not certified (0), no program (NaN)", "1"),
+    "opt_pattern": ("OPT of the flow's pattern at t_pattern (before the repair)", "1"),
+    "opt": ("OPT of the repaired pattern (the limit's normalised margin is 1/(2 OPT))", "1"),
+    "flips": ("moves of the repair walk (pattern flips and zero-unit activations)", "1"),
+    "margin_ratio": ("flow's normalised margin at t_pattern over 1/(2 OPT) (<= 1)", "1"),
+    "cosine": ("cosine of the flow's and the limit's outputs on training and test points",
+               "1"),
+    "ties": ("fraction of test points with f = 0 at the limit (counted as error 1/2)", "1"),
+    "kappa_pos": ("decay exponent kappa of class +1: c ||mu|| |sum_i lambda_i y_i "
+                  "act(yhat_i)| (< 1: its signal decays like (log t)^(kappa - 1))", "1"),
+    "kappa_neg": ("decay exponent kappa of class -1", "1"),
+    "t_pattern": ("time (GD steps) of the flow state whose pattern seeds the program",
+                  "GD steps"),
+}
+LIMIT_STATUS = {5: "training data not separated at the pattern time (no program)",
+                6: "the conic solvers failed on the limit program"}
+
+PATTERN_TIME = 1e30   # default time (GD steps) of the flow state that seeds the program
+MAX_MOVES = 50        # cap of the repair walk
+DUST = 1e-5           # units below this fraction of the largest are zero (solver dust)
+TIGHT = 1e-6          # |<u, xi_i>| below this fraction of ||u||: on the kink
+
+
+def check_limit(params: Params, level: str):
+    """Refuse t = inf where no program exists (one-line ``ParamError``)."""
+    why = None
+    kind = params.activation_spec[0]
+    if level != "exact":
+        why = f"level {level!r} has no limit program (it exists for level exact)"
+    elif params.depth != 1:
+        why = "depth >= 2 is not 2-homogeneous unit by unit"
+    elif kind not in ("relu", "leaky"):
+        why = f"activation {params.activation!r} is not positively 1-homogeneous"
+    elif not params.paper_model:
+        why = "the signal and noise units decouple only for the paper's data (projected noise)"
+    elif not params.train_v:
+        why = "with v frozen the network is not 2-homogeneous in its trained parameters"
+    elif params.optimizer_spec[0] != "gd":
+        why = "the limit follows gradient flow (plain GD)"
+    if why:
+        raise ParamError("times", "inf", f"t = inf (the limit) is the max-margin program of "
+                         f"depth-1 ReLU/leaky networks trained in both layers; {why}; give a "
+                         f"finite late time instead (e.g. --times 200,1e30)")
+
+
+# ---------------------------------------------------------------- problem data
+
+@dataclass(frozen=True)
+class Problem:
+    """The d-free data of one run's program: L (n, r) with L L^T the noise
+    Gram <xi_k, xi_i>, labels, ||mu||, c and the leaky slope alpha (0: ReLU)."""
+
+    L: np.ndarray
+    y: np.ndarray
+    yhat: np.ndarray
+    mu: float
+    c: float
+    alpha: float
+
+    @property
+    def n(self) -> int:
+        return self.L.shape[0]
+
+    def act(self, x):
+        """act(x) = x for x > 0, alpha x otherwise (elementwise)."""
+        x = np.asarray(x, dtype=float)
+        return np.where(x > 0.0, x, self.alpha * x)
+
+
+def gram_factor(gram: np.ndarray) -> np.ndarray:
+    """L (n, r) with L L^T = gram: Cholesky, or the eigen-factor of the
+    positive part when the Gram is singular (n > d - 1)."""
+    try:
+        return np.linalg.cholesky(gram)
+    except np.linalg.LinAlgError:
+        e, V = np.linalg.eigh(gram)
+        keep = e > e.max() * 1e-12
+        return V[:, keep] * np.sqrt(e[keep])
+
+
+def make_problem(kst, params: Params, mu: float) -> Problem:
+    """Program data of one seed's kernel statistics (``KStats`` of one seed)."""
+    gram = kst.G * kst.N[:, None]
+    alpha = float(params.activation_spec[1][0]) if params.activation_spec[0] == "leaky" else 0.0
+    return Problem(gram_factor(0.5 * (gram + gram.T)), np.asarray(kst.y, float),
+                   np.asarray(kst.yhat, float), float(mu), float(params.c), alpha)
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """Activation pattern and signs of v of every filter (j, r):
+    sa (2, m) sign of a; s1, s2 (2, m) signs of v_1, v_2; act (2, m, n) noise
+    unit (j, r) active on sample i."""
+
+    sa: np.ndarray
+    s1: np.ndarray
+    s2: np.ndarray
+    act: np.ndarray
+
+    def replace(self, **kw) -> "Pattern":
+        d = dict(sa=self.sa, s1=self.s1, s2=self.s2, act=self.act)
+        d.update(kw)
+        return Pattern(**d)
+
+
+def _sign(x):
+    return np.where(np.asarray(x) < 0.0, -1.0, 1.0)
+
+
+def flow_pattern(kst, mu: float, gamma, rho, v) -> Pattern:
+    """The pattern of a state: a = <w0, e_1> + j gamma/||mu||, z = B + rho G."""
+    js = np.array([1.0, -1.0])[:, None]
+    a = kst.w0_e1 + js * gamma / mu
+    z = kst.B + np.einsum("jrk,ki->jri", rho, kst.G)
+    return Pattern(_sign(a), _sign(v[..., 0]), _sign(v[..., 1]), z > 0.0)
+
+
+# ---------------------------------------------------------------- one program
+
+@dataclass
+class Optimum:
+    """Solution of one pattern's program: p (2, m) signal magnitudes, beta
+    (2, m, r) noise units (s_u-oriented), lam (n) margin multipliers, nu
+    (2, m, n) pattern multipliers."""
+
+    opt: float
+    p: np.ndarray
+    beta: np.ndarray
+    lam: np.ndarray
+    nu: np.ndarray
+    solver: str
+    ok: bool = True
+    info: dict = field(default_factory=dict)
+
+
+def _groups(keys):
+    """Group indices of equal keys: (list of member index arrays)."""
+    table = {}
+    for idx, k in enumerate(keys):
+        table.setdefault(k, []).append(idx)
+    return [np.array(v) for v in table.values()]
+
+
+def solve_pattern(prob: Problem, pat: Pattern) -> Optimum:
+    """Solve the pattern's program (module docstring).  Units of one class
+    with the same pattern and signs are merged first (same OPT; the optimum
+    is split equally among them).  Clarabel, with SCS as the fallback."""
+    n, r = prob.L.shape
+    m = pat.sa.shape[1]
+    js = np.repeat([1.0, -1.0], m)
+    sa, s1, s2 = pat.sa.ravel(), pat.s1.ravel(), pat.s2.ravel()
+    act = pat.act.reshape(2 * m, n)
+    sig = _groups([(js[u], sa[u], s1[u]) for u in range(2 * m)])
+    noi = _groups([(js[u], s2[u], act[u].tobytes()) for u in range(2 * m)])
+    Gs, Gn = len(sig), len(noi)
+    rep_s = np.array([g[0] for g in sig])
+    rep_n = np.array([g[0] for g in noi])
+    # margin coefficients: signal (n, Gs), noise (n, Gn, r)
+    sig_coef = (prob.c * prob.mu * (js * s1)[rep_s][None, :]
+                * prob.act(prob.yhat[:, None] * sa[rep_s][None, :]))
+    fac = np.where(act[rep_n], 1.0, prob.alpha).T  # (n, Gn)
+    noi_coef = prob.c * (js * s2)[rep_n][None, :, None] * fac[:, :, None] * prob.L[:, None, :]
+    nv = Gs + Gn + Gn * r
+    M = np.zeros((n, nv))
+    M[:, :Gs] = sig_coef
+    M[:, Gs + Gn:] = noi_coef.reshape(n, Gn * r)
+    M *= prob.y[:, None]
+    # rows: margins (n), p >= 0 (Gs), pattern (Gn n), SOC (Gn (r + 1))
+    sgn = (2.0 * act[rep_n] - 1.0)  # (Gn, n)
+    pat_rows = sp.block_diag([-(sgn[g][:, None] * prob.L) for g in range(Gn)], format="csr") \
+        if Gn else sp.csr_matrix((0, 0))
+    blocks = [[sp.csr_matrix(-M)]]
+    blocks.append([sp.hstack([-sp.identity(Gs), sp.csr_matrix((Gs, nv - Gs))])])
+    if Gn:
+        blocks.append([sp.hstack([sp.csr_matrix((Gn * n, Gs + Gn)), pat_rows])])
+        soc = []
+        for g in range(Gn):
+            rows = sp.lil_matrix((r + 1, nv))
+            rows[0, Gs + g] = -1.0
+            for k in range(r):
+                rows[1 + k, Gs + Gn + g * r + k] = -1.0
+            soc.append(rows.tocsr())
+        blocks.append([sp.vstack(soc)])
+    A = sp.vstack([b[0] for b in blocks]).tocsc()
+    b = np.zeros(A.shape[0])
+    b[:n] = -1.0
+    q = np.zeros(nv)
+    q[:Gs + Gn] = 1.0
+    n_lin = n + Gs + Gn * n
+    x, z, solver, info = _conic(A, b, q, n_lin, [r + 1] * Gn)
+    if x is None:
+        return Optimum(np.nan, np.zeros((2, m)), np.zeros((2, m, r)), np.zeros(n),
+                       np.zeros((2, m, n)), solver, ok=False, info=info)
+    p = np.zeros(2 * m)
+    beta = np.zeros((2 * m, r))
+    nu = np.zeros((2 * m, n))
+    for g, members in enumerate(sig):
+        p[members] = max(x[g], 0.0) / len(members)
+    zp = z[n + Gs:n_lin].reshape(Gn, n) if Gn else np.zeros((0, n))
+    for g, members in enumerate(noi):
+        beta[members] = x[Gs + Gn + g * r:Gs + Gn + (g + 1) * r] / len(members)
+        nu[members] = zp[g]
+    opt = float(p.sum() + np.linalg.norm(beta, axis=1).sum())
+    return Optimum(opt, p.reshape(2, m), beta.reshape(2, m, r), z[:n].copy(),
+                   nu.reshape(2, m, n), solver, info=info)
+
+
+def _conic(A, b, q, n_lin, socs):
+    """min q.x s.t. b - A x in R_+^n_lin x SOC(socs): (x, z, solver, info),
+    x None when both Clarabel and SCS fail."""
+    import clarabel
+
+    P = sp.csc_matrix((q.size, q.size))
+    cones = [clarabel.NonnegativeConeT(n_lin)] + [clarabel.SecondOrderConeT(k) for k in socs]
+    st = clarabel.DefaultSettings()
+    st.verbose = False
+    st.max_iter = 200
+    sol = clarabel.DefaultSolver(P, q, A, b, cones, st).solve()
+    status = str(sol.status)
+    if status in ("Solved", "SolverStatus.Solved"):
+        return np.asarray(sol.x), np.asarray(sol.z), "clarabel", {"iterations": sol.iterations}
+    import scs
+
+    data = dict(P=P, A=A, b=b, c=q)
+    out = scs.SCS(data, dict(l=n_lin, q=list(socs)), verbose=False, eps_abs=1e-9,
+                  eps_rel=1e-9, max_iters=200_000).solve()
+    if out["info"]["status"] in ("solved", "solved_inaccurate"):
+        return (np.asarray(out["x"]), np.asarray(out["y"]), "scs",
+                {"clarabel": status, "scs": out["info"]["status"]})
+    return None, None, "none", {"clarabel": status, "scs": out["info"]["status"]}
+
+
+# ---------------------------------------------------------------- stationarity
+
+def _zero_units(opt: Optimum):
+    """Boolean masks (2, m) of zero signal and noise units (below DUST of the largest)."""
+    size_s, size_n = opt.p, np.linalg.norm(opt.beta, axis=2)
+    top = max(size_s.max(initial=0.0), size_n.max(initial=0.0))
+    return size_s <= DUST * top, size_n <= DUST * top
+
+
+def _relu_dual_norm(prob: Problem, h: np.ndarray, sign: float):
+    """A lower bound of max_{||beta|| = 1} sign * sum_i h_i act((L beta)_i)
+    by multi-start fixed-point ascent; returns (value, beta)."""
+    L = prob.L
+    starts = [L.T @ (sign * h), L.T @ (sign * h * (sign * h > 0))]
+    for k in (1.0, -1.0):
+        cls = prob.yhat == k
+        starts.append(L.T @ (sign * h * cls))
+    starts += list(L)
+    best, arg = -np.inf, None
+    for beta in starts:
+        nb = np.linalg.norm(beta)
+        if nb == 0.0:
+            continue
+        beta = beta / nb
+        for _ in range(30):
+            zz = L @ beta
+            val = sign * float(h @ prob.act(zz))
+            if val > best:
+                best, arg = val, beta
+            grad = L.T @ (sign * h * np.where(zz > 0.0, 1.0, prob.alpha))
+            ng = np.linalg.norm(grad)
+            if ng == 0.0:
+                break
+            new = grad / ng
+            if np.allclose(new, beta, atol=1e-12):
+                break
+            beta = new
+    return best, arg
+
+
+def kappas(prob: Problem, lam: np.ndarray) -> tuple:
+    """Dual norms of a signal unit active on class k = +1, -1:
+    c ||mu|| |sum_i lambda_i y_i act(yhat_i k)| (the decay exponents kappa)."""
+    return tuple(prob.c * prob.mu * abs(float(np.sum(lam * prob.y * prob.act(prob.yhat * k))))
+                 for k in (1.0, -1.0))
+
+
+def improving_moves(prob: Problem, pat: Pattern, opt: Optimum) -> list:
+    """Moves that can lower OPT, best first: (score, kind, payload).
+
+    * flip (j, r, i): a tight entry of a nonzero noise unit whose flipped side
+      has multiplier nu' = -nu - sigma lambda_i y_i c j s (A_old - A_new) < 0;
+    * signal (j, r, sa, s1): a zero signal unit and a class whose dual norm
+      (``kappas``) exceeds 1;
+    * noise (j, r, s2, act): a zero noise unit and a direction whose dual
+      norm (``_relu_dual_norm``) exceeds 1.
+    """
+    m = pat.sa.shape[1]
+    zs, zn = _zero_units(opt)
+    moves = []
+    scale = prob.c * max(float(np.abs(opt.lam).max(initial=0.0)), 1e-300)
+    zz = np.einsum("ik,jrk->jri", prob.L, opt.beta)
+    size = np.linalg.norm(opt.beta, axis=2)
+    for j in range(2):
+        jsg = 1.0 - 2.0 * j
+        for r in range(m):
+            if zn[j, r]:
+                continue
+            tight = np.abs(zz[j, r]) <= TIGHT * size[j, r]
+            for i in np.nonzero(tight)[0]:
+                old = pat.act[j, r, i]
+                sigma = 1.0 if old else -1.0
+                a_old, a_new = (1.0, prob.alpha) if old else (prob.alpha, 1.0)
+                nu_new = -opt.nu[j, r, i] - sigma * opt.lam[i] * prob.y[i] * prob.c * jsg \
+                    * pat.s2[j, r] * (a_old - a_new)
+                if nu_new < -1e-7 * scale:
+                    moves.append((nu_new / scale, "flip", (j, r, int(i))))
+    free_s = np.argwhere(zs)
+    if free_s.size:
+        for k in (1.0, -1.0):
+            g = prob.c * prob.mu * float(np.sum(opt.lam * prob.y * prob.act(prob.yhat * k)))
+            if abs(g) > 1.0 + 1e-6:
+                j, r = map(int, free_s[0])
+                jsg = 1.0 - 2.0 * j
+                moves.append((1.0 - abs(g), "signal", (j, r, k, float(np.sign(g)) * jsg)))
+    free_n = np.argwhere(zn)
+    if free_n.size:
+        h = prob.c * opt.lam * prob.y
+        for sign in (1.0, -1.0):
+            val, beta = _relu_dual_norm(prob, h, sign)
+            if val > 1.0 + 1e-6:
+                j, r = map(int, free_n[0])
+                jsg = 1.0 - 2.0 * j
+                moves.append((1.0 - val, "noise", (j, r, sign * jsg, (prob.L @ beta) > 0.0)))
+    moves.sort(key=lambda mv: mv[0])
+    return moves
+
+
+def apply_move(pat: Pattern, move) -> Pattern:
+    """The pattern after one move of ``improving_moves``."""
+    _, kind, load = move
+    if kind == "flip":
+        j, r, i = load
+        act = pat.act.copy()
+        act[j, r, i] = not act[j, r, i]
+        return pat.replace(act=act)
+    if kind == "signal":
+        j, r, k, s1 = load
+        sa, s1a = pat.sa.copy(), pat.s1.copy()
+        sa[j, r], s1a[j, r] = k, s1
+        return pat.replace(sa=sa, s1=s1a)
+    j, r, s2, act_row = load
+    s2a, act = pat.s2.copy(), pat.act.copy()
+    s2a[j, r], act[j, r] = s2, act_row
+    return pat.replace(s2=s2a, act=act)
+
+
+@dataclass
+class Limit:
+    """The certified limit of one run: the repaired optimum, its pattern, and
+    the walk: opt_pattern (OPT of the starting pattern), moves, certified,
+    reason (why not certified, or "")."""
+
+    optimum: Optimum
+    pattern: Pattern
+    opt_pattern: float
+    moves: int
+    certified: bool
+    reason: str
+    kappa: tuple
+
+
+def repair(prob: Problem, pat: Pattern, max_moves: int = MAX_MOVES, tries: int = 6) -> Limit:
+    """Walk from the flow's pattern to a stationary one: apply the best
+    improving move whose re-solve lowers OPT (relative 1e-9), repeat; OPT
+    decreases strictly along the walk.  Certified when no candidate move is
+    left or every candidate was re-solved without a decrease (degenerate
+    multipliers), the margin multipliers are >= 0 and the solver succeeded."""
+    opt = solve_pattern(prob, pat)
+    if not opt.ok:
+        return Limit(opt, pat, np.nan, 0, False, "solver failed", (np.nan, np.nan))
+    opt0, moves, reason = opt.opt, 0, ""
+    while True:
+        cands = improving_moves(prob, pat, opt)
+        if not cands:
+            break
+        if moves >= max_moves:
+            reason = f"walk capped at {max_moves} moves"
+            break
+        done = False
+        for mv in cands[:tries]:
+            new_pat = apply_move(pat, mv)
+            new = solve_pattern(prob, new_pat)
+            if new.ok and new.opt < opt.opt * (1.0 - 1e-9):
+                pat, opt, moves, done = new_pat, new, moves + 1, True
+                break
+        if not done:
+            if len(cands) > tries:
+                reason = f"{len(cands) - tries} candidate moves left untested"
+            break
+    if not reason and opt.lam.min() < -1e-7 * max(opt.lam.max(), 1e-300):
+        reason = "negative margin multiplier"
+    return Limit(opt, pat, opt0, moves, not reason, reason, kappas(prob, opt.lam))
+
+
+# ---------------------------------------------------------------- back to a network
+
+def limit_state(prob: Problem, lim: Limit, mu: float):
+    """(gamma, rho, v) of the repaired optimum with balanced factors, dust
+    (units below DUST of the largest) set to zero; w(0) is dropped (its share
+    of the direction vanishes in the limit): a = sa sqrt(p), v_1 = s1 sqrt(p),
+    w_perp = beta/sqrt(||beta||) in the orthonormal basis, v_2 = s2 sqrt(||beta||);
+    gamma = j ||mu|| a, rho_k = N_k b_k with w_perp = sum_k b_k xi_k."""
+    opt, pat = lim.optimum, lim.pattern
+    zs, zn = _zero_units(opt)
+    p = np.where(zs, 0.0, opt.p)
+    beta = np.where(zn[..., None], 0.0, opt.beta)
+    size = np.linalg.norm(beta, axis=2)
+    js = np.array([1.0, -1.0])[:, None]
+    a = pat.sa * np.sqrt(p)
+    gamma = js * mu * a
+    v = np.stack([pat.s1 * np.sqrt(p), pat.s2 * np.sqrt(size)], axis=-1)
+    omega = beta / np.sqrt(np.where(size > 0.0, size, 1.0))[..., None]
+    # w_perp coordinates omega = L^T b  ->  b = pinv(L^T) omega
+    b = np.einsum("ki,jri->jrk", np.linalg.pinv(prob.L.T), omega)
+    N = np.einsum("ik,ik->i", prob.L, prob.L)
+    rho = b * N
+    return gamma, rho, v
+
+
+def tie_error(f: np.ndarray, yhat: np.ndarray) -> tuple:
+    """(test error with ties f = 0 counted 1/2, tie fraction)."""
+    ties = float(np.mean(f == 0.0))
+    return float(np.mean(yhat * f < 0.0)) + 0.5 * ties, ties
+
+
+def outputs(kst, cfg, mu: float, gamma, rho, v, zero_init: bool = False):
+    """Training and test outputs (f_train (n,), f_test (nt,)) of a depth-1
+    state through the kernels; ``zero_init`` drops w(0) (a limit state)."""
+    from .kernels import outputs_kernel, test_outputs
+
+    st = kst
+    if zero_init:
+        st = kst._replace(w0_e1=np.zeros_like(kst.w0_e1), B=np.zeros_like(kst.B),
+                          test_B=np.zeros_like(kst.test_B))
+    U = kst.U0
+    f_train = np.empty((1, kst.yhat.shape[0]))
+    outputs_kernel(st, cfg, float(mu), gamma[None], rho[None], U[None], v[None], f_train)
+    f_test = np.empty(kst.test_yhat.shape[0])
+    test_outputs(mu * st.w0_e1, gamma, rho, U, v, st, cfg, f_test)
+    return f_train[0], f_test
+
+
+def evaluate_limit(kst, cfg, params: Params, mu: float, gamma, rho, v, flow_margin: float,
+                   t_pattern: float, max_moves: int = MAX_MOVES):
+    """The certified limit of one run from its flow state (gamma, rho, v) at
+    GD time t_pattern: (fields, test_error, limit state (gamma, rho, v), Limit).
+    ``fields``: LIMIT_FIELDS -> value (see LIMIT_META)."""
+    prob = make_problem(kst, params, mu)
+    lim = repair(prob, flow_pattern(kst, mu, gamma, rho, v), max_moves)
+    out = dict.fromkeys(LIMIT_FIELDS, np.nan)
+    out["t_pattern"] = t_pattern
+    if not lim.optimum.ok:
+        return out, np.nan, None, lim
+    g, r, vv = limit_state(prob, lim, mu)
+    f_train, f_test = outputs(kst, cfg, mu, g, r, vv, zero_init=True)
+    err, ties = tie_error(f_test, kst.test_yhat)
+    ff_train, ff_test = outputs(kst, cfg, mu, gamma, rho, v)
+    a, b = np.concatenate([f_train, f_test]), np.concatenate([ff_train, ff_test])
+    out.update(certified=float(lim.certified), opt_pattern=lim.opt_pattern,
+               opt=lim.optimum.opt, flips=float(lim.moves),
+               margin_ratio=flow_margin * 2.0 * lim.optimum.opt,
+               cosine=float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))), ties=ties,
+               kappa_pos=lim.kappa[0], kappa_neg=lim.kappa[1])
+    return out, err, (g, r, vv), lim
