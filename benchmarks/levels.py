@@ -23,7 +23,7 @@ Run from the repository root::
     python benchmarks/levels.py                # ~1 min on 2 cores
     python benchmarks/levels.py --repeats 9
     python benchmarks/levels.py --quick        # smoke test: d <= 1e4, 2 repeats
-    python benchmarks/levels.py --depth 2      # the deep network (SPEC 11), same table,
+    python benchmarks/levels.py --depth 2      # the deep network (docs/theory.md#depth), same table,
                                                # plus exact at depth L vs depth 1
 """
 from __future__ import annotations

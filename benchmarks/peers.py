@@ -1,6 +1,6 @@
 """Peer benchmark: a batched PyTorch full network against the project's levels.
 
-The peer is what one would write by hand in PyTorch for this model (SPEC 2):
+The peer is what one would write by hand in PyTorch for this model (docs/theory.md#network-and-training):
 all Q = 16 configurations (4 seeds x ||mu|| in {0.5, 1, 3, 10}, v0 = 1,
 n = m = 20, T = 200 GD steps, eta = 0.01, c = 1, other parameters at their
 ``Params`` defaults) trained at once, config axis first, in float32 and in

@@ -38,13 +38,13 @@ _META = {
                 "(depth 1: sum_p v_{j,r,p}^2 - ||w_{j,r}||^2)", "1"),
     "U": ("upper layer U(layer)_{j,k,r}: neuron r of hidden layer `layer` to neuron k "
           "of layer+1", "1"),
-    "layer_balance": ("per hidden neuron ||outgoing||^2 - ||incoming||^2 (SPEC 11)", "1"),
+    "layer_balance": ("per hidden neuron ||outgoing||^2 - ||incoming||^2 (docs/theory.md#depth)", "1"),
     "layer_change": ("relative change ||theta_l(t) - theta_l(0)|| / ||theta_l(0)||", "1"),
     "test_error_noisy": ("test error vs flipped labels = flip + (1-2 flip) clean", "1"),
     "out_of_span": ("||W-W0 outside span{mu, xi_i}|| / ||W-W0||", "1"),
     "pre": ("first-layer pre-activation <w_{j,r}(t), x_i^(p)>", "1"),
     "alpha": ("coefficient of w_{j,r} - w_{j,r}(0) on the orthonormal patch basis "
-              "(SPEC 12)", "1"),
+              "(docs/theory.md#general-reduction)", "1"),
     "yhat": ("clean training label", "1"),
     "y": ("observed training label", "1"),
 }
@@ -100,7 +100,7 @@ def _with_meta(ds: xr.Dataset) -> xr.Dataset:
 
 
 def general_dataset(traj: GeneralTrajectory) -> xr.Dataset:
-    """A run of the general level or of its network (SPEC 12): dims step, j,
+    """A run of the general level or of its network (docs/theory.md#general-reduction): dims step, j,
     r, i, p (1..P) and, reduced, k (basis); variables pre, v, loss,
     train_error, test_error, y (and alpha)."""
     p = traj.params
@@ -124,7 +124,22 @@ def general_dataset(traj: GeneralTrajectory) -> xr.Dataset:
 
 
 def trajectory_dataset(traj: Trajectory) -> xr.Dataset:
-    """One trajectory as a Dataset (see module docstring)."""
+    """One trajectory as an xarray Dataset (what ``dyn simulate --out`` writes).
+
+    Parameters
+    ----------
+    traj : Trajectory or GeneralTrajectory
+        A run of any level (``dynamics.simulate``, ``fullsim.simulate_full``,
+        ``dynamics.general.simulate_general``).
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``step``, ``j``, ``r``, ``i``, ``p`` (and ``layer``, ``k`` at
+        depth >= 2); the coefficients, losses, errors, balances and the
+        measured mechanisms, each with ``long_name`` and ``units``; every
+        parameter as a global attribute (docs/reference/outputs.md).
+    """
     if isinstance(traj, GeneralTrajectory):
         return general_dataset(traj)
     p = traj.params
@@ -158,7 +173,7 @@ def trajectory_dataset(traj: Trajectory) -> xr.Dataset:
         attrs=global_attrs(p, title="dyn trajectory", level=traj.level,
                            sampler=traj.sampler, wall_time=traj.wall_time),
     )
-    # measured mechanisms of the theory (SPEC 8, ReLU): ratios, norms, l' deviation
+    # measured mechanisms of the theory (docs/theory.md#mechanisms-and-laws, ReLU): ratios, norms, l' deviation
     for name, (dims, values) in (mechanisms(traj).items() if p.activation == "relu" else ()):
         if name not in ds:
             ds[name] = (dims, values)
@@ -167,7 +182,26 @@ def trajectory_dataset(traj: Trajectory) -> xr.Dataset:
 
 
 def combine(reduced: Trajectory, full: Trajectory) -> xr.Dataset:
-    """Reduced and full trajectories of one configuration on dim ``model``."""
+    """Reduced and full trajectories of one configuration on a dimension ``model``.
+
+    Parameters
+    ----------
+    reduced, full : Trajectory
+        Two runs of the same parameters and record schedule (for example
+        ``compare.verify.run_pair``).
+
+    Returns
+    -------
+    xarray.Dataset
+        The variables of ``trajectory_dataset`` with a leading dimension
+        ``model`` ("reduced", "full"), the labels once, and ``wall_time``
+        per model.
+
+    Raises
+    ------
+    ValueError
+        If the parameters or the recorded steps differ.
+    """
     if reduced.params != full.params or not np.array_equal(reduced.steps, full.steps):
         raise ValueError("combine needs the same parameters and record schedule")
     labels = ("y",) if isinstance(reduced, GeneralTrajectory) else ("yhat", "y")

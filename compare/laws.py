@@ -1,4 +1,4 @@
-"""Laws of SPEC 8 against boundaries measured by the solver, and the text tables
+"""Laws of docs/theory.md#mechanisms-and-laws against boundaries measured by the solver, and the text tables
 of the ``theory`` command.
 
 Data path: ``REGIMES`` x the d/n grids of ``dynamics.params`` -> mu* per point

@@ -14,7 +14,7 @@ from dynamics.general import GeneralTrajectory
 from dynamics.run import Trajectory
 
 VARIABLES = ("gamma", "rho", "v", "loss", "balance")
-GENERAL_VARIABLES = ("pre", "v", "loss")  # the general level (SPEC 12) and its network
+GENERAL_VARIABLES = ("pre", "v", "loss")  # the general level (docs/theory.md#general-reduction) and its network
 
 
 def variables(obj) -> tuple:
@@ -28,7 +28,7 @@ def variables(obj) -> tuple:
 
 
 def patch_preactivations(traj):
-    """(signal-patch, other-patch) pre-activations per step: (s, z) of SPEC 4
+    """(signal-patch, other-patch) pre-activations per step: (s, z) of docs/theory.md#exact-recursion
     for the paper's levels; patch 1 and patches 2..P of the general level."""
     if isinstance(traj, GeneralTrajectory):
         return traj.pre[..., 0], traj.pre[..., 1:]

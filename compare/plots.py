@@ -56,7 +56,7 @@ def plot_overlay(reduced: Trajectory, full: Trajectory, path, neurons=4) -> str:
     flat = np.argsort(-np.abs(full.v[-1, :, :, -1]).ravel())[:neurons]
     picks = [np.unravel_index(k, full.v.shape[1:3]) for k in flat]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-    if hasattr(reduced, "pre"):  # general level (SPEC 12): pre-activations
+    if hasattr(reduced, "pre"):  # general level (docs/theory.md#general-reduction): pre-activations
         panels = [("pre", lambda tr, j, r: tr.pre[:, j, r, 0, 0],
                    r"$\langle w_{j,r}, x_{1}^{(1)}\rangle$"),
                   ("pre", lambda tr, j, r: tr.pre[:, j, r, :, -1].max(axis=-1),
@@ -162,10 +162,10 @@ def plot_error_curve(mu, test, tau, mu_star, path, title) -> str:
     return save_figure(fig, path)
 
 
-# Exponent of mu* in (v0, d, n) for each law of SPEC 8 (constants unknown;
+# Exponent of mu* in (v0, d, n) for each law of docs/theory.md#mechanisms-and-laws (constants unknown;
 # curves are anchored on the measured mu* curve, at the end named last).
 def phase_laws() -> dict:
-    """label -> (exponents of mu*, anchor end) of the laws of SPEC 8 (sympy);
+    """label -> (exponents of mu*, anchor end) of the laws of docs/theory.md#mechanisms-and-laws (sympy);
     the large-v0 law is anchored at the large end of the axis."""
     from dynamics.theory.lawcache import law_exponents  # derived once, kept on disk
 

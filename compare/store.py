@@ -139,11 +139,31 @@ os.register_at_fork(after_in_child=_forget_locks_in_child)
 class SweepStore:
     """Row-by-row, resumable, single-writer Zarr store of a sweep Dataset.
 
-    ``SweepStore(path, template, row_dim, spec, overwrite=False)`` locks
-    ``path + ".lock"`` (StoreBusy if held), then creates the store from
-    ``template`` (if absent, or if ``overwrite``), resumes it (same spec
-    fingerprint) or refuses it (StoreError listing the changed spec keys).
-    Use as a context manager, or call :meth:`close` to release the lock.
+    Locks ``path + ".lock"``, then creates the store from ``template`` (if
+    absent, or if ``overwrite``), resumes it (same spec fingerprint) or
+    refuses it.  Use as a context manager, or call :meth:`close` to release
+    the lock.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The Zarr store (a folder), e.g. ``OUT/phase.zarr``.
+    template : xarray.Dataset
+        Layout of the whole sweep (lazy arrays are fine: only the layout is used).
+    row_dim : str
+        The dimension written row by row (the first axis of the sweep).
+    spec : dict
+        Everything that defines the sweep (plain JSON types); its fingerprint
+        decides between resuming and refusing.
+    overwrite : bool, optional
+        Discard an existing store with another spec.
+
+    Raises
+    ------
+    StoreBusy
+        Another process holds the lock.
+    StoreError
+        The existing store has another spec (the changed keys are named).
     """
 
     def __init__(self, path, template: xr.Dataset, row_dim: str, spec: dict,

@@ -1,4 +1,4 @@
-"""Activations of the model family (SPEC 12), numpy side: sigma and sigma'.
+"""Activations of the model family (docs/theory.md#general-reduction), numpy side: sigma and sigma'.
 
 relu (code 0): max(x, 0); relu^q (1): max(x, 0)^q; leaky:alpha (2): x for
 x > 0, alpha x otherwise.  sigma'(0) = 0 for relu and relu^q, alpha for leaky.

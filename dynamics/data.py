@@ -1,4 +1,4 @@
-"""Data and sufficient statistics (SPEC sections 1, 5, 6).
+"""Data and sufficient statistics (docs/theory.md#data, #d-free-sampler, #test-error).
 
 The dynamics and the test error depend on the data only through inner products
 among {mu, w_{j,r}(0), xi_i} (and fresh test noise).  Two samplers produce them:
@@ -107,7 +107,7 @@ def spike_directions(params: Params) -> np.ndarray | None:
 
 
 def upper_layers(params: Params) -> np.ndarray:
-    """Initial upper layers U(l) (SPEC 11): (L-1, 2, m, m) entries ~ N(0, sigma_u^2),
+    """Initial upper layers U(l) (docs/theory.md#depth): (L-1, 2, m, m) entries ~ N(0, sigma_u^2),
     from the sixth child of the seed's SeedSequence (so L = 1 draws nothing and
     every other stream is unchanged); the same for both samplers (d-free)."""
     p = params
@@ -124,7 +124,7 @@ def noise_vectors(params: Params, rng: np.random.Generator, rows: int,
                   signal: np.ndarray | None = None) -> np.ndarray:
     """(rows, d) noise vectors of the law ``params.noise``, projected out of the
     signal direction (``signal``, unit; None = e_1) when params.noise_model is
-    'projected' (the paper), kept whole when 'isotropic' (SPEC 12).
+    'projected' (the paper), kept whole when 'isotropic' (docs/theory.md#general-reduction).
 
     gaussian: sigma_p g; ar1:KAPPA: stationary AR(1) along coordinates
     (covariance sigma_p^2 S, S_ab = KAPPA^|a-b|); spiked:K,BETA: sigma_p (g +

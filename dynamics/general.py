@@ -1,4 +1,4 @@
-"""The general exact reduction (SPEC 12): any activation, any patches, any data.
+"""The general exact reduction (docs/theory.md#general-reduction): any activation, any patches, any data.
 
 Patches x_{i,p} in R^D (i = 1..n, p = 1..P), filters w_{j,r}, output weights
 v_{j,r,p}:  F_j(x) = c sum_r sum_p v_{j,r,p} sigma(<w_{j,r}, x^(p)>),
@@ -20,8 +20,8 @@ relu^q (sigma = max(x, 0)^q), leaky:alpha (sigma = x or alpha x); sigma'(0) is
 
 Data (``PatchData``): the paper's family drawn from ``Params`` (signal e_1 or a
 random direction, projected or isotropic noise; sampler 'data' with real
-vectors, sampler 'wishart' in the d-free coordinates of SPEC 5 extended by the
-component of each noise vector along the signal, SPEC 12), or arrays from a
+vectors, sampler 'wishart' in the d-free coordinates of docs/theory.md#d-free-sampler extended by the
+component of each noise vector along the signal, docs/theory.md#general-reduction), or arrays from a
 file (``load_npz``: bring your own data).  Signal patches are stored at unit
 ||mu|| and scaled per run, so a sweep over ||mu|| shares one factorisation.
 """
@@ -116,7 +116,7 @@ def check_family_sampler(params: Params, sampler: str):
 
 
 def model_data(params: Params, sampler: str = "data") -> PatchData:
-    """The paper's family (SPEC 1 and 12) at unit ||mu||: patch 1 = yhat u,
+    """The paper's family (docs/theory.md#data, #general-reduction) at unit ||mu||: patch 1 = yhat u,
     patch 2 = xi.  Sampler 'data': real vectors in R^d, the same labels, W0,
     noise and test set as ``dynamics.data.sample_data`` at the same seed (so
     the general level equals level exact on the paper's model); a random
@@ -331,7 +331,7 @@ def patch_basis(x: np.ndarray, rtol: float = RANK_RTOL) -> np.ndarray:
 
 
 def general_stats(data: PatchData, K: int | None = None) -> tuple[GStats, np.ndarray]:
-    """(GStats, Q) of ``data`` (SPEC 12); ``K`` pads alpha with zero columns."""
+    """(GStats, Q) of ``data`` (docs/theory.md#general-reduction); ``K`` pads alpha with zero columns."""
     Q = patch_basis(data.x)
     n, P, D, m = data.shape
     Kp = Q.shape[1] if K is None else K
@@ -652,10 +652,10 @@ def check_general(params: Params):
     p = check_params(params)
     if p.depth != 1:
         raise ParamError("depth", p.depth, "the model family (level general and its "
-                         "network, SPEC 12) is the two-layer network (--depth 1)")
+                         "network, docs/theory.md#general-reduction) is the two-layer network (--depth 1)")
     if p.optimizer != "gd":
         raise ParamError("optimizer", p.optimizer, "the model family (level general and "
-                         "its network, SPEC 12) runs plain GD")
+                         "its network, docs/theory.md#general-reduction) runs plain GD")
 
 
 def check_record_general(params: Params, n: int, P: int, m: int, record_every: int):
@@ -676,7 +676,7 @@ def kernel_settings(params: Params) -> tuple:
 
 def simulate_general(params: Params, data: PatchData | None = None, sampler: str = "data",
                      record_every: int = 1) -> GeneralTrajectory:
-    """Run the general level (SPEC 12) on ``data`` (default: ``model_data``
+    """Run the general level (docs/theory.md#general-reduction) on ``data`` (default: ``model_data``
     of ``params`` and ``sampler``); raises ``run.DivergenceError``."""
     check_general(params)
     p = params

@@ -1,4 +1,4 @@
-"""Model parameters (SPEC sections 1-2): one table, one frozen validated dataclass.
+"""Model parameters (docs/theory.md#data, #network-and-training): one table, one frozen validated dataclass.
 
 Each parameter is declared once in ``PARAMS`` (name, CLI flag, type and range,
 default, LaTeX label, CF long_name/units, whether it changes the data
@@ -20,7 +20,7 @@ from typing import Optional
 
 LEVELS = ("exact", "orthogonal", "fixed-output", "general")   # reduced levels (dynamics)
 # Levels specialised to the paper's model (ReLU, signal e_1, projected noise); "general"
-# (SPEC 12, dynamics.general) takes any activation, noise model, signal and data.
+# (docs/theory.md#general-reduction, dynamics.general) takes any activation, noise model, signal and data.
 PAPER_LEVELS = ("exact", "orthogonal", "fixed-output")
 ALL_LEVELS = LEVELS + ("full",)                     # "full": the weight-space network
 SAMPLERS = ("data", "wishart")
@@ -30,7 +30,7 @@ PRECISIONS = ("float64", "float32")
 # Grids and thresholds, defined once.
 D_GRID = (500, 1000, 2000, 4000, 8000, 16000, 32000, 64000)   # dyn solve scaling in d
 N_GRID = (10, 20, 40, 80, 160)                                 # dyn solve scaling in n
-TAU = 0.25                  # headline threshold of the clean test error (SPEC 9)
+TAU = 0.25                  # headline threshold of the clean test error (docs/theory.md#phase-boundary)
 TRANSITION_TAUS = (0.1, 0.4)  # crossings reported for the width of the transition
 TAU_RANGE = (0.0, 0.5)      # thresholds must lie strictly inside (chance = 0.5)
 
@@ -149,7 +149,7 @@ PARAMS = (
     _P("optimizer", "--optimizer", str, "gd", "update rule: " + OPTIMIZER_HELP,
        label="optimizer", long_name="update rule"),
     _P("depth", "--depth", int, 1, "hidden layers L per class (1: the paper's network; "
-       "L >= 2 adds L-1 trained m x m layers U, SPEC 11)", 1, 16, False, False,
+       "L >= 2 adds L-1 trained m x m layers U, docs/theory.md#depth)", 1, 16, False, False,
        "$L$", "number of hidden layers", data=True, axis=True),
     _P("activation", "--activation", str, "relu", "activation sigma: " + ACTIVATION_HELP +
        " (not relu: depth 1 only; every level)", label="activation", long_name="activation"),
@@ -319,9 +319,15 @@ Params = dataclasses.make_dataclass(
       dataclasses.field(default=p.default)) for p in PARAMS],
     bases=(_ParamsMethods,), frozen=True)
 Params.__module__ = __name__
-Params.__doc__ = ("All model and training parameters, validated on construction; "
-                  "fields, defaults and ranges come from ``PARAMS``:\n" +
-                  "\n".join(f"  {p.name}: {p.help} {p.range_text()}" for p in PARAMS))
+Params.__doc__ = (
+    "All model and training parameters, validated on construction.\n\n"
+    "Fields, defaults and ranges come from ``PARAMS`` (one ``ParamSpec`` each; "
+    "docs/reference/parameters.md).\n\nParameters\n----------\n"
+    + "\n".join(f"{p.name} : {getattr(p.kind, '__name__', p.kind)}, default "
+                 f"{p.default!r}\n    ``{p.help}`` {p.range_text()}" for p in PARAMS)
+    + "\n\nRaises\n------\nParamError\n    A value of the wrong type or out of its "
+      "range (``param`` names the field).\n\nExamples\n--------\n"
+      ">>> Params(mu_norm=8.0, v0=1e-3).replace(d=10_000).d\n10000\n")
 
 
 def _spec_args(name, text, kind, raw, count):

@@ -1,6 +1,6 @@
-"""Weight-space gradient descent on the real network (SPEC sections 2 and 11).
+"""Weight-space gradient descent on the real network (docs/theory.md#network-and-training, #depth).
 
-W (2, m, d), the upper layers U (L-1, 2, m, m) (SPEC 11; empty at depth 1)
+W (2, m, d), the upper layers U (L-1, 2, m, m) (docs/theory.md#depth; empty at depth 1)
 and V (2, m, 2) in float64, full batch, simultaneous update; all sample/neuron
 work is BLAS (the loops are over time steps and layers only).  Depth 1 runs
 ``gradients`` (the paper's network, unchanged); depth L >= 2 runs
@@ -8,7 +8,7 @@ work is BLAS (the loops are over time steps and layers only).  Depth 1 runs
 realisation as the reduced model at the same seed, U(0) = ``stats.U0``).
 
 W-derived coefficients are recorded on the reduced model's schedule (at any
-depth the first layer stays in span{w(0), mu, xi_i}, SPEC 11):
+depth the first layer stays in span{w(0), mu, xi_i}, docs/theory.md#depth):
 gamma_{j,r} = j <w - w0, mu>, and rho by solving (W - W0) Xi^T = (rho / N) K
 with the noise Gram K.  ``SpanProjector`` precomputes that solve once, so the
 coefficients of a batch of recorded states are one matmul and their
@@ -84,7 +84,7 @@ def gradients(W, V, mu, xi, yhat, y, c):
 
 # ---------------------------------------------------------------- depth L >= 2
 def forward_deep(W, U, V, mu, xi, yhat, c, keep: bool = True):
-    """Pre-activations of every hidden layer and the output (SPEC 11).
+    """Pre-activations of every hidden layer and the output (docs/theory.md#depth).
 
     pre (L, 2, m, 2, n): pre[l, j, k, p, i] is the pre-activation of neuron k
     of hidden layer l+1 of class j at patch p (0 signal yhat_i mu, 1 noise
@@ -348,7 +348,7 @@ def divergence_reason(f, loss, W, V, U=None) -> int:
 def normalised_margin(f, y, W, V, U=None, train_v=True) -> float:
     """min_i y_i f_i / ||theta||^h, ||theta||^2 = ||W||^2 + ||U||^2 (+ ||V||^2
     when v is trained), h = L + [v trained]: f is homogeneous of degree h in
-    the trained parameters (L = 1, v trained: / ||theta||^2, SPEC 10; the
+    the trained parameters (L = 1, v trained: / ||theta||^2, docs/theory.md#training-time-and-flow; the
     same normalisation as the reduced kernels)."""
     sq = np.sum(W * W) + (np.sum(V * V) if train_v else 0.0)
     depth = 1
@@ -386,18 +386,46 @@ def simulate_full(params: Params, record_every: int = 1,
                   real: Realisation | None = None, keep_weights: bool = False,
                   train_v: bool | None = None, checkpoints=None,
                   raise_on_divergence: bool = True) -> Trajectory:
-    """Full-batch GD on (W, U, V) (U: depth >= 2); returns a ``Trajectory`` of
-    level "full" with ``traj.U`` (R, L-1, 2, m, m).
+    """Full-batch gradient descent on the weight-space network (W, U, V).
 
-    ``keep_weights`` stores the final W, V and U in ``traj.extra``.
-    ``train_v=False`` freezes V (the fixed-output model; None: params.train_v).
-    The paper's model only (ReLU, e_1, projected noise): the family runs in
-    ``fullsim.patches``.  ``checkpoints``
-    (ascending steps): ``traj.extra["checkpoints"]`` gets the test error,
-    loss, train error and normalised margin at each (NaN after a divergence).
-    With ``raise_on_divergence=False`` a divergence stops the run and is
-    reported in ``traj.extra["status"]`` = (step, reason) instead of raising.
-    Depth 1 is the paper's network, trained by ``gradients`` exactly as before.
+    The paper's model only (ReLU, signal along e_1, projected noise; the model
+    family runs in ``fullsim.patches``).  Depth 1 is the paper's network,
+    trained by ``gradients``; at depth >= 2 the upper layers U are trained too
+    (docs/theory.md#depth).
+
+    Parameters
+    ----------
+    params : Params
+        The configuration (``params.steps`` GD steps of size ``params.eta``).
+    record_every : int, optional
+        Record the state every this many steps (and at the last step).
+    real : Realisation, optional
+        The data vectors (``dynamics.data.sample_data``); drawn from
+        ``params.seed`` when omitted.  Pass the same realisation to a reduced
+        run to compare the two on the same data.
+    keep_weights : bool, optional
+        Store the final W, V and U in ``traj.extra``.
+    train_v : bool, optional
+        False freezes V at v0 (the fixed-output model); None: ``params.train_v``.
+    checkpoints : sequence of int, optional
+        Ascending steps at which ``traj.extra["checkpoints"]`` gets the test
+        error, loss, train error and normalised margin (NaN after a divergence).
+    raise_on_divergence : bool, optional
+        False: a divergence stops the run and is reported in
+        ``traj.extra["status"]`` = (step, reason) instead of raising.
+
+    Returns
+    -------
+    Trajectory
+        Level "full": the coefficients (gamma, rho) of W - W(0) on
+        span{mu, xi_i}, v, loss, train_error at the recorded steps, the clean
+        test error on real test vectors, and ``traj.U`` (R, L-1, 2, m, m).
+
+    Raises
+    ------
+    DivergenceError
+        Under the divergence policy (docs/guide/divergence.md), unless
+        ``raise_on_divergence`` is False.
     """
     p = check_params(params)
     record_every = check_record_every(record_every, p.steps)

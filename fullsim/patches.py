@@ -1,4 +1,4 @@
-"""The weight-space network of the model family (SPEC 12) on any patches.
+"""The weight-space network of the model family (docs/theory.md#general-reduction) on any patches.
 
 W (2, m, D), v (2, m, P), float64, full-batch GD with the activation of
 ``params`` (``dynamics.activation``):

@@ -1,6 +1,6 @@
 """Depth: what of the depth-1 picture carries over to L = 2, 3 hidden layers.
 
-Network of SPEC 11: L hidden ReLU layers per class (L = 1 is the paper's
+Network of docs/theory.md#depth: L hidden ReLU layers per class (L = 1 is the paper's
 network; L >= 2 adds L-1 trained m x m layers U, init N(0, sigma_u^2),
 sigma_u = sqrt(2/m)); level exact, sampler wishart (d-free), tau = 0.25,
 other parameters at their defaults (n = m = 20, d = 1000, sigma0 = 0.01,
@@ -30,7 +30,7 @@ sigmap = 1, eta = 0.01, T = 200).  Four pieces, each saved when finished:
      of the grid with the same bootstrap.  With eta = 0.01, v0 = 10 diverges
      at depth >= 2 for large d (the U layers blow up); for v0 in D_SMALL_V0S
      the grid is repeated at eta = 1e-3, T = 2000 (same flow time eta*T = 2;
-     SPEC 10: the boundary is in the flow regime) at every depth.
+     docs/theory.md#training-time-and-flow: the boundary is in the flow regime) at every depth.
 
 Run:  nice -n 10 python studies/depth.py            (~30 min on 2 shared cores)
       python studies/depth.py --quick               # smoke test (< 1 min, temp dir)

@@ -1,4 +1,4 @@
-"""Theory of the two-layer dynamics (SPEC sections 4, 7, 8), in two modules:
+"""Theory of the two-layer dynamics (docs/theory.md#exact-recursion, #identities, #mechanisms-and-laws), in two modules:
 
 ``dynamics.theory.symbolic``  sympy: the derived recursion, its small-v0
     linearisation, stage-1 threshold, candidate laws for mu* and their

@@ -137,7 +137,7 @@ def linear_prediction(params: Params, stats, steps: int | None = None) -> dict:
       noise  Y = sum e_i z_i, (Y, v2)(t) = M_n^t (Y0, v0), M_n = I + [[0, alpha S_N], [beta, 0]],
              z_i(t) = B_i + alpha N_i e_i sum_{u<t} v2(u)
       signal (a, v1)(t) = M_s^t (A, v0),  M_s = I + j q [[0, alpha ||mu||^2], [beta, 0]]
-      f_i(t) from SPEC 4 with these s, z, v.  Arrays over t = 0..steps.
+      f_i(t) from docs/theory.md#exact-recursion with these s, z, v.  Arrays over t = 0..steps.
     """
     p, st = params, stats
     T = p.steps if steps is None else int(steps)
@@ -383,7 +383,7 @@ def summarize(traj: Trajectory, tol: float = 0.1) -> dict:
 
 
 def layer_summary(traj: Trajectory) -> dict:
-    """Per-layer mechanisms of a run at any depth (SPEC 11): relative change
+    """Per-layer mechanisms of a run at any depth (docs/theory.md#depth): relative change
     ||theta_l(T) - theta_l(0)|| / ||theta_l(0)|| of W, U(1..L-1), v, and per
     hidden layer the balance ||outgoing||^2 - ||incoming||^2 at 0 and its
     largest drift max |b(T) - b(0)| over neurons (conserved by the flow)."""

@@ -1,4 +1,4 @@
-"""Symbolic theory of the two-layer dynamics (SPEC sections 4, 7, 8), sympy only.
+"""Symbolic theory of the two-layer dynamics (docs/theory.md#exact-recursion, #identities, #mechanisms-and-laws), sympy only.
 
 The single source of the printed formulas and of the law exponents: the
 recursion derived by differentiation, its small-v0 linearisation, the stage-1
@@ -53,12 +53,12 @@ _NUM_ARGS = (j, y, yhat, s, z, v1, v2, lp, N, mu, eta, eta_v, c, n)
 
 
 def relu(x):
-    """ReLU(x) = x H(x) with H(0) = 0 (SPEC: ReLU'(0) = 0)."""
+    """ReLU(x) = x H(x) with H(0) = 0 (docs/theory.md#network-and-training: ReLU'(0) = 0)."""
     return x * sp.Heaviside(x, 0)
 
 
 def activation_expr(x, activation: str = "relu"):
-    """sigma(x) of ``Params.activation`` (SPEC 12): relu = x H(x); relu^q =
+    """sigma(x) of ``Params.activation`` (docs/theory.md#general-reduction): relu = x H(x); relu^q =
     x^q for x > 0 (else 0); leaky:alpha = x for x > 0, alpha x otherwise."""
     kind, args = Params(activation=activation).activation_spec
     if kind == "relu":
@@ -101,7 +101,7 @@ def derive_recursion(activation: str = "relu") -> dict:
 
     Returns sympy expressions: dgamma_i, drho_i, dv1_i, dv2_i, and the loss
     derivative 'ell_prime' (= -1/(1 + exp(u))).  ``activation``: any of
-    ``Params.activation`` (SPEC 12; the coefficient matching needs the paper's
+    ``Params.activation`` (docs/theory.md#general-reduction; the coefficient matching needs the paper's
     data, mu orthogonal to every xi_i).
     """
     sig = lambda x: activation_expr(x, activation)  # noqa: E731
@@ -124,7 +124,7 @@ def derive_recursion(activation: str = "relu") -> dict:
 
 
 def spec4_recursion() -> dict:
-    """SPEC 4 per-sample terms, typed in from the spec (for the test)."""
+    """docs/theory.md#exact-recursion per-sample terms, typed in from the theory page (for the test)."""
     return dict(
         dgamma_i=-(eta * c / n) * mu**2 * v1 * lp * y * yhat * sp.Heaviside(s, 0),
         drho_i=-(eta * c / n) * N * j * y * lp * v2 * sp.Heaviside(z, 0),
@@ -276,7 +276,7 @@ _LAW_TITLES = {"large_v0": "large v0 / fixed output", "small_v0_quoted": "quoted
 def laws() -> dict:
     """Candidate laws mu*(v0, n, d, m, sigma_p), each with one constant C.
 
-    large_v0       C sigma_p (d/n)^(1/4)          (SPEC 8, paper as quoted)
+    large_v0       C sigma_p (d/n)^(1/4)          (docs/theory.md#mechanisms-and-laws, paper as quoted)
     small_v0_quoted C sqrt(sigma_p / (m v0^2))    (m v0^2 mu^2/sigma_p ~ 1)
     growth_rate    signal rate = noise rate solved for ||mu|| with q = n/2,
                    k = n/4, N = sigma_p^2 d (symmetry expectations), times C
