@@ -17,7 +17,14 @@ import threading
 import time
 
 import click
-import numba.core.event
+
+try:
+    import numba.core.event
+except ValueError as _exc:  # NUMBA_NUM_THREADS <= 0: numba refuses at import (a traceback)
+    if "NUMBA_NUM_THREADS" not in os.environ:
+        raise
+    sys.exit(f"Error: NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']!r} is invalid: "
+             f"must be a positive integer, or unset for one thread per core ({_exc})")
 import numpy as np
 from click.core import ParameterSource
 
@@ -136,9 +143,43 @@ def echo_kv(rows):
         click.echo(f"  {key:<{width}}  {val}")
 
 
+_SIGNALLED = []  # signals received during this command (see _signal_exit)
+
+
 def _terminate(signum, frame):
-    """SIGTERM behaves like Ctrl-C: unwinding runs every cleanup (temp files)."""
+    """SIGINT and SIGTERM: remember the signal, then unwind like Ctrl-C (every
+    cleanup runs: temp files).  Remembered, because a KeyboardInterrupt raised
+    inside a destructor is only printed ("Exception ignored in ...") and the
+    command would otherwise go on and exit 0 (issue 38, item 11)."""
+    _SIGNALLED.append(signum)
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signal_exit():
+    """One command of dyn: SIGINT/SIGTERM go to ``_terminate`` (unless ignored
+    when dyn started); on the way out the old handlers come back and a received
+    signal makes the exit status 128 + signum (130 Ctrl-C, 143 SIGTERM) with one
+    line on stderr, whatever happened after it.  Output files are written with
+    the signals held (``dynamics.files.atomic_target``): a signal never lands
+    inside an HDF5 call, where it could leave xarray's lock held (a hang)."""
+    _SIGNALLED.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in old.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(sig, _terminate)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if _SIGNALLED:
+            sig = _SIGNALLED[0]
+            click.echo(f"dyn: stopped by {signal.Signals(sig).name}", err=True)
+            raise SystemExit(128 + sig)
 
 
 @contextlib.contextmanager
@@ -192,6 +233,9 @@ def _output_path(kind):
 
 def out_option(kind, default, help_):
     """--out validated before any computation."""
+    if kind == "file":
+        help_ += ("; an existing file is replaced only if it is a dyn output (anything "
+                  "else, or a device/FIFO, is refused)")
     return click.option("--out", "out", default=default, callback=_output_path(kind),
                         show_default=default is not None, help=help_)
 
@@ -245,7 +289,7 @@ numba.core.event.register("numba:compile", _COMPILE_NOTICE)
 def main():
     """dyn: reduced and full dynamics of benign overfitting in two-layer ReLU
     CNNs with a trainable output layer (arXiv 2410.19139)."""
-    signal.signal(signal.SIGTERM, _terminate)
+    click.get_current_context().with_resource(_signal_exit())
 
 
 def _times(ctx, param, value):
@@ -370,6 +414,17 @@ def simulate(level, sampler, record_every, integrator, times, data, out, **kwarg
             rows.append(("max out-of-span ||W-W0||", f"{traj.extra['out_of_span'].max():.3e}"))
         if "flow" in traj.extra:
             rows.append(("flow", ", ".join(f"{k}={v:g}" for k, v in traj.extra["flow"].items())))
+        if "limit" in traj.extra:  # t = inf: the certified program (dynamics.limit)
+            lim = traj.extra["limit"]
+            rows[2] = ("test error at the limit", f"{traj.test_error:.4f} (ties f = 0 count 1/2; "
+                       f"tie fraction {lim['ties']:.3f})")
+            rows.append(("limit", ("certified stationary" if lim["certified"] == 1.0 else
+                                   f"NOT certified ({lim['reason']})")
+                         + f"; pattern from t = {lim['t_pattern']:g}, {lim['flips']:g} repair "
+                           f"moves, OPT {lim['opt_pattern']:.6g} -> {lim['opt']:.6g}"))
+            rows.append(("limit vs flow", f"margin ratio {lim['margin_ratio']:.4f}, output "
+                         f"cosine {lim['cosine']:.4f}; kappa +1/-1 = {lim['kappa_pos']:.3f}/"
+                         f"{lim['kappa_neg']:.3f}"))
         echo_kv(rows + [("wall time", f"{traj.wall_time:.3f} s")])
         if out:
             write_netcdf(trajectory_dataset(traj), out)

@@ -19,8 +19,8 @@ import numpy as np
 import xarray as xr
 
 from dynamics import __version__
-from dynamics.files import atomic_target
-from dynamics.params import Params
+from dynamics.files import atomic_target, check_replaceable
+from dynamics.params import Params, ParamError
 from dynamics.general import GeneralTrajectory
 from dynamics.run import Trajectory, first_layer
 from dynamics.theory.measure import MECHANISM_ATTRS, mechanisms
@@ -178,6 +178,14 @@ def trajectory_dataset(traj: Trajectory) -> xr.Dataset:
         if name not in ds:
             ds[name] = (dims, values)
             ds[name].attrs.update(MECHANISM_ATTRS[name])
+    for key, val in traj.extra.get("flow", {}).items():  # what the flow ran
+        ds.attrs[f"flow_{key}"] = val
+    if "limit" in traj.extra:  # step = inf: the certified limit (dynamics.limit)
+        for key, val in traj.extra["limit"].items():
+            ds.attrs[f"limit_{key}"] = val if isinstance(val, str) else float(val)
+        ds.attrs["limit_note"] = ("the record at step = inf is the limit direction of the "
+                                  "max-margin program (w(0) dropped, margins >= 1); its "
+                                  "test_error counts ties f = 0 as 1/2")
     return _with_meta(ds)
 
 
@@ -223,8 +231,9 @@ def combine(reduced: Trajectory, full: Trajectory) -> xr.Dataset:
 def check_output_path(path, kind: str = "file") -> str:
     """Validate an output path before any computation (ValueError naming it).
 
-    kind "file": not an existing directory; kind "dir": not an existing
-    non-directory.  Either way the path is non-empty and its nearest existing
+    kind "file": not an existing directory, device, FIFO or other non-regular
+    file, and not an existing regular file other than a dyn output
+    (``check_dyn_target``); kind "dir": not an existing non-directory.  Either way the path is non-empty and its nearest existing
     ancestor is a writable directory (missing folders are created later).
     """
     text = os.fspath(path)
@@ -233,6 +242,11 @@ def check_output_path(path, kind: str = "file") -> str:
     full = os.path.abspath(text)
     if kind == "file" and os.path.isdir(full):
         raise ValueError(f"{text} is a directory; give a file name")
+    if kind == "file":
+        try:
+            check_dyn_target(full)
+        except ParamError as exc:
+            raise ValueError(f"{text} {exc.allowed}") from None
     if kind == "dir" and os.path.exists(full) and not os.path.isdir(full):
         raise ValueError(f"{text} exists and is not a directory")
     parent = os.path.dirname(full) if kind == "file" else full
@@ -252,8 +266,43 @@ def check_output_path(path, kind: str = "file") -> str:
     return text
 
 
+_NETCDF_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
+
+
+def is_dyn_output(path) -> bool:
+    """True if ``path`` is a netCDF file written by dyn (global attribute
+    ``dyn_version``) or an empty file (nothing to lose, e.g. ``touch x.nc``)."""
+    try:
+        if os.path.getsize(path) == 0:
+            return True
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        if not head.startswith(_NETCDF_MAGIC):
+            return False
+        import netCDF4
+        with netCDF4.Dataset(path, "r") as nc:
+            return "dyn_version" in nc.ncattrs()
+    except Exception:  # unreadable, truncated, not netCDF after all: not ours
+        return False
+
+
+def check_dyn_target(path):
+    """The netCDF outputs' rule (ParamError naming ``out``): a new path, or an
+    existing dyn output (or empty file), which is replaced; an existing device,
+    FIFO or folder, or a regular file that is not a dyn output, is refused
+    rather than silently replaced."""
+    check_replaceable(path)
+    if os.path.exists(path) and not is_dyn_output(path):
+        raise ParamError("out", os.fspath(path),
+                         "exists and is not a dyn output (not a netCDF file with dyn's "
+                         "attributes); dyn replaces only its own outputs: remove it or "
+                         "choose another path")
+
+
 def write_netcdf(ds: xr.Dataset, path) -> str:
-    """Write atomically: temporary file in the same folder, then rename."""
+    """Write atomically: temporary file in the same folder, then rename.  An
+    existing ``path`` is replaced only if it is a dyn output (``check_dyn_target``)."""
+    check_dyn_target(path)
     with atomic_target(path, ".nc.tmp") as tmp:
         ds.to_netcdf(tmp, engine=ENGINE)
     return os.fspath(path)

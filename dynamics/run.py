@@ -14,7 +14,7 @@ import numpy as np
 from .activation import activation, activation_code
 from .data import Stats, check_memory, sample_stats
 from .kernels import DIVERGENCE_REASONS, FlowConfig, KConfig, KStats, clean_error_kernel, \
-    flow_kernel, outputs_kernel, run_kernel
+    flow_kernel, outputs_kernel, run_kernel, theta_norm_sq
 from .params import PAPER_LEVELS, SAMPLERS, Params, ParamError, check_choice, check_params, \
     check_record_every, record_count
 
@@ -333,8 +333,10 @@ def check_checkpoints(checkpoints, steps: int, integers: bool = True,
     except (TypeError, ValueError):
         raise ParamError("times", checkpoints, "must be numbers (GD steps) or inf") from None
     fin = cp[np.isfinite(cp)] if cp.ndim == 1 else cp
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, refused below (no warning)
+        gaps = np.diff(cp) if cp.ndim == 1 else cp
     if (cp.ndim != 1 or cp.size == 0 or np.any(np.isnan(cp)) or np.any(cp < 0)
-            or not np.all(np.diff(cp) > 0)  # NaN differences (inf, inf) are not > 0
+            or not np.all(gaps > 0)  # NaN differences (inf, inf) are not > 0
             or (integers and np.any((fin <= FLOW.gd_max) & (fin != np.round(fin))))
             or (not allow_inf and fin.size < cp.size)):
         kind = (f"numbers >= 0, integers up to {FLOW.gd_max:g} (later times are reached by "
@@ -347,16 +349,31 @@ def check_checkpoints(checkpoints, steps: int, integers: bool = True,
 
 def simulate_flow(params: Params, level: str = "exact", sampler: str = "wishart",
                   times=None, stats: Stats | None = None,
-                  flow: FlowConfig = FLOW) -> Trajectory:
+                  flow: FlowConfig = FLOW, t_pattern: float | None = None) -> Trajectory:
     """Normalised gradient flow of the reduced model (SPEC 10; GD with step
     eta L_0/L_k, ``kernels.normalised_gd``), recorded at ``times`` in GD
-    steps of params.eta (inf = the limit t -> infinity, ``kernels.flow_limit``).
-    ``traj.steps`` holds the times (float, inf allowed); ``traj.extra["flow"]``
-    the step count and, for inf, whether the limit converged and the time."""
+    steps of params.eta.  inf (last) is the limit t -> infinity: the
+    certified optimum of the max-margin program seeded by the flow's pattern
+    at GD time ``t_pattern`` (default ``limit.PATTERN_TIME``; SPEC 13,
+    ``dynamics.limit``); its record holds the limit direction (w(0) dropped,
+    margins >= 1), its test error counts ties f = 0 as 1/2, and
+    ``traj.extra["limit"]`` the certificate (``limit.LIMIT_FIELDS``, the
+    walk's stop reason).  ``traj.steps`` holds the times (float, inf
+    allowed); ``traj.extra["flow"]`` the step count and the final flow time."""
+    from . import limit as lm
+
     check_choice("sampler", sampler, SAMPLERS)
     cfg = kernel_config(params, level)
     check_integrator(params, "flow")
     times = check_checkpoints(times, params.steps, integers=False)
+    to_limit = bool(np.isinf(times[-1]))
+    if to_limit:
+        lm.check_limit(params, level)
+        t_pattern = lm.PATTERN_TIME if t_pattern is None else float(t_pattern)
+        later = times.size == 1 or t_pattern > times[-2]  # else: the last finite time's pattern
+        run_times = np.append(times[:-1], t_pattern) if later else times[:-1]
+    else:
+        run_times = times
     t0 = time.perf_counter()
     if stats is None:
         stats = sample_stats(params, sampler)
@@ -365,19 +382,42 @@ def simulate_flow(params: Params, level: str = "exact", sampler: str = "wishart"
     R = times.size
     gamma, rho, v = np.zeros((2, p.m)), np.zeros((2, p.m, p.n)), np.full((2, p.m, 2), p.v0)
     U = kst.U0.copy()
-    out = dict(gamma=np.full((R, 2, p.m), np.nan), rho=np.full((R, 2, p.m, p.n), np.nan),
-               U=np.full((R,) + U.shape, np.nan), v=np.full((R, 2, p.m, 2), np.nan),
-               loss=np.full(R, np.nan), train_error=np.full(R, np.nan))
+    Rr = run_times.size
+    out = dict(gamma=np.full((Rr, 2, p.m), np.nan), rho=np.full((Rr, 2, p.m, p.n), np.nan),
+               U=np.full((Rr,) + U.shape, np.nan), v=np.full((Rr, 2, p.m, 2), np.nan),
+               loss=np.full(Rr, np.nan), train_error=np.full(Rr, np.nan))
     status, info = np.empty(2, dtype=np.int64), np.empty(4)
-    flow_kernel(kst, cfg, flow, float(p.mu_norm), gamma, rho, U, v, times, out["gamma"],
+    flow_kernel(kst, cfg, flow, float(p.mu_norm), gamma, rho, U, v, run_times, out["gamma"],
                 out["rho"], out["U"], out["v"], out["loss"], out["train_error"], status, info)
     if status[0] >= 0:
-        raise DivergenceError(int(min(times[status[0]], 4e18)), status[1], p, level)
+        raise DivergenceError(int(min(run_times[status[0]], 4e18)), status[1], p, level)
     test = clean_error_kernel(p.mu_norm * kst.w0_e1, gamma, rho, U, v, kst, cfg)
+    extra = {}
+    if to_limit:
+        mu = float(p.mu_norm)
+        f_train, _ = lm.outputs(kst, cfg, mu, gamma, rho, v)
+        margin = float(np.min(kst.y * f_train)) / theta_norm_sq(
+            mu * kst.w0_e1, mu, gamma, rho, U, v, kst, cfg.train_v)
+        if not margin > 0.0:
+            raise ParamError("times", "inf", f"the flow does not separate the training data "
+                             f"at t = {run_times[-1]:g} (normalised margin {margin:.3g}): no "
+                             f"max-margin limit; give finite times")
+        fields, test, state, lim = lm.evaluate_limit(kst, cfg, p, mu, gamma, rho, v, margin,
+                                                     float(run_times[-1]))
+        if state is None:
+            raise ParamError("times", "inf", "the conic solvers failed on the limit program "
+                             f"({lim.optimum.info}); give finite times")
+        for k, arr in out.items():  # keep the finite records, add the limit's
+            keep = arr[:R - 1]
+            out[k] = np.concatenate([keep, np.full((1,) + arr.shape[1:], np.nan)])
+        out["gamma"][-1], out["rho"][-1], out["v"][-1] = state
+        out["U"][-1] = U
+        out["loss"][-1], out["train_error"][-1] = 0.0, 0.0
+        extra["limit"] = dict(fields, reason=lim.reason, margin_flow=margin)
     traj = Trajectory(params=p, level=level, sampler=sampler, stats=stats, steps=times,
                       test_error=float(test), wall_time=time.perf_counter() - t0, **out)
-    traj.extra["flow"] = dict(converged=int(info[0]), t_final=float(info[1]),
-                              n_steps=int(info[2]), labels_stable=int(info[3]))
+    traj.extra["flow"] = dict(t_final=float(info[1]), n_steps=int(info[2]))
+    traj.extra.update(extra)
     return traj
 
 

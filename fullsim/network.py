@@ -374,6 +374,7 @@ def blas_threads(fn):
     """Run a network simulation with one BLAS thread when its products are small."""
     @functools.wraps(fn)
     def wrapper(params, *args, **kwargs):
+        check_params(params)  # a ParamError naming params, not an AttributeError here
         if 4.0 * params.m * params.d * params.n < SINGLE_THREAD_FLOPS:
             with threadpool_limits(1, user_api="blas"):
                 return fn(params, *args, **kwargs)
