@@ -17,8 +17,10 @@ import xarray as xr
 
 from dynamics.boundary import Boundary, fit_exponents, seed_list
 from dynamics.data import check_sampler
-from dynamics.params import D_GRID, N_GRID, SPEC_OF, TAU, TRANSITION_TAUS, Params, \
-    ParamError, check_count, check_threshold
+from dynamics.params import ALL_LEVELS, D_GRID, N_GRID, SAMPLERS, SPEC_OF, TAU, \
+    TRANSITION_TAUS, Params, ParamError, check_choice, check_count, check_int_values, \
+    check_params, check_threshold
+from dynamics.run import INTEGRATORS, check_checkpoints
 
 FAMILY_FIELDS = ("activation", "noise_model", "signal", "train_v")  # shown when not default
 
@@ -105,6 +107,24 @@ def solve(params: Params, v0s=None, level="exact", sampler="wishart", n_seeds=8,
     ``times`` (GD steps, inf = the limit): mu* at each time from the same runs
     (``by_time``); the scaling grids and the verification stay at params.steps.
     """
+    params = check_params(params)
+    check_choice("level", level, ALL_LEVELS)
+    check_choice("sampler", sampler, SAMPLERS)
+    check_choice("integrator", integrator, INTEGRATORS)
+    if v0s is not None:
+        if isinstance(v0s, (str, bytes)) or not hasattr(v0s, "__iter__"):
+            raise ParamError("v0s", v0s, "must be a list of v0 values (e.g. [0.01, 0.1])")
+        v0s = list(v0s)
+        if not v0s:
+            raise ParamError("v0s", v0s, "at least one v0 (None: params.v0)")
+    d_grid = check_int_values("d_grid", d_grid)  # 2000.5 refused, never truncated
+    n_grid = check_int_values("n_grid", n_grid)
+    if times is not None:
+        if isinstance(times, (str, bytes)) or not hasattr(times, "__iter__"):
+            raise ParamError("times", times, "must be a list of GD steps, inf = the limit "
+                             "(e.g. [200, 2000, inf])")
+        times = check_checkpoints(list(times), params.steps,
+                                  integers=integrator != "flow").tolist()
     v0s = [params.v0] if v0s is None else [params.replace(v0=v).v0 for v in v0s]
     repeated = sorted({v for v in v0s if v0s.count(v) > 1})
     if repeated:

@@ -28,6 +28,7 @@ import fcntl
 import glob
 import hashlib
 import json
+import math
 import os
 import shutil
 import threading
@@ -66,17 +67,32 @@ class StoreBusy(StoreError):
     """Another process holds the store's lock."""
 
 
+def _finite_json(obj):
+    """``obj`` with non-finite floats as the strings "inf", "-inf", "nan"
+    (standard JSON has no Infinity/NaN tokens)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_json(v) for v in obj]
+    return obj
+
+
 def spec_json(spec: dict) -> str:
-    """Canonical JSON text of a sweep spec."""
+    """Canonical JSON text of a sweep spec: standard JSON (inf as "inf")."""
     try:
-        return json.dumps(spec, sort_keys=True)
+        return json.dumps(_finite_json(spec), sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"sweep spec must be plain JSON: {exc}") from None
 
 
 def fingerprint(spec: dict) -> str:
-    """sha256 of the canonical spec JSON, first 16 hex digits."""
-    return hashlib.sha256(spec_json(spec).encode()).hexdigest()[:16]
+    """sha256 of the canonical spec JSON, first 16 hex digits.  Hashes the
+    text sweeps have always hashed (Python's json with inf as Infinity), so
+    existing stores keep their fingerprints; the stored ``spec_json`` is standard."""
+    spec_json(spec)  # same refusal of specs that are not plain JSON
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def rows_per_chunk(template: xr.Dataset, row_dim: str) -> int:
