@@ -104,6 +104,13 @@ class Problem:
     def n(self) -> int:
         return self.L.shape[0]
 
+    @property
+    def Linv(self) -> np.ndarray:
+        """L^{-1} (lower triangular; computed once per problem)."""
+        if "_Linv" not in self.__dict__:
+            object.__setattr__(self, "_Linv", np.linalg.inv(self.L))
+        return self.__dict__["_Linv"]
+
     def act(self, x):
         """act(x) = x for x > 0, alpha x otherwise (elementwise)."""
         x = np.asarray(x, dtype=float)
@@ -111,14 +118,13 @@ class Problem:
 
 
 def gram_factor(gram: np.ndarray) -> np.ndarray:
-    """L (n, r) with L L^T = gram: Cholesky, or the eigen-factor of the
-    positive part when the Gram is singular (n > d - 1)."""
+    """L (n, n) lower triangular with L L^T = gram (Cholesky): row i holds
+    the coordinates of xi_i in an orthonormal basis of span{xi}."""
     try:
         return np.linalg.cholesky(gram)
     except np.linalg.LinAlgError:
-        e, V = np.linalg.eigh(gram)
-        keep = e > e.max() * 1e-12
-        return V[:, keep] * np.sqrt(e[keep])
+        raise ParamError("d", "", "the limit program needs linearly independent noise "
+                         "vectors (n < d); the noise Gram is singular") from None
 
 
 def make_problem(kst, params: Params, mu: float) -> Problem:
@@ -187,8 +193,13 @@ def _groups(keys):
 def solve_pattern(prob: Problem, pat: Pattern) -> Optimum:
     """Solve the pattern's program (module docstring).  Units of one class
     with the same pattern and signs are merged first (same OPT; the optimum
-    is split equally among them).  Clarabel, with SCS as the fallback."""
-    n, r = prob.L.shape
+    is split equally among them).  A noise unit enters through its values
+    on the training points, z = L beta (L square and invertible: n < d), so
+    the pattern rows are sign bounds on z, each margin row touches one entry
+    per unit, and the cone is (t_u, L^{-1} z_u) (lower triangular).
+    Clarabel, with SCS as the fallback."""
+    n = prob.n
+    Linv = prob.Linv
     m = pat.sa.shape[1]
     js = np.repeat([1.0, -1.0], m)
     sa, s1, s2 = pat.sa.ravel(), pat.s1.ravel(), pat.s2.ravel()
@@ -196,55 +207,59 @@ def solve_pattern(prob: Problem, pat: Pattern) -> Optimum:
     sig = _groups([(js[u], sa[u], s1[u]) for u in range(2 * m)])
     noi = _groups([(js[u], s2[u], act[u].tobytes()) for u in range(2 * m)])
     Gs, Gn = len(sig), len(noi)
-    rep_s = np.array([g[0] for g in sig])
-    rep_n = np.array([g[0] for g in noi])
-    # margin coefficients: signal (n, Gs), noise (n, Gn, r)
+    rep_s = np.array([g[0] for g in sig], dtype=int)
+    rep_n = np.array([g[0] for g in noi], dtype=int)
+    nv = Gs + Gn + Gn * n  # p (Gs), t (Gn), z (Gn, n)
+    # margins: -y_i c [sum_s coef p + sum_u j s2 A_ui z_ui] <= -1
     sig_coef = (prob.c * prob.mu * (js * s1)[rep_s][None, :]
-                * prob.act(prob.yhat[:, None] * sa[rep_s][None, :]))
-    fac = np.where(act[rep_n], 1.0, prob.alpha).T  # (n, Gn)
-    noi_coef = prob.c * (js * s2)[rep_n][None, :, None] * fac[:, :, None] * prob.L[:, None, :]
-    nv = Gs + Gn + Gn * r
-    M = np.zeros((n, nv))
-    M[:, :Gs] = sig_coef
-    M[:, Gs + Gn:] = noi_coef.reshape(n, Gn * r)
-    M *= prob.y[:, None]
-    # rows: margins (n), p >= 0 (Gs), pattern (Gn n), SOC (Gn (r + 1))
-    sgn = (2.0 * act[rep_n] - 1.0)  # (Gn, n)
-    pat_rows = sp.block_diag([-(sgn[g][:, None] * prob.L) for g in range(Gn)], format="csr") \
-        if Gn else sp.csr_matrix((0, 0))
-    blocks = [[sp.csr_matrix(-M)]]
-    blocks.append([sp.hstack([-sp.identity(Gs), sp.csr_matrix((Gs, nv - Gs))])])
-    if Gn:
-        blocks.append([sp.hstack([sp.csr_matrix((Gn * n, Gs + Gn)), pat_rows])])
-        soc = []
-        for g in range(Gn):
-            rows = sp.lil_matrix((r + 1, nv))
-            rows[0, Gs + g] = -1.0
-            for k in range(r):
-                rows[1 + k, Gs + Gn + g * r + k] = -1.0
-            soc.append(rows.tocsr())
-        blocks.append([sp.vstack(soc)])
-    A = sp.vstack([b[0] for b in blocks]).tocsc()
-    b = np.zeros(A.shape[0])
+                * prob.act(prob.yhat[:, None] * sa[rep_s][None, :]))  # (n, Gs)
+    fac = np.where(act[rep_n], 1.0, prob.alpha)  # (Gn, n)
+    noi_coef = prob.c * (js * s2)[rep_n][:, None] * fac  # (Gn, n)
+    rows, cols, vals = [], [], []
+    ii, gg = np.meshgrid(np.arange(n), np.arange(Gs), indexing="ij")
+    rows.append(ii.ravel()); cols.append(gg.ravel())
+    vals.append(-(prob.y[:, None] * sig_coef).ravel())
+    gz, iz = np.meshgrid(np.arange(Gn), np.arange(n), indexing="ij")  # (Gn, n)
+    zcol = Gs + Gn + gz * n + iz
+    rows.append(iz.ravel()); cols.append(zcol.ravel())
+    vals.append(-(prob.y[None, :] * noi_coef).ravel())
+    r0 = n  # p >= 0
+    rows.append(r0 + np.arange(Gs)); cols.append(np.arange(Gs)); vals.append(-np.ones(Gs))
+    r0 += Gs  # pattern: (2 S - 1) z >= 0
+    rows.append(r0 + (gz * n + iz).ravel()); cols.append(zcol.ravel())
+    vals.append(-(2.0 * act[rep_n] - 1.0).ravel())
+    n_lin = r0 + Gn * n
+    # cones (t_u, L^{-1} z_u): rows n_lin + u (n + 1) + [0, 1..n]
+    li, lk = np.nonzero(Linv)
+    lv = Linv[li, lk]
+    for g in range(Gn):
+        base = n_lin + g * (n + 1)
+        rows.append([base]); cols.append([Gs + g]); vals.append([-1.0])
+        rows.append(base + 1 + li); cols.append(Gs + Gn + g * n + lk); vals.append(-lv)
+    nrow = n_lin + Gn * (n + 1)
+    A = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(nrow, nv))
+    b = np.zeros(nrow)
     b[:n] = -1.0
     q = np.zeros(nv)
     q[:Gs + Gn] = 1.0
-    n_lin = n + Gs + Gn * n
-    x, z, solver, info = _conic(A, b, q, n_lin, [r + 1] * Gn)
+    x, z, solver, info = _conic(A, b, q, n_lin, [n + 1] * Gn)
     if x is None:
-        return Optimum(np.nan, np.zeros((2, m)), np.zeros((2, m, r)), np.zeros(n),
+        return Optimum(np.nan, np.zeros((2, m)), np.zeros((2, m, n)), np.zeros(n),
                        np.zeros((2, m, n)), solver, ok=False, info=info)
     p = np.zeros(2 * m)
-    beta = np.zeros((2 * m, r))
+    beta = np.zeros((2 * m, n))
     nu = np.zeros((2 * m, n))
+    zz = x[Gs + Gn:].reshape(Gn, n)
+    bb = zz @ Linv.T
+    zp = z[n + Gs:n_lin].reshape(Gn, n)
     for g, members in enumerate(sig):
         p[members] = max(x[g], 0.0) / len(members)
-    zp = z[n + Gs:n_lin].reshape(Gn, n) if Gn else np.zeros((0, n))
     for g, members in enumerate(noi):
-        beta[members] = x[Gs + Gn + g * r:Gs + Gn + (g + 1) * r] / len(members)
+        beta[members] = bb[g] / len(members)
         nu[members] = zp[g]
     opt = float(p.sum() + np.linalg.norm(beta, axis=1).sum())
-    return Optimum(opt, p.reshape(2, m), beta.reshape(2, m, r), z[:n].copy(),
+    return Optimum(opt, p.reshape(2, m), beta.reshape(2, m, n), z[:n].copy(),
                    nu.reshape(2, m, n), solver, info=info)
 
 
@@ -282,34 +297,26 @@ def _zero_units(opt: Optimum):
     return size_s <= DUST * top, size_n <= DUST * top
 
 
-def _relu_dual_norm(prob: Problem, h: np.ndarray, sign: float):
+def _relu_dual_norm(prob: Problem, h: np.ndarray, sign: float, iters: int = 40):
     """A lower bound of max_{||beta|| = 1} sign * sum_i h_i act((L beta)_i)
-    by multi-start fixed-point ascent; returns (value, beta)."""
-    L = prob.L
-    starts = [L.T @ (sign * h), L.T @ (sign * h * (sign * h > 0))]
-    for k in (1.0, -1.0):
-        cls = prob.yhat == k
-        starts.append(L.T @ (sign * h * cls))
-    starts += list(L)
+    by multi-start fixed-point ascent (beta <- L^T (sign h act'(L beta)),
+    normalised; starts: the class sums, the positive part, every row of L);
+    returns (value, beta)."""
+    L, sh = prob.L, sign * h
+    starts = [sh, sh * (sh > 0)] + [sh * (prob.yhat == k) for k in (1.0, -1.0)]
+    B = np.vstack([np.asarray(starts) @ L, L])  # (S, n)
     best, arg = -np.inf, None
-    for beta in starts:
-        nb = np.linalg.norm(beta)
-        if nb == 0.0:
-            continue
-        beta = beta / nb
-        for _ in range(30):
-            zz = L @ beta
-            val = sign * float(h @ prob.act(zz))
-            if val > best:
-                best, arg = val, beta
-            grad = L.T @ (sign * h * np.where(zz > 0.0, 1.0, prob.alpha))
-            ng = np.linalg.norm(grad)
-            if ng == 0.0:
-                break
-            new = grad / ng
-            if np.allclose(new, beta, atol=1e-12):
-                break
-            beta = new
+    for _ in range(iters):
+        nb = np.linalg.norm(B, axis=1)
+        B = B[nb > 0.0] / nb[nb > 0.0, None]
+        if not B.shape[0]:
+            break
+        Z = B @ L.T
+        val = prob.act(Z) @ sh
+        k = int(np.argmax(val))
+        if val[k] > best:
+            best, arg = float(val[k]), B[k].copy()
+        B = (sh * np.where(Z > 0.0, 1.0, prob.alpha)) @ L
     return best, arg
 
 
@@ -457,7 +464,7 @@ def limit_state(prob: Problem, lim: Limit, mu: float):
     v = np.stack([pat.s1 * np.sqrt(p), pat.s2 * np.sqrt(size)], axis=-1)
     omega = beta / np.sqrt(np.where(size > 0.0, size, 1.0))[..., None]
     # w_perp coordinates omega = L^T b  ->  b = pinv(L^T) omega
-    b = np.einsum("ki,jri->jrk", np.linalg.pinv(prob.L.T), omega)
+    b = np.einsum("ik,jri->jrk", prob.Linv, omega)
     N = np.einsum("ik,ik->i", prob.L, prob.L)
     rho = b * N
     return gamma, rho, v
