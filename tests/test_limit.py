@@ -1,0 +1,264 @@
+"""The limit t -> infinity as the max-margin program of the activation pattern
+(dynamics/limit.py; docs/guide/time-and-limit.md)."""
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+import dynamics.limit as lm
+from dynamics import Params
+from dynamics.data import sample_data, sample_stats
+from dynamics.kernels import theta_norm_sq
+from dynamics.params import ParamError
+from dynamics.run import kernel_config, kernel_stats, simulate_flow
+
+SMALL = dict(d=100, n=10, m=5, n_test=400, v0=1e-3, mu_norm=4.0)
+
+
+def flow_state(p, times, sampler="wishart", seed=0):
+    """Flow trajectory and kernel statistics of one run."""
+    p = p.replace(seed=seed)
+    tr = simulate_flow(p, "exact", sampler, times=times)
+    return tr, kernel_stats(tr.stats)
+
+
+def flow_margin(kst, cfg, mu, gamma, rho, v):
+    f, _ = lm.outputs(kst, cfg, mu, gamma, rho, v)
+    return float(np.min(kst.y * f)) / theta_norm_sq(mu * kst.w0_e1, mu, gamma, rho, kst.U0, v,
+                                                      kst, True)
+
+
+def nonconvex_opt(prob, pat, starts=12, seed=0):
+    """Brute force: min ||theta||^2 / 2 over the original parameters
+    (a, v_1, w_perp, v_2) of every filter, restricted to the pattern, by
+    SLSQP from random starts (no u-substitution, no cone)."""
+    n, m = prob.n, pat.sa.shape[1]
+    U = 2 * m
+    js = np.repeat([1.0, -1.0], m)
+    sa, s1, s2 = pat.sa.ravel(), pat.s1.ravel(), pat.s2.ravel()
+    act = pat.act.reshape(U, n)
+    L = prob.L
+
+    def unpack(x):
+        return x[:U], x[U:2 * U], x[2 * U:2 * U + U * n].reshape(U, n), x[2 * U + U * n:]
+
+    def margins(x):
+        a, v1, W, v2 = unpack(x)
+        z = W @ L.T  # (U, n) <w_perp, xi_i>
+        sig = v1[:, None] * np.maximum(prob.yhat[None, :] * prob.mu * a[:, None], 0.0)
+        noi = v2[:, None] * np.where(act, z, 0.0)
+        return prob.y * prob.c * (js @ (sig + noi)) - 1.0
+
+    def pattern(x):
+        a, v1, W, v2 = unpack(x)
+        z = W @ L.T
+        return np.concatenate([sa * a, s1 * v1, s2 * v2, ((2.0 * act - 1.0) * z).ravel()])
+
+    rng = np.random.default_rng(seed)
+    best = np.inf
+    for _ in range(starts):
+        x0 = rng.normal(size=3 * U + U * n)
+        res = minimize(lambda x: 0.5 * x @ x, x0, jac=lambda x: x, method="SLSQP",
+                       constraints=[{"type": "ineq", "fun": margins},
+                                    {"type": "ineq", "fun": pattern}],
+                       options=dict(maxiter=500, ftol=1e-12))
+        if res.success and margins(res.x).min() > -1e-7 and pattern(res.x).min() > -1e-7:
+            best = min(best, res.fun)
+    return best
+
+
+def tiny_problem(seed):
+    p = Params(d=50, n=4, m=2, n_test=50, mu_norm=1.5, seed=seed)
+    kst = kernel_stats(sample_stats(p, "wishart"))
+    return p, kst, lm.make_problem(kst, p, p.mu_norm)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_program_equals_brute_force_on_enumerated_patterns(seed):
+    """OPT of the cone program == the nonconvex max-margin problem on the
+    same pattern (original parameters, random restarts), several patterns."""
+    p, kst, prob = tiny_problem(seed)
+    rng = np.random.default_rng(100 + seed)
+    checked = 0
+    for _ in range(12):
+        sa = rng.choice([-1.0, 1.0], size=(2, 2))
+        pat = lm.Pattern(sa, rng.choice([-1.0, 1.0], size=(2, 2)),
+                         rng.choice([-1.0, 1.0], size=(2, 2)), rng.random((2, 2, 4)) < 0.5)
+        opt = lm.solve_pattern(prob, pat)
+        if not opt.ok or not np.isfinite(opt.opt):
+            continue
+        brute = nonconvex_opt(prob, pat)
+        assert opt.opt == pytest.approx(brute, rel=1e-5)
+        checked += 1
+    assert checked >= 3
+
+
+def test_opt_bounds_flow_margin_at_every_checkpoint():
+    """The flow's normalised margin at t never exceeds 1/(2 OPT_t) of its own
+    pattern (the program is the best network with that pattern)."""
+    p = Params(**SMALL)
+    times = [1e3, 1e5, 1e10, 1e20]
+    tr, kst = flow_state(p, times)
+    cfg = kernel_config(p, "exact")
+    prob = lm.make_problem(kst, p, p.mu_norm)
+    ratios = []
+    for k in range(len(times)):
+        g, r, v = tr.gamma[k], tr.rho[k], tr.v[k]
+        marg = flow_margin(kst, cfg, p.mu_norm, g, r, v)
+        assert marg > 0
+        opt = lm.solve_pattern(prob, lm.flow_pattern(kst, p.mu_norm, g, r, v))
+        ratios.append(marg * 2 * opt.opt)
+    assert max(ratios) <= 1 + 1e-6
+    assert ratios[-1] > ratios[0]  # the flow approaches its pattern's optimum
+
+
+@pytest.mark.parametrize("mu,v0", [(4.0, 1e-3), (2.0, 1.0)])
+def test_repair_walk_decreases_and_ends_stationary(mu, v0):
+    """Every accepted move lowers OPT; the certified end has no improving move."""
+    p = Params(**{**SMALL, "mu_norm": mu, "v0": v0})
+    tr, kst = flow_state(p, [1e3])
+    prob = lm.make_problem(kst, p, mu)
+    pat = lm.flow_pattern(kst, mu, tr.gamma[-1], tr.rho[-1], tr.v[-1])
+    seen = []
+    orig = lm.solve_pattern
+
+    def spy(pr, pt):
+        o = orig(pr, pt)
+        seen.append(o.opt)
+        return o
+    lm.solve_pattern = spy
+    try:
+        lim = lm.repair(prob, pat)
+    finally:
+        lm.solve_pattern = orig
+    assert lim.certified, lim.reason
+    assert lim.optimum.opt <= lim.opt_pattern * (1 + 1e-9)
+    # the accepted solves form a strictly decreasing sequence ending at OPT
+    accepted = [seen[0]]
+    for o in seen[1:]:
+        if o < accepted[-1] * (1 - 1e-9):
+            accepted.append(o)
+    assert len(accepted) == lim.moves + 1
+    assert accepted[-1] == pytest.approx(lim.optimum.opt, rel=1e-12)
+    assert all(b < a for a, b in zip(accepted, accepted[1:]))
+    left = lm.improving_moves(prob, lim.pattern, lim.optimum)
+    for mv in left:  # any candidate left must not lower OPT when tried
+        assert lm.solve_pattern(prob, lm.apply_move(lim.pattern, mv)).opt >= \
+            lim.optimum.opt * (1 - 1e-7)
+    assert min(lim.optimum.lam) >= -1e-7 * max(lim.optimum.lam)
+
+
+def test_limit_is_a_kkt_point_of_the_network():
+    """The repaired optimum, mapped back to a network, is a KKT point of
+    min ||theta||^2/2 s.t. y_i f_i >= 1 (stationary for the normalised flow):
+    theta = sum_i lambda_i y_i grad f_i, checked per unit on the network's
+    own parameters (a, v_1, w_perp, v_2), for every unit off the kinks."""
+    p = Params(**SMALL)
+    tr, kst = flow_state(p, [200, 1e10])
+    cfg = kernel_config(p, "exact")
+    mu, c = p.mu_norm, p.c
+    marg = flow_margin(kst, cfg, mu, tr.gamma[-1], tr.rho[-1], tr.v[-1])
+    _, _, state, lim = lm.evaluate_limit(kst, cfg, p, mu, tr.gamma[-1], tr.rho[-1],
+                                         tr.v[-1], marg, 1e10)
+    assert lim.certified
+    prob = lm.make_problem(kst, p, mu)
+    lam, y, yhat = lim.optimum.lam, prob.y, prob.yhat
+    gamma, rho, v = state
+    js = np.array([1.0, -1.0])
+    b = rho / kst.N  # w_perp = sum_k b_k xi_k
+    omega = b @ prob.L  # coordinates in the orthonormal basis
+    z = omega @ prob.L.T  # <w_perp, xi_i>
+    checked = 0
+    for j in range(2):
+        for r in range(p.m):
+            a = js[j] * gamma[j, r] / mu
+            on = yhat * a > 0
+            ga = np.sum(lam * y * c * js[j] * v[j, r, 0] * yhat * mu * on)
+            gv1 = np.sum(lam * y * c * js[j] * np.maximum(yhat * mu * a, 0.0))
+            assert ga == pytest.approx(a, abs=1e-6 * (1 + abs(a)))
+            assert gv1 == pytest.approx(v[j, r, 0], abs=1e-6 * (1 + abs(v[j, r, 0])))
+            size = np.linalg.norm(omega[j, r])
+            if size == 0.0:
+                continue
+            kink = np.abs(z[j, r]) <= 1e-6 * size
+            act = (z[j, r] > 0) & ~kink
+            coef = lam * y * c * js[j] * v[j, r, 1]  # gradient weight of sample i
+            resid = omega[j, r] - (coef * act) @ prob.L
+            # on a kink the ReLU's subgradient is t in [0, 1]: resid = sum t_i coef_i xi_i
+            t = np.zeros(0)
+            if kink.any():
+                basis = (coef[kink][:, None] * prob.L[kink])
+                t, *_ = np.linalg.lstsq(basis.T, resid, rcond=None)
+                resid = resid - basis.T @ t
+            assert np.linalg.norm(resid) <= 1e-5 * (1 + size)
+            assert np.all(t >= -1e-4) and np.all(t <= 1 + 1e-4)
+            gv2 = np.sum(lam * y * c * js[j] * np.maximum(z[j, r], 0.0))
+            assert gv2 == pytest.approx(v[j, r, 1], abs=1e-6 * (1 + abs(v[j, r, 1])))
+            checked += 1
+    assert checked >= 1
+
+
+def test_reduced_program_equals_weight_space_program():
+    """The program built from the Gram (reduced) and from the real vectors of
+    the network (orthonormal basis by QR, pattern from the rebuilt W) agree."""
+    p = Params(**SMALL)
+    real = sample_data(p)
+    tr = simulate_flow(p, "exact", "data", times=[200, 1e8], stats=real.stats)
+    kst = kernel_stats(real.stats)
+    g, r, v = tr.gamma[-1], tr.rho[-1], tr.v[-1]
+    prob = lm.make_problem(kst, p, p.mu_norm)
+    opt = lm.solve_pattern(prob, lm.flow_pattern(kst, p.mu_norm, g, r, v))
+    # weight space: W = W0 + j gamma mu/||mu||^2 + sum_k rho_k xi_k / N_k
+    js = np.array([1.0, -1.0])[:, None, None]
+    mu_vec = real.mu * p.mu_norm / np.linalg.norm(real.mu)
+    N = np.sum(real.xi ** 2, axis=1)
+    W = real.W0 + js * g[..., None] * mu_vec / p.mu_norm ** 2 + np.einsum(
+        "jrk,kd->jrd", r / N, real.xi)
+    e1 = mu_vec / p.mu_norm
+    a = W @ e1
+    z = W @ real.xi.T
+    pat_ws = lm.Pattern(np.where(a < 0, -1.0, 1.0), np.where(v[..., 0] < 0, -1.0, 1.0),
+                        np.where(v[..., 1] < 0, -1.0, 1.0), z > 0)
+    Qm, R = np.linalg.qr(real.xi.T)
+    prob_ws = lm.Problem(R.T, kst.y, kst.yhat, p.mu_norm, p.c, 0.0)
+    opt_ws = lm.solve_pattern(prob_ws, pat_ws)
+    assert opt_ws.opt == pytest.approx(opt.opt, rel=1e-8)
+
+
+def test_samplers_agree_in_law_on_the_limit_test_error():
+    """wishart and data draws give the same law of the limit test error."""
+    p = Params(**{**SMALL, "mu_norm": 3.0})
+    errs = {}
+    for sampler in ("wishart", "data"):
+        vals = []
+        for seed in range(10):
+            tr = simulate_flow(p.replace(seed=seed), "exact", sampler, times=[200, 1e8, np.inf])
+            vals.append(tr.test_error)
+        errs[sampler] = np.array(vals)
+    a, b = errs["wishart"], errs["data"]
+    se = np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size)
+    assert abs(a.mean() - b.mean()) < 3 * se + 0.02
+
+
+def test_tie_error_counts_half():
+    err, ties = lm.tie_error(np.array([1.0, -1.0, 0.0, 0.0]), np.array([1.0, 1.0, 1.0, -1.0]))
+    assert ties == 0.5 and err == pytest.approx(0.25 + 0.25)
+
+
+@pytest.mark.parametrize("kw,level", [({"depth": 2}, "exact"), ({"activation": "relu^2"}, "exact"),
+                                      ({}, "orthogonal"), ({"train_v": False}, "exact")])
+def test_inf_refused_where_no_program_exists(kw, level):
+    p = Params(**{**SMALL, **kw})
+    with pytest.raises(ParamError, match="finite late time"):
+        lm.check_limit(p, level)
+
+
+def test_cli_inf_refused_with_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from compare.cli import main
+
+    res = CliRunner().invoke(main, ["simulate", "--d", "100", "--n", "10", "--m", "5",
+                                    "--n-test", "100", "--depth", "2", "--integrator", "flow",
+                                    "--times", "200,inf"])
+    assert res.exit_code != 0
+    assert "finite late time" in res.output and "Traceback" not in res.output
