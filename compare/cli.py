@@ -143,7 +143,8 @@ def echo_kv(rows):
         click.echo(f"  {key:<{width}}  {val}")
 
 
-_SIGNALLED = []  # signals received during this command (see _signal_exit)
+# signals received during this command (see _signal_exit); atomic_target reads it
+from dynamics.files import STOP_SIGNALS as _SIGNALLED  # noqa: E402
 
 
 def _terminate(signum, frame):
@@ -178,6 +179,7 @@ def _signal_exit():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         if _SIGNALLED:
             sig = _SIGNALLED[0]
+            _SIGNALLED.clear()  # this command is over (a process may run several: tests)
             click.echo(f"dyn: stopped by {signal.Signals(sig).name}", err=True)
             raise SystemExit(128 + sig)
 

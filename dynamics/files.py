@@ -31,6 +31,10 @@ from .params import ParamError
 # .NAME.dyn-<12 hex><suffix>, suffix like .tmp or .nc.tmp (see atomic_target)
 _TEMP_RE = re.compile(r"^\..+\.dyn-[0-9a-f]{12}(\.[A-Za-z0-9]+)*\.tmp$")
 _HELD = (signal.SIGINT, signal.SIGTERM)
+# Signals a program's handler has received (the CLI's ``_terminate`` appends to
+# it): a stop that was swallowed on the way (a KeyboardInterrupt raised inside
+# a destructor is only printed) still prevents any later output.
+STOP_SIGNALS: list = []
 
 
 def is_dyn_temporary(name: str) -> bool:
@@ -125,6 +129,8 @@ def atomic_target(path, suffix=".tmp"):
         suffix += ".tmp"
     check_replaceable(path)
     folder = os.path.dirname(os.path.abspath(path))
+    if STOP_SIGNALS:  # stopped already (the interrupt was swallowed): write nothing
+        raise KeyboardInterrupt
     with held_signals() as received:
         try:
             os.makedirs(folder, exist_ok=True)
@@ -133,7 +139,8 @@ def atomic_target(path, suffix=".tmp"):
             raise OSError(f"cannot write {path}: {exc.strerror or exc}") from None
         try:
             yield tmp
-            if not received:  # a held signal abandons the write: the target stays
+            stopped = bool(received or STOP_SIGNALS)
+            if not stopped:  # a signal abandons the write: the target stays as it was
                 os.chmod(tmp, _umask_mode())
                 os.replace(tmp, path)
         except (OSError, RuntimeError) as exc:  # netCDF4 reports disk full as RuntimeError
@@ -141,6 +148,8 @@ def atomic_target(path, suffix=".tmp"):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)
+    if stopped:  # held signals were delivered on leaving held_signals; a swallowed one:
+        raise KeyboardInterrupt
 
 
 def remove_stale_temporaries(folder):
