@@ -698,7 +698,11 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
 @click.option("--figures", "fig_dir", callback=_output_path("dir"), default=None,
               help="write ratio and v-change figures for v0 in {1e-3, 1e-2, 1e-1, 1} here")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet, **kwargs):
+@click.option("--limit", "limit_law", is_flag=True,
+              help="the idealised max-margin program at t = inf (sympy) against the "
+                   "measured limit boundary mu*(inf) (level exact, --seeds seeds)")
+def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet, limit_law,
+           **kwargs):
     """Derived mechanisms (sympy) against the measured dynamics."""
     from dynamics.run import simulate as run_reduced
     from dynamics.theory import measure, symbolic
@@ -759,6 +763,9 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
             click.echo("")
             click.echo(f"conditions: laws of SPEC 8 fitted to measured boundaries (tau = {TAU:g})")
             click.echo(laws.format_fits(fits))
+        if limit_law:
+            click.echo("")
+            click.echo(laws.format_limit_law(params, seeds, sampler))
         if fig_dir:
             from .theory_plots import plot_ratio_agreement, plot_ratio_vs_step, plot_v_change
             with native_signals():

@@ -242,8 +242,24 @@ def to_dataset(results: list[V0Result], params: Params, level, sampler, n_seeds,
                         [[[get(b, t) for t in taus] for b in r.by_time] for r in results])
         ds["n_diverged_t"] = (("v0", "steps"), [[b.n_diverged for b in r.by_time]
                                                 for r in results])
-        ds["limit_labels_stable"] = (("v0",), [r.by_time[-1].limit_labels_stable
-                                               for r in results])
+        if np.isinf(steps[-1]):  # the certified limit (dynamics.limit): per run of its curve
+            from dynamics.limit import LIMIT_FIELDS, LIMIT_META
+            lims = [r.by_time[-1] for r in results]
+            E = max(b.curve_mu.size for b in lims)
+            ds["limit_mu"] = (("v0", "limit_eval"), np.full((len(lims), E), np.nan))
+            for v, b in enumerate(lims):
+                ds["limit_mu"].values[v, :b.curve_mu.size] = b.curve_mu
+            ds["limit_mu"].attrs.update(long_name="||mu|| of each run of the limit's "
+                                        "boundary search")
+            for k in LIMIT_FIELDS:
+                arr = np.full((len(lims), len(ds.seed), E), np.nan)
+                for v, b in enumerate(lims):
+                    arr[v, :, :b.curve_mu.size] = b.limit[k]
+                ds[f"limit_{k}"] = (("v0", "seed", "limit_eval"), arr)
+                ds[f"limit_{k}"].attrs.update(long_name=LIMIT_META[k][0], units=LIMIT_META[k][1])
+            ds["limit_certified_fraction"] = (("v0",), [b.limit_converged for b in lims])
+            ds["limit_certified_fraction"].attrs.update(
+                long_name="fraction of the limit's programs certified stationary", units="1")
         ds = ds.assign_coords(steps=steps)
         ds["steps"].attrs.update(long_name="training time in GD steps (inf: the limit)")
         ds["mu_star_t"].attrs.update(long_name="critical ||mu|| at each training time")
@@ -310,7 +326,8 @@ def format_summary(results: list[V0Result], tau: float) -> str:
     lines = []
     if results and results[0].by_time:
         lines.append(f"||mu||* (test err = {tau:g}) [95% CI] per training time (GD steps; "
-                     f"inf = limit, normalised scheme to t = 1e30):")
+                     f"times above 1e6 reached by the normalised flow; inf = the certified "
+                     f"limit of the max-margin program, ties 1/2):")
         head = "".join(f"{('T=' + format(b.steps, 'g')):>24}" for b in results[0].by_time)
         lines.append(f"  {'v0':>8}{head}")
         for r in results:

@@ -351,7 +351,6 @@ class Boundary:
     margin_at_star: float = np.nan
     n_diverged: int = 0
     limit_converged: float = np.nan   # t = inf: fraction of programs certified stationary
-    limit_labels_stable: float = np.nan  # (unused since t = inf is the program)
     limit: dict = field(default_factory=dict)  # t = inf: LIMIT_FIELDS -> (S, M) per run
     notes: list = field(default_factory=list)
 

@@ -58,7 +58,7 @@ from dynamics.run import FLOW, simulate_flow
 
 BASE = Params(n=10, m=5, d=200, v0=1e-3, sigma_0=1e-4, n_test=200)
 REGIMES = [(0, 8.0), (1, 8.0), (0, 1.0), (1, 1.0)]  # (seed, ||mu||)
-TIMES = (1e2, 1e4, 1e8, 1e16, 1e32, np.inf)
+TIMES = (1e2, 1e4, 1e8, 1e16, 1e32, 1e64)  # late flow (inf is the program: test_limit)
 LATE = slice(1, None)  # checkpoints from t = 1e4 on (all data fitted)
 LIMIT_FLOW = FLOW._replace(t_max=1e100)
 SLACK = 0.1       # near-min-margin set: y_i f_i <= (1 + SLACK) min
@@ -150,11 +150,10 @@ def test_flow_is_a_gradient_flow():
     assert BASE.eta_v_eff == BASE.eta
 
 
-def test_limit_is_reported_converged(limit_run):
+def test_late_flow_reaches_its_time_fitted(limit_run):
     _, tr, _ = limit_run
     info = tr.extra["flow"]
-    assert info["converged"] == 1 and info["labels_stable"] == 1, info
-    assert TIMES[-2] < info["t_final"] < LIMIT_FLOW.t_max, info
+    assert info["t_final"] == TIMES[-1], info
     assert np.all(tr.train_error[LATE] == 0.0)
     assert np.all(np.isfinite(tr.loss)) and np.all(np.diff(tr.loss) < 0)
 
