@@ -1,5 +1,5 @@
 """The limit t -> infinity, exactly: the max-margin program of the activation
-pattern (docs: time and the limit; the facts of SPEC 13).
+pattern (docs/guide/time-and-limit.md).
 
 Depth 1, ReLU or leaky ReLU, projected noise, trained v.  Each filter (j, r)
 splits into two 2-homogeneous units, a signal unit (a, v_1), a = <w, e_1>,
@@ -24,9 +24,12 @@ optimum to (gamma, rho, v).
 
 Which pattern: the flow's pattern at a late time is repaired (``repair``):
 tight pattern entries with an improving flip (a negative multiplier on the
-flipped side) are flipped one at a time, and zero units whose dual norm
-exceeds 1 are given the improving pattern, each move re-solved and kept only
-when OPT decreases; the result is certified when no move is left.
+flipped side) are flipped one at a time, each flip re-solved and kept only
+when OPT decreases; the result is certified when no improving flip is left.
+Units that are zero at the optimum may still change their activation later
+and lower OPT (``zero_unit_dual`` > 1): no test on the optimum covers that,
+its effect on mu* is one-sided (upward), and the idealised program
+(``dynamics.theory.limit_law``) is the upper estimate.
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ from .params import Params, ParamError
 
 # Per-run results of the limit (``run_batch``'s res["limit"], columns in this order).
 LIMIT_FIELDS = ("certified", "opt_pattern", "opt", "flips", "margin_ratio", "cosine",
-                "ties", "kappa_pos", "kappa_neg", "t_pattern")
+                "ties", "kappa_pos", "kappa_neg", "zero_unit_dual", "t_pattern")
 LIMIT_META = {
     "certified": ("repaired optimum is stationary (1), not certified (0), no program (NaN)", "1"),
     "opt_pattern": ("OPT of the flow's pattern at t_pattern (before the repair)", "1"),
@@ -52,6 +55,8 @@ LIMIT_META = {
     "kappa_pos": ("decay exponent kappa of class +1: c ||mu|| |sum_i lambda_i y_i "
                   "act(yhat_i)| (< 1: its signal decays like (log t)^(kappa - 1))", "1"),
     "kappa_neg": ("decay exponent kappa of class -1", "1"),
+    "zero_unit_dual": ("largest dual norm a zero unit reaches by changing its activation "
+                       "(> 1: it can still grow later; not covered by the certificate)", "1"),
     "t_pattern": ("time (GD steps) of the flow state whose pattern seeds the program",
                   "GD steps"),
 }
@@ -327,15 +332,35 @@ def kappas(prob: Problem, lam: np.ndarray) -> tuple:
                  for k in (1.0, -1.0))
 
 
-def improving_moves(prob: Problem, pat: Pattern, opt: Optimum) -> list:
+def zero_unit_dual(prob: Problem, opt: Optimum) -> float:
+    """The largest dual norm a unit that is zero at the optimum could reach
+    by changing its activation (signal: ``kappas``; noise: the multi-start
+    ascent ``_relu_dual_norm``), NaN without zero units.  Above 1, such a
+    unit can still grow later in training (a lower OPT, more memorisation,
+    mu* up): the certificate of ``repair`` does not cover this."""
+    zs, zn = _zero_units(opt)
+    vals = []
+    if zs.any():
+        vals += list(kappas(prob, opt.lam))
+    if zn.any():
+        h = prob.c * opt.lam * prob.y
+        vals += [_relu_dual_norm(prob, h, sign)[0] for sign in (1.0, -1.0)]
+    return max(vals) if vals else np.nan
+
+
+def improving_moves(prob: Problem, pat: Pattern, opt: Optimum,
+                    zero_units: bool = False) -> list:
     """Moves that can lower OPT, best first: (score, kind, payload).
 
     * flip (j, r, i): a tight entry of a nonzero noise unit whose flipped side
       has multiplier nu' = -nu - sigma lambda_i y_i c j s (A_old - A_new) < 0;
-    * signal (j, r, sa, s1): a zero signal unit and a class whose dual norm
-      (``kappas``) exceeds 1;
-    * noise (j, r, s2, act): a zero noise unit and a direction whose dual
-      norm (``_relu_dual_norm``) exceeds 1.
+    * only with ``zero_units``: signal (j, r, sa, s1), a zero signal unit and
+      a class whose dual norm (``kappas``) exceeds 1; noise (j, r, s2, act),
+      a zero noise unit and a direction whose dual norm
+      (``_relu_dual_norm``) exceeds 1.  These change a zero unit's
+      activation: later patterns the flow may reach, not stationarity
+      conditions of this optimum (a zero unit's own-pattern dual norm is
+      <= 1 at any optimum of the program); ``repair`` does not use them.
     """
     m = pat.sa.shape[1]
     zs, zn = _zero_units(opt)
@@ -357,7 +382,7 @@ def improving_moves(prob: Problem, pat: Pattern, opt: Optimum) -> list:
                     * pat.s2[j, r] * (a_old - a_new)
                 if nu_new < -1e-7 * scale:
                     moves.append((nu_new / scale, "flip", (j, r, int(i))))
-    free_s = np.argwhere(zs)
+    free_s = np.argwhere(zs) if zero_units else np.empty((0, 2))
     if free_s.size:
         for k in (1.0, -1.0):
             g = prob.c * prob.mu * float(np.sum(opt.lam * prob.y * prob.act(prob.yhat * k)))
@@ -365,7 +390,7 @@ def improving_moves(prob: Problem, pat: Pattern, opt: Optimum) -> list:
                 j, r = map(int, free_s[0])
                 jsg = 1.0 - 2.0 * j
                 moves.append((1.0 - abs(g), "signal", (j, r, k, float(np.sign(g)) * jsg)))
-    free_n = np.argwhere(zn)
+    free_n = np.argwhere(zn) if zero_units else np.empty((0, 2))
     if free_n.size:
         h = prob.c * opt.lam * prob.y
         for sign in (1.0, -1.0):
@@ -513,5 +538,6 @@ def evaluate_limit(kst, cfg, params: Params, mu: float, gamma, rho, v, flow_marg
                opt=lim.optimum.opt, flips=float(lim.moves),
                margin_ratio=flow_margin * 2.0 * lim.optimum.opt,
                cosine=float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))), ties=ties,
-               kappa_pos=lim.kappa[0], kappa_neg=lim.kappa[1])
+               kappa_pos=lim.kappa[0], kappa_neg=lim.kappa[1],
+               zero_unit_dual=zero_unit_dual(prob, lim.optimum))
     return out, err, (g, r, vv), lim

@@ -354,7 +354,7 @@ def simulate_flow(params: Params, level: str = "exact", sampler: str = "wishart"
     eta L_0/L_k, ``kernels.normalised_gd``), recorded at ``times`` in GD
     steps of params.eta.  inf (last) is the limit t -> infinity: the
     certified optimum of the max-margin program seeded by the flow's pattern
-    at GD time ``t_pattern`` (default ``limit.PATTERN_TIME``; SPEC 13,
+    at GD time ``t_pattern`` (default ``limit.PATTERN_TIME``; docs/guide/time-and-limit.md,
     ``dynamics.limit``); its record holds the limit direction (w(0) dropped,
     margins >= 1), its test error counts ties f = 0 as 1/2, and
     ``traj.extra["limit"]`` the certificate (``limit.LIMIT_FIELDS``, the

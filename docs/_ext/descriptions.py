@@ -68,8 +68,6 @@ VARIABLES = {
     "mu_star_t_lo": "lower end of the interval of mu_star_t",
     "mu_star_t_hi": "upper end of the interval of mu_star_t",
     "n_diverged_t": "runs that diverged before each training time (counted as chance)",
-    "limit_labels_stable": "t = inf: fraction of runs whose test labels were stable over "
-                           "the last decade of time",
     "verify_mu": "||mu|| of each verification point",
     "test_error_reduced": "clean test error of the reduced level (verification / compare)",
     "test_error_full": "clean test error of the weight-space network on the same data",
