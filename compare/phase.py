@@ -35,6 +35,7 @@ from dynamics.data import check_sampler
 from dynamics.files import remove_stale_temporaries
 from dynamics.params import AXES, Params, ParamError, check_threshold
 from dynamics.run import check_checkpoints, check_paper_model, kernel_config
+from dynamics.limit import LIMIT_FIELDS, PATTERN_TIME, check_limit
 
 from .boundaries import run_jobs
 from .dataset import global_attrs
@@ -115,6 +116,12 @@ def make_spec(params: Params, x, y, n_seeds, level, sampler, tau, times=None,
             except ParamError as exc:
                 raise ParamError("precision", precision,
                                  f"--{option} {name}={val}: {exc.allowed}") from None
+            if np.isinf(times[-1]):
+                try:
+                    check_limit(point, level)
+                except ParamError as exc:
+                    raise ParamError("times", "inf", f"--{option} {name}={val}: "
+                                     f"{exc.allowed}") from None
             try:
                 check_sampler(point, "data" if level == "full" else sampler)
             except ParamError as exc:
@@ -126,6 +133,8 @@ def make_spec(params: Params, x, y, n_seeds, level, sampler, tau, times=None,
             "sampler": sampler, "tau": float(tau), "times": times, "version": __version__}
     if precision != "float64":
         spec["precision"] = precision
+    if np.isinf(times[-1]):  # t = inf is the program seeded at this pattern time (fingerprinted)
+        spec["limit_pattern_time"] = PATTERN_TIME
     return spec
 
 
@@ -190,6 +199,7 @@ def compute_rows(spec: dict, ixs, parallel: bool = True) -> list[dict]:
         out = {k: np.full((ny, S, K), np.nan) for k in RESULTS}
         out["point_seed"] = np.zeros((ny, S), dtype=np.int64)
         out["status"] = np.zeros((ny, S, 2), dtype=np.int64)
+        out["limit_certified"] = np.full((ny, S), np.nan)
         outs.append(out)
         for iy in range(ny):
             seeds = tuple(_seeds(spec, ix, iy))
@@ -214,6 +224,10 @@ def compute_rows(spec: dict, ixs, parallel: bool = True) -> list[dict]:
             val = res[k].reshape((len(members), S_) + res[k].shape[1:])
             for q, (row, iy, _, _) in enumerate(members):
                 outs[row][k][iy] = val[q]
+        if "limit" in res:  # t = inf: the program's certificate per run
+            cert = res["limit"][:, LIMIT_FIELDS.index("certified")].reshape(len(members), S_)
+            for q, (row, iy, _, _) in enumerate(members):
+                outs[row]["limit_certified"][iy] = cert[q]
     return outs
 
 
@@ -227,6 +241,7 @@ def template(spec: dict) -> xr.Dataset:
     data = {k: ((xn, yn, "seed", "steps"), da.full(shape + (K,), np.nan)) for k in RESULTS}
     data["point_seed"] = ((xn, yn, "seed"), da.zeros(shape, dtype=np.int64))
     data["status"] = ((xn, yn, "seed", "status_field"), da.zeros(shape + (2,), dtype=np.int64))
+    data["limit_certified"] = ((xn, yn, "seed"), da.full(shape, np.nan))
     return xr.Dataset(data, coords={xn: np.asarray(xv), yn: np.asarray(yv),
                                     "seed": np.arange(S), "steps": np.asarray(spec["times"]),
                                     "status_field": ["step", "reason"]})
@@ -359,13 +374,22 @@ def assemble(spec: dict, ds: xr.Dataset) -> xr.Dataset:
                               units="1")
     ds["point_seed"].attrs["long_name"] = "seed of the realisation (dyn simulate --seed)"
     ds["status"].attrs["long_name"] = "divergence (step, reason); step -1: finished"
+    limit_attr = {}
+    if "limit_certified" in ds:
+        ds["limit_certified"].attrs.update(
+            long_name="t = inf: the run's limit program certified stationary (1), not (0), "
+                      "no program or no inf (NaN)", units="1")
+        cert = ds["limit_certified"].values
+        if np.isfinite(cert).any():
+            limit_attr = {"limit_certified_fraction": float(np.nanmean(cert)),
+                          "limit_pattern_time": spec["limit_pattern_time"]}
     ds["steps"].attrs.update(long_name="training time in GD steps", units="1")
     p = Params(**spec["params"])
     swept = (AXES[xn].name, AXES[yn].name)
     ds.attrs = global_attrs(p, title=f"dyn phase: test error over ({xn}, {yn})",
                             swept=swept, level=spec["level"], sampler=spec["sampler"],
                             n_seeds=spec["n_seeds"], threshold=tau, x_axis=xn, y_axis=yn,
-                            n_diverged=int(diverged.sum()), **n_blank_attr,
+                            n_diverged=int(diverged.sum()), **n_blank_attr, **limit_attr,
                             precision=spec_precision(spec),
                             fingerprint=fingerprint(spec),
                             spec_json=spec_json(spec))

@@ -103,7 +103,8 @@ def float32_stats(stacked: KStats) -> KStats:
 
 def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None,
               checkpoints=None, parallel: bool = True, integrator: str = "gd",
-              group_size: int | None = None, precision: str = "float64") -> dict:
+              group_size: int | None = None, precision: str = "float64",
+              t_pattern: float | None = None) -> dict:
     """Per-job results at each checkpoint: arrays (Q, K) of RESULTS, ``status``
     (Q, 2) and ``info`` (Q, 4) = (limit converged 1/0 or -1, final time in GD
     steps, normalised steps, test labels stable before the limit 1/0 or -1).
@@ -118,7 +119,7 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     with the flow; "flow": every checkpoint is flow time eta*T.
     precision "float32": every job runs in a group (of any size) with float32
     state and statistics (``check_precision``; sweeps only: results differ
-    from float64 by float32 round-off, see the README), still independent of
+    from float64 by float32 round-off, see docs/guide/phase.md), still independent of
     the thread count and of the grouping's split."""
     check_precision(params, level, precision)
     cfg = kernel_config(params, level)
@@ -131,7 +132,7 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
             raise ParamError("precision", precision, "t = inf (the limit program) runs in "
                              "float64; use float64")
         return limit_batch(params, level, stacked, job_seed, job_mu, job_v0, cp, use_flow,
-                           parallel)
+                           parallel, t_pattern)
     job_seed = np.ascontiguousarray(job_seed, dtype=np.int64)
     job_mu = np.ascontiguousarray(job_mu, dtype=np.float64)
     job_v0 = (np.full(job_mu.shape, params.v0) if job_v0 is None
@@ -251,16 +252,19 @@ def jobs_to_curve(res: dict, n_mu: int, n_seeds: int) -> dict:
 
 
 def reduced_evaluator(params: Params, level: str, sampler: str, seeds,
-                      checkpoints=None, stacked=None, integrator: str = "gd") -> Evaluator:
+                      checkpoints=None, stacked=None, integrator: str = "gd",
+                      t_pattern: float | None = None) -> Evaluator:
     """Evaluator for a reduced level: the statistics of every seed are drawn
-    once; each call runs all (||mu||, seed) jobs in one parallel kernel call."""
+    once; each call runs all (||mu||, seed) jobs in one parallel kernel call
+    (``t_pattern``: the pattern time of t = inf, ``limit_batch``)."""
     check_choice("sampler", sampler, SAMPLERS)
     kernel_config(params, level)  # validate level, optimizer, integrator up front
     check_integrator(params, integrator)
     stacked = stacked_stats(params, sampler, seeds) if stacked is None else stacked
     return job_evaluator(
         lambda job_seed, job_mu, cp: run_batch(params, level, stacked, job_seed, job_mu,
-                                               checkpoints=cp, integrator=integrator),
+                                               checkpoints=cp, integrator=integrator,
+                                               t_pattern=t_pattern),
         len(seeds), check_checkpoints(checkpoints, params.steps))
 
 

@@ -782,12 +782,10 @@ def theta_norm_sq(A, mu, gamma, rho, U, v, st, train_v):
 
 
 class FlowConfig(NamedTuple):
-    """Long-time settings: step growth cap, limit criterion and budget."""
+    """Long-time settings: step budget, step growth cap, GD horizon."""
 
     max_steps: int        # normalised steps allowed per run
     max_dt_frac: float    # a step moves the time by at most this fraction of t
-    margin_rtol: float    # limit: relative change of the normalised margin per decade
-    t_max: float          # limit: give up (not converged) beyond this time (GD steps)
     gd_max: float = 1e6   # integrator gd: a checkpoint later than this is reached by the flow
 
 
@@ -875,76 +873,6 @@ def _margin(A, mu, gamma, rho, U, v, st, f, cfg):
     if h == 2.0:
         return ymin / sq
     return ymin / sq ** (0.5 * h)
-
-
-@njit(cache=True)
-def _labels_same(A, gamma_a, rho_a, U_a, v_a, gamma_b, rho_b, U_b, v_b, st, cfg, fa, fb):
-    """True when the predicted test labels (sign of f) of two states agree."""
-    test_outputs(A, gamma_a, rho_a, U_a, v_a, st, cfg, fa)
-    test_outputs(A, gamma_b, rho_b, U_b, v_b, st, cfg, fb)
-    same = True
-    for q in range(fa.shape[0]):
-        same &= (fa[q] > 0.0) == (fb[q] > 0.0)
-    return same
-
-
-@njit(cache=True)
-def flow_limit(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, L0, count, info):
-    """Follow the normalised flow from GD time t until the limit direction.
-
-    At times t_k = t_0 10^(k/4) it measures the normalised margin; converged
-    when, over the last decade (t_{k-4} to t_k), the margin changed by less
-    than margin_rtol (relative), no predicted test label changed, and the
-    training data are fitted (margin > 0).  The states of the last five
-    times are kept, so the test labels are computed only where the margin
-    criterion holds and at the stop.  Stops unconverged at t_max or when the
-    step budget is spent.  info = (converged 0/1, t, reason, test labels
-    unchanged over the last decade before the stop 0/1).
-    """
-    nt = st.test_yhat.shape[0]
-    hist = np.full(5, np.nan)
-    sg, sr = np.empty((5,) + gamma.shape), np.empty((5,) + rho.shape)
-    sU, sv = np.empty((5,) + U.shape), np.empty((5,) + v.shape)
-    fa, fb = np.empty(nt), np.empty(nt)
-    t = max(t, 1.0)
-    k = 0
-    checked = -1  # last k whose labels were compared
-    info[0] = 0.0
-    info[2] = 0.0
-    info[3] = 0.0
-    while True:
-        _forward(A, gamma, rho, U, v, st, cfg, w)
-        slot = k % 5
-        hist[slot] = _margin(A, mu, gamma, rho, U, v, st, w.f, cfg)
-        sg[slot] = gamma
-        sr[slot] = rho
-        sU[slot] = U
-        sv[slot] = v
-        if k >= 4:
-            old = (k - 4) % 5
-            change = abs(hist[slot] - hist[old]) / abs(hist[slot])
-            if hist[slot] > 0.0 and change < fc.margin_rtol:
-                same = _labels_same(A, sg[slot], sr[slot], sU[slot], sv[slot], sg[old],
-                                    sr[old], sU[old], sv[old], st, cfg, fa, fb)
-                checked = k
-                info[3] = 1.0 if same else 0.0
-                if same:
-                    info[0] = 1.0
-                    break
-        if t >= fc.t_max:
-            break
-        reason, t = normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t,
-                                  min(t * 10.0 ** 0.25, fc.t_max), L0, count)
-        if reason != 0:
-            info[2] = reason
-            break
-        k += 1
-    if k >= 4 and checked != k:  # labels over the last decade before the stop
-        slot, old = k % 5, (k - 4) % 5
-        same = _labels_same(A, sg[slot], sr[slot], sU[slot], sv[slot], sg[old], sr[old],
-                            sU[old], sv[old], st, cfg, fa, fb)
-        info[3] = 1.0 if same else 0.0
-    info[1] = t
 
 
 @njit(cache=True)
@@ -1101,14 +1029,12 @@ def _gd_loop1_body(A, mu2, gamma, rho, v, st, cfg, w, t, target, act, act_a):
 
 
 @njit(cache=True)
-def _advance(A, mu, gamma, rho, U, v, st, cfg, fc, use_flow, w, t, target, L0, count,
-             limit):
-    """Move the state from GD time t to ``target`` (GD steps; inf = the limit):
-    GD steps unless use_flow or target > fc.gd_max (then the normalised
-    scheme); the limit always uses the normalised scheme.  Returns (reason, t)."""
+def _advance(A, mu, gamma, rho, U, v, st, cfg, fc, use_flow, w, t, target, L0, count):
+    """Move the state from GD time t to ``target`` (GD steps, finite: the
+    limit is the program of ``dynamics.limit``): GD steps unless use_flow or
+    target > fc.gd_max (then the normalised scheme).  Returns (reason, t)."""
     if np.isinf(target):
-        flow_limit(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, L0, count, limit)
-        return int(limit[2]), limit[1]
+        raise ValueError("t = inf is the limit program (dynamics.limit), not a kernel time")
     if use_flow or target > fc.gd_max:
         return normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, target, L0, count)
     if U.shape[0] == 0 and cfg.beta == 0.0:
@@ -1163,13 +1089,9 @@ def _continue_job(q, c0, t, A, mu, gamma, rho, U, v, s, cfg, fc, use_flow, w, L0
                   out_info):
     """Job q from GD time t at checkpoint index c0 on: advance to each
     checkpoint and write its values (``_run_job``); the state moves in place."""
-    limit = np.zeros(4)
     for c in range(c0, checkpoints.shape[0]):
         reason, t = _advance(A, mu, gamma, rho, U, v, s, cfg, fc, use_flow, w, t,
-                             checkpoints[c], L0, count, limit)
-        if np.isinf(checkpoints[c]):
-            out_info[q, 0] = limit[0]
-            out_info[q, 3] = limit[3]
+                             checkpoints[c], L0, count)
         if reason == 0:
             reason = _checkpoint(q, c, A, mu, gamma, rho, U, v, s, cfg, w, out_test, out_loss,
                                  out_train, out_margin)
@@ -1185,11 +1107,10 @@ def _continue_job(q, c0, t, A, mu, gamma, rho, U, v, s, cfg, fc, use_flow, w, L0
 def _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, out_test,
              out_loss, out_train, out_margin, out_status, out_info):
     """Job q of a batch: train from (0, U0, v0); at each checkpoint (GD steps,
-    ascending; inf = the limit) write test error, loss, train error and
-    normalised margin min_i y_i f_i / ||theta||^(L+1) (NaN after a divergence).
-    out_info[q] = (limit converged: 1/0, or -1 if no limit asked; final time
-    in GD steps; normalised steps taken; test labels stable over the last
-    decade before the limit: 1/0, or -1 if no limit asked).
+    ascending, finite) write test error, loss, train error and normalised
+    margin min_i y_i f_i / ||theta||^(L+1) (NaN after a divergence).
+    out_info[q] = (-1, final time in GD steps, normalised steps taken, -1);
+    the limit's columns 0 and 3 are filled by ``boundary.limit_batch``.
     """
     s, mu, A, gamma, rho, U, v, w, count, L0 = _start_job(q, st, cfg, job_seed, job_mu,
                                                           job_v0)
@@ -1259,11 +1180,10 @@ def pattern_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
 # [2,] C)), so the Gram products (training z = B + rho G, test outputs) and
 # the increments run as SIMD loops of length C instead of n: GD segments,
 # the normalised scheme (each job its own step and time; a job that has
-# arrived gets step 0), the limit (margin and test labels measured for the
-# group at the common times t_0 10^(k/4)) and the checkpoint values.  Every
+# arrived gets step 0) and the checkpoint values.  Every
 # job performs the floating-point operations of the one-job code
 # (``_forward1``, ``_increments1``, ``_apply``, ``test_outputs``,
-# ``_checkpoint``, ``flow_limit``) in the same order, so results equal the
+# ``_checkpoint``) in the same order, so results equal the
 # one-job path bit for bit (tests/test_groups.py); increments are applied in
 # place as they are formed (exact: the increment of (j, r) reads only the
 # state of (j, r) and l', fixed for the step).  A finished job is zeroed and
@@ -1553,20 +1473,6 @@ def _test_outputs_group(gr, s, cfg, gamma, rho, v, ftest):
 
 
 @njit(cache=True)
-def _labels_same_group(gr, s, cfg, sg, sr, sv, ia, ib, need, fb, same):
-    """same[c] for the jobs with need[c]: the predicted test labels of the
-    stored states ia and ib agree (``_labels_same`` for a group)."""
-    _test_outputs_group(gr, s, cfg, sg[ia], sr[ia], sv[ia], gr.ftest)
-    _test_outputs_group(gr, s, cfg, sg[ib], sr[ib], sv[ib], fb)
-    for c in range(gr.mu.shape[0]):
-        if need[c]:
-            ok = True
-            for q in range(fb.shape[0]):
-                ok &= (gr.ftest[q, c] > 0.0) == (fb[q, c] > 0.0)
-            same[c] = ok
-
-
-@njit(cache=True)
 def _measure_group(gr, s, sh, cfg, which, gamma1, rho1, U1, v1, with_test):
     """``_checkpoint`` for the jobs with which[c], outputs of all jobs at once:
     reason[c] (divergence 1, else 0), the normalised margin (gr.margin) and,
@@ -1685,110 +1591,12 @@ def _normalised_group(gr, s, cfg, fc, running, t_end, stop):
 
 
 @njit(cache=True)
-def _limit_group(gr, s, sh, cfg, fc, k_inf, q0, gamma1, rho1, U1, v1, out_test, out_loss,
-                 out_train, out_margin, out_status, out_info):
-    """``flow_limit`` for every running job of a group: margins measured at
-    the common times t_0 10^(k/4), normalised steps between them run
-    together, states of the last five times kept for the test labels
-    (``_labels_same_group``, only where some job needs them); then the limit
-    checkpoint (``_continue_job``'s bookkeeping)."""
-    C = gr.mu.shape[0]
-    nt = s.test_yhat.shape[0]
-    hist = np.full((C, 5), np.nan)
-    dt = gr.gamma.dtype
-    sg, sr, sv = (np.empty((5,) + gr.gamma.shape, dt), np.empty((5,) + gr.rho.shape, dt),
-                  np.empty((5,) + gr.v.shape, dt))
-    fb = np.empty((nt, C), dt)
-    info = np.zeros((C, 4))
-    running = gr.alive.copy()
-    need = np.zeros(C, dtype=np.bool_)
-    same = np.zeros(C, dtype=np.bool_)
-    last = np.full(C, -1)     # last measured k of each job
-    checked = np.full(C, -1)  # last k whose labels were compared
-    stop = np.zeros(C, dtype=np.int64)
-    t = 1.0
-    for c in range(C):
-        if running[c]:
-            gr.t[c] = max(gr.t[c], 1.0)
-            t = gr.t[c]
-    k = 0
-    while True:
-        slot = k % 5
-        old = (k - 4) % 5
-        _measure_group(gr, s, sh, cfg, running, gamma1, rho1, U1, v1, False)
-        sg[slot] = gr.gamma
-        sr[slot] = gr.rho
-        sv[slot] = gr.v
-        any_need = False
-        for c in range(C):
-            need[c] = False
-            if not running[c]:
-                continue
-            last[c] = k
-            hist[c, slot] = gr.margin[c]
-            if k >= 4:
-                change = abs(hist[c, slot] - hist[c, old]) / abs(hist[c, slot])
-                need[c] = hist[c, slot] > 0.0 and change < fc.margin_rtol
-                any_need |= need[c]
-        if any_need:
-            _labels_same_group(gr, sh, cfg, sg, sr, sv, slot, old, need, fb, same)
-            for c in range(C):
-                if need[c]:
-                    checked[c] = k
-                    info[c, 3] = 1.0 if same[c] else 0.0
-                    if same[c]:
-                        info[c, 0] = 1.0
-                        running[c] = False
-        left = False
-        for c in range(C):
-            left |= running[c]
-        if not left or t >= fc.t_max:
-            break
-        target = min(t * 10.0 ** 0.25, fc.t_max)
-        _normalised_group(gr, sh, cfg, fc, running, target, stop)
-        any_need = False
-        for c in range(C):
-            need[c] = False
-            if running[c] and stop[c] != 0:
-                info[c, 2] = stop[c]
-                running[c] = False
-                need[c] = k >= 4 and checked[c] != k
-                any_need |= need[c]
-        if any_need:  # stopped jobs: labels over their last decade before the slots move
-            _labels_same_group(gr, sh, cfg, sg, sr, sv, slot, old, need, fb, same)
-            for c in range(C):
-                if need[c]:
-                    checked[c] = k
-                    info[c, 3] = 1.0 if same[c] else 0.0
-        t = target
-        k += 1
-    any_need = False  # jobs still running at t_max
-    for c in range(C):
-        need[c] = running[c] and last[c] >= 4 and checked[c] != last[c]
-        any_need |= need[c]
-    if any_need:
-        _labels_same_group(gr, sh, cfg, sg, sr, sv, k % 5, (k - 4) % 5, need, fb, same)
-        for c in range(C):
-            if need[c]:
-                info[c, 3] = 1.0 if same[c] else 0.0
-    for c in range(C):
-        if gr.alive[c]:
-            out_info[q0 + c, 0] = info[c, 0]
-            out_info[q0 + c, 3] = info[c, 3]
-            if info[c, 2] != 0:
-                _retire(gr, c, q0 + c, int(info[c, 2]), out_status)
-    _measure_group(gr, s, sh, cfg, gr.alive, gamma1, rho1, U1, v1, True)
-    _record_group(gr, k_inf, q0, out_test, out_loss, out_train, out_margin, out_status)
-    gr.alive[:] = False
-
-
-@njit(cache=True)
 def _run_group(g, st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
                min_group, checkpoints, out_test, out_loss, out_train, out_margin, out_status,
                out_info):
     """Jobs group_start[g] .. group_start[g+1]-1 (one seed) stepped together:
     GD segments (``_gd_group``), normalised segments (``_normalised_group``)
-    and the limit (``_limit_group``), checkpoint values of all jobs at once
+    checkpoint values of all jobs at once
     (``_measure_group``).  The group's state and arithmetic take the dtype
     of sth (the statistics st, float64, or a float32 copy); st (float64)
     serves the one-job parts (initial loss, margins, the job-by-job path).
@@ -1821,9 +1629,7 @@ def _run_group(g, st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_st
     for k in range(checkpoints.shape[0]):
         target = checkpoints[k]
         if np.isinf(target):
-            _limit_group(gr, s, sh, cfg, fc, k, q0, gamma1, rho1, U1, v1, out_test,
-                         out_loss, out_train, out_margin, out_status, out_info)
-            break
+            raise ValueError("t = inf is the limit program (dynamics.limit), not a kernel time")
         if use_flow or target > fc.gd_max:
             _normalised_group(gr, sh, cfg, fc, gr.alive, target, stop)
             for c in range(C):
@@ -1903,14 +1709,12 @@ def flow_kernel(st, cfg, fc, mu, gamma, rho, U, v, times, out_gamma, out_rho, ou
                 out_loss, out_err, status, info):
     """Normalised-flow run from the state (gamma, rho, U, v) at time 0, recording
     the state, loss and train error at each time in ``times`` (GD steps,
-    ascending; inf = the limit, ``flow_limit``).  status = (index of the
-    failing time, reason) or (-1, 0); info = (limit converged or -1, final
-    time, normalised steps, test labels stable over the last decade)."""
+    ascending, finite).  status = (index of the failing time, reason) or
+    (-1, 0); info = (-1, final time, normalised steps, -1)."""
     A = mu * st.w0_e1
     m, n = gamma.shape[1], st.yhat.shape[0]
     w = _work(m, n, U.shape[0] + 1)
     count = np.zeros(1, dtype=np.int64)
-    limit = np.zeros(4)
     L0 = _initial_loss(A, gamma, rho, U, v, st, cfg, w)
     status[0] = -1
     status[1] = 0
@@ -1919,10 +1723,7 @@ def flow_kernel(st, cfg, fc, mu, gamma, rho, U, v, times, out_gamma, out_rho, ou
     t = 0.0
     for c in range(times.shape[0]):
         reason, t = _advance(A, mu, gamma, rho, U, v, st, cfg, fc, True, w, t, times[c], L0,
-                             count, limit)
-        if np.isinf(times[c]):
-            info[0] = limit[0]
-            info[3] = limit[3]
+                             count)
         if reason == 0:
             _forward(A, gamma, rho, U, v, st, cfg, w)
             reason, loss = _lprime_stable(w.f, st.y, w.lp)

@@ -79,7 +79,7 @@ def check_limit(params: Params, level: str):
         why = "depth >= 2 is not 2-homogeneous unit by unit"
     elif kind not in ("relu", "leaky"):
         why = f"activation {params.activation!r} is not positively 1-homogeneous"
-    elif not params.paper_model:
+    elif params.noise_model != "projected" or params.signal != "e1":
         why = "the signal and noise units decouple only for the paper's data (projected noise)"
     elif not params.train_v:
         why = "with v frozen the network is not 2-homogeneous in its trained parameters"

@@ -60,7 +60,7 @@ BASE = Params(n=10, m=5, d=200, v0=1e-3, sigma_0=1e-4, n_test=200)
 REGIMES = [(0, 8.0), (1, 8.0), (0, 1.0), (1, 1.0)]  # (seed, ||mu||)
 TIMES = (1e2, 1e4, 1e8, 1e16, 1e32, 1e64)  # late flow (inf is the program: test_limit)
 LATE = slice(1, None)  # checkpoints from t = 1e4 on (all data fitted)
-LIMIT_FLOW = FLOW._replace(t_max=1e100)
+LIMIT_FLOW = FLOW
 SLACK = 0.1       # near-min-margin set: y_i f_i <= (1 + SLACK) min
 DELTA = 1e-3      # kink tolerance (cosine between w_{j,r} and the patch)
 PENALTY = 1e4     # weight of the coupling rows beta + s = lambda
