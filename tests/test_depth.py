@@ -48,8 +48,15 @@ def test_depth1_reproduces_the_kernels_before_depth_existed():
     ref = np.load(os.path.join(HERE, "data", "depth1_reference.npz"))
     seen = set()
     for key, got in _depth1_runs():
+        if key == "batch_gd_limit":  # the limit's certificate: not in the stored runs
+            continue
         want = ref[key]
         seen.add(key)
+        if key.startswith("batch_gd_"):  # its last time was inf, once the state at 1e30:
+            if key.endswith("_info"):    # t = inf is the limit program now (test_limit)
+                continue
+            if got.ndim == 2 and key != "batch_gd_status":
+                got, want = got[:, :-1], want[:, :-1]
         assert got.shape == want.shape, key
         rtol = 1e-11 if key.endswith("_margin") else 1e-13
         np.testing.assert_allclose(got, want, rtol=rtol, atol=1e-300, equal_nan=True,
