@@ -337,6 +337,25 @@ def family_data(params: Params, level: str, data, integrator: str = "gd",
     return None
 
 
+def file_sizes(params: Params, data) -> Params:
+    """--data: n and d from the file unless given on the command line (a given
+    value that differs is refused by check_file_params)."""
+    if data is None:
+        return params
+    from dynamics.general import npz_shapes
+    ctx = click.get_current_context()
+    with cli_errors():
+        if not os.path.isfile(data):
+            raise ValueError(f"data file {data} does not exist")
+        xs = npz_shapes(data).get("x", ((),))[0]
+        if len(xs) != 3:
+            return params  # load_npz names the problem
+        given = {k for k in ("n", "d")
+                 if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+        return params.replace(**{k: int(v) for k, v in (("n", xs[0]), ("d", xs[2]))
+                                 if k not in given})
+
+
 # ---------------------------------------------------------------- simulate
 @main.command()
 @model_options()
@@ -368,6 +387,7 @@ def simulate(level, sampler, record_every, integrator, times, data, out, **kwarg
         if times is not None and integrator != "flow":
             raise click.UsageError("--times needs --integrator flow (GD records with "
                                    "--record-every)")
+        params = file_sizes(params, data)
         patches = family_data(params, level, data, integrator)
         if patches is not None or level == "general":
             from dynamics.general import simulate_general
@@ -494,7 +514,8 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrat
     """Phase boundary ||mu||* for each v0, its d and n scaling, and a check
     of the reduction against the full network."""
     from dynamics.files import remove_stale_temporaries
-    from .solve import format_summary, solve as run_solve, to_dataset, work_units, write_outputs
+    from .solve import format_summary, remove_stale_figures, solve as run_solve, to_dataset, \
+        work_units, write_outputs
 
     params = build_params(kwargs, level=level)
     if not verify:
@@ -510,9 +531,14 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrat
             results = run_solve(params, v0s, level, sampler, seeds, threshold, d_grid,
                                 n_grid, verify, verify_seeds, progress=advance, times=times,
                                 integrator=integrator)
-        ds = to_dataset(results, params, level, sampler, seeds, threshold, d_grid, n_grid)
+        ds = to_dataset(results, params, level, sampler, seeds, threshold, d_grid, n_grid,
+                        integrator, times)
         paths = write_outputs(results, ds, out, d_grid, n_grid)
+        stale = remove_stale_figures(out, paths)
     click.echo(format_summary(results, threshold))
+    if stale:
+        click.echo(f"removed {len(stale)} figures of an earlier run in {out}/: "
+                   + ", ".join(os.path.basename(p) for p in stale))
     click.echo(f"wrote {len(paths)} files to {out}/ (solve.nc + figures); "
                f"total {time.perf_counter() - t0:.1f} s")
 
@@ -541,6 +567,7 @@ def compare(level, record_every, integrator, tol, data, out, plot_dir, **kwargs)
     params = build_params(kwargs, level=level)
     refuse_record_every_with_flow(integrator)
     with cli_errors():
+        params = file_sizes(params, data)
         patches = family_data(params, level, data, integrator, levels=("general",))
         with native_signals():
             reduced, full = run_pair(params, level, record_every, integrator, patches)
@@ -556,6 +583,7 @@ def compare(level, record_every, integrator, tol, data, out, plot_dir, **kwargs)
             from .dataset import combine, write_netcdf
             ds = combine(reduced, full).merge(xr.Dataset(**met).rename(step="metric_step")
                                               .rename_vars(rel_err="rel_err_per_step"))
+            ds.attrs["tol"] = tol  # the tolerance of 'first step above'
             write_netcdf(ds, out)
             click.echo(f"wrote {out}")
         if plot_dir:
@@ -646,16 +674,30 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
                        f"{runs} runs to T = {', '.join(f'{t:g}' for t in spec['times'])}; "
                        f"rows are saved to {os.path.join(out, 'phase.zarr')} as they "
                        f"finish (re-run the same command to resume)", err=True)
+        written = {}
+
+        def finish(ds):  # under the store's lock: no second writer between
+            written["nc"] = write_netcdf(ds, os.path.join(out, "phase.nc"))
+            png = plot_phase(ds, os.path.join(out, "phase.png"))
+            made = set()
+            if ds.sizes["steps"] > 1:
+                for k, t in enumerate(ds.steps.values):
+                    made.add(plot_phase(ds, os.path.join(out, f"phase_T={t:g}.png"), k))
+                if "mu_star" in ds and np.isfinite(ds.mu_star.values).any():
+                    made.add(plot_phase_times(ds, os.path.join(out, "phase_boundaries.png")))
+                    png += ", " + os.path.join(out, "phase_boundaries.png")
+            import glob  # an earlier sweep's figures (other times) would look like ours
+            for old in glob.glob(os.path.join(glob.escape(out), "phase_T=*.png")) + \
+                    glob.glob(os.path.join(glob.escape(out), "phase_boundaries.png")):
+                if os.path.realpath(old) not in {os.path.realpath(p) for p in made} \
+                        and os.path.isfile(old) and not os.path.islink(old):
+                    os.unlink(old)
+            written["png"] = png
+
         with progress_bar(len(x_axis[1]), f"dyn phase {x_axis[0]} x {y_axis[0]}",
                           quiet) as advance:
-            ds = run_phase(spec, out, overwrite, scheduler, dask_workers, advance)
-        nc = write_netcdf(ds, os.path.join(out, "phase.nc"))
-        png = plot_phase(ds, os.path.join(out, "phase.png"))
-        if ds.sizes["steps"] > 1:
-            for k, t in enumerate(ds.steps.values):
-                plot_phase(ds, os.path.join(out, f"phase_T={t:g}.png"), k)
-            if "mu_star" in ds:
-                png += ", " + plot_phase_times(ds, os.path.join(out, "phase_boundaries.png"))
+            ds = run_phase(spec, out, overwrite, scheduler, dask_workers, advance, finish)
+        nc, png = written["nc"], written["png"]
     click.echo(f"dyn phase: {x_axis[0]} ({len(x_axis[1])}) x {y_axis[0]} ({len(y_axis[1])}) x "
                f"{seeds} seeds = {ds.test_error.size} runs, level={level}, sampler={sampler}"
                f"{', precision=float32' if precision == 'float32' else ''}; "
@@ -673,11 +715,20 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
     if n_div:
         click.echo(f"  WARNING: {n_div} runs diverged (test error NaN in phase.nc, counted as "
                    f"chance in the mean); lower --eta")
+    n_budget = int(ds.attrs.get("n_budget", 0))
+    if n_budget:
+        click.echo(f"  WARNING: {n_budget} runs spent the step budget of the normalised flow "
+                   f"before their time (the loss is not decaying; test error NaN in phase.nc, "
+                   f"counted as chance in the mean); ask for earlier --times or raise --eta")
     n_blank = int(ds.attrs.get("mu_star_not_reported", 0))
     if n_blank:
         click.echo(f"  WARNING: mu* not reported (NaN) at {n_blank} of {ds.mu_star.size} "
-                   f"(axis value, time) points: diverged runs sit at the ||mu|| bracketing "
-                   f"the crossing, which they made; lower --eta")
+                   f"(axis value, time) points: runs counted as chance ("
+                   + ("diverged" if not n_budget else "out of the step budget" if not n_div
+                      else "diverged or out of the step budget")
+                   + ") sit at the ||mu|| bracketing the crossing, which they made; "
+                   + ("lower --eta" if not n_budget else "ask for earlier --times"
+                      if not n_div else "lower --eta or ask for earlier --times"))
     click.echo(f"  wrote {nc} and {png}")
 
 

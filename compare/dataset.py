@@ -119,8 +119,18 @@ def general_dataset(traj: GeneralTrajectory) -> xr.Dataset:
                     attrs=global_attrs(p, unused=traj.unused,
                                        title="dyn trajectory (model family)",
                                        level=traj.level, sampler=traj.sampler,
-                                       data_source=traj.source, wall_time=traj.wall_time))
+                                       data_source=traj.source, wall_time=traj.wall_time,
+                                       integrator="gd"))
     return _with_meta(ds)
+
+
+def _run_attrs(traj) -> dict:
+    """What was run (issue 38 item 13): the integrator and, for the flow, its
+    times, which replace --steps (then left out: ``unused_parameters``)."""
+    if "flow" not in traj.extra:
+        return {"integrator": "gd"}
+    return {"integrator": "flow", "times": np.asarray(traj.steps, dtype=float),
+            "unused": ("steps",)}
 
 
 def trajectory_dataset(traj: Trajectory) -> xr.Dataset:
@@ -171,7 +181,8 @@ def trajectory_dataset(traj: Trajectory) -> xr.Dataset:
         },
         coords=coords,
         attrs=global_attrs(p, title="dyn trajectory", level=traj.level,
-                           sampler=traj.sampler, wall_time=traj.wall_time),
+                           sampler=traj.sampler, wall_time=traj.wall_time,
+                           **_run_attrs(traj)),
     )
     # measured mechanisms of the theory (docs/theory.md#mechanisms-and-laws, ReLU): ratios, norms, l' deviation
     for name, (dims, values) in (mechanisms(traj).items() if p.activation == "relu" else ()):
@@ -220,8 +231,10 @@ def combine(reduced: Trajectory, full: Trajectory) -> xr.Dataset:
     for name in labels:
         ds[name] = parts[0][name]
     ds["wall_time"] = ("model", [reduced.wall_time, full.wall_time])
+    run = _run_attrs(reduced)
     ds.attrs = global_attrs(reduced.params, title="dyn reduced vs full",
-                            unused=getattr(reduced, "unused", ()),
+                            unused=tuple(getattr(reduced, "unused", ())) + run.pop("unused", ()),
+                            **run,
                             level=reduced.level, sampler=reduced.sampler,
                             **({"data_source": reduced.source}
                                if isinstance(reduced, GeneralTrajectory) else {}))

@@ -34,12 +34,12 @@ from dynamics.general import check_family_sampler, stacked_general
 from dynamics.data import check_sampler
 from dynamics.files import remove_stale_temporaries
 from dynamics.params import AXES, Params, ParamError, check_threshold
-from dynamics.run import check_checkpoints, check_paper_model, kernel_config
+from dynamics.run import BUDGET_REASON, check_checkpoints, check_paper_model, kernel_config
 from dynamics.limit import LIMIT_FIELDS, PATTERN_TIME, check_limit
 
 from .boundaries import run_jobs
 from .dataset import global_attrs
-from .store import SweepStore, fingerprint, spec_json
+from .store import StoreError, SweepStore, fingerprint, spec_json
 
 _SPEC = re.compile(r"^\s*(\w+)\s*=\s*([^.][^:]*?)\s*\.\.\s*([^:]+?)\s*:\s*(\d+)\s*$")
 MAX_AXIS = 4096  # points per axis
@@ -254,12 +254,15 @@ def open_store(spec: dict, out_dir, overwrite=False) -> SweepStore:
 
 
 def run_phase(spec: dict, out_dir, overwrite=False, scheduler=None, dask_workers=None,
-              progress=None) -> xr.Dataset:
-    """Compute missing rows (locally or on dask), then assemble the Dataset."""
+              progress=None, finish=None) -> xr.Dataset:
+    """Compute missing rows (locally or on dask), then assemble the Dataset;
+    ``finish(ds)`` (e.g. writing phase.nc and the figures) runs while the
+    store's lock is still held, so no second writer interleaves."""
     with open_store(spec, out_dir, overwrite) as store:
         remove_stale_temporaries(out_dir)  # under the lock: no other writer here
         nx = len(spec["x"][1])
         done = set(store.finished())
+        check_stored_seeds(spec, store, sorted(done))
         todo = [ix for ix in range(nx) if ix not in done]
         if progress:
             progress(nx - len(todo))
@@ -272,7 +275,24 @@ def run_phase(spec: dict, out_dir, overwrite=False, scheduler=None, dask_workers
                 for block in blocks:
                     for ix, out in zip(block, compute_rows(spec, block)):
                         put(ix, out)
-        return assemble(spec, store.open().load())
+        ds = assemble(spec, store.load())
+        if finish is not None:
+            finish(ds)
+        return ds
+
+
+def check_stored_seeds(spec: dict, store: SweepStore, done) -> None:
+    """The rows flagged done hold this sweep's runs: their point seeds are the
+    spec's (a flag set by hand over unwritten data reads as seed 0)."""
+    if not done:
+        return
+    got = store.read_rows("point_seed", done)
+    for q, ix in enumerate(done):
+        want = np.array([_seeds(spec, ix, iy) for iy in range(len(spec["y"][1]))])
+        if not np.array_equal(got[q], want):
+            raise StoreError(f"{store.path}: row {ix} is flagged done but does not hold "
+                             f"this sweep's runs (point_seed differs); use another --out, "
+                             f"or add --overwrite to discard the stored sweep")
 
 
 FLUSH_SECONDS = 2.0  # a finished row reaches the store at most this long after the next
@@ -346,6 +366,8 @@ def assemble(spec: dict, ds: xr.Dataset) -> xr.Dataset:
     (xn, _), (yn, _) = spec["x"], spec["y"]
     tau = spec["tau"]
     diverged = ds.test_error.isnull()
+    # the normalised flow's step budget (status reason 4) is not a divergence
+    budget = diverged & (ds.status.isel(status_field=1) == BUDGET_REASON)
     ds["test_error_mean"] = ds.test_error.fillna(0.5).mean("seed")
     ds["loss_mean"] = ds.loss.mean("seed")
     ds["fitted"] = (ds.train_error.fillna(1.0).max("seed") == 0).astype(np.int8)
@@ -389,7 +411,8 @@ def assemble(spec: dict, ds: xr.Dataset) -> xr.Dataset:
     ds.attrs = global_attrs(p, title=f"dyn phase: test error over ({xn}, {yn})",
                             swept=swept, level=spec["level"], sampler=spec["sampler"],
                             n_seeds=spec["n_seeds"], threshold=tau, x_axis=xn, y_axis=yn,
-                            n_diverged=int(diverged.sum()), **n_blank_attr, **limit_attr,
+                            n_diverged=int((diverged & ~budget).sum()),
+                            n_budget=int(budget.sum()), **n_blank_attr, **limit_attr,
                             precision=spec_precision(spec),
                             fingerprint=fingerprint(spec),
                             spec_json=spec_json(spec))

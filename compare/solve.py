@@ -184,8 +184,9 @@ def _boundary_arrays(bounds, tau):
 
 
 def to_dataset(results: list[V0Result], params: Params, level, sampler, n_seeds,
-               tau, d_grid=D_GRID, n_grid=N_GRID) -> xr.Dataset:
-    """All results of `solve` as one Dataset with a v0 dimension."""
+               tau, d_grid=D_GRID, n_grid=N_GRID, integrator="gd", times=None) -> xr.Dataset:
+    """All results of `solve` as one Dataset with a v0 dimension; the
+    attributes record the integrator and the times of ``by_time``."""
     taus = list(results[0].main.taus)
     V = len(results)
     n_eval = max(r.main.curve_mu.size for r in results)
@@ -270,9 +271,12 @@ def to_dataset(results: list[V0Result], params: Params, level, sampler, n_seeds,
     # run's value, or a coordinate when several were given
     ran = params.replace(v0=results[0].v0)
     swept = ("mu_norm",) if len(results) == 1 else ("mu_norm", "v0")
+    # the main boundary runs GD to --steps; --times add the boundary per time
+    run = {"times": np.asarray(times, dtype=float)} if times is not None else {}
     ds.attrs = global_attrs(ran, swept=swept, title="dyn solve: phase boundary ||mu||*",
                             level=level, sampler=sampler, n_seeds=n_seeds,
-                            threshold=tau, verify_sampler="data")
+                            threshold=tau, verify_sampler="data", integrator=integrator,
+                            **run)
     ds["mu_star"].attrs.update(long_name="critical ||mu|| where mean test error = tau")
     return ds
 
@@ -319,6 +323,27 @@ def write_outputs(results, ds, out_dir, d_grid=D_GRID, n_grid=N_GRID) -> list[st
                 f"||mu||* vs {axis} at v0={r.v0:g} (tau={tau:g}, {r.main.level}, "
                 f"{r.main.sampler}, {len(r.main.seeds)} seeds, T={p.steps})"))
     return paths
+
+
+# names of the figures write_outputs makes (one per v0 for most)
+SOLVE_FIGURES = ("mu_star_vs_time.png", "error_curve_v0=*.png", "verify_overlay_v0=*.png",
+                 "verify_relerr_v0=*.png", "mu_star_vs_d_v0=*.png", "mu_star_vs_n_v0=*.png")
+
+
+def remove_stale_figures(out_dir, written) -> list[str]:
+    """Remove dyn solve's figures in ``out_dir`` that this run did not write
+    (an earlier run's, e.g. another v0): they would sit beside the new
+    solve.nc as if they were its results.  Returns the removed paths."""
+    import glob
+    keep = {os.path.realpath(p) for p in written}
+    removed = []
+    for pattern in SOLVE_FIGURES:
+        for path in sorted(glob.glob(os.path.join(glob.escape(os.fspath(out_dir)), pattern))):
+            if os.path.realpath(path) not in keep and os.path.isfile(path) \
+                    and not os.path.islink(path):
+                os.unlink(path)
+                removed.append(path)
+    return removed
 
 
 def format_summary(results: list[V0Result], tau: float) -> str:

@@ -43,6 +43,7 @@ import zarr
 __all__ = ["StoreError", "StoreBusy", "SweepStore"]
 
 DONE = "_row_done"
+ALL_CHUNKS = "_all_chunks_written"  # stores that write every saved chunk (checked on resume)
 ZARR_FORMAT = 3
 # Zarr v3 has no consolidated metadata in its spec: never write or look for it
 # (avoids zarr's ZarrUserWarning on write and xarray's RuntimeWarning fallback
@@ -247,7 +248,7 @@ class SweepStore:
         encoding[DONE] = {"chunks": (R,), "fill_value": 0, "compressors": None}
         ds = xr.Dataset(data, coords=tpl.coords,
                         attrs={**tpl.attrs, "fingerprint": self.fingerprint,
-                               "spec_json": self.spec_json})
+                               "spec_json": self.spec_json, ALL_CHUNKS: 1})
         return ds, encoding
 
     # -- lock --------------------------------------------------------------
@@ -344,6 +345,41 @@ class SweepStore:
                     or have.dtype != var.dtype:
                 raise StoreError(f"{self.path} has the same spec but a different layout "
                                  f"(variable {name!r}); {_OVERWRITE_HINT}")
+        for name, coord in self._template.coords.items():  # e.g. a mu edited by hand
+            have = stored.coords.get(name)
+            want = np.asarray(coord.values)
+            got = None if have is None else np.asarray(have.values)
+            same = got is not None and got.shape == want.shape and (
+                list(map(str, got.ravel().tolist())) == list(map(str, want.ravel().tolist()))
+                if want.dtype.kind in "OUST" or got.dtype.kind in "OUST"
+                else np.array_equal(got, want))
+            if not same:
+                raise StoreError(f"{self.path} has the same spec but its coordinate {name!r} "
+                                 f"differs from the spec's; {_OVERWRITE_HINT}")
+        self._check_done_rows(bool(stored.attrs.get(ALL_CHUNKS)))
+
+    def _check_done_rows(self, all_chunks: bool) -> None:
+        """Every row flagged done has its chunks on disk (stores that write every
+        chunk: ``ALL_CHUNKS``), readable: a chunk removed by hand, a flag set by
+        hand or a corrupt chunk is refused."""
+        done = np.asarray(self.finished(), dtype=int)
+        if not done.size:
+            return
+        group = zarr.open_group(self.path, mode="r")
+        for name in self._template.data_vars:
+            arr = group[name]
+            R = arr.chunks[0]
+            for c in np.unique(done // R):
+                key = arr.metadata.encode_chunk_key((int(c),) + (0,) * (arr.ndim - 1))
+                if all_chunks and not os.path.isfile(os.path.join(self.path, name, key)):
+                    raise StoreError(f"{self.path}: rows flagged done have no data "
+                                     f"({name!r}, chunk {int(c)} is missing); "
+                                     f"{_OVERWRITE_HINT}")
+                try:
+                    arr[int(c) * R:min((int(c) + 1) * R, self.n_rows)]
+                except Exception as exc:
+                    raise StoreError(f"{self.path}: chunk {int(c)} of {name!r} cannot be "
+                                     f"read ({type(exc).__name__}); {_OVERWRITE_HINT}") from None
 
     # -- rows --------------------------------------------------------------
     def finished(self) -> list[int]:
@@ -421,7 +457,9 @@ class SweepStore:
         """name -> zarr.Array of the store (data variables and DONE), opened once."""
         if self._zarr_arrays is None:
             group = zarr.open_group(self.path, mode="r+")
-            self._zarr_arrays = {name: group[name]
+            # every saved chunk is written, also one that equals the fill value
+            # (a NaN row), so a missing chunk under a done row means lost data
+            self._zarr_arrays = {name: group[name].with_config({"write_empty_chunks": True})
                                  for name in (*self._template.data_vars, DONE)}
         return self._zarr_arrays
 
@@ -434,4 +472,25 @@ class SweepStore:
             shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
             raise StoreError(f"{self.path}: {len(missing)} of {self.n_rows} rows "
                              f"not finished yet ({shown})")
-        return xr.open_zarr(self.path, chunks=None, **_ZARR_KW).drop_vars(DONE)
+        ds = xr.open_zarr(self.path, chunks=None, **_ZARR_KW).drop_vars(DONE)
+        ds.attrs.pop(ALL_CHUNKS, None)  # the store's own bookkeeping
+        return ds
+
+    def read_rows(self, name: str, rows) -> np.ndarray:
+        """Variable ``name`` at the given rows (numpy), a read error as StoreError."""
+        try:
+            return zarr.open_group(self.path, mode="r")[name].get_orthogonal_selection(
+                (np.asarray(rows, dtype=int),))
+        except Exception as exc:
+            raise StoreError(f"{self.path}: cannot read {name!r} "
+                             f"({type(exc).__name__}); {_OVERWRITE_HINT}") from None
+
+    def load(self) -> xr.Dataset:
+        """``open().load()``, a chunk that cannot be read (corrupt on disk) as a
+        one-line StoreError."""
+        ds = self.open()
+        try:
+            return ds.load()
+        except Exception as exc:
+            raise StoreError(f"{self.path}: cannot read the stored data "
+                             f"({type(exc).__name__}); {_OVERWRITE_HINT}") from None

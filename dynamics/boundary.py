@@ -461,7 +461,8 @@ def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) 
     budget = [dv for dv in curve.diverged if dv[2] <= time and dv[3] == 4]
     div = [dv for dv in curve.diverged if dv[2] <= time and dv[3] in (1, 2, 3)]
     nolimit = [dv for dv in curve.diverged if dv[2] <= time and dv[3] in LIMIT_STATUS]
-    failed = [dv[0] for dv in budget + div + nolimit]  # ||mu|| of runs counted as chance
+    failed_runs = budget + div + nolimit  # (||mu||, seed index, ...) of runs counted as chance
+    failed = [dv[0] for dv in failed_runs]
     for tau in taus:
         mu_star[tau] = crossing(curve.mu, mean, tau)
         if np.isnan(mu_star[tau]):
@@ -475,8 +476,21 @@ def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) 
                          f"budget) at the ||mu|| bracketing the crossing "
                          f"({bracket[0]:.3g}, {bracket[1]:.3g}); a smaller eta avoids this")
             continue
-        boots = np.array([crossing(curve.mu, test[b].mean(axis=0), tau) for b in boot_idx])
+        boots, dropped = [], 0
+        for b in boot_idx:  # a resample whose crossing its failed runs make is left out
+            mean_b = test[b].mean(axis=0)
+            chosen = set(np.asarray(b).tolist())
+            if crossing_made_by_failures(curve.mu, mean_b, tau,
+                                         [dv[0] for dv in failed_runs if dv[1] in chosen]):
+                dropped += 1
+                continue
+            boots.append(crossing(curve.mu, mean_b, tau))
+        boots = np.array(boots, dtype=float)
         boots = boots[np.isfinite(boots)]
+        if dropped:
+            notes.append(f"tau={tau}: {dropped} of {len(boot_idx)} bootstrap resamples "
+                         f"left out of the 95% interval: their crossing is made by runs "
+                         f"counted as chance (diverged, step budget or no limit)")
         ci[tau] = (tuple(np.percentile(boots, [2.5, 97.5])) if boots.size
                    else (np.nan, np.nan))
     if budget:

@@ -175,11 +175,22 @@ NPZ_HELP = ("arrays x (n, P, d), y (n,) in {+1,-1} or {0,1}; optional w0 (2, m, 
             "v0 (scalar or (2, m, P)), x_test (nt, P, d), y_test (nt,)")
 
 
+NPZ_KEYS = ("x", "y", "w0", "v0", "x_test", "y_test")
+
+
+def _real_dtype(name, a):
+    """Refuse arrays that are not real numbers, naming the dtype."""
+    if a.dtype == np.bool_ or np.issubdtype(a.dtype, np.complexfloating) \
+            or not np.issubdtype(a.dtype, np.number):
+        raise ValueError(f"{name} has dtype {a.dtype}; it must hold real numbers")
+
+
 def _labels(name, arr, n):
     a = np.asarray(arr)
     if a.shape != (n,):
         raise ValueError(f"{name} has shape {a.shape}, expected ({n},)")
-    if not np.issubdtype(a.dtype, np.number) or not np.all(np.isfinite(a)):
+    _real_dtype(name, a)
+    if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} must hold finite numbers")
     vals = set(np.unique(a).tolist())
     if vals <= {0.0, 1.0} and 0.0 in vals:
@@ -187,12 +198,16 @@ def _labels(name, arr, n):
     if not vals <= {1.0, -1.0}:
         raise ValueError(f"{name} must hold labels in {{+1, -1}} or {{0, 1}}, got values "
                          f"{sorted(vals)[:4]}")
+    if name == "y" and len(vals) < 2:
+        raise ValueError(f"{name} holds one class only ({sorted(vals)[0]:g}); a binary "
+                         f"task needs both labels")
     return a.astype(np.float64)
 
 
 def _finite_array(name, arr, ndim):
     a = np.asarray(arr)
-    if a.ndim != ndim or not np.issubdtype(a.dtype, np.number):
+    _real_dtype(name, a)
+    if a.ndim != ndim:
         raise ValueError(f"{name} must be a numeric array with {ndim} dimensions, got "
                          f"shape {a.shape} and dtype {a.dtype}")
     a = a.astype(np.float64)
@@ -231,9 +246,15 @@ def load_npz(path, params: Params) -> PatchData:
     if not os.path.isfile(path):
         raise ValueError(f"data file {path} does not exist")
     shapes = npz_shapes(path)
+    unknown = sorted(set(shapes) - set(NPZ_KEYS))
+    if unknown:
+        raise ValueError(f"{path} holds an unknown array {unknown[0]!r} (the names are "
+                         f"{', '.join(NPZ_KEYS)})")
     if "x" not in shapes or "y" not in shapes:
         raise ValueError(f"{path} must contain arrays x and y ({NPZ_HELP}); found "
                          f"{sorted(shapes) or 'none'}")
+    if "y_test" in shapes and "x_test" not in shapes:
+        raise ValueError(f"{path} holds y_test without x_test (its inputs)")
     xs = shapes["x"][0]
     if len(xs) != 3 or min(xs) < 1:
         raise ValueError(f"x has shape {xs}, expected (n, P, d) with n, P, d >= 1")
@@ -255,12 +276,16 @@ def load_npz(path, params: Params) -> PatchData:
                 seed_streams(params.seed)[1]).standard_normal((2, m, d))
         v0 = None
         if "v0" in f:
-            v = np.asarray(f["v0"], dtype=np.float64)
+            v = np.asarray(f["v0"])
+            _real_dtype("v0", v)
+            v = v.astype(np.float64)
             if v.shape == ():
                 v = np.full((2, m, P), float(v))
             if v.shape != (2, m, P) or not np.all(np.isfinite(v)):
                 raise ValueError(f"v0 must be a finite scalar or have shape (2, m, P) = "
                                  f"(2, {m}, {P}), got {v.shape}")
+            if not np.all(v > 0):
+                raise ValueError(f"v0 must be > 0 everywhere (as --v0), got min {v.min():g}")
             v0 = v
         if "x_test" in f:
             xt = _finite_array("x_test", f["x_test"], 3)
@@ -287,9 +312,11 @@ def check_file_params(params: Params, data: PatchData):
     sizes that differ from the file's, and any non-default ``data.unused``."""
     n, P, D, m = data.shape
     if params.n != n:
-        raise ParamError("n", params.n, f"the data file has n = {n} samples; pass --n {n}")
+        raise ParamError("n", params.n, f"the data file has n = {n} samples: pass --n {n}, "
+                         f"or leave --n out to take it from the file")
     if params.d != D:
-        raise ParamError("d", params.d, f"the data file has d = {D}; pass --d {D}")
+        raise ParamError("d", params.d, f"the data file has d = {D}: pass --d {D}, or leave "
+                         f"--d out to take it from the file")
     for name in data.unused:
         if getattr(params, name) != SPEC_OF[name].default:
             raise ParamError(name, getattr(params, name), f"has no effect with --data "

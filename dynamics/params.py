@@ -396,8 +396,9 @@ def parse_activation(text) -> tuple:
 def format_activation(spec) -> str:
     """Canonical text of a parsed activation ('relu^3', 'leaky:0.1')."""
     kind, args = spec
-    if kind == "relu^":
-        return f"relu^{args[0]:g}"
+    if kind == "relu^":  # exact: relu^2.5000001 is not relu^2.5
+        q = float(args[0])
+        return f"relu^{q:g}" if float(f"{q:g}") == q else f"relu^{q!r}"
     return kind if not args else f"{kind}:{args[0]!r}"
 
 

@@ -141,13 +141,27 @@ class DivergenceError(FloatingPointError):
 
     def __init__(self, step: int, reason: int, params: Params, level: str):
         self.step, self.reason = int(step), int(reason)
+        self.budget = self.reason == BUDGET_REASON
+        if self.budget:  # not a divergence: the normalised flow ran out of steps
+            when = (f"t = {step:g}" if step < 4e18 else "t >= 4e+18")
+            super().__init__(f"{level} run spent the step budget of the normalised flow "
+                             f"({FLOW.max_steps} steps) before {when} GD steps: the loss "
+                             f"is not decaying; {divergence_hint(step, params, reason)}")
+            return
         super().__init__(f"{level} run diverged at step {step}: "
                          f"{DIVERGENCE_REASONS.get(reason, 'unknown')}; "
-                         f"{divergence_hint(step, params)}")
+                         f"{divergence_hint(step, params, reason)}")
 
 
-def divergence_hint(step: int, params: Params) -> str:
-    """What to change: the initial scale at step 0, else the step sizes."""
+BUDGET_REASON = 4  # status reason of the normalised flow's step budget (kernels)
+
+
+def divergence_hint(step: int, params: Params, reason: int = 1) -> str:
+    """What to change: the initial scale at step 0, else the step sizes; for
+    the flow's step budget (reason 4), an earlier time or a larger step."""
+    if reason == BUDGET_REASON:
+        return (f"ask for earlier --times, or raise --eta (now {params.eta:g}: the flow's "
+                f"time unit) so the data are fitted sooner")
     if step == 0:
         return ("the initial network is already out of range: lower --sigma0, --v0, --c "
                 "or --mu")

@@ -118,8 +118,12 @@ ATTRS = {
     "precision": "float64 or float32 (dyn phase --precision)",
     "fingerprint": "hash of the sweep's spec (resume / refuse)",
     "spec_json": "the sweep's spec as JSON",
+    "integrator": "gd, or flow (the normalised gradient flow to --times)",
+    "times": "the --times of the run (GD steps; inf: the certified limit)",
+    "tol": "dyn compare --tol: relative-error tolerance of 'first step above'",
+    "n_budget": "runs that spent the normalised flow's step budget (not divergences)",
 }
 
 # names that only some runs write (not in the toy runs of the reference): not
 # checked for staleness
-OPTIONAL = {"unused_parameters"}
+OPTIONAL = {"unused_parameters", "times", "tol", "n_budget"}
