@@ -220,18 +220,20 @@ def limit_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0, c
         numba.set_num_threads(threads)
     res["info"][:, 0] = 0.0
     res["info"][:, 3] = -1.0
+    res["limit"][:, LIMIT_FIELDS.index("t_pattern")] = t_pattern
+    todo = []
     for q in range(Q):
-        res["limit"][q, LIMIT_FIELDS.index("t_pattern")] = t_pattern
         if res["status"][q, 0] >= 0:
             continue
         if not res["margin"][q, K - 1] > 0.0:  # data not separated: no program
             res["status"][q] = (int(min(t_pattern, 4e18)), 5)
             res["test_error"][q, K - 1] = np.nan
             continue
-        kst = KStats(*(x[job_seed[q]] for x in stacked))
-        fields, err, _, _ = lm.evaluate_limit(
-            kst, cfg, params, float(job_mu[q]), state[0][q], state[1][q], state[2][q],
-            float(res["margin"][q, K - 1]), t_pattern)
+        todo.append(q)
+    args = [(KStats(*(x[job_seed[q]] for x in stacked)), cfg, params, float(job_mu[q]),
+             state[0][q], state[1][q], state[2][q], float(res["margin"][q, K - 1]), t_pattern)
+            for q in todo]
+    for q, (fields, err) in zip(todo, map(lm.limit_job, args)):
         res["limit"][q] = [fields[k] for k in LIMIT_FIELDS]
         if not np.isfinite(err):
             res["status"][q] = (int(min(t_pattern, 4e18)), 6)

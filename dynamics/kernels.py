@@ -1146,31 +1146,42 @@ def pattern_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
     K - 1 finite checkpoints as there, then the normalised flow on to GD time
     t_pattern, whose checkpoint values go to column K - 1 and whose state
     (gamma, rho, v) to out_gamma[q], out_rho[q], out_v[q]: the pattern that
-    seeds the limit program (``dynamics.limit``).  prange over jobs (one
-    thread: numba.set_num_threads(1)); results do not depend on the threads."""
-    K = out_test.shape[1]
+    seeds the limit program (``dynamics.limit``).  prange over jobs, each
+    job in its own function (``_pattern_job``: its locals stay private to
+    the thread); results do not depend on the threads."""
     for q in prange(job_seed.shape[0]):
-        s, mu, A, gamma, rho, U, v, w, count, L0 = _start_job(q, st, cfg, job_seed, job_mu,
-                                                              job_v0)
-        _reset_job(q, out_test, out_loss, out_train, out_margin, out_status, out_info)
-        _continue_job(q, 0, 0.0, A, mu, gamma, rho, U, v, s, cfg, fc, use_flow, w, L0, count,
-                      checkpoints, out_test, out_loss, out_train, out_margin, out_status,
-                      out_info)
-        if out_status[q, 0] >= 0:
-            continue
-        reason, t = normalised_gd(A, mu, gamma, rho, U, v, s, cfg, fc, w, out_info[q, 1],
-                                  max(t_pattern, out_info[q, 1]), L0, count)
-        if reason == 0:
-            reason = _checkpoint(q, K - 1, A, mu, gamma, rho, U, v, s, cfg, w, out_test,
-                                 out_loss, out_train, out_margin)
-        if reason != 0:
-            out_status[q, 0] = int(min(t, 4e18))
-            out_status[q, 1] = reason
-        out_info[q, 1] = t
-        out_info[q, 2] = count[0]
-        out_gamma[q] = gamma
-        out_rho[q] = rho
-        out_v[q] = v
+        _pattern_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
+                     t_pattern, out_test, out_loss, out_train, out_margin, out_status,
+                     out_info, out_gamma, out_rho, out_v)
+
+
+@njit(cache=True)
+def _pattern_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, t_pattern,
+                 out_test, out_loss, out_train, out_margin, out_status, out_info, out_gamma,
+                 out_rho, out_v):
+    """Job q of ``pattern_kernel``."""
+    K = out_test.shape[1]
+    s, mu, A, gamma, rho, U, v, w, count, L0 = _start_job(q, st, cfg, job_seed, job_mu,
+                                                          job_v0)
+    _reset_job(q, out_test, out_loss, out_train, out_margin, out_status, out_info)
+    _continue_job(q, 0, 0.0, A, mu, gamma, rho, U, v, s, cfg, fc, use_flow, w, L0, count,
+                  checkpoints, out_test, out_loss, out_train, out_margin, out_status,
+                  out_info)
+    if out_status[q, 0] >= 0:
+        return
+    reason, t = normalised_gd(A, mu, gamma, rho, U, v, s, cfg, fc, w, out_info[q, 1],
+                              max(t_pattern, out_info[q, 1]), L0, count)
+    if reason == 0:
+        reason = _checkpoint(q, K - 1, A, mu, gamma, rho, U, v, s, cfg, w, out_test,
+                             out_loss, out_train, out_margin)
+    if reason != 0:
+        out_status[q, 0] = int(min(t, 4e18))
+        out_status[q, 1] = reason
+    out_info[q, 1] = t
+    out_info[q, 2] = count[0]
+    out_gamma[q] = gamma
+    out_rho[q] = rho
+    out_v[q] = v
 
 
 # ---------------------------------------------------------------- groups

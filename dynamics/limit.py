@@ -541,3 +541,11 @@ def evaluate_limit(kst, cfg, params: Params, mu: float, gamma, rho, v, flow_marg
                kappa_pos=lim.kappa[0], kappa_neg=lim.kappa[1],
                zero_unit_dual=zero_unit_dual(prob, lim.optimum))
     return out, err, (g, r, vv), lim
+
+
+def limit_job(args) -> tuple:
+    """(fields, test error) of ``evaluate_limit`` for one job's arguments
+    (kst, cfg, params, mu, gamma, rho, v, flow margin, t_pattern): a
+    module-level function of plain data, so it runs in a worker process."""
+    fields, err, _, _ = evaluate_limit(*args)
+    return fields, err

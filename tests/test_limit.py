@@ -262,3 +262,4 @@ def test_cli_inf_refused_with_one_line(tmp_path):
                                     "--times", "200,inf"])
     assert res.exit_code != 0
     assert "finite late time" in res.output and "Traceback" not in res.output
+
