@@ -129,8 +129,13 @@ def _run_attrs(traj) -> dict:
     times, which replace --steps (then left out: ``unused_parameters``)."""
     if "flow" not in traj.extra:
         return {"integrator": "gd"}
-    return {"integrator": "flow", "times": np.asarray(traj.steps, dtype=float),
-            "unused": ("steps",)}
+    return {"integrator": "flow", "times": times_text(traj.steps), "unused": ("steps",)}
+
+
+def times_text(times) -> str:
+    """--times as given on the command line, exactly: '200,1e+30,inf'."""
+    return ",".join(f"{t:g}" if float(f"{t:g}") == t else repr(t)
+                    for t in map(float, times))
 
 
 def trajectory_dataset(traj: Trajectory) -> xr.Dataset:

@@ -25,7 +25,7 @@ from dynamics.run import INTEGRATORS, check_checkpoints
 FAMILY_FIELDS = ("activation", "noise_model", "signal", "train_v")  # shown when not default
 
 from .boundaries import find_boundaries_at, find_boundary
-from .dataset import global_attrs, write_netcdf
+from .dataset import global_attrs, times_text, write_netcdf
 
 # Exponents (a, b) of mu* ~ d^a n^b quoted in SPEC 8
 def theory_exponents() -> dict:
@@ -272,7 +272,7 @@ def to_dataset(results: list[V0Result], params: Params, level, sampler, n_seeds,
     ran = params.replace(v0=results[0].v0)
     swept = ("mu_norm",) if len(results) == 1 else ("mu_norm", "v0")
     # the main boundary runs GD to --steps; --times add the boundary per time
-    run = {"times": np.asarray(times, dtype=float)} if times is not None else {}
+    run = {"times": times_text(times)} if times is not None else {}
     ds.attrs = global_attrs(ran, swept=swept, title="dyn solve: phase boundary ||mu||*",
                             level=level, sampler=sampler, n_seeds=n_seeds,
                             threshold=tau, verify_sampler="data", integrator=integrator,
