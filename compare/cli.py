@@ -342,12 +342,10 @@ def file_sizes(params: Params, data) -> Params:
     value that differs is refused by check_file_params)."""
     if data is None:
         return params
-    from dynamics.general import npz_shapes
+    from dynamics.general import check_data_path, npz_shapes
     ctx = click.get_current_context()
     with cli_errors():
-        if not os.path.isfile(data):
-            raise ValueError(f"data file {data} does not exist")
-        xs = npz_shapes(data).get("x", ((),))[0]
+        xs = npz_shapes(check_data_path(data)).get("x", ((),))[0]
         if len(xs) != 3:
             return params  # load_npz names the problem
         given = {k for k in ("n", "d")

@@ -217,6 +217,35 @@ def _finite_array(name, arr, ndim):
     return a
 
 
+def _member(f, name, path):
+    """Array ``name`` of an open .npz; a truncated or corrupt member as one
+    ValueError naming the array and the file."""
+    import zipfile
+    import zlib
+    try:
+        return f[name]
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+        raise ValueError(f"cannot read array {name!r} of {path}: truncated or corrupt "
+                         f"({type(exc).__name__})") from None
+
+
+def check_data_path(path) -> str:
+    """A --data path that is a readable regular file; else ValueError naming why
+    (missing, a folder/FIFO/device, a symlink loop)."""
+    import errno
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        why = ("a symlink loop" if exc.errno == errno.ELOOP else "does not exist"
+               if exc.errno == errno.ENOENT else exc.strerror)
+        raise ValueError(f"data file {path}: {why}") from None
+    import stat as st_
+    if not st_.S_ISREG(st.st_mode):
+        raise ValueError(f"data file {path} is not a regular file (a folder, FIFO or device)")
+    return path
+
+
 def npz_shapes(path) -> dict:
     """Shapes and dtypes of the arrays in an .npz file, read from the headers only."""
     import zipfile
@@ -242,9 +271,7 @@ def load_npz(path, params: Params) -> PatchData:
     """Bring your own data: ``NPZ_HELP``.  Missing w0 is drawn N(0, sigma_0^2 I)
     from the seed; missing v0 is params.v0; the shapes are checked and the
     memory estimated from the file headers before anything is loaded."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"data file {path} does not exist")
+    path = check_data_path(path)
     shapes = npz_shapes(path)
     unknown = sorted(set(shapes) - set(NPZ_KEYS))
     if unknown:
@@ -264,10 +291,10 @@ def load_npz(path, params: Params) -> PatchData:
                     + (np.prod(shapes["x_test"][0]) if "x_test" in shapes else 0))
     check_memory(nbytes, f"data file {path} (x {xs})", hint="use a smaller file")
     with np.load(path, allow_pickle=False) as f:
-        x = _finite_array("x", f["x"], 3)
-        y = _labels("y", f["y"], n)
+        x = _finite_array("x", _member(f, "x", path), 3)
+        y = _labels("y", _member(f, "y", path), n)
         if "w0" in f:
-            w0 = _finite_array("w0", f["w0"], 3)
+            w0 = _finite_array("w0", _member(f, "w0", path), 3)
             if w0.shape != (2, m, d):
                 raise ValueError(f"w0 has shape {w0.shape}, expected (2, m, d) = "
                                  f"(2, {m}, {d}) (set --m to the file's m)")
@@ -276,7 +303,7 @@ def load_npz(path, params: Params) -> PatchData:
                 seed_streams(params.seed)[1]).standard_normal((2, m, d))
         v0 = None
         if "v0" in f:
-            v = np.asarray(f["v0"])
+            v = np.asarray(_member(f, "v0", path))
             _real_dtype("v0", v)
             v = v.astype(np.float64)
             if v.shape == ():
@@ -288,12 +315,12 @@ def load_npz(path, params: Params) -> PatchData:
                 raise ValueError(f"v0 must be > 0 everywhere (as --v0), got min {v.min():g}")
             v0 = v
         if "x_test" in f:
-            xt = _finite_array("x_test", f["x_test"], 3)
+            xt = _finite_array("x_test", _member(f, "x_test", path), 3)
             if xt.shape[1:] != (P, d):
                 raise ValueError(f"x_test has shape {xt.shape}, expected (nt, {P}, {d})")
             if "y_test" not in f:
                 raise ValueError("x_test needs y_test (its labels)")
-            yt = _labels("y_test", f["y_test"], xt.shape[0])
+            yt = _labels("y_test", _member(f, "y_test", path), xt.shape[0])
         else:
             xt, yt = np.zeros((0, P, d)), np.zeros(0)
     unused = FILE_UNUSED + (("sigma_0", "seed") if "w0" in shapes else ()) + \

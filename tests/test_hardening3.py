@@ -296,3 +296,29 @@ def test_load_npz_refuses_v0_not_positive(npz):
         load_npz(npz(v0=np.full((2, 3, 2), -0.5)), Params(d=30, n=12, m=3))
     with pytest.raises(ParamError):
         Params(d=30, n=12, m=3, v0=0.0)
+
+
+def test_data_path_and_member_problems_are_named(cli, one_line_error, npz, tmp_path):
+    import io
+    import zipfile
+    from numpy.lib import format as npf
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    assert "not a regular file" in one_line_error(cli(*GEN, "--data", fifo))
+    loop = tmp_path / "loop.npz"
+    os.symlink(loop, loop)
+    assert "symlink loop" in one_line_error(cli(*GEN, "--data", loop))
+    assert "does not exist" in one_line_error(cli(*GEN, "--data", tmp_path / "none.npz"))
+    line = one_line_error(cli(*GEN, "--data", npz(v0=np.array("big"))))
+    assert "v0" in line and "real numbers" in line, line
+    good = np.load(npz())
+    trunc = tmp_path / "trunc.npz"
+    with zipfile.ZipFile(trunc, "w") as zf:  # x's header promises more than it holds
+        buf = io.BytesIO()
+        npf.write_array(buf, good["x"])
+        zf.writestr("x.npy", buf.getvalue()[:-100])
+        buf = io.BytesIO()
+        npf.write_array(buf, good["y"])
+        zf.writestr("y.npy", buf.getvalue())
+    line = one_line_error(cli(*GEN, "--data", trunc))
+    assert "'x'" in line and "truncated or corrupt" in line, line
