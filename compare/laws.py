@@ -189,8 +189,9 @@ def format_limit_law(params, n_seeds: int, sampler: str = "wishart") -> str:
     for b, lab in ((at_inf, "inf"), (at_T, f"T = {params.steps}")):
         lo, hi = b.ci[b.taus[0]]
         lines.append(f"  measured   mu*({lab}) = {b.star():.4g} [{lo:.4g}, {hi:.4g}]   "
-                     f"(v0={params.v0:g}, {n_seeds} seeds, {sampler}, ties 1/2 at inf; "
-                     f"ratio to prediction {b.star() / pred:.3f})")
+                     f"(v0={params.v0:g}, {n_seeds} seeds, {sampler}"
+                     + (", ties 1/2" if lab == "inf" else "")
+                     + f"; ratio to prediction {b.star() / pred:.3f})")
     lines.append("  (the real limit memorises with several partial units and correlated "
                  "noise, so it sits below the idealised threshold; the idealised value is "
                  "its upper estimate)")

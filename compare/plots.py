@@ -39,7 +39,7 @@ def _caption(p, swept=()) -> str:
 
 def steps_label(steps: float) -> str:
     """'T = 200' or the limit label."""
-    return "T = inf (stopped at t = 1e30)" if np.isinf(steps) else f"T = {steps:g}"
+    return "t = inf (the limit program)" if np.isinf(steps) else f"T = {steps:g}"
 
 
 def axis_label(name: str) -> str:
@@ -233,7 +233,7 @@ def plot_mu_star_vs_time(ds, path) -> str:
                     color=f"C{k}", label=f"$v_0$ = {v0:g}")
     ax.set_xscale("log")
     ax.set_xticks(x)
-    ax.set_xticklabels([f"{t:g}" if np.isfinite(t) else "inf\n(t=1e30)" for t in steps])
+    ax.set_xticklabels([f"{t:g}" if np.isfinite(t) else "inf\n(limit)" for t in steps])
     ax.set_xlabel("training time T (GD steps)")
     return _finish_boundary_figure(
         fig, ax, ds, tau, f"boundary vs training time ({ds.attrs['level']}, "
