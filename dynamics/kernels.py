@@ -1111,6 +1111,7 @@ def _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, ou
     margin min_i y_i f_i / ||theta||^(L+1) (NaN after a divergence).
     out_info[q] = (-1, final time in GD steps, normalised steps taken, -1);
     the limit's columns 0 and 3 are filled by ``boundary.limit_batch``.
+    Returns the final state and buffers (``_start_job``'s tuple).
     """
     s, mu, A, gamma, rho, U, v, w, count, L0 = _start_job(q, st, cfg, job_seed, job_mu,
                                                           job_v0)
@@ -1118,6 +1119,7 @@ def _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, ou
     _continue_job(q, 0, 0.0, A, mu, gamma, rho, U, v, s, cfg, fc, use_flow, w, L0, count,
                   checkpoints, out_test, out_loss, out_train, out_margin, out_status,
                   out_info)
+    return s, mu, A, gamma, rho, U, v, w, count, L0
 
 
 @njit(cache=True)
@@ -1159,14 +1161,12 @@ def pattern_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
 def _pattern_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, t_pattern,
                  out_test, out_loss, out_train, out_margin, out_status, out_info, out_gamma,
                  out_rho, out_v):
-    """Job q of ``pattern_kernel``."""
+    """Job q of ``pattern_kernel``: ``_run_job`` over the finite
+    checkpoints, then the flow to t_pattern."""
     K = out_test.shape[1]
-    s, mu, A, gamma, rho, U, v, w, count, L0 = _start_job(q, st, cfg, job_seed, job_mu,
-                                                          job_v0)
-    _reset_job(q, out_test, out_loss, out_train, out_margin, out_status, out_info)
-    _continue_job(q, 0, 0.0, A, mu, gamma, rho, U, v, s, cfg, fc, use_flow, w, L0, count,
-                  checkpoints, out_test, out_loss, out_train, out_margin, out_status,
-                  out_info)
+    s, mu, A, gamma, rho, U, v, w, count, L0 = _run_job(
+        q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, out_test, out_loss,
+        out_train, out_margin, out_status, out_info)
     if out_status[q, 0] >= 0:
         return
     reason, t = normalised_gd(A, mu, gamma, rho, U, v, s, cfg, fc, w, out_info[q, 1],
