@@ -317,7 +317,7 @@ def data_option():
 
 def family_data(params: Params, level: str, data, integrator: str = "gd",
                 levels=("general", "full")):
-    """The PatchData of a run of the model family (SPEC 12), or None for the
+    """The PatchData of a run of the model family (docs/theory.md#general-reduction), or None for the
     paper's specialised path: a loaded --data file, the paper's family drawn
     for level full when params leave the paper's model, else None.  Refuses
     combinations that would silently ignore an option; ``levels``: the levels
@@ -546,7 +546,7 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrat
 @model_options()
 @click.option("--level", type=click.Choice(LEVELS), default="exact", show_default=True,
               help="reduced level to check against the full network ('general': any "
-                   "activation / data, SPEC 12)")
+                   "activation / data, docs/theory.md#general-reduction)")
 @click.option("--record-every", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--integrator", type=click.Choice(("gd", "flow")), default="gd",
               show_default=True, help="GD, or both models under the normalised gradient "
@@ -742,7 +742,7 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
               help="print the derived formulas")
 @click.option("--latex", is_flag=True, help="print formulas as LaTeX instead of ASCII art")
 @click.option("--fit-laws", is_flag=True,
-              help="measure boundaries with the solver and fit the laws of SPEC 8 per regime")
+              help="measure boundaries with the solver and fit the laws of docs/theory.md#mechanisms-and-laws per regime")
 @seeds_option("seeds per boundary (--fit-laws)")
 @click.option("--figures", "fig_dir", callback=_output_path("dir"), default=None,
               help="write ratio and v-change figures for v0 in {1e-3, 1e-2, 1e-1, 1} here")
@@ -766,11 +766,11 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
                if getattr(params, k) != SPEC_OF[k].default]
         if off:
             raise ParamError(off[0], getattr(params, off[0]), "dyn theory derives the "
-                             "paper's ReLU theory (SPEC 8); the family runs with dyn "
+                             "paper's ReLU theory (docs/theory.md#mechanisms-and-laws); the family runs with dyn "
                              "simulate / compare / solve")
         if params.optimizer != "gd":  # its predicted columns are plain GD's
             raise ParamError("optimizer", params.optimizer, "dyn theory predicts plain "
-                             "GD (SPEC 8); measure other optimizers with dyn simulate / "
+                             "GD (docs/theory.md#mechanisms-and-laws); measure other optimizers with dyn simulate / "
                              "compare / solve")
         if level == "full":
             sampler = "data"
@@ -791,11 +791,11 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
             click.echo("")
         if params.depth > 1 and (fit_laws or fig_dir):
             raise click.UsageError(f"--fit-laws and --figures use the two-layer theory "
-                                   f"(SPEC 8) and need --depth 1 (got --depth "
+                                   f"(docs/theory.md#mechanisms-and-laws) and need --depth 1 (got --depth "
                                    f"{params.depth}); without them dyn theory reports the "
                                    f"per-layer mechanisms")
         if params.depth > 1 and formulas:
-            click.echo("(the derived formulas are the two-layer theory of SPEC 8; at depth "
+            click.echo("(the derived formulas are the two-layer theory of docs/theory.md#mechanisms-and-laws; at depth "
                        f"{params.depth} only per-layer mechanisms are measured)")
             formulas = False
         with native_signals():
@@ -810,7 +810,7 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
                               quiet) as advance, native_signals():
                 fits = laws.fit_regimes(params, seeds, reduced_level, sampler, progress=advance)
             click.echo("")
-            click.echo(f"conditions: laws of SPEC 8 fitted to measured boundaries (tau = {TAU:g})")
+            click.echo(f"conditions: laws of docs/theory.md#mechanisms-and-laws fitted to measured boundaries (tau = {TAU:g})")
             click.echo(laws.format_fits(fits))
         if limit_law:
             click.echo("")

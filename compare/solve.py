@@ -27,9 +27,9 @@ FAMILY_FIELDS = ("activation", "noise_model", "signal", "train_v")  # shown when
 from .boundaries import find_boundaries_at, find_boundary
 from .dataset import global_attrs, times_text, write_netcdf
 
-# Exponents (a, b) of mu* ~ d^a n^b quoted in SPEC 8
+# Exponents (a, b) of mu* ~ d^a n^b quoted in docs/theory.md#mechanisms-and-laws
 def theory_exponents() -> dict:
-    """label -> exponents (a, b) of mu* ~ d^a n^b for each law of SPEC 8, read
+    """label -> exponents (a, b) of mu* ~ d^a n^b for each law of docs/theory.md#mechanisms-and-laws, read
     off the sympy expressions (``dynamics.theory.symbolic.law_exponents``, kept
     on disk by ``dynamics.theory.lawcache``)."""
     from dynamics.theory.lawcache import law_exponents
@@ -385,7 +385,7 @@ def format_summary(results: list[V0Result], tau: float) -> str:
             lines.append(f"  exponents mu* ~ d^a n^b      a = {f['a']:+.3f} [{f['a_ci'][0]:+.3f}, "
                          f"{f['a_ci'][1]:+.3f}]   b = {f['b']:+.3f} [{f['b_ci'][0]:+.3f}, "
                          f"{f['b_ci'][1]:+.3f}]   (rms log resid {f['rms']:.3f})")
-            lines.append("    theory (SPEC 8): " + "; ".join(theory_exponents()))
+            lines.append("    theory (docs/theory.md#mechanisms-and-laws): " + "; ".join(theory_exponents()))
             grid_d = "  ".join(f"{x.params.d}:{x.star():.3g}" for x in r.d_grid)
             grid_n = "  ".join(f"{x.params.n}:{x.star():.3g}" for x in r.n_grid)
             lines.append(f"  mu* over d   {grid_d}")

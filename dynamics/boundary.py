@@ -1,4 +1,4 @@
-"""Phase boundary ||mu||* (SPEC section 9): the solver and the reduced evaluator.
+"""Phase boundary ||mu||* (docs/theory.md#phase-boundary): the solver and the reduced evaluator.
 
 For fixed parameters, mu* is where the seed-averaged clean test error crosses
 a threshold tau along log ||mu||.  The solver ``find_boundaries`` knows

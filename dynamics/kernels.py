@@ -1,4 +1,4 @@
-"""Numba kernels of the reduced coefficient recursion (SPEC sections 4, 6, 10).
+"""Numba kernels of the reduced coefficient recursion (docs/theory.md: exact recursion, test error, training time).
 
 Pure module-level functions of plain arrays, scalars and two NamedTuples,
 ``@njit(cache=True)``; every helper a kernel calls lives in this module
@@ -51,7 +51,7 @@ class KStats(NamedTuple):
     test_yhat: np.ndarray   # (nt,)
     test_B: np.ndarray      # (2, m, nt)  <w0, xi_test>
     test_X: np.ndarray      # (n, nt)     <xi_k, xi_test>
-    U0: np.ndarray          # (L-1, 2, m, m) initial upper layers (SPEC 11)
+    U0: np.ndarray          # (L-1, 2, m, m) initial upper layers (docs/theory.md#depth)
 
 
 class KConfig(NamedTuple):
@@ -63,7 +63,7 @@ class KConfig(NamedTuple):
     beta: float       # heavy-ball momentum (0: plain GD)
     use_gram: bool    # False: level "orthogonal" (G = I)
     train_v: bool     # False: level "fixed-output"
-    act: int = 0      # activation: 0 relu, 1 relu^act_a, 2 leaky with slope act_a (SPEC 12)
+    act: int = 0      # activation: 0 relu, 1 relu^act_a, 2 leaky with slope act_a (docs/theory.md#general-reduction)
     act_a: float = 0.0
 
 
@@ -133,7 +133,7 @@ def _accumulate_outputs_body(f, js, c, Aj, gammaj, vj, yhat, z, act, act_a):
 def _forward1(A, gamma, rho, v, st, cfg, s, z, f):
     """Depth 1: fill s (2, m) with a_{j,r} = A_{j,r} + j gamma_{j,r} (the signal
     pre-activation is s_{j,r,i} = yhat_i a_{j,r}), z (2, m, n) and f (n) for
-    the current state (SPEC 4).
+    the current state (docs/theory.md#exact-recursion).
     ReLU calls the body with the constant act = 0, so it compiles to the
     branch-free ReLU loop (the activation test folds away)."""
     if cfg.act == 0:
@@ -262,8 +262,8 @@ def _lprime(f, y, lp):
 @njit(cache=True)
 def _increments1(gamma, rho, v, s, z, lp, st, mu2, c, eta, eta_v, train_v, dgamma, drho, dv,
                  act, act_a, qn, rows, inplace):
-    """Depth 1: increments of (gamma, rho, v) at t from s, z, l' (SPEC 4, with
-    1[. > 0] -> sigma'(.) and ReLU -> sigma for other activations, SPEC 12).
+    """Depth 1: increments of (gamma, rho, v) at t from s, z, l' (docs/theory.md#exact-recursion, with
+    1[. > 0] -> sigma'(.) and ReLU -> sigma for other activations, docs/theory.md#general-reduction).
     ReLU runs the body with the constant act = 0 (branches fold away).
     qn (3, n) and rows (3, m) are work buffers.  inplace: add each increment
     to the state as it is formed (plain GD: theta += delta, the numbers of
@@ -392,7 +392,7 @@ def _apply(theta, delta, mom, beta):
 
 
 # ---------------------------------------------------------------- depth L >= 2
-# SPEC 11.  Per class j the activations of hidden layer l+1 (l = 0..L-1) at
+# docs/theory.md#depth.  Per class j the activations of hidden layer l+1 (l = 0..L-1) at
 # sample i and patch p are H[j, l, p, k, i] = ReLU(pre); layer 1 is ReLU of
 # (s, z) of depth 1, H[l+1] = ReLU(U(l)_j H[l]),  F_j = c sum_{p,k} v_{j,k,p}
 # H[L-1].  Backward (1[pre > 0] = 1[H > 0]): delta = df/dpre,
@@ -442,7 +442,7 @@ def _top_output(f, js_c, vj, top):
 
 @njit(cache=True)
 def _forward_deep(A, gamma, rho, U, v, st, cfg, H, f):
-    """Fill H (2, L, 2, m, n) and f (n) for depth L >= 2 (SPEC 11)."""
+    """Fill H (2, L, 2, m, n) and f (n) for depth L >= 2 (docs/theory.md#depth)."""
     m, n, L = gamma.shape[1], f.shape[0], U.shape[0] + 1
     f[:] = 0.0
     for j in range(2):
@@ -675,7 +675,7 @@ def test_outputs(A, gamma, rho, U, v, st, cfg, f):
     blocked accumulation as training, ``_addmul_rows``; no BLAS, which would
     oversubscribe the cores inside prange), in blocks of TEST_CHUNK test
     points (each point's numbers do not depend on the blocking); depth >= 2
-    continues through U (SPEC 11).
+    continues through U (docs/theory.md#depth).
     """
     m, n, nt = gamma.shape[1], st.N.shape[0], f.shape[0]
     L = U.shape[0] + 1
@@ -711,7 +711,7 @@ def _test_outputs_block(A, gamma, rhohat, U, v, st, cfg, q0, X, H, f):
         _addmul_rows(z, rhohat[j], X, True)
         if L == 1:
             _accumulate_outputs(f, js, c, A[j], gamma[j], v[j], yhat, z, cfg.act, cfg.act_a)
-        else:  # SPEC 11: ReLU features of the first layer, then U
+        else:  # docs/theory.md#depth: ReLU features of the first layer, then U
             for r in range(m):
                 a = A[j, r] + js * gamma[j, r]
                 for q in range(N):
@@ -731,7 +731,7 @@ def clean_error_kernel(A, gamma, rho, U, v, st, cfg):
 
 @njit(cache=True)
 def theta_norm_sq(A, mu, gamma, rho, U, v, st, train_v):
-    """||theta||^2 = sum_{j,r} ||w_{j,r}||^2 + ||U||^2 + sum v^2 (SPEC 10; the
+    """||theta||^2 = sum_{j,r} ||w_{j,r}||^2 + ||U||^2 + sum v^2 (docs/theory.md#training-time-and-flow; the
     v term only when v is trained: a frozen v is not a parameter), d-free:
     ||w||^2 = (<w0,e1> + j gamma/||mu||)^2 + ||P w0||^2 + 2 sum_k rhohat_k B_k
               + sum_{k,i} rhohat_k rhohat_i <xi_k, xi_i>,  rhohat = rho/N,
@@ -776,7 +776,7 @@ def theta_norm_sq(A, mu, gamma, rho, U, v, st, train_v):
 # Dormand-Prince 5(4) at rtol 1e-6 spent 4e5 RHS evaluations to reach t = 0.5).
 # Long times therefore use the loss-normalised explicit Euler scheme: GD with
 # a time step of dt_k = min(L_0/L_k, max_dt_frac max(t, 1)) GD steps (Euler in
-# the reparametrised time ds = L dt, SPEC 10, capped to a fraction of t), whose
+# the reparametrised time ds = L dt, docs/theory.md#training-time-and-flow, capped to a fraction of t), whose
 # steps grow as the loss decays, so a decade of t costs a bounded number of
 # steps (~115 at max_dt_frac = 0.02); early steps are smaller than GD's.
 
@@ -863,7 +863,7 @@ def _margin(A, mu, gamma, rho, U, v, st, f, cfg):
     """Normalised margin min_i y_i f_i / ||theta||^h (f: training outputs).
     f is homogeneous of degree h in the trained parameters theta, so this is
     scale-free: h = (L - 1) + q + [v trained], q = Q for relu^Q, else 1
-    (the paper's model, L = 1 with v trained: / ||theta||^2, SPEC 10; a frozen
+    (the paper's model, L = 1 with v trained: / ||theta||^2, docs/theory.md#training-time-and-flow; a frozen
     v is left out of theta and of h, as in ``general._margin``)."""
     ymin = np.inf
     for i in range(f.shape[0]):

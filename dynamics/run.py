@@ -53,9 +53,9 @@ def check_paper_model(params: Params, level: str):
     weight-space network of ``fullsim.network`` (level full) only ReLU."""
     if level == "general":
         raise ParamError("level", level, "the general level runs through "
-                         "dynamics.general.simulate_general (SPEC 12)")
+                         "dynamics.general.simulate_general (docs/theory.md#general-reduction)")
     if params.activation != "relu" and params.depth > 1:
-        raise ParamError("activation", params.activation, "depth >= 2 (SPEC 11) is "
+        raise ParamError("activation", params.activation, "depth >= 2 (docs/theory.md#depth) is "
                          "implemented for relu only")
     names = (("activation", "relu"),) if level == "full" else ()
     for name, default in names + (("noise_model", "projected"), ("signal", "e1")):
@@ -120,7 +120,7 @@ def first_layer(gamma, rho, stats: Stats, params: Params, use_gram=True):
 
 
 def reduced_forward(gamma, rho, v, stats: Stats, params: Params, use_gram=True):
-    """s, z (..., 2, m, n) (``first_layer``) and f (..., n) of SPEC 4 for
+    """s, z (..., 2, m, n) (``first_layer``) and f (..., n) of docs/theory.md#exact-recursion for
     states with any leading axes: f = c sum_j j sum_r [v1 sigma(s) + v2 sigma(z)]
     (depth 1 only; sigma = params.activation).
     """
@@ -197,7 +197,7 @@ class Trajectory:
 
     steps (R,); gamma (R,2,m); rho (R,2,m,n); v (R,2,m,2); loss, train_error
     (R,); test_error: clean test error at the last step; U (R,L-1,2,m,m): the
-    upper layers (SPEC 11; L = 1: shape (R,0,2,m,m)), None means L = 1.
+    upper layers (docs/theory.md#depth; L = 1: shape (R,0,2,m,m)), None means L = 1.
     """
 
     params: Params
@@ -222,7 +222,7 @@ class Trajectory:
         return flip + (1.0 - 2.0 * flip) * self.test_error
 
     def preactivations(self):
-        """s, z (R, 2, m, n) and f (R, n) at every recorded step (SPEC 4).
+        """s, z (R, 2, m, n) and f (R, n) at every recorded step (docs/theory.md#exact-recursion).
 
         z uses this level's own G (the identity for "orthogonal"; the full
         network's coefficients give its true <w, xi_i> up to round-off).
@@ -263,7 +263,7 @@ class Trajectory:
 
     def layer_balance(self) -> np.ndarray:
         """Per hidden neuron, ||outgoing||^2 - ||incoming||^2, shape (R, L, 2, m)
-        (SPEC 11; conserved by the flow, O(eta^2) per GD step).  Layer 1:
+        (docs/theory.md#depth; conserved by the flow, O(eta^2) per GD step).  Layer 1:
         incoming w_{j,r}, outgoing U(1)_{j,:,r} (v_{j,r,:} at depth 1); layer
         l >= 2: incoming U(l-1)_{j,k,:}, outgoing U(l)_{j,:,k} or v_{j,k,:}."""
         U = self.upper
@@ -275,7 +275,7 @@ class Trajectory:
 
     def balance(self) -> np.ndarray:
         """First-layer balance ||outgoing||^2 - ||w_{j,r}||^2, shape (R, 2, m);
-        at depth 1, sum_p v_{j,r,p}^2 - ||w_{j,r}||^2 (SPEC 7)."""
+        at depth 1, sum_p v_{j,r,p}^2 - ||w_{j,r}||^2 (docs/theory.md#identities)."""
         return self.layer_balance()[:, 0]
 
     def layer_change(self) -> np.ndarray:
@@ -364,7 +364,7 @@ def check_checkpoints(checkpoints, steps: int, integers: bool = True,
 def simulate_flow(params: Params, level: str = "exact", sampler: str = "wishart",
                   times=None, stats: Stats | None = None,
                   flow: FlowConfig = FLOW, t_pattern: float | None = None) -> Trajectory:
-    """Normalised gradient flow of the reduced model (SPEC 10; GD with step
+    """Normalised gradient flow of the reduced model (docs/theory.md#training-time-and-flow; GD with step
     eta L_0/L_k, ``kernels.normalised_gd``), recorded at ``times`` in GD
     steps of params.eta.  inf (last) is the limit t -> infinity: the
     certified optimum of the max-margin program seeded by the flow's pattern

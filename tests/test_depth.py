@@ -1,4 +1,4 @@
-"""Depth L >= 2 (SPEC 11): the reduced deep recursion, depth 1 unchanged,
+"""Depth L >= 2 (docs/theory.md#depth): the reduced deep recursion, depth 1 unchanged,
 per-layer balance, samplers in law, bad input."""
 import os
 
@@ -80,7 +80,7 @@ def test_deep_run_trains_and_records_every_layer(depth):
 
 @pytest.mark.parametrize("depth", [2, 3])
 def test_layer_balance_changes_by_order_eta_squared_per_step(depth):
-    """Per hidden neuron ||outgoing||^2 - ||incoming||^2 (SPEC 11): the GD
+    """Per hidden neuron ||outgoing||^2 - ||incoming||^2 (docs/theory.md#depth): the GD
     change per step is O(eta^2), so halving eta quarters it."""
     steps = {}
     for eta in (0.02, 0.01):
@@ -126,7 +126,7 @@ def test_wishart_and_data_samplers_agree_in_law_at_depth_2():
 @pytest.mark.parametrize("v0,flip", [(1e-3, 0.0), (1e-3, 0.1), (1.0, 0.0), (1.0, 0.1)])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_exact_deep_level_reproduces_the_deep_network(depth, v0, flip, seed, pair, rel_err):
-    """SPEC 11: same data, T = 200, every layer to <= 1e-10 relative."""
+    """docs/theory.md#depth: same data, T = 200, every layer to <= 1e-10 relative."""
     p = Params(depth=depth, v0=v0, flip=flip, seed=seed, d=200, n=8, m=4, steps=200,
                n_test=200, mu_norm=3.0)
     red, full = pair(p, record_every=10)

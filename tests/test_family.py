@@ -1,4 +1,4 @@
-"""The model family (SPEC 12): activations, noise models, random signal, the
+"""The model family (docs/theory.md#general-reduction): activations, noise models, random signal, the
 general exact level against the weight-space network, bring-your-own data,
 and a script-style PyTorch reference (Cao et al. 2022)."""
 from __future__ import annotations
@@ -262,7 +262,7 @@ def test_pytorch_cao2022_reference(tmp_path):
 
 @pytest.mark.parametrize("act", ["relu", "relu^3", "leaky:0.1"])
 def test_sympy_derivation_matches_the_general_kernel(act):
-    """The recursion derived by sympy for the activation (SPEC 4 generalised:
+    """The recursion derived by sympy for the activation (docs/theory.md#exact-recursion generalised:
     per-sample dgamma_i, drho_i, dv_i) equals one step of the general level on
     the paper's data (mu orthogonal to the noise)."""
     from dynamics.theory.symbolic import increment_funcs

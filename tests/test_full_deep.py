@@ -1,4 +1,4 @@
-"""The weight-space network at depth L (SPEC 11) and its recording path."""
+"""The weight-space network at depth L (docs/theory.md#depth) and its recording path."""
 import numpy as np
 import pytest
 
@@ -159,7 +159,7 @@ def test_run_records_upper_layers_and_keeps_w_in_span(depth, rel_err):
     np.testing.assert_array_equal(tr.U[-1], tr.extra["U"])
     assert np.max(np.abs(tr.U[-1] - tr.U[0])) > 1e-3  # U is trained
     assert tr.loss[-1] < tr.loss[0]
-    # the first layer stays in span{w(0), mu, xi_i} (SPEC 11)
+    # the first layer stays in span{w(0), mu, xi_i} (docs/theory.md#depth)
     assert tr.extra["out_of_span"].max() < 1e-12
     js = np.array([1.0, -1.0])[:, None, None]
     W = (real.W0 + js * tr.gamma[-1][..., None] * real.mu / p.mu_norm**2
@@ -182,7 +182,7 @@ def test_run_records_upper_layers_and_keeps_w_in_span(depth, rel_err):
 
 @pytest.mark.parametrize("depth", [2, 3])
 def test_full_matches_reduced_exact_level(depth, pair, rel_err):
-    """The reduced exact recursion at depth L reproduces the network (SPEC 11)."""
+    """The reduced exact recursion at depth L reproduces the network (docs/theory.md#depth)."""
     p = Params(**SMALL, depth=depth, seed=4)
     red, full = pair(p)
     for name in ("gamma", "rho", "U", "v", "loss"):

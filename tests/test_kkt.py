@@ -1,4 +1,4 @@
-"""The limit t -> infinity is a KKT direction of the max-margin problem (SPEC 10).
+"""The limit t -> infinity is a KKT direction of the max-margin problem (docs/theory.md#training-time-and-flow).
 
 f is 2-homogeneous in theta = (W, V), so gradient flow on the logistic loss
 converges in direction to a KKT point of min ||theta||^2 s.t. y_i f_i >= 1
@@ -6,7 +6,7 @@ converges in direction to a KKT point of min ||theta||^2 s.t. y_i f_i >= 1
 lambda_i = 0 off the minimum-margin samples, g_i a Clarke subgradient of f_i.
 
 Here the reduced flow (``simulate_flow``, sampler 'data') runs to the reported
-limit; W is rebuilt in weight space from (gamma, rho) (SPEC 3) and, at every
+limit; W is rebuilt in weight space from (gamma, rho) (docs/theory.md#signal-noise-decomposition) and, at every
 checkpoint, we measure the normalised margin min_i y_i f_i / ||theta||^2 and
 the KKT stationarity residual
 
@@ -69,7 +69,7 @@ JS = np.array([1.0, -1.0])
 
 def weights(real, tr, k):
     """W (2,m,d) and V (2,m,2) at checkpoint k, rebuilt from the coefficients:
-    W = W0 + j gamma mu/||mu||^2 + sum_i rho_i xi_i/||xi_i||^2 (SPEC 3)."""
+    W = W0 + j gamma mu/||mu||^2 + sum_i rho_i xi_i/||xi_i||^2 (docs/theory.md#signal-noise-decomposition)."""
     N = np.diag(real.stats.gram)
     W = (real.W0 + JS[:, None, None] * tr.gamma[k][..., None] * real.mu / tr.params.mu_norm**2
          + np.einsum("jri,id->jrd", tr.rho[k] / N, real.xi))

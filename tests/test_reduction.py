@@ -1,4 +1,4 @@
-"""The exact recursion reproduces the weight-space network (SPEC 4, 7)."""
+"""The exact recursion reproduces the weight-space network (docs/theory.md#exact-recursion, 7)."""
 import numpy as np
 import pytest
 

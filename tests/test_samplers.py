@@ -1,4 +1,4 @@
-"""The d-free Wishart sampler and the data sampler have the same law (SPEC 5, 6)."""
+"""The d-free Wishart sampler and the data sampler have the same law (docs/theory.md#d-free-sampler, 6)."""
 import time
 
 import numpy as np
@@ -69,7 +69,7 @@ def test_final_loss_and_test_error_same_law():
 
 
 def test_d_free_test_error_agrees_with_real_test_vectors():
-    """SPEC 6: Gaussian law from the Gram vs real fresh test vectors, same state."""
+    """docs/theory.md#test-error: Gaussian law from the Gram vs real fresh test vectors, same state."""
     p = SMALL.replace(mu_norm=1.2)
     diffs, real_errs = [], []
     for s in range(150):

@@ -1,4 +1,4 @@
-"""Training time: checkpoints, the normalised long-time scheme, the limit (SPEC 10)."""
+"""Training time: checkpoints, the normalised long-time scheme, the limit (docs/theory.md#training-time-and-flow)."""
 import warnings
 
 import numpy as np
@@ -77,7 +77,7 @@ def test_gd_checkpoints_equal_trajectory():
 
 
 def test_balance_drift_shrinks_with_the_step():
-    """Balancedness (SPEC 7) is conserved by the flow; the first-order scheme
+    """Balancedness (docs/theory.md#identities) is conserved by the flow; the first-order scheme
     drifts by O(step): a 10x smaller eta gives a smaller drift at equal time."""
     drift = []
     for eta in (1e-2, 1e-3):
