@@ -13,7 +13,16 @@ from .data import Stats, sample_data, sample_stats, sample_wishart  # noqa: E402
 from .params import ALL_LEVELS, LEVELS, PARAMS, SAMPLERS, Params, ParamError  # noqa: E402
 from .run import DivergenceError, Trajectory, simulate  # noqa: E402
 
-__version__ = "0.2.0"
+def _version() -> str:
+    """The installed distribution's version (declared once, in pyproject.toml)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("dyn")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 __all__ = ["Params", "ParamError", "PARAMS", "Stats", "Trajectory", "DivergenceError",
            "LEVELS", "ALL_LEVELS", "SAMPLERS", "simulate", "sample_data", "sample_stats",

@@ -224,6 +224,22 @@ def test_check_record_every_contract():
 
 
 # ---------------------------------------------------------------- High 3: signals
+def _default_signals():
+    """In a child before exec: SIGINT and SIGTERM at their defaults, also when
+    this test run inherited them ignored (a background job of a
+    non-interactive shell), so the child's Python installs its own handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.fixture(autouse=True)
+def _python_sigint():
+    """This process's SIGINT at Python's handler for the test (restored after)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 def _signal_try(tmp, sig, delay, steps):
     """Start `dyn simulate B --steps STEPS --out x.nc`; ``delay`` seconds after
     the temporary file appears (None: a random moment from the start), send
@@ -231,7 +247,7 @@ def _signal_try(tmp, sig, delay, steps):
     whether x.nc existed when the signal was sent)."""
     proc = subprocess.Popen(DYN + ["simulate", *B, "--steps", str(steps), "--out", "x.nc"],
                             cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_default_signals)
     try:
         if delay is None:
             time.sleep(random.uniform(0.3, 3.0))
@@ -366,7 +382,8 @@ def test_a_swallowed_signal_still_stops_with_its_status(sig, tmp_path):
     code = SWALLOWED.replace("signal.SIG)", f"signal.{sig.name})")
     res = subprocess.run([sys.executable, "-c", code, "simulate", *B, "--steps", "20",
                           "--out", "x.nc"], capture_output=True, text=True, cwd=tmp_path,
-                         timeout=120, env=dict(os.environ, PYTHONPATH=ROOT))
+                         timeout=120, env=dict(os.environ, PYTHONPATH=ROOT),
+                         preexec_fn=_default_signals)
     assert "Exception ignored" in res.stderr, res.stderr  # the swallowing did happen
     assert res.returncode == 128 + sig, (res.returncode, res.stderr)
     assert f"stopped by {sig.name}" in res.stderr
