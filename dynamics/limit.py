@@ -33,7 +33,7 @@ its effect on mu* is one-sided (upward), and the idealised program
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -150,11 +150,6 @@ class Pattern:
     s1: np.ndarray
     s2: np.ndarray
     act: np.ndarray
-
-    def replace(self, **kw) -> "Pattern":
-        d = dict(sa=self.sa, s1=self.s1, s2=self.s2, act=self.act)
-        d.update(kw)
-        return Pattern(**d)
 
 
 def _sign(x):
@@ -348,22 +343,15 @@ def zero_unit_dual(prob: Problem, opt: Optimum) -> float:
     return max(vals) if vals else np.nan
 
 
-def improving_moves(prob: Problem, pat: Pattern, opt: Optimum,
-                    zero_units: bool = False) -> list:
-    """Moves that can lower OPT, best first: (score, kind, payload).
-
-    * flip (j, r, i): a tight entry of a nonzero noise unit whose flipped side
-      has multiplier nu' = -nu - sigma lambda_i y_i c j s (A_old - A_new) < 0;
-    * only with ``zero_units``: signal (j, r, sa, s1), a zero signal unit and
-      a class whose dual norm (``kappas``) exceeds 1; noise (j, r, s2, act),
-      a zero noise unit and a direction whose dual norm
-      (``_relu_dual_norm``) exceeds 1.  These change a zero unit's
-      activation: later patterns the flow may reach, not stationarity
-      conditions of this optimum (a zero unit's own-pattern dual norm is
-      <= 1 at any optimum of the program); ``repair`` does not use them.
-    """
+def improving_moves(prob: Problem, pat: Pattern, opt: Optimum) -> list:
+    """Moves that can lower OPT, best first: (score, "flip", (j, r, i)), a
+    tight entry of a nonzero noise unit whose flipped side has multiplier
+    nu' = -nu - sigma lambda_i y_i c j s (A_old - A_new) < 0.  A zero unit
+    changing its activation is not a move: its own-pattern dual norm is <= 1
+    at any optimum of the program, and whether another pattern would let it
+    grow is reported (``zero_unit_dual``), not used."""
     m = pat.sa.shape[1]
-    zs, zn = _zero_units(opt)
+    _, zn = _zero_units(opt)
     moves = []
     scale = prob.c * max(float(np.abs(opt.lam).max(initial=0.0)), 1e-300)
     zz = np.einsum("ik,jrk->jri", prob.L, opt.beta)
@@ -382,44 +370,16 @@ def improving_moves(prob: Problem, pat: Pattern, opt: Optimum,
                     * pat.s2[j, r] * (a_old - a_new)
                 if nu_new < -1e-7 * scale:
                     moves.append((nu_new / scale, "flip", (j, r, int(i))))
-    free_s = np.argwhere(zs) if zero_units else np.empty((0, 2))
-    if free_s.size:
-        for k in (1.0, -1.0):
-            g = prob.c * prob.mu * float(np.sum(opt.lam * prob.y * prob.act(prob.yhat * k)))
-            if abs(g) > 1.0 + 1e-6:
-                j, r = map(int, free_s[0])
-                jsg = 1.0 - 2.0 * j
-                moves.append((1.0 - abs(g), "signal", (j, r, k, float(np.sign(g)) * jsg)))
-    free_n = np.argwhere(zn) if zero_units else np.empty((0, 2))
-    if free_n.size:
-        h = prob.c * opt.lam * prob.y
-        for sign in (1.0, -1.0):
-            val, beta = _relu_dual_norm(prob, h, sign)
-            if val > 1.0 + 1e-6:
-                j, r = map(int, free_n[0])
-                jsg = 1.0 - 2.0 * j
-                moves.append((1.0 - val, "noise", (j, r, sign * jsg, (prob.L @ beta) > 0.0)))
     moves.sort(key=lambda mv: mv[0])
     return moves
 
 
 def apply_move(pat: Pattern, move) -> Pattern:
-    """The pattern after one move of ``improving_moves``."""
-    _, kind, load = move
-    if kind == "flip":
-        j, r, i = load
-        act = pat.act.copy()
-        act[j, r, i] = not act[j, r, i]
-        return pat.replace(act=act)
-    if kind == "signal":
-        j, r, k, s1 = load
-        sa, s1a = pat.sa.copy(), pat.s1.copy()
-        sa[j, r], s1a[j, r] = k, s1
-        return pat.replace(sa=sa, s1=s1a)
-    j, r, s2, act_row = load
-    s2a, act = pat.s2.copy(), pat.act.copy()
-    s2a[j, r], act[j, r] = s2, act_row
-    return pat.replace(s2=s2a, act=act)
+    """The pattern after one move of ``improving_moves`` (entry (j, r, i) flipped)."""
+    j, r, i = move[2]
+    act = pat.act.copy()
+    act[j, r, i] = not act[j, r, i]
+    return replace(pat, act=act)
 
 
 @dataclass
@@ -545,7 +505,6 @@ def evaluate_limit(kst, cfg, params: Params, mu: float, gamma, rho, v, flow_marg
 
 def limit_job(args) -> tuple:
     """(fields, test error) of ``evaluate_limit`` for one job's arguments
-    (kst, cfg, params, mu, gamma, rho, v, flow margin, t_pattern): a
-    module-level function of plain data, so it runs in a worker process."""
+    (kst, cfg, params, mu, gamma, rho, v, flow margin, t_pattern)."""
     fields, err, _, _ = evaluate_limit(*args)
     return fields, err
