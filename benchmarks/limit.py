@@ -22,8 +22,9 @@ import numpy as np
 
 from _common import machine_rows, table
 from dynamics import Params
-from dynamics.boundary import find_boundaries, limit_batch, reduced_evaluator, seed_list, \
+from dynamics.boundary import find_boundaries, reduced_evaluator, seed_list, \
     stacked_stats
+from dynamics.limit_run import limit_batch
 
 
 def pattern(args):

@@ -1110,7 +1110,7 @@ def _run_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, ou
     ascending, finite) write test error, loss, train error and normalised
     margin min_i y_i f_i / ||theta||^(L+1) (NaN after a divergence).
     out_info[q] = (-1, final time in GD steps, normalised steps taken, -1);
-    the limit's columns 0 and 3 are filled by ``boundary.limit_batch``.
+    the limit's columns 0 and 3 are filled by ``limit_run.limit_batch``.
     Returns the final state and buffers (``_start_job``'s tuple).
     """
     s, mu, A, gamma, rho, U, v, w, count, L0 = _start_job(q, st, cfg, job_seed, job_mu,
