@@ -227,13 +227,14 @@ def native_signals():
         yield
         return
     old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    old = {sig: h for sig, h in old.items() if h is not signal.SIG_IGN}  # ignored stays so
     for sig in old:
         signal.signal(sig, signal.SIG_DFL)
     try:
         yield
     finally:
         for sig, handler in old.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager
@@ -388,7 +389,7 @@ def file_sizes(params: Params, data) -> Params:
 @click.option("--level", type=click.Choice(ALL_LEVELS), default="exact",
               show_default=True, help="model level ('full' = weight-space network)")
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart",
-              show_default=True, help="statistics sampler (full implies data)")
+              show_default=True, help="statistics sampler (level full: data only)")
 @click.option("--record-every", type=click.IntRange(1), default=1, show_default=True,
               help="record the state every k steps (and at T)")
 @click.option("--integrator", type=click.Choice(("gd", "flow")), default="gd",
@@ -684,7 +685,7 @@ AXIS_NAMES = ", ".join(AXES)
 @threshold_option("test-error threshold for the mu* curve, in (0, 0.5)")
 @click.option("--level", type=click.Choice(ALL_LEVELS), default="exact", show_default=True)
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart", show_default=True,
-              help="statistics sampler (level full always uses data)")
+              help="statistics sampler (level full: data only)")
 @click.option("--times", default=None, callback=_times,
               help="training times (GD steps, 'inf' = the limit): one heatmap per time "
                    "from the same runs; default: only --steps")

@@ -240,3 +240,17 @@ def test_loading_the_cli_keeps_the_process_handlers():
         print("ok")
     """, preexec_fn=ignore_sigint)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+
+
+def test_an_ignored_signal_stays_ignored_during_kernels():
+    """native_signals (kernels end at once on a signal) must not turn an ignored
+    SIGINT (a background job) into a fatal one."""
+    from compare.cli import native_signals
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with native_signals():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
