@@ -8,30 +8,34 @@ Nothing imports this module.
 """
 from __future__ import annotations
 
+import _signal  # the C module, loaded with the interpreter (``signal`` takes ~1 ms more)
 import os
-import signal
 
 
 def _stop_while_loading(signum, frame):
     """SIGINT/SIGTERM while dyn loads its modules (numba, numpy, click: ~0.5 s,
     before any command runs or writes): one line and exit 128 + signum.  A
     KeyboardInterrupt here would print a traceback from inside an import."""
-    os.write(2, f"dyn: stopped by {signal.Signals(signum).name}\n".encode())
+    name = {_signal.SIGINT: "SIGINT", _signal.SIGTERM: "SIGTERM"}.get(signum, str(signum))
+    os.write(2, f"dyn: stopped by {name}\n".encode())
     os._exit(128 + signum)
 
 
-# Installed for the imports below only (restored at the end of this module, so
-# a process that imports the CLI, such as a test run, keeps its own handlers).
+# Installed first thing, for the imports below only (restored at the end of this
+# module, so a process that imports the CLI, such as a test run, keeps its own
+# handlers).  Before this line (the interpreter starting, site-packages, the
+# first ~50 ms) a Ctrl-C is Python's own: docs/guide/reliability.md.
 _LOADING = {}
-for _sig in (signal.SIGINT, signal.SIGTERM):
+for _sig in (_signal.SIGINT, _signal.SIGTERM):
     try:
-        if signal.getsignal(_sig) is not signal.SIG_IGN:  # an ignored signal stays so
-            _LOADING[_sig] = signal.signal(_sig, _stop_while_loading)
+        if _signal.getsignal(_sig) != _signal.SIG_IGN:  # an ignored signal stays so
+            _LOADING[_sig] = _signal.signal(_sig, _stop_while_loading)
     except ValueError:  # imported outside the main thread: no handlers to set
         break
 
 import contextlib  # noqa: E402
 import math  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -901,7 +905,7 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
 
 # dyn is loaded: commands install their own handlers (main: _signal_exit)
 for _sig, _handler in _LOADING.items():
-    signal.signal(_sig, _handler if _handler is not None else signal.SIG_DFL)
+    _signal.signal(_sig, _handler if _handler is not None else _signal.SIG_DFL)
 
 if __name__ == "__main__":
     main()
