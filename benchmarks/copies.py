@@ -21,14 +21,28 @@ import sys
 
 import numba
 import numpy as np
+from numba import njit
+
+from dynamics.kernels import primitives, step
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine_rows, repeat_times, table  # noqa: E402
 
 
+@njit
+def _reference_loop(A, mu2, gamma, rho, v, st, cfg, w, steps):
+    """``job._advance``'s loop over the reference step (as with momentum)."""
+    for _ in range(steps):
+        step._forward(A, gamma, rho, None, v, st, cfg, w)
+        primitives._lprime(w.f, st.y, w.lp)
+        step._gd_step(A, mu2, gamma, rho, None, v, st, cfg, w)
+    step._forward(A, gamma, rho, None, v, st, cfg, w)
+    primitives._lprime(w.f, st.y, w.lp)
+
+
 def loop(args):
     from dynamics.boundary import stacked_stats
-    from dynamics.kernels import loop1, primitives, step, types
+    from dynamics.kernels import loop1, types
     from dynamics.params import Params
     from dynamics.run import kernel_config
     rows = []
@@ -45,11 +59,7 @@ def loop(args):
 
         def reference():
             g, r, v = np.zeros((2, m)), np.zeros((2, m, n)), np.full((2, m, 2), p.v0)
-            w = types._work(m, n, 1)
-            for _ in range(T):
-                step._forward(A, g, r, None, v, st, cfg, w)
-                primitives._lprime(w.f, st.y, w.lp)
-                step._gd_step(A, mu2, g, r, None, v, st, cfg, w)
+            _reference_loop(A, mu2, g, r, v, st, cfg, types._work(m, n, 1), T)
         fused()
         reference()
         tf, tr = [], []
