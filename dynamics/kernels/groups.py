@@ -60,7 +60,7 @@ class _Group(NamedTuple):
     lp: np.ndarray     # (n, C)
     a: np.ndarray      # (C,) buffer
     h: np.ndarray      # (2, C) buffer: v1 ReLU(+-a)
-    job: np.ndarray      # (n, C) buffers of _step_group: l'_i y_i, (eta c/n) N_i j q_i
+    q: np.ndarray      # (n, C) buffers of _step_group: l'_i y_i, (eta c/n) N_i j q_i
     P: np.ndarray
     cs: np.ndarray     # (7, C) buffer: class and filter sums of _step_group
     big: np.ndarray
