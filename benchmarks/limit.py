@@ -3,6 +3,7 @@ limit costs (run from the repository root).
 
     python benchmarks/limit.py pattern [--seeds 8] [--times 2e3,1e5,1e10,1e30]
     python benchmarks/limit.py timing  [--seeds 8]
+    python benchmarks/limit.py speed   [--rows 4]
 
 ``pattern``: mu*(inf) (tau = 0.25, wishart) at v0 = 1e-3 and 0.1 with the
 program seeded by the flow's pattern at each pattern time, with bootstrap
@@ -11,7 +12,12 @@ pattern time whose mu* lies inside the latest's interval is the candidate
 default (``dynamics.limit.PATTERN_TIME``).
 
 ``timing``: where one limit job's time goes (flow to the pattern time in the
-kernel vs the cone programs in Python), per job, side by side in one run.
+kernel, the cone programs, the evaluation of the optimum), per job, in one
+process and with the programs in worker processes, side by side in one run.
+
+``speed``: the wall time of ``dyn solve --v0 0.001 --v0 1 --times 200,inf``
+and of a slice of the default ``dyn phase --times 200,inf`` (with one and two
+threads), extrapolated to the default grid.
 """
 from __future__ import annotations
 
@@ -56,40 +62,85 @@ def timing(args):
     job_mu = np.repeat([6.0, 9.0, 12.0], args.seeds)
     limit_batch(p, "exact", st, job_seed[:1], job_mu[:1], None, cp, False)  # compile
     import dynamics.limit as lm
-    from dynamics import kernels
+    import dynamics.limit_run as lr
 
-    spent = {"programs": 0.0}
-    orig = lm.evaluate_limit
+    spent = {"programs": 0.0, "evaluation": 0.0}
 
-    def timed(*a, **k):
-        t0 = time.perf_counter()
-        out = orig(*a, **k)
-        spent["programs"] += time.perf_counter() - t0
-        return out
-    lm.evaluate_limit = timed
+    def timed(fn, key):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            out = fn(*a, **k)
+            spent[key] += time.perf_counter() - t0
+            return out
+        return wrapper
+    orig = lr.map_programs, lm.evaluate_limit
+    lr.map_programs = timed(orig[0], "programs")
+    lm.evaluate_limit = timed(orig[1], "evaluation")
     rows = []
-    for tp in (1e5, 1e30):
-        spent["programs"] = 0.0
-        t0 = time.perf_counter()
-        limit_batch(p, "exact", st, job_seed, job_mu, None, cp, False, tp)
-        total = time.perf_counter() - t0
-        Q = job_mu.size
-        rows.append([f"{tp:g}", Q, f"{1e3 * (total - spent['programs']) / Q:.1f}",
-                     f"{1e3 * spent['programs'] / Q:.1f}", f"{1e3 * total / Q:.1f}"])
-    lm.evaluate_limit = orig
-    table(["pattern time", "jobs", "flow ms/job (1 thread)", "programs ms/job",
-           "total ms/job"], rows)
-    del kernels
+    try:
+        for tp in (1e5, 1e30):
+            for parallel in (False, True):
+                spent.update(programs=0.0, evaluation=0.0)
+                t0 = time.perf_counter()
+                limit_batch(p, "exact", st, job_seed, job_mu, None, cp, parallel, tp)
+                total = time.perf_counter() - t0
+                Q = job_mu.size
+                flow = total - spent["programs"] - spent["evaluation"]
+                rows.append([f"{tp:g}", "yes" if parallel else "no", Q,
+                             f"{1e3 * flow / Q:.1f}", f"{1e3 * spent['programs'] / Q:.1f}",
+                             f"{1e3 * spent['evaluation'] / Q:.1f}", f"{1e3 * total / Q:.1f}"])
+    finally:
+        lr.map_programs, lm.evaluate_limit = orig
+    table(["pattern time", "parallel", "jobs", "flow ms/job", "programs ms/job",
+           "evaluation ms/job", "total ms/job"], rows)
+
+
+def speed(args):
+    """The issue's two targets, measured: dyn solve (8 seeds, grids, verification)
+    and a slice of the default dyn phase at --times 200,inf (all 64 v0
+    columns, --rows mu rows spread over the default range, 8 seeds),
+    extrapolated to the default 64 x 64 x 8 grid; the phase slice with one
+    and with two Numba threads (the programs' worker processes follow it)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    dyn = os.path.join(os.path.dirname(sys.executable), "dyn")
+
+    def run(argv, threads):
+        env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
+        with tempfile.TemporaryDirectory() as out:
+            t0 = time.perf_counter()
+            subprocess.run([dyn, *argv, "--out", out, "--quiet"], check=True, env=env,
+                           stdout=subprocess.DEVNULL)
+            return time.perf_counter() - t0
+
+    run(["phase", "--times", "200,inf", "--x", "v0=1e-3..10:4", "--y", "mu=0.5..50:4",
+         "--seeds", "2"], 2)  # compile (warm cache afterwards)
+    rows = []
+    wall = run(["solve", "--v0", "0.001", "--v0", "1", "--times", "200,inf"], 2)
+    rows.append(["dyn solve --v0 0.001 --v0 1 --times 200,inf", 2, f"{wall:.1f} s", "",
+                 "< 60 s"])
+    jobs = 64 * args.rows * 8
+    for threads in (1, 2):
+        wall = run(["phase", "--times", "200,inf", "--y", f"mu=0.5..50:{args.rows}"], threads)
+        rows.append([f"dyn phase --times 200,inf --y mu=0.5..50:{args.rows} ({jobs} jobs)",
+                     threads, f"{wall:.1f} s ({1e3 * wall / jobs:.1f} ms/job)",
+                     f"{wall * 32768 / jobs / 60:.1f} min", "< 10 min" if threads == 2 else ""])
+    table(["command", "threads", "wall", "default phase (32,768 jobs), extrapolated",
+           "target"], rows)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=("pattern", "timing"))
+    ap.add_argument("what", choices=("pattern", "timing", "speed"))
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--times", default="2e3,1e5,1e10,1e30")
+    ap.add_argument("--rows", type=int, default=4, help="speed: mu rows of the phase slice")
     args = ap.parse_args()
     table(["item", "value"], machine_rows())
-    {"pattern": pattern, "timing": timing}[args.what](args)
+    {"pattern": pattern, "timing": timing, "speed": speed}[args.what](args)
 
 
 if __name__ == "__main__":

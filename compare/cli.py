@@ -8,15 +8,35 @@ Nothing imports this module.
 """
 from __future__ import annotations
 
-import contextlib
-import math
 import os
 import signal
-import sys
-import threading
-import time
 
-import click
+
+def _stop_while_loading(signum, frame):
+    """SIGINT/SIGTERM while dyn loads its modules (numba, numpy, click: ~0.5 s,
+    before any command runs or writes): one line and exit 128 + signum.  A
+    KeyboardInterrupt here would print a traceback from inside an import."""
+    os.write(2, f"dyn: stopped by {signal.Signals(signum).name}\n".encode())
+    os._exit(128 + signum)
+
+
+# Installed for the imports below only (restored at the end of this module, so
+# a process that imports the CLI, such as a test run, keeps its own handlers).
+_LOADING = {}
+for _sig in (signal.SIGINT, signal.SIGTERM):
+    try:
+        if signal.getsignal(_sig) is not signal.SIG_IGN:  # an ignored signal stays so
+            _LOADING[_sig] = signal.signal(_sig, _stop_while_loading)
+    except ValueError:  # imported outside the main thread: no handlers to set
+        break
+
+import contextlib  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import click  # noqa: E402
 
 try:
     import numba.core.event
@@ -117,6 +137,14 @@ def refuse_unused(ctx, name, flag, why):
         raise click.UsageError(f"{flag} has no effect {why}", ctx)
 
 
+def refuse_sampler_with_full(level, sampler):
+    """--level full trains the network on data vectors: sampler data."""
+    if level == "full" and sampler != "data":
+        refuse_unused(click.get_current_context(), "sampler", f"--sampler {sampler}",
+                      "with --level full (the weight-space network trains on data "
+                      "vectors: sampler data)")
+
+
 def refuse_record_every_with_flow(integrator):
     """dyn simulate / compare: the flow integrator records at fixed times."""
     if integrator == "flow":
@@ -199,13 +227,14 @@ def native_signals():
         yield
         return
     old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    old = {sig: h for sig, h in old.items() if h is not signal.SIG_IGN}  # ignored stays so
     for sig in old:
         signal.signal(sig, signal.SIG_DFL)
     try:
         yield
     finally:
         for sig, handler in old.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager
@@ -360,7 +389,7 @@ def file_sizes(params: Params, data) -> Params:
 @click.option("--level", type=click.Choice(ALL_LEVELS), default="exact",
               show_default=True, help="model level ('full' = weight-space network)")
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart",
-              show_default=True, help="statistics sampler (full implies data)")
+              show_default=True, help="statistics sampler (level full: data only)")
 @click.option("--record-every", type=click.IntRange(1), default=1, show_default=True,
               help="record the state every k steps (and at T)")
 @click.option("--integrator", type=click.Choice(("gd", "flow")), default="gd",
@@ -381,10 +410,18 @@ def simulate(level, sampler, record_every, integrator, times, data, out, **kwarg
 
     params = build_params(kwargs, level=level)
     refuse_record_every_with_flow(integrator)
+    refuse_sampler_with_full(level, sampler)
+    ctx = click.get_current_context()
+    if data is not None:
+        refuse_unused(ctx, "sampler", "--sampler", "with --data (the run uses the file's "
+                      "vectors)")
+    if times is not None and integrator != "flow":
+        raise click.UsageError("--times needs --integrator flow (GD records with "
+                               "--record-every)")
+    if times is not None:
+        refuse_unused(ctx, "steps", "--steps", "with --times (the flow runs to the last "
+                      "of --times; --steps is only their default)")
     with cli_errors():
-        if times is not None and integrator != "flow":
-            raise click.UsageError("--times needs --integrator flow (GD records with "
-                                   "--record-every)")
         params = file_sizes(params, data)
         patches = family_data(params, level, data, integrator)
         if patches is not None or level == "general":
@@ -407,8 +444,6 @@ def simulate(level, sampler, record_every, integrator, times, data, out, **kwarg
                 write_netcdf(trajectory_dataset(traj), out)
                 click.echo(f"  wrote {out}")
             return
-        if level == "full" and sampler != "data":
-            click.echo("note: level 'full' uses sampler 'data'", err=True)
         if integrator == "flow":
             times = [params.steps] if times is None else times
             if level == "full" and np.isinf(times[-1]):
@@ -475,6 +510,27 @@ def _int_list(ctx, param, value):
     return vals
 
 
+@contextlib.contextmanager
+def _solve_lock(out):
+    """dyn solve's single-writer lock on its --out folder (``OUT/solve.nc.lock``,
+    ``compare.store.PathLock``) for the whole command: a second dyn solve into
+    the same folder is refused at once instead of mixing its solve.nc and
+    figures with ours.  A folder made here that holds nothing else at the end
+    (the run failed before writing) is removed again."""
+    from .store import PathLock
+    made = not os.path.isdir(out)
+    os.makedirs(out, exist_ok=True)
+    lock_path = os.path.join(out, "solve.nc.lock")
+    try:
+        with PathLock(lock_path, f"--out {out}"):
+            yield
+    finally:
+        if made and os.listdir(out) == [os.path.basename(lock_path)]:
+            with contextlib.suppress(OSError):
+                os.remove(lock_path)
+                os.rmdir(out)
+
+
 @main.command()
 @model_options(skip=("v0",), refuse={
     "mu_norm": "it searches over ||mu|| (the boundary ||mu||* is its output); "
@@ -516,14 +572,15 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrat
         work_units, write_outputs
 
     params = build_params(kwargs, level=level)
+    refuse_sampler_with_full(level, sampler)
     if not verify:
         refuse_unused(click.get_current_context(), "verify_seeds", "--verify-seeds",
                       "with --no-verify")
-    remove_stale_temporaries(out)
     t0 = time.perf_counter()
     if integrator == "flow" and times is None:
         times = [params.steps]
-    with cli_errors():
+    with cli_errors(), _solve_lock(out):
+        remove_stale_temporaries(out)  # under the lock: no other dyn solve writes here
         units = work_units(len(v0s), d_grid, n_grid, verify, verify_seeds)
         with progress_bar(units, "dyn solve", quiet) as advance, native_signals():
             results = run_solve(params, v0s, level, sampler, seeds, threshold, d_grid,
@@ -628,7 +685,7 @@ AXIS_NAMES = ", ".join(AXES)
 @threshold_option("test-error threshold for the mu* curve, in (0, 0.5)")
 @click.option("--level", type=click.Choice(ALL_LEVELS), default="exact", show_default=True)
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart", show_default=True,
-              help="statistics sampler (level full always uses data)")
+              help="statistics sampler (level full: data only)")
 @click.option("--times", default=None, callback=_times,
               help="training times (GD steps, 'inf' = the limit): one heatmap per time "
                    "from the same runs; default: only --steps")
@@ -660,6 +717,14 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
                                  param_hint="--y")
     params = build_params(kwargs, swept=(AXES[x_axis[0]].name, AXES[y_axis[0]].name),
                           level=level)
+    refuse_sampler_with_full(level, sampler)
+    if times is not None:
+        refuse_unused(ctx, "steps", "--steps", "with --times (the sweep runs to the "
+                      "--times; --steps is only their default)")
+    if scheduler and dask_workers:
+        raise click.UsageError("--dask-workers has no effect with --scheduler (the "
+                               "workers are those of the scheduler's cluster); give one "
+                               "of them", ctx)
     t0 = time.perf_counter()
     with cli_errors():
         if level == "full":
@@ -760,6 +825,14 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
     from . import laws
 
     params = build_params(kwargs, level=level)
+    refuse_sampler_with_full(level, sampler)
+    ctx = click.get_current_context()
+    if not (fit_laws or limit_law):
+        refuse_unused(ctx, "seeds", "--seeds", "without --fit-laws or --limit (the seeds "
+                      "of their boundaries; the report itself is one run, --seed)")
+    if not formulas:
+        refuse_unused(ctx, "latex", "--latex", "with --no-formulas (it prints the "
+                      "formulas as LaTeX)")
     reduced_level = "exact" if level == "full" else level
     with cli_errors():
         off = [k for k in ("activation", "noise_model", "signal")
@@ -825,6 +898,10 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
                              (plot_v_change, "v_change_vs_step.png")):
                 click.echo(f"wrote {fn(trajs, os.path.join(fig_dir, name))}")
 
+
+# dyn is loaded: commands install their own handlers (main: _signal_exit)
+for _sig, _handler in _LOADING.items():
+    signal.signal(_sig, _handler if _handler is not None else signal.SIG_DFL)
 
 if __name__ == "__main__":
     main()

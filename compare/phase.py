@@ -408,8 +408,10 @@ def assemble(spec: dict, ds: xr.Dataset) -> xr.Dataset:
     ds["steps"].attrs.update(long_name="training time in GD steps", units="1")
     p = Params(**spec["params"])
     swept = (AXES[xn].name, AXES[yn].name)
+    # --times replace --steps (the steps coordinate holds them): then steps is unused
+    unused = () if spec["times"] == [float(p.steps)] else ("steps",)
     ds.attrs = global_attrs(p, title=f"dyn phase: test error over ({xn}, {yn})",
-                            swept=swept, level=spec["level"], sampler=spec["sampler"],
+                            swept=swept, unused=unused, level=spec["level"], sampler=spec["sampler"],
                             n_seeds=spec["n_seeds"], threshold=tau, x_axis=xn, y_axis=yn,
                             n_diverged=int((diverged & ~budget).sum()),
                             n_budget=int(budget.sum()), **n_blank_attr, **limit_attr,

@@ -138,6 +138,12 @@ def solve(params: Params, v0s=None, level="exact", sampler="wishart", n_seeds=8,
                          "times >= 1 (at t = 0 the network is its initialisation: "
                          "no boundary)")
     verify_seeds = check_count("verify_seeds", verify_seeds)
+    kind = params.optimizer_spec[0]
+    if verify and level == "full" and kind in ("adam", "sign"):  # before any run
+        raise ParamError("optimizer", params.optimizer,
+                         f"{kind} acts per weight coordinate, so no reduced level describes "
+                         f"it and the check of the reduction against the network (on by "
+                         f"default) cannot run; add --no-verify (verify=False)")
     results = []
     for v0 in v0s:
         t0 = time.perf_counter()

@@ -40,7 +40,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-__all__ = ["StoreError", "StoreBusy", "SweepStore"]
+__all__ = ["PathLock", "StoreError", "StoreBusy", "SweepStore"]
 
 DONE = "_row_done"
 ALL_CHUNKS = "_all_chunks_written"  # stores that write every saved chunk (checked on resume)
@@ -137,20 +137,81 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
-_LOCKED: "weakref.WeakSet[SweepStore]" = weakref.WeakSet()
+_LOCKED: "weakref.WeakSet" = weakref.WeakSet()  # lock holders (SweepStore, PathLock)
 
 
 def _forget_locks_in_child() -> None:
-    """After fork: the child must not keep the parent's lock alive (flock locks
+    """After fork: the child must not keep the parent's locks alive (flock locks
     belong to the open file, shared by inherited descriptors).  Close the
     child's copies without touching the lock or the pid in the lock file."""
-    for store in list(_LOCKED):
-        fd, store._lock_fd = store._lock_fd, None
+    for holder in list(_LOCKED):
+        fd, holder._lock_fd = holder._lock_fd, None
         if fd is not None:
             os.close(fd)
 
 
 os.register_at_fork(after_in_child=_forget_locks_in_child)
+
+
+def _acquire(lock_path: str, what: str) -> int:
+    """Exclusive ``flock`` of ``lock_path`` (created) without waiting; writes our
+    pid into it.  Returns its descriptor; StoreBusy naming ``what`` and the
+    holder's pid if another process holds it."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        try:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise StoreBusy(f"{what} is in use by another dyn process (pid {holder}); "
+                            "wait for it to finish or choose another --out") from None
+        raise StoreError(f"cannot lock {lock_path}: {exc.strerror}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _release(holder) -> None:
+    """Release ``holder._lock_fd`` (idempotent; the lock file stays)."""
+    fd, holder._lock_fd = holder._lock_fd, None
+    if fd is not None:
+        try:
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # closing the only descriptor releases the flock
+
+
+class PathLock:
+    """The store's single-writer lock on its own: an exclusive ``flock`` of
+    ``lock_path`` (holding the holder's pid), released by :meth:`close`, on
+    leaving the ``with`` block, or by the OS when the holder dies.  ``what``
+    names the guarded output in the StoreBusy message (``dyn solve``: its
+    folder)."""
+
+    def __init__(self, lock_path, what=None):
+        self._lock_fd = None
+        lock_path = os.fspath(lock_path)
+        self._lock_fd = _acquire(lock_path, what or lock_path)
+        _LOCKED.add(self)
+
+    def close(self) -> None:
+        _LOCKED.discard(self)
+        _release(self)
+
+    def __enter__(self) -> "PathLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 class SweepStore:
@@ -253,33 +314,13 @@ class SweepStore:
 
     # -- lock --------------------------------------------------------------
     def _lock(self) -> None:
-        lock_path = self.path + ".lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            try:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            finally:
-                os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise StoreBusy(f"{self.path} is in use by another dyn process (pid {holder}); "
-                                "wait for it to finish or choose another --out") from None
-            raise StoreError(f"cannot lock {lock_path}: {exc.strerror}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+        self._lock_fd = _acquire(self.path + ".lock", self.path)
         _LOCKED.add(self)
 
     def close(self) -> None:
         """Release the lock (idempotent).  The lock file itself stays."""
-        fd, self._lock_fd = self._lock_fd, None
         _LOCKED.discard(self)
-        if fd is not None:
-            try:
-                os.ftruncate(fd, 0)
-            finally:
-                os.close(fd)  # closing the only descriptor releases the flock
+        _release(self)
 
     def __enter__(self) -> "SweepStore":
         return self

@@ -273,6 +273,9 @@ def _conic(A, b, q, n_lin, socs):
     st = clarabel.DefaultSettings()
     st.verbose = False
     st.max_iter = 200
+    st.max_threads = 1                        # one thread: worker processes parallelise
+    st.presolve_enable = False                # nothing to presolve (no free rows); same x
+    st.chordal_decomposition_enable = False   # no PSD cones
     sol = clarabel.DefaultSolver(P, q, A, b, cones, st).solve()
     status = str(sol.status)
     if status in ("Solved", "SolverStatus.Solved"):
@@ -478,13 +481,24 @@ def outputs(kst, cfg, mu: float, gamma, rho, v, zero_init: bool = False):
     return f_train[0], f_test
 
 
+def certify(prob: Problem, pat: Pattern, max_moves: int = MAX_MOVES) -> tuple:
+    """The kernel-free part of a run's limit: (``repair`` from pattern
+    ``pat``, ``zero_unit_dual`` of its optimum or NaN).  Plain data in and
+    out, so ``limit_run`` can map it over worker processes."""
+    lim = repair(prob, pat, max_moves)
+    return lim, (zero_unit_dual(prob, lim.optimum) if lim.optimum.ok else np.nan)
+
+
 def evaluate_limit(kst, cfg, params: Params, mu: float, gamma, rho, v, flow_margin: float,
-                   t_pattern: float, max_moves: int = MAX_MOVES):
+                   t_pattern: float, max_moves: int = MAX_MOVES, certified=None):
     """The certified limit of one run from its flow state (gamma, rho, v) at
     GD time t_pattern: (fields, test_error, limit state (gamma, rho, v), Limit).
-    ``fields``: LIMIT_FIELDS -> value (see LIMIT_META)."""
+    ``fields``: LIMIT_FIELDS -> value (see LIMIT_META).  ``certified``: the
+    result of ``certify`` for this run when already computed."""
     prob = make_problem(kst, params, mu)
-    lim = repair(prob, flow_pattern(kst, mu, gamma, rho, v), max_moves)
+    if certified is None:
+        certified = certify(prob, flow_pattern(kst, mu, gamma, rho, v), max_moves)
+    lim, zdual = certified
     out = dict.fromkeys(LIMIT_FIELDS, np.nan)
     out["t_pattern"] = t_pattern
     if not lim.optimum.ok:
@@ -498,13 +512,5 @@ def evaluate_limit(kst, cfg, params: Params, mu: float, gamma, rho, v, flow_marg
                opt=lim.optimum.opt, flips=float(lim.moves),
                margin_ratio=flow_margin * 2.0 * lim.optimum.opt,
                cosine=float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))), ties=ties,
-               kappa_pos=lim.kappa[0], kappa_neg=lim.kappa[1],
-               zero_unit_dual=zero_unit_dual(prob, lim.optimum))
+               kappa_pos=lim.kappa[0], kappa_neg=lim.kappa[1], zero_unit_dual=zdual)
     return out, err, (g, r, vv), lim
-
-
-def limit_job(args) -> tuple:
-    """(fields, test error) of ``evaluate_limit`` for one job's arguments
-    (kst, cfg, params, mu, gamma, rho, v, flow margin, t_pattern)."""
-    fields, err, _, _ = evaluate_limit(*args)
-    return fields, err

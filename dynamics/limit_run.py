@@ -1,9 +1,19 @@
 """t = inf for a batch of jobs (docs/guide/time-and-limit.md): the finite
 checkpoints and the flow to the pattern time in one Numba kernel
 (``kernels.pattern_kernel``), then one max-margin program per job
-(``limit.limit_job``).  ``boundary.run_batch`` calls ``limit_batch`` when the
-last checkpoint is inf."""
+(``limit.certify`` then ``limit.evaluate_limit``).  ``boundary.run_batch``
+calls ``limit_batch`` when the last checkpoint is inf.
+
+The programs are plain Python (Clarabel holds the GIL), so with more than one
+Numba thread and at least POOL_MIN programs they run in forked worker
+processes, as many as Numba threads (``map_programs``); each program is
+deterministic, so results do not depend on the number of workers."""
 from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import signal
+import warnings
 
 import numba
 import numpy as np
@@ -16,13 +26,53 @@ from .params import Params
 from .run import FLOW, kernel_config
 
 
+POOL_MIN = 24  # fewer programs run in this process (forking costs more than it saves)
+
+
+def _worker_start():
+    """A program worker: default signal actions (Ctrl-C ends it with the
+    command), SIGKILL when the parent dies (Linux), so no worker outlives a
+    killed run, and one BLAS thread (the products are n x n)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _certify(item):
+    return lm.certify(*item)
+
+
+def map_programs(items: list, workers: int) -> list:
+    """``limit.certify`` of every (problem, pattern) in ``items``, in order:
+    in this process, or in ``workers`` forked processes when workers > 1,
+    fork exists and there are at least POOL_MIN items.  The workers are
+    terminated on the way out, whatever happens (Ctrl-C, an error)."""
+    if workers <= 1 or len(items) < POOL_MIN \
+            or "fork" not in multiprocessing.get_all_start_methods():
+        return [lm.certify(*it) for it in items]
+    with warnings.catch_warnings():  # the workers only run Clarabel and numpy
+        warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_start)
+    try:
+        return pool.map(_certify, items, chunksize=max(1, len(items) // (4 * workers)))
+    finally:
+        pool.terminate()
+        pool.join()
+
+
 def limit_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0, cp,
                 use_flow: bool, parallel: bool = True, t_pattern: float | None = None) -> dict:
     """``run_batch`` when the last checkpoint is inf: the finite checkpoints
     as usual, then the flow to GD time ``t_pattern`` (default
     ``limit.PATTERN_TIME``; ``kernels.pattern_kernel``), and at inf the
     certified limit of the program seeded by that state's pattern
-    (``limit.evaluate_limit``): its test error (ties 1/2), margin 1/(2 OPT),
+    (``limit.certify``, ``limit.evaluate_limit``): its test error (ties 1/2), margin 1/(2 OPT),
     loss and train error 0.  res["limit"] (Q, len(LIMIT_FIELDS)) holds the
     certificate; info[:, 0] = certified 1/0.  A run whose flow diverged or
     does not separate the data at t_pattern (status reason 5) or whose
@@ -62,10 +112,17 @@ def limit_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0, c
             res["test_error"][q, K - 1] = np.nan
             continue
         todo.append(q)
-    args = [(KStats(*(x[job_seed[q]] for x in stacked)), cfg, params, float(job_mu[q]),
-             state[0][q], state[1][q], state[2][q], float(res["margin"][q, K - 1]), t_pattern)
-            for q in todo]
-    for q, (fields, err) in zip(todo, map(lm.limit_job, args)):
+    ksts = [KStats(*(x[job_seed[q]] for x in stacked)) for q in todo]
+    items = []
+    for q, kst in zip(todo, ksts):
+        mu = float(job_mu[q])
+        items.append((lm.make_problem(kst, params, mu),
+                      lm.flow_pattern(kst, mu, state[0][q], state[1][q], state[2][q])))
+    certs = map_programs(items, threads if parallel else 1)
+    for q, kst, cert in zip(todo, ksts, certs):
+        fields, err, _, _ = lm.evaluate_limit(
+            kst, cfg, params, float(job_mu[q]), state[0][q], state[1][q], state[2][q],
+            float(res["margin"][q, K - 1]), t_pattern, certified=cert)
         res["limit"][q] = [fields[k] for k in LIMIT_FIELDS]
         if not np.isfinite(err):
             res["status"][q] = (int(min(t_pattern, 4e18)), 6)

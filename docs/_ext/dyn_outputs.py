@@ -48,7 +48,7 @@ RUNS = {
                "--d-grid", "50,100", "--n-grid", "4,8", "--verify-seeds", "1",
                "--times", "3,5", "--out", "solve", "--quiet"], "solve/solve.nc"),
     "phase": ("dyn phase --times T1,T2 --out DIR (DIR/phase.nc)",
-              ["phase", *TOY, "--steps", "5", "--x", "v0=1e-3..1:2", "--y", "mu=1..10:3",
+              ["phase", *TOY, "--x", "v0=1e-3..1:2", "--y", "mu=1..10:3",
                "--seeds", "2", "--times", "3,5", "--out", "phase", "--quiet"],
               "phase/phase.nc"),
 }
