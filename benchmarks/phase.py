@@ -327,7 +327,7 @@ def section_parallel(cfg, quick):
                for other in ("serial", nthreads) for a, b in zip(outs[1], outs[other]))
     runs = k * g * S
     label = {1: "1 (group_kernel, prange)", nthreads: f"{nthreads} (group_kernel, prange)",
-             "serial": "1 (parallel=False: group_kernel_serial, as on dask workers)"}
+             "serial": "1 (parallel=False: group_kernel on one thread, as on dask workers)"}
     table(["numba threads", "time", "runs/s"],
           [[label[nt], f"{t:.2f} s", f"{runs / t:.0f}"] for nt, t in times.items()])
     sp = times[1] / times[nthreads]

@@ -2,8 +2,8 @@
 
 relu (code 0): max(x, 0); relu^q (1): max(x, 0)^q; leaky:alpha (2): x for
 x > 0, alpha x otherwise.  sigma'(0) = 0 for relu and relu^q, alpha for leaky.
-The Numba kernels carry (code, a) as plain numbers (``kernels._sig``,
-``general._act``); the weight-space networks and ``run.reduced_forward`` use
+The Numba kernels carry (code, a) as plain numbers (``kernels.primitives._sig``,
+``_dsig``); the weight-space networks and ``run.reduced_forward`` use
 these functions.
 """
 from __future__ import annotations

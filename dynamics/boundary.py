@@ -32,7 +32,7 @@ import numpy as np
 
 from .data import sample_stats
 from .kernels import GROUP_MAX, GROUP_MAX_F32, GROUP_MIN, GROUP_TEST_MAX, KStats, batch_kernel, \
-    batch_kernel_serial, group_kernel, group_kernel_serial
+    group_kernel
 from .limit import LIMIT_FIELDS, LIMIT_STATUS, check_limit
 from .params import PRECISIONS, SAMPLERS, TAU, TRANSITION_TAUS, Params, ParamError, \
     check_choice, check_threshold
@@ -168,13 +168,12 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
                          "ReLU, clean labels +-1); use float64")
     if Q and f32:
         jobs = (stacked, float32_stats(stacked)) + jobs[1:]
-        (group_kernel if parallel else group_kernel_serial)(*jobs, starts, 1, cp, *outs)
+        group_kernel(*jobs, starts, 1, cp, *outs, parallel=parallel)
     elif Q and groupable and np.diff(starts).max() >= GROUP_MIN:
         jobs = (stacked, stacked) + jobs[1:]
-        (group_kernel if parallel else group_kernel_serial)(*jobs, starts, GROUP_MIN, cp,
-                                                            *outs)
+        group_kernel(*jobs, starts, GROUP_MIN, cp, *outs, parallel=parallel)
     else:  # no group big enough: the one-job kernel (does not compile the group code)
-        (batch_kernel if parallel else batch_kernel_serial)(*jobs, cp, *outs)
+        batch_kernel(*jobs, cp, *outs, parallel=parallel)
     out = {}
     for k, val in res.items():
         out[k] = np.empty_like(val)

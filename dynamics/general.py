@@ -33,14 +33,14 @@ from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
 import numpy as np
-from numba import njit, prange
 
 from .activation import activation_code
 from .data import _test_labels, _test_noise_chunks, bartlett_factor, check_memory, \
     check_sampler, check_test_memory, draw_labels, noise_vectors, seed_streams, \
     spike_directions
 from .boundary import RESULTS, job_evaluator
-from .params import LOSS_MAX, SAMPLERS, SPEC_OF, THETA_MAX, Params, ParamError, check_choice, \
+from .general_kernels import _test_error, batch_kernel, record_kernel
+from .params import SAMPLERS, SPEC_OF, Params, ParamError, check_choice, \
     check_params, check_record_every, record_count
 from .run import DivergenceError, check_checkpoints, record_steps
 
@@ -413,267 +413,6 @@ def scaled(st: GStats, scale: np.ndarray) -> GStats:
                        Rt=st.Rt * scale[None, :, None], Bt=st.Bt * scale)
 
 
-# ---------------------------------------------------------------- kernels
-@njit(cache=True)
-def _act(x, code, a):
-    """sigma(x): relu (0), relu^a (1), leaky with slope a (2)."""
-    if code == 0:
-        return x if x > 0.0 else 0.0
-    if code == 1:
-        return x ** a if x > 0.0 else 0.0
-    return x if x > 0.0 else a * x
-
-
-@njit(cache=True)
-def _dact(x, code, a):
-    """sigma'(x), with sigma'(0) = 0 (relu, relu^a) or a (leaky)."""
-    if code == 0:
-        return 1.0 if x > 0.0 else 0.0
-    if code == 1:
-        return a * x ** (a - 1.0) if x > 0.0 else 0.0
-    return 1.0 if x > 0.0 else a
-
-
-@njit(cache=True)
-def _forward(R, B, alpha, v, code, a, c, pre, f):
-    """pre = B + R alpha (2, m, n, P) and f_i = c sum_j j sum_{r,p} v sigma(pre)."""
-    m, n, P = B.shape[1], B.shape[2], B.shape[3]
-    K = R.shape[2]
-    f[:] = 0.0
-    for j in range(2):
-        cj = c if j == 0 else -c
-        for r in range(m):
-            al = alpha[j, r]
-            for i in range(n):
-                acc_f = 0.0
-                for p in range(P):
-                    acc = B[j, r, i, p]
-                    Rip = R[i, p]
-                    for k in range(K):
-                        acc += al[k] * Rip[k]
-                    pre[j, r, i, p] = acc
-                    acc_f += v[j, r, p] * _act(acc, code, a)
-                f[i] += cj * acc_f
-
-
-@njit(cache=True)
-def _log1pexp(u):
-    """log(1 + exp(u)) without overflow."""
-    return u + np.log1p(np.exp(-u)) if u > 0.0 else np.log1p(np.exp(u))
-
-
-@njit(cache=True)
-def _loss_lprime(f, y, lp):
-    """(reason, loss, train error): l'_i = -1/(1 + exp(y_i f_i)) (stable);
-    reason 1: non-finite output, 2: loss above LOSS_MAX."""
-    n = f.shape[0]
-    loss, err = 0.0, 0.0
-    for i in range(n):
-        yf = y[i] * f[i]
-        if not np.isfinite(yf):
-            return 1, np.inf, 1.0
-        if yf >= 0.0:
-            e = np.exp(-yf)
-            lp[i] = -e / (1.0 + e)
-        else:
-            lp[i] = -1.0 / (1.0 + np.exp(yf))
-        loss += _log1pexp(-yf)
-        if yf <= 0.0:
-            err += 1.0
-    loss /= n
-    return (2 if loss > LOSS_MAX else 0), loss, err / n
-
-
-@njit(cache=True)
-def _update(R, y, alpha, v, pre, lp, code, a, c, eta, eta_v, train_v, dalpha, dv):
-    """One GD step from the current pre and l' (simultaneous update); returns
-    3 if a coefficient leaves THETA_MAX, else 0."""
-    m, n, P = pre.shape[1], pre.shape[2], pre.shape[3]
-    K = R.shape[2]
-    dalpha[:] = 0.0
-    dv[:] = 0.0
-    for j in range(2):
-        for r in range(m):
-            da = dalpha[j, r]
-            for i in range(n):
-                g = (c / n) * lp[i] * y[i]
-                if j == 1:
-                    g = -g
-                for p in range(P):
-                    h = g * v[j, r, p] * _dact(pre[j, r, i, p], code, a)
-                    Rip = R[i, p]
-                    for k in range(K):
-                        da[k] += h * Rip[k]
-                    dv[j, r, p] += g * _act(pre[j, r, i, p], code, a)
-    big = 0.0
-    for j in range(2):
-        for r in range(m):
-            for k in range(K):
-                alpha[j, r, k] -= eta * dalpha[j, r, k]
-                big = max(big, abs(alpha[j, r, k]))
-            if train_v:
-                for p in range(P):
-                    v[j, r, p] -= eta_v * dv[j, r, p]
-                    big = max(big, abs(v[j, r, p]))
-    return 3 if not big <= THETA_MAX else 0
-
-
-@njit(cache=True)
-def record_kernel(R, B, y, code, a, c, eta, eta_v, train_v, steps, every, alpha, v,
-                  out_alpha, out_v, out_pre, out_loss, out_err, status):
-    """GD for ``steps`` steps from (alpha, v) (updated in place), recording at
-    0, every, 2 every, ... and ``steps``; status = (step, reason) of a
-    divergence, else (-1, 0)."""
-    m, n, P = B.shape[1], B.shape[2], B.shape[3]
-    pre = np.empty((2, m, n, P))
-    f, lp = np.empty(n), np.empty(n)
-    dalpha, dv = np.empty_like(alpha), np.empty_like(v)
-    status[0], status[1] = -1, 0
-    k = 0
-    for t in range(steps + 1):
-        _forward(R, B, alpha, v, code, a, c, pre, f)
-        reason, loss, err = _loss_lprime(f, y, lp)
-        if reason:
-            status[0], status[1] = t, reason
-            return
-        if t % every == 0 or t == steps:
-            out_alpha[k] = alpha
-            out_v[k] = v
-            out_pre[k] = pre
-            out_loss[k], out_err[k] = loss, err
-            k += 1
-        if t == steps:
-            return
-        reason = _update(R, y, alpha, v, pre, lp, code, a, c, eta, eta_v, train_v, dalpha, dv)
-        if reason:
-            status[0], status[1] = t + 1, reason
-            return
-
-
-@njit(cache=True)
-def _test_error(Rt, Bt, yt, alpha, v, code, a, c):
-    """Fraction of test points with y_test f(x_test) <= 0 (NaN without test points)."""
-    nt = yt.shape[0]
-    if nt == 0:
-        return np.nan
-    m, P = Bt.shape[1], Bt.shape[3]
-    pre = np.empty((2, m, nt, P))
-    f = np.empty(nt)
-    _forward(Rt, Bt, alpha, v, code, a, c, pre, f)
-    err = 0.0
-    for q in range(nt):
-        if yt[q] * f[q] <= 0.0:
-            err += 1.0
-    return err / nt
-
-
-@njit(cache=True)
-def _margin(f, y, alpha, v, w0q, w0sq, train_v, h):
-    """min_i y_i f_i / ||theta||^h, ||w||^2 = ||w0||^2 + 2 w0q.alpha + |alpha|^2."""
-    sq = 0.0
-    for j in range(2):
-        for r in range(alpha.shape[1]):
-            sq += w0sq[j, r]
-            for k in range(alpha.shape[2]):
-                sq += alpha[j, r, k] * (2.0 * w0q[j, r, k] + alpha[j, r, k])
-            if train_v:
-                for p in range(v.shape[2]):
-                    sq += v[j, r, p] ** 2
-    low = np.inf
-    for i in range(f.shape[0]):
-        low = min(low, y[i] * f[i])
-    return low / sq ** (0.5 * h)
-
-
-@njit(cache=True)
-def _scale(A, scale, out):
-    """out[..., p] = A[..., p] * scale[p] for the last axis p (R, B layouts)."""
-    P = scale.shape[0]
-    flat, res = A.reshape(-1, P), out.reshape(-1, P)
-    for q in range(flat.shape[0]):
-        for p in range(P):
-            res[q, p] = flat[q, p] * scale[p]
-
-
-@njit(cache=True)
-def _scale_R(A, scale, out):
-    """out[i, p, :] = A[i, p, :] * scale[p] (R, Rt layouts)."""
-    for i in range(A.shape[0]):
-        for p in range(A.shape[1]):
-            for k in range(A.shape[2]):
-                out[i, p, k] = A[i, p, k] * scale[p]
-
-
-@njit(cache=True)
-def _run_job(q, R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu, job_v0,
-             code, a, c, eta, eta_v, train_v, h, checkpoints, out, status):
-    """Job q of ``batch_kernel``: GD from the seed's statistics scaled to
-    ||mu|| = job_mu[q], v(0) = job_v0[q], measured at the checkpoint steps."""
-    s = job_seed[q]
-    m, n, P = B1.shape[2], B1.shape[3], B1.shape[4]
-    K = R1.shape[3]
-    nt = yt.shape[1]
-    sc = np.ones(P)
-    for p in range(P):
-        if signal[p]:
-            sc[p] = job_mu[q]
-    R, B = np.empty((n, P, K)), np.empty((2, m, n, P))
-    Rt, Bt = np.empty((nt, P, K)), np.empty((2, m, nt, P))
-    _scale_R(R1[s], sc, R)
-    _scale(B1[s], sc, B)
-    _scale_R(Rt1[s], sc, Rt)
-    _scale(Bt1[s], sc, Bt)
-    alpha = np.zeros((2, m, K))
-    v = np.full((2, m, P), job_v0[q])
-    pre = np.empty((2, m, n, P))
-    f, lp = np.empty(n), np.empty(n)
-    dalpha, dv = np.empty_like(alpha), np.empty_like(v)
-    out[q] = np.nan
-    status[q, 0], status[q, 1] = -1, 0
-    t, k = 0, 0
-    while k < checkpoints.shape[0]:
-        _forward(R, B, alpha, v, code, a, c, pre, f)
-        reason, loss, err = _loss_lprime(f, y[s], lp)
-        if reason:
-            status[q, 0], status[q, 1] = t, reason
-            break
-        while k < checkpoints.shape[0] and checkpoints[k] == t:
-            out[q, k, 0] = _test_error(Rt, Bt, yt[s], alpha, v, code, a, c)
-            out[q, k, 1], out[q, k, 2] = loss, err
-            out[q, k, 3] = _margin(f, y[s], alpha, v, w0q[s], w0sq[s], train_v, h)
-            k += 1
-        if k == checkpoints.shape[0]:
-            break
-        reason = _update(R, y[s], alpha, v, pre, lp, code, a, c, eta, eta_v, train_v,
-                         dalpha, dv)
-        t += 1
-        if reason:
-            status[q, 0], status[q, 1] = t, reason
-            break
-
-
-@njit(cache=True, parallel=True)
-def batch_kernel(R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu, job_v0,
-                 code, a, c, eta, eta_v, train_v, h, checkpoints, out, status):
-    """Jobs q = (seed, ||mu||, v0) in parallel, inputs stacked on a seed axis at
-    unit ||mu|| (``signal[p]``: patch p scales with ||mu||).  out (Q, K, 4):
-    test error, loss, train error, margin at each checkpoint (NaN after a
-    divergence, recorded in status (Q, 2) = (step, reason))."""
-    for q in prange(job_seed.shape[0]):
-        _run_job(q, R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu, job_v0,
-                 code, a, c, eta, eta_v, train_v, h, checkpoints, out, status)
-
-
-@njit(cache=True)
-def batch_kernel_serial(R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu,
-                        job_v0, code, a, c, eta, eta_v, train_v, h, checkpoints, out,
-                        status):
-    """``batch_kernel`` on one thread (dask workers: no nested threading)."""
-    for q in range(job_seed.shape[0]):
-        _run_job(q, R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu, job_v0,
-                 code, a, c, eta, eta_v, train_v, h, checkpoints, out, status)
-
-
 # ---------------------------------------------------------------- runs
 @dataclass
 class GeneralTrajectory:
@@ -791,11 +530,10 @@ def run_general_batch(params: Params, stacked: tuple, job_seed, job_mu, job_v0=N
     job_v0 = np.full(Q, params.v0) if job_v0 is None else np.asarray(job_v0, np.float64)
     out = np.empty((Q, cp.size, 4))
     status = np.empty((Q, 2), dtype=np.int64)
-    (batch_kernel if parallel else batch_kernel_serial)(
-        st.R, st.B, st.Rt, st.Bt, st.y, st.yt, st.w0q, st.w0sq, mask,
-        np.asarray(job_seed, np.int64), np.asarray(job_mu, np.float64), job_v0,
-        *kernel_settings(params), float(homogeneity(params)), cp.astype(np.int64), out,
-        status)
+    batch_kernel(st.R, st.B, st.Rt, st.Bt, st.y, st.yt, st.w0q, st.w0sq, mask,
+                 np.asarray(job_seed, np.int64), np.asarray(job_mu, np.float64), job_v0,
+                 *kernel_settings(params), float(homogeneity(params)), cp.astype(np.int64),
+                 out, status, parallel=parallel)
     res = {k: np.ascontiguousarray(out[:, :, i]) for i, k in enumerate(RESULTS)}
     res["status"] = status
     return res

@@ -155,16 +155,16 @@ def test_divergence_error_names_step_and_hint():
     ("exact", "relu^3", 8, 5, 1.0, 0.0, 6),
 ])
 def test_gd_loop_equals_generic_step_bit_for_bit(level, activation, n, m, v0, flip, seed):
-    """The filter-transposed depth-1 GD loop of the sweeps (kernels._gd_loop1)
+    """The filter-transposed depth-1 GD loop of the sweeps (kernels.loop1)
     forms the numbers of _forward + _gd_step (the recording path of simulate)
     bit for bit: state, outputs and time, for every level, activation, label
     flips and sizes that are not multiples of the vector width."""
-    from dynamics import kernels as K
+    from dynamics.kernels import loop1, primitives, step, types
     from dynamics.boundary import stacked_stats
     from dynamics.run import kernel_config
     p = Params(n=n, m=m, v0=v0, flip=flip, seed=seed, activation=activation, mu_norm=3.0)
     cfg = kernel_config(p, level)
-    st = K._job_stats(stacked_stats(p, "wishart", [seed]), 0)
+    st = types._job_stats(stacked_stats(p, "wishart", [seed]), 0)
     A = p.mu_norm * st.w0_e1
     steps = 60
 
@@ -172,19 +172,20 @@ def test_gd_loop_equals_generic_step_bit_for_bit(level, activation, n, m, v0, fl
         return np.zeros((2, m)), np.zeros((2, m, n)), np.zeros((0,)), np.full((2, m, 2), v0)
 
     g1, r1, _, v1 = state()
-    w1 = K._work(m, n, 1)
-    reason1, t1 = K._gd_loop1(A, p.mu_norm ** 2, g1, r1, v1, st, cfg, w1, 0.0, float(steps))
+    w1 = types._work(m, n, 1)
+    reason1, t1 = loop1._gd_loop_depth1(A, p.mu_norm ** 2, g1, r1, v1, st, cfg, w1, 0.0,
+                                        float(steps))
     g2, r2, U2, v2 = state()
-    U2 = st.U0.copy()
-    w2 = K._work(m, n, 1)
+    U2 = None  # depth 1: the kernels take no upper layers
+    w2 = types._work(m, n, 1)
     for _ in range(steps):
-        K._forward(A, g2, r2, U2, v2, st, cfg, w2)
-        assert K._lprime(w2.f, st.y, w2.lp) == 0
-        assert K._gd_step(A, p.mu_norm ** 2, g2, r2, U2, v2, st, cfg, w2) == 0
-    K._forward(A, g2, r2, U2, v2, st, cfg, w2)
-    K._lprime(w2.f, st.y, w2.lp)
+        step._forward(A, g2, r2, U2, v2, st, cfg, w2)
+        assert primitives._lprime(w2.f, st.y, w2.lp) == 0
+        assert step._gd_step(A, p.mu_norm ** 2, g2, r2, U2, v2, st, cfg, w2) == 0
+    step._forward(A, g2, r2, U2, v2, st, cfg, w2)
+    primitives._lprime(w2.f, st.y, w2.lp)
     assert (reason1, t1) == (0, float(steps))
     assert np.abs(r1).max() > 0.0 and np.abs(g1).max() > 0.0  # the state moved
     for a, b in ((g1, g2), (r1, r2), (v1, v2), (w1.f, w2.f), (w1.lp, w2.lp), (w1.z, w2.z),
-                 (w1.s, w2.s)):
+                 (w1.a, w2.a)):
         np.testing.assert_array_equal(a, b)

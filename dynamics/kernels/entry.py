@@ -1,0 +1,264 @@
+"""Compiled entry points and their dispatch in Python.
+
+Each public function below picks the path of its job in Python and calls a
+compiled entry whose call graph holds only that path: depth 1 passes
+``U = None`` (the deep code is pruned), a batch whose checkpoints all lie
+within ``FlowConfig.gd_max`` without the flow integrator passes ``fc = None``
+(the normalised scheme is pruned), one-job batches and groups are separate
+entries, and ``parallel=False`` runs the same compiled entry on one thread
+(``numba.set_num_threads``: a dask worker is a process with one thread)
+instead of compiling a serial twin.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .flow import normalised_gd
+from .groups import _run_group
+from .job import _initial_loss, _pattern_job, _run_job
+from .measure import _clean_error, _test_outputs, _theta_norm_sq
+from .primitives import _lprime, _lprime_stable, _loss, _train_error
+from .step import _forward, _gd_step
+from .types import _depth, _work
+
+
+# ---------------------------------------------------------------- dispatch
+def _upper(U):
+    """Upper layers (L-1, 2, m, m) as the kernels take them: None at depth 1."""
+    return None if U.shape[0] == 0 else U
+
+
+def _flow_config(fc, use_flow, checkpoints):
+    """fc when some checkpoint needs the normalised scheme, else None."""
+    return fc if use_flow or (checkpoints.size and checkpoints.max() > fc.gd_max) else None
+
+
+@contextmanager
+def _threads(parallel: bool):
+    """Numba's thread count for a call: all, or one (``parallel=False``)."""
+    if parallel:
+        yield
+        return
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(threads)
+
+
+def run_kernel(st, cfg, mu, steps, record_every, gamma, rho, U, v, out_gamma, out_rho, out_U,
+               out_v, out_loss, out_err, status):
+    """Iterate the recursion ``steps`` times from the state (gamma, rho, U, v).
+
+    The state arrays are updated in place (final state on return).  Records at
+    t % record_every == 0 and at t == steps go to the out_* arrays.  On
+    divergence status = (step, reason) and the run stops; else status[0] = -1.
+    """
+    _run_kernel(st, cfg, mu, steps, record_every, gamma, rho, _upper(U), v, out_gamma, out_rho,
+                out_U, out_v, out_loss, out_err, status)
+
+
+def outputs_kernel(st, cfg, mu, gammas, rhos, Us, vs, out_f):
+    """Training outputs f (R, n) of R recorded states (any depth)."""
+    _outputs_kernel(st, cfg, mu, gammas, rhos, None if Us.shape[1] == 0 else Us, vs, out_f)
+
+
+def test_outputs(A, gamma, rho, U, v, st, cfg, f):
+    """f(x) of every test point into f (nt,) (``measure._test_outputs``)."""
+    _test_outputs(A, gamma, rho, _upper(U), v, st, cfg, f)
+
+
+def clean_error_kernel(A, gamma, rho, U, v, st, cfg):
+    """Clean test error: fraction of test points with yhat f(x) <= 0."""
+    return _clean_error(A, gamma, rho, _upper(U), v, st, cfg)
+
+
+def theta_norm_sq(A, mu, gamma, rho, U, v, st, train_v):
+    """||theta||^2 of the state (``measure._theta_norm_sq``)."""
+    return _theta_norm_sq(A, mu, gamma, rho, _upper(U), v, st, train_v)
+
+
+def flow_kernel(st, cfg, fc, mu, gamma, rho, U, v, times, out_gamma, out_rho, out_U, out_v,
+                out_loss, out_err, status, info):
+    """Normalised-flow run from the state (gamma, rho, U, v) at time 0, recording
+    the state, loss and train error at each time in ``times`` (GD steps,
+    ascending, finite).  status = (index of the failing time, reason) or
+    (-1, 0); info = (-1, final time, normalised steps, -1)."""
+    _flow_kernel(st, cfg, fc, mu, gamma, rho, _upper(U), v, times, out_gamma, out_rho, out_U,
+                 out_v, out_loss, out_err, status, info)
+
+
+def batch_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, out_test,
+                 out_loss, out_train, out_margin, out_status, out_info, parallel=True):
+    """Run many configurations, each job alone (``job._run_job``), in parallel
+    over jobs (``parallel=False``: one thread, the same results).
+
+    ``st`` holds the statistics stacked over seeds (leading axis S); job q uses
+    seed index job_seed[q], ||mu|| = job_mu[q] and v0 = job_v0[q].  Outputs
+    (Q, K) at the K checkpoints; out_status (Q, 2) = (step, reason) or
+    (-1, 0); out_info (Q, 4) (see ``_run_job``).  Jobs are independent, so
+    results do not depend on the number of threads.
+    """
+    upper = None if st.U0.shape[1] == 0 else st.U0
+    with _threads(parallel):
+        _batch_kernel(st, upper, cfg, _flow_config(fc, use_flow, checkpoints), use_flow,
+                      job_seed, job_mu, job_v0, checkpoints, out_test, out_loss, out_train,
+                      out_margin, out_status, out_info)
+
+
+def group_kernel(st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
+                 min_group, checkpoints, out_test, out_loss, out_train, out_margin,
+                 out_status, out_info, parallel=True):
+    """``batch_kernel`` with the jobs of one seed stepped together: jobs
+    group_start[g] .. group_start[g+1]-1 share one seed (``groups._run_group``);
+    parallel over groups; groups below min_group run job by job.  With sth =
+    st a job's result does not depend on its group, so results equal
+    ``batch_kernel``'s bit for bit for any thread count; sth = st as float32
+    runs the groups in float32 (results independent of the thread count).
+    Depth 1 and ReLU only (run_batch calls batch_kernel for the others)."""
+    if cfg.act != 0 or st.U0.shape[1] != 0:
+        raise ValueError("the group kernels are depth 1 and ReLU only: use batch_kernel")
+    with _threads(parallel):
+        _group_kernel(st, sth, cfg, _flow_config(fc, use_flow, checkpoints), use_flow,
+                      job_seed, job_mu, job_v0, group_start, min_group, checkpoints,
+                      out_test, out_loss, out_train, out_margin, out_status, out_info)
+
+
+def pattern_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, t_pattern,
+                   out_test, out_loss, out_train, out_margin, out_status, out_info, out_gamma,
+                   out_rho, out_v):
+    """``batch_kernel`` for runs whose last time is the limit (depth 1): the
+    K - 1 finite checkpoints as there, then the normalised flow on to GD time
+    t_pattern, whose checkpoint values go to column K - 1 and whose state
+    (gamma, rho, v) to out_gamma[q], out_rho[q], out_v[q]: the pattern that
+    seeds the limit program (``dynamics.limit``).  Parallel over jobs;
+    results do not depend on the threads."""
+    _pattern_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, t_pattern,
+                    out_test, out_loss, out_train, out_margin, out_status, out_info, out_gamma,
+                    out_rho, out_v)
+
+
+# ---------------------------------------------------------------- compiled entries
+@njit(cache=True)
+def _run_kernel(st, cfg, mu, steps, record_every, gamma, rho, U, v,
+                out_gamma, out_rho, out_U, out_v, out_loss, out_err, status):
+    """``run_kernel`` (U None at depth 1)."""
+    m, n = gamma.shape[1], st.yhat.shape[0]
+    A = mu * st.w0_e1
+    w = _work(m, n, _depth(U))
+    status[0] = -1
+    status[1] = 0
+    rec = 0
+    for t in range(steps + 1):
+        _forward(A, gamma, rho, U, v, st, cfg, w)
+        reason = _lprime(w.f, st.y, w.lp)
+        if reason == 0 and (t % record_every == 0 or t == steps):
+            out_gamma[rec] = gamma
+            out_rho[rec] = rho
+            if U is not None:
+                out_U[rec] = U
+            out_v[rec] = v
+            out_loss[rec] = _loss(w.f, st.y)
+            out_err[rec] = _train_error(w.f, st.y)
+            rec += 1
+        if reason == 0 and t < steps:
+            reason = _gd_step(A, mu * mu, gamma, rho, U, v, st, cfg, w)
+            if reason != 0:
+                t += 1  # the new state is out of bounds
+        if reason != 0:
+            status[0] = t
+            status[1] = reason
+            return
+        if t == steps:
+            return
+
+
+@njit(cache=True)
+def _outputs_kernel(st, cfg, mu, gammas, rhos, Us, vs, out_f):
+    """``outputs_kernel`` (Us None at depth 1)."""
+    A = mu * st.w0_e1
+    L = 1
+    if Us is not None:
+        L = Us.shape[1] + 1
+    w = _work(gammas.shape[2], out_f.shape[1], L)
+    for t in range(gammas.shape[0]):
+        if Us is None:
+            _forward(A, gammas[t], rhos[t], None, vs[t], st, cfg, w)
+        else:
+            _forward(A, gammas[t], rhos[t], Us[t], vs[t], st, cfg, w)
+        out_f[t] = w.f
+
+
+@njit(cache=True)
+def _flow_kernel(st, cfg, fc, mu, gamma, rho, U, v, times, out_gamma, out_rho, out_U, out_v,
+                 out_loss, out_err, status, info):
+    """``flow_kernel`` (U None at depth 1)."""
+    A = mu * st.w0_e1
+    m, n = gamma.shape[1], st.yhat.shape[0]
+    w = _work(m, n, _depth(U))
+    count = np.zeros(1, dtype=np.int64)
+    L0 = _initial_loss(A, gamma, rho, U, v, st, cfg, w)
+    status[0] = -1
+    status[1] = 0
+    info[0] = -1.0
+    info[3] = 0.0
+    t = 0.0
+    for k in range(times.shape[0]):
+        if np.isinf(times[k]):
+            raise ValueError("t = inf is the limit program (dynamics.limit), not a kernel time")
+        reason, t = normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, times[k], L0,
+                                  count)
+        if reason == 0:
+            _forward(A, gamma, rho, U, v, st, cfg, w)
+            reason, loss = _lprime_stable(w.f, st.y, w.lp)
+            out_gamma[k] = gamma
+            out_rho[k] = rho
+            if U is not None:
+                out_U[k] = U
+            out_v[k] = v
+            out_loss[k] = loss
+            out_err[k] = _train_error(w.f, st.y)
+        if reason != 0:
+            status[0] = k
+            status[1] = reason
+            break
+    info[1] = t
+    info[2] = count[0]
+
+
+@njit(cache=True, parallel=True)
+def _batch_kernel(st, upper, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
+                  out_test, out_loss, out_train, out_margin, out_status, out_info):
+    """``batch_kernel``: prange over jobs (upper None at depth 1, fc None
+    without the normalised scheme)."""
+    for q in prange(job_seed.shape[0]):
+        _run_job(q, st, upper, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
+                 out_test, out_loss, out_train, out_margin, out_status, out_info)
+
+
+@njit(cache=True, parallel=True)
+def _group_kernel(st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
+                  min_group, checkpoints, out_test, out_loss, out_train, out_margin,
+                  out_status, out_info):
+    """``group_kernel``: prange over groups."""
+    for g in prange(group_start.shape[0] - 1):
+        _run_group(g, st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
+                   min_group, checkpoints, out_test, out_loss, out_train, out_margin,
+                   out_status, out_info)
+
+
+@njit(cache=True, parallel=True)
+def _pattern_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, t_pattern,
+                    out_test, out_loss, out_train, out_margin, out_status, out_info, out_gamma,
+                    out_rho, out_v):
+    """``pattern_kernel``: prange over jobs, each job in its own function
+    (``_pattern_job``: its locals stay private to the thread)."""
+    for q in prange(job_seed.shape[0]):
+        _pattern_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
+                     t_pattern, out_test, out_loss, out_train, out_margin, out_status,
+                     out_info, out_gamma, out_rho, out_v)

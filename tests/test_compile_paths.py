@@ -1,0 +1,52 @@
+"""Compile only what runs: a job's compiled entry holds its own path only
+(``dynamics.kernels.entry``).  Checked in a fresh interpreter with an empty
+Numba cache, where a callee has signatures only if the entry's call graph
+compiled it (slow: each probe compiles its path from scratch)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+PROBE = """
+import json, numpy as np
+from dynamics.params import Params
+from dynamics.boundary import run_batch, stacked_stats
+from dynamics.kernels import deep, flow, group_step, groups, loop1, step1
+p = Params(n=6, m=4, n_test=20, steps=20, depth={depth})
+st = stacked_stats(p, "wishart", [0])
+run_batch(p, "exact", st, [0], [3.0], checkpoints={times})
+print(json.dumps({{name: len(f.signatures) for name, f in [
+    ("deep", deep._forward_deep), ("flow", flow.normalised_gd),
+    ("groups", groups._run_group), ("group_step", group_step._step_group),
+    ("loop1", loop1._gd_loop_depth1), ("step1", step1._forward_depth1)]}}))
+"""
+
+
+def compiled(depth, times, cache):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    for name in ("DYN_NUMBA_CACHE_DIR", "DYN_NUMBA_CACHE_BASE"):
+        env.pop(name, None)
+    res = subprocess.run([sys.executable, "-c", PROBE.format(depth=depth, times=times)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=900, env=env)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_depth1_gd_batch_compiles_neither_deep_flow_nor_groups(tmp_path):
+    got = compiled(1, [10, 20], tmp_path)
+    assert got["loop1"] and got["step1"]
+    assert not (got["deep"] or got["flow"] or got["groups"] or got["group_step"]), got
+
+
+@pytest.mark.slow
+def test_deep_gd_batch_compiles_neither_flow_nor_groups(tmp_path):
+    """Numba prunes ``if U is None`` only when U is None, so a deep run still
+    compiles the depth-1 branches; the flow and the groups it does not."""
+    got = compiled(2, [10, 20], tmp_path)
+    assert got["deep"]
+    assert not (got["flow"] or got["groups"] or got["group_step"]), got
