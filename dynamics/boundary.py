@@ -389,6 +389,14 @@ def _search(curve, k, taus, guess, mu_range, rel_tol):
                 hi = mid
 
 
+def zero_output_runs(data, k) -> int:
+    """Runs whose outputs are all 0 at time index k: loss = log 2 and training
+    and test error 1/2 (every output a tie; an underflow, not a prediction)."""
+    loss, train, test = (data[name][..., k] for name in ("loss", "train_error", "test_error"))
+    return int(np.sum(np.isclose(loss, np.log(2.0), rtol=1e-6, atol=0.0)
+                      & (train == 0.5) & (test == 0.5)))
+
+
 def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) -> Boundary:
     """Crossings, bootstrap intervals and fit diagnostics at time index k."""
     test = curve.data["test_error"][..., k]
@@ -429,6 +437,11 @@ def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) 
                          f"counted as chance (diverged, step budget or no limit)")
         ci[tau] = (tuple(np.percentile(boots, [2.5, 97.5])) if boots.size
                    else (np.nan, np.nan))
+    zero = zero_output_runs(curve.data, k)
+    if zero:
+        notes.append(f"{zero} runs have every output exactly 0 (loss log 2, errors 1/2 as "
+                     f"ties): the outputs underflowed (float32, a tiny --sigma-u or --v0 at "
+                     f"depth); their test error says nothing about the signal")
     if budget:
         notes.append(f"{len(budget)} runs spent the long-time step budget before the limit "
                      f"(loss not decaying; counted as test error 0.5), at ||mu|| in "

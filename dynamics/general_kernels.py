@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from .kernels.entry import _threads
-from .kernels.primitives import _dsig, _lprime_loss, _sig, _train_error
+from .kernels.primitives import _dsig, _error_rate, _lprime_loss, _sig, _wrong
 from .params import LOSS_MAX, THETA_MAX
 
 
@@ -47,8 +47,7 @@ def _loss_lprime(f, y, lp):
         lpi, li = _lprime_loss(yf)
         lp[i] = lpi
         loss += li
-        if yf <= 0.0:
-            err += 1.0
+        err += _wrong(yf)
     loss /= n
     return (2 if loss > LOSS_MAX else 0), loss, err / n
 
@@ -121,7 +120,7 @@ def record_kernel(R, B, y, code, a, c, eta, eta_v, train_v, steps, every, alpha,
 
 @njit(cache=True)
 def _test_error(Rt, Bt, yt, alpha, v, code, a, c):
-    """Fraction of test points with y_test f(x_test) <= 0 (NaN without test points)."""
+    """Test error, a tie f = 0 counted 1/2 (``_error_rate``; NaN without test points)."""
     nt = yt.shape[0]
     if nt == 0:
         return np.nan
@@ -129,7 +128,7 @@ def _test_error(Rt, Bt, yt, alpha, v, code, a, c):
     pre = np.empty((2, m, nt, P))
     f = np.empty(nt)
     _forward(Rt, Bt, alpha, v, code, a, c, pre, f)
-    return _train_error(f, yt)
+    return _error_rate(f, yt)
 
 
 @njit(cache=True)

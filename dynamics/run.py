@@ -135,6 +135,14 @@ def reduced_forward(gamma, rho, v, stats: Stats, params: Params, use_gram=True):
     return s, z, f
 
 
+def error_count(yf) -> float:
+    """Wrong predictions among the margins ``yf = y f``, a tie f = 0 counted
+    1/2: #{yf < 0} + #{yf = 0}/2 (docs/theory.md#test-error; the kernels'
+    ``error_rate`` counts the same way)."""
+    yf = np.asarray(yf)
+    return float(np.count_nonzero(yf < 0.0)) + 0.5 * float(np.count_nonzero(yf == 0.0))
+
+
 class DivergenceError(FloatingPointError):
     """A run crossed the divergence policy (``dynamics.params``): names the
     step, the reason and a hint that fits the cause."""

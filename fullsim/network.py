@@ -28,8 +28,8 @@ from scipy.linalg.blas import dgemm
 from dynamics.data import Realisation, check_memory, data_bytes, sample_data
 from dynamics.params import LOSS_MAX, THETA_MAX, Params, check_params, check_record_every
 from dynamics.kernels import normalised_dt
-from dynamics.run import FLOW, DivergenceError, Trajectory, check_checkpoints, \
-    check_optimizer, check_paper_model, check_record_memory, record_steps
+from dynamics.run import FLOW, DivergenceError, Trajectory, check_checkpoints, check_optimizer, \
+    check_paper_model, check_record_memory, error_count, record_steps
 
 _JS = np.array([1.0, -1.0])
 # Recorded states (W - W0) buffered before one batched projection (bytes).
@@ -79,7 +79,7 @@ def gradients(W, V, mu, xi, yhat, y, c):
     gW += ((jq * (z > 0)) * V[..., 1:2]).reshape(2 * m, n).dot(xi).reshape(2, m, d)
     gV = np.stack([np.sum(jq * np.maximum(s, 0.0), axis=-1),
                    np.sum(jq * np.maximum(z, 0.0), axis=-1)], axis=-1)
-    return loss, float(np.mean(yf <= 0.0)), f, gW, gV
+    return loss, error_count(yf) / n, f, gW, gV
 
 
 # ---------------------------------------------------------------- depth L >= 2
@@ -139,7 +139,7 @@ def gradients_deep(W, U, V, mu, xi, yhat, y, c):
         delta = np.matmul(U[l].transpose(0, 2, 1), D).reshape(2, m, 2, n) * (pre[l] > 0)
     gW = (delta[:, :, 0, :] @ yhat)[..., None] * mu
     gW += (delta[:, :, 1, :].reshape(2 * m, n) @ xi).reshape(2, m, d)
-    return loss, float(np.mean(yf <= 0.0)), f, gW, gU, gV
+    return loss, error_count(yf) / yf.size, f, gW, gU, gV
 
 
 def network_gradients(W, U, V, mu, xi, yhat, y, c):
@@ -287,13 +287,13 @@ def clean_test_error(W, V, real: Realisation, params: Params, U=None) -> float:
     for sl, chunk in real.test_vectors(params):
         if not deep:
             _, _, f = forward(W, V, real.mu, chunk, yt[sl], params.c)
-            wrong += int(np.sum(yt[sl] * f <= 0.0))
+            wrong += error_count(yt[sl] * f)
             continue
         ys = yt[sl]
         for a in range(0, ys.size, block):
             _, f = forward_deep(W, U, V, real.mu, chunk[a:a + block], ys[a:a + block],
                                 params.c, keep=False)
-            wrong += int(np.sum(ys[a:a + block] * f <= 0.0))
+            wrong += error_count(ys[a:a + block] * f)
     return wrong / params.n_test
 
 

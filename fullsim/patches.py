@@ -21,7 +21,7 @@ from dynamics.activation import activation, activation_code, activation_grad
 from dynamics.general import GeneralTrajectory, PatchData, check_general, check_record_general, \
     homogeneity, model_data
 from dynamics.params import Params, check_record_every
-from dynamics.run import DivergenceError, record_steps
+from dynamics.run import DivergenceError, error_count, record_steps
 
 from .network import blas_threads, divergence_reason
 
@@ -49,7 +49,7 @@ def patch_gradients(W, V, X, y, c, code, a):
     coef = jg * V[:, :, None, :] * activation_grad(pre, code, a)
     gW = (coef.reshape(2 * m, n * P) @ X.reshape(n * P, D)).reshape(2, m, D)
     gV = np.sum(jg * activation(pre, code, a), axis=2)
-    return loss, float(np.mean(yf <= 0.0)), pre, f, gW, gV
+    return loss, error_count(yf) / yf.size, pre, f, gW, gV
 
 
 def patch_test_error(W, V, data: PatchData, mu: float, c, code, a) -> float:
@@ -60,7 +60,7 @@ def patch_test_error(W, V, data: PatchData, mu: float, c, code, a) -> float:
     wrong = 0
     for sl, xt in data.test_chunks():
         _, f = patch_forward(W, V, xt * scale, c, code, a)
-        wrong += int(np.sum(data.y_test[sl] * f <= 0.0))
+        wrong += error_count(data.y_test[sl] * f)
     return wrong / len(data.y_test)
 
 

@@ -76,7 +76,7 @@ def test_labels_other_than_pm1_run_job_by_job(monkeypatch):
     job_seed = np.zeros(job_mu.size, dtype=np.int64)
     calls = []
     real = boundary.group_kernel
-    monkeypatch.setattr(boundary, "group_kernel", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(boundary, "group_kernel", lambda *a, **k: calls.append(1) or real(*a, **k))
     run_batch(params, "exact", stacked, job_seed, job_mu, checkpoints=[20.0])
     assert calls == [1]  # +-1 labels: grouped
     scaled = stacked._replace(yhat=0.5 * stacked.yhat)

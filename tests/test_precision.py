@@ -127,3 +127,24 @@ def test_cli_phase_float32(tmp_path, cli):
     spec = make_spec(Params(), ("v0", np.array([0.1, 1.0])), ("mu", MUS), 2, "exact",
                      "wishart", 0.25)
     assert "precision" not in spec  # float64 sweeps keep their fingerprints
+
+
+def test_float32_underflowed_outputs_are_ties_and_noted():
+    """Outputs that underflow to exactly 0 in float32 (v0 sigma0 ~ 1e-60) are
+    ties: training and test error 1/2 (not 1), loss log 2, and the boundary
+    notes say the outputs underflowed."""
+    from dynamics.boundary import zero_output_runs
+    p = Params(n=6, m=4, n_test=50, steps=5, v0=1e-30, sigma_0=1e-30)
+    res = _runs(p, "float32", [5], seeds=2, mus=np.array([1.0, 3.0]))
+    assert np.all(res["test_error"] == 0.5) and np.all(res["train_error"] == 0.5)
+    np.testing.assert_allclose(res["loss"], np.log(2.0), rtol=1e-6)
+    assert zero_output_runs(res, 0) == 4
+    wide = _runs(p.replace(v0=1.0, sigma_0=0.01), "float32", [5], seeds=2,
+                 mus=np.array([1.0, 3.0]))
+    assert zero_output_runs(wide, 0) == 0
+
+
+def test_error_count_counts_ties_half():
+    from dynamics.run import error_count
+    assert error_count(np.array([-1.0, 0.0, 2.0, -0.0, 3e-300])) == 2.0
+    assert error_count(np.zeros(0)) == 0.0

@@ -21,7 +21,7 @@ from .flow import normalised_gd
 from .groups import _run_group
 from .job import _initial_loss, _pattern_job, _run_job
 from .measure import _clean_error, _test_outputs, _theta_norm_sq
-from .primitives import _lprime, _lprime_stable, _loss, _train_error
+from .primitives import _error_rate, _loss, _lprime, _lprime_stable
 from .step import _forward, _gd_step
 from .types import _depth, _work
 
@@ -74,7 +74,7 @@ def test_outputs(A, gamma, rho, U, v, st, cfg, f):
 
 
 def clean_error_kernel(A, gamma, rho, U, v, st, cfg):
-    """Clean test error: fraction of test points with yhat f(x) <= 0."""
+    """Clean test error: fraction of test points with yhat f(x) < 0, ties f = 0 counted 1/2."""
     return _clean_error(A, gamma, rho, _upper(U), v, st, cfg)
 
 
@@ -164,7 +164,7 @@ def _run_kernel(st, cfg, mu, steps, record_every, gamma, rho, U, v,
                 out_U[rec] = U
             out_v[rec] = v
             out_loss[rec] = _loss(w.f, st.y)
-            out_err[rec] = _train_error(w.f, st.y)
+            out_err[rec] = _error_rate(w.f, st.y)
             rec += 1
         if reason == 0 and t < steps:
             reason = _gd_step(A, mu * mu, gamma, rho, U, v, st, cfg, w)
@@ -222,7 +222,7 @@ def _flow_kernel(st, cfg, fc, mu, gamma, rho, U, v, times, out_gamma, out_rho, o
                 out_U[k] = U
             out_v[k] = v
             out_loss[k] = loss
-            out_err[k] = _train_error(w.f, st.y)
+            out_err[k] = _error_rate(w.f, st.y)
         if reason != 0:
             status[0] = k
             status[1] = reason

@@ -27,7 +27,7 @@ from .flow import normalised_dt
 from .group_step import _forward_group, _lprime_group, _outputs_group, _step_group
 from .job import _initial_loss, _reset_job, _run_job
 from .measure import _margin
-from .primitives import _lprime_stable, _train_error
+from .primitives import _error_rate, _lprime_stable
 from .types import GROUP_TEST_MAX, _job_stats, _work
 
 
@@ -166,9 +166,9 @@ def _measure_group(gr, sj, sjh, cfg, which, gamma1, rho1, v1, with_test):
                                gr.f[:, c], cfg)
         if reason == 0:
             gr.loss[c] = loss
-            gr.train[c] = _train_error(gr.f[:, c], sj.y)
+            gr.train[c] = _error_rate(gr.f[:, c], sj.y)
             if with_test:
-                gr.test[c] = _train_error(gr.ftest[:, c], sj.test_yhat)
+                gr.test[c] = _error_rate(gr.ftest[:, c], sj.test_yhat)
 
 
 @njit(cache=True)

@@ -6,7 +6,7 @@ import numpy as np
 from numba import njit
 
 from .deep import _top_output, _upper_forward
-from .primitives import _addmul_rows, _lprime_stable, _relu_inplace, _train_error
+from .primitives import _addmul_rows, _error_rate, _lprime_stable, _relu_inplace
 from .step import _forward
 from .step1 import _accumulate_outputs
 from .types import TEST_CHUNK, _depth
@@ -68,10 +68,10 @@ def _test_outputs_block(A, gamma, rhohat, U, v, st, cfg, q0, X, H, f):
 
 @njit(cache=True)
 def _clean_error(A, gamma, rho, U, v, st, cfg):
-    """Clean test error: fraction of test points with yhat f(x) <= 0."""
+    """Clean test error: fraction of test points with yhat f(x) < 0, ties f = 0 counted 1/2."""
     f = np.empty(st.test_yhat.shape[0])
     _test_outputs(A, gamma, rho, U, v, st, cfg, f)
-    return _train_error(f, st.test_yhat)
+    return _error_rate(f, st.test_yhat)
 
 
 @njit(cache=True)
@@ -140,7 +140,7 @@ def _checkpoint(job, k, A, mu, gamma, rho, U, v, st, cfg, w, out_test, out_loss,
     reason, loss = _lprime_stable(w.f, st.y, w.lp)
     if reason == 0:
         out_loss[job, k] = loss
-        out_train[job, k] = _train_error(w.f, st.y)
+        out_train[job, k] = _error_rate(w.f, st.y)
         out_test[job, k] = _clean_error(A, gamma, rho, U, v, st, cfg)
         out_margin[job, k] = _margin(A, mu, gamma, rho, U, v, st, w.f, cfg)
     return reason

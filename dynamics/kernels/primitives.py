@@ -116,13 +116,21 @@ def _lprime_stable(f, y, lp):
 
 
 @njit(cache=True)
-def _train_error(f, y):
-    """Fraction of points with y_i f_i <= 0."""
+def _error_rate(f, y):
+    """Fraction of wrong signs, a tie f_i = 0 counted 1/2:
+    (#{y_i f_i < 0} + #{y_i f_i = 0}/2) / n (``dynamics.run.error_count``)."""
     err = 0.0
     for i in range(f.shape[0]):
-        if y[i] * f[i] <= 0.0:
-            err += 1.0
+        err += _wrong(y[i] * f[i])
     return err / f.shape[0]
+
+
+@njit(cache=True)
+def _wrong(yf):
+    """1 for a wrong sign (yf < 0), 1/2 for a tie (yf = 0), else 0."""
+    if yf < 0.0:
+        return 1.0
+    return 0.5 if yf == 0.0 else 0.0
 
 
 # ---------------------------------------------------------------- Gram blocks
