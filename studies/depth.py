@@ -9,11 +9,13 @@ sigmap = 1, eta = 0.01, T = 200).  Four pieces, each saved when finished:
   1. mu* versus v0 (``compare.boundaries.make_evaluator`` +
      ``dynamics.boundary.find_boundaries``, the solver of `dyn solve`):
        * T = 200: every v0 of --v0s, --seeds seeds;
-       * convergence: as `dyn solve --times 200,inf` (GD to T = 200, then the
-         normalised flow until the limit criterion or t = 1e30 GD steps, the
-         test error of the state at the stop), --inf-seeds seeds (the first
-         seeds of the T = 200 set), v0 in --inf-v0s.  This search also gives
-         a T = 200 mu* on those seeds (printed as a check).
+       * late training: as `dyn solve --times 200,1e30` (GD to T = 200, then
+         the normalised flow to t = LATE = 1e30 GD steps, the test error of
+         that state), --inf-seeds seeds (the first seeds of the T = 200 set),
+         v0 in --inf-v0s.  A late finite time, not the limit: the limit
+         program of t = inf exists at depth 1 only
+         (docs/guide/time-and-limit.md).  This search also gives a T = 200 mu*
+         on those seeds (printed as a check).
   2. phase diagrams v0 x ||mu|| at T = 200 per L: the rows of `dyn phase`
      (``compare.phase.compute_chunk``: same grid values and seeding as
      `dyn phase --depth L --x v0=1e-3..10:K --y mu=0.5..50:K`), without its
@@ -93,7 +95,7 @@ def boundary_search(params: Params, n_seeds: int, times, guess, rel_tol) -> dict
     return {float(b.steps): dict(
         mu_star=b.star(), lo=b.ci[TAU][0], hi=b.ci[TAU][1], loss=b.loss_at_star,
         train_error=b.train_error_at_star, n_diverged=b.n_diverged,
-        conv=b.limit_converged, stable=b.limit_labels_stable, wall=wall,
+        wall=wall,
         curve_mu=b.curve_mu, curve_test=b.curve_test,
         notes=[x for x in b.notes if not x.startswith("t = inf:")]) for b in bs}
 
@@ -134,7 +136,8 @@ def phase_rows(params: Params, x, y, n_seeds: int) -> dict:
 
 
 # ---------------------------------------------------------------- storage
-SCALARS = ("mu_star", "lo", "hi", "loss", "train_error", "n_diverged", "conv", "stable", "wall")
+SCALARS = ("mu_star", "lo", "hi", "loss", "train_error", "n_diverged", "wall")
+LATE = 1e30  # the late time of piece 1b (GD steps): finite; t = inf exists at depth 1 only
 
 
 def bkey(L, v0, d, S, steps):
@@ -189,15 +192,13 @@ def to_dataset(state, settings, base: Params, fits=None) -> xr.Dataset:
     meta = {"mu_star": "critical ||mu|| where the seed-mean clean test error = 0.25",
             "lo": "2.5% bootstrap (over seeds) quantile of mu*",
             "hi": "97.5% bootstrap (over seeds) quantile of mu*",
-            "conv": "t = inf: fraction of runs meeting the margin criterion",
-            "stable": "t = inf: fraction of runs with test labels stable over the last decade",
             "wall": "wall time of the search (s; shared by the times of one search)"}
     for name, text in meta.items():
         ds[name].attrs["long_name"] = text
     if "layer_change" in ds:
         ds["layer_change"].attrs["long_name"] = (
             "||theta_l(T) - theta_l(0)|| / ||theta_l(0)|| per block at ||mu|| = lc_mu")
-    ds["steps"].attrs["long_name"] = "training time in GD steps (inf: the limit, t = 1e30 stop)"
+    ds["steps"].attrs["long_name"] = "training time in GD steps (1e30: late training, reached by the normalised flow)"
     ds.attrs = global_attrs(base, swept=("mu_norm", "v0", "d", "depth"),
                             title="dyn depth study: mu*, phase, layer change, d-scaling at "
                                   "L = 1, 2, 3", level=LEVEL, sampler=SAMPLER, threshold=TAU,
@@ -301,25 +302,24 @@ def format_tables(state, cfg, fits, base) -> str:
     Ls = cfg["depths"]
     out = [(f"1. mu* (clean test error = {TAU}) [95% bootstrap CI over seeds]; exact, "
             f"wishart, d={base.d}, n={base.n}, m={base.m}, eta={base.eta:g}"),
-           (f"   T={base.steps}: {S} seeds; inf: GD to T={base.steps} then normalised flow "
-            f"to the limit criterion or t = 1e30 GD steps, {Si} seeds")]
+           (f"   T={base.steps}: {S} seeds; T={LATE:g}: GD to T={base.steps} then the "
+            f"normalised flow to t = {LATE:g} GD steps (late training, not the limit), "
+            f"{Si} seeds")]
     cols = list(dict.fromkeys([(L, T, S) for L in Ls] + [(L, T, Si) for L in Ls]
-                              + [(L, np.inf, Si) for L in Ls]))
-    head = "".join(f"L={L} {f'T={t:g}' if np.isfinite(t) else 'inf'}/{s}".rjust(22)
+                              + [(L, LATE, Si) for L in Ls]))
+    head = "".join(f"L={L} T={t:g}/{s}".rjust(22)
                    for L, t, s in cols)
     out.append(f"   {'v0':>6}{head}")
     for v0 in cfg["v0s"]:
         row = "".join(f"{fmt_ci(B.get(bkey(L, v0, base.d, s, t))):>22}" for L, t, s in cols)
         if row.strip(" -"):
             out.append(f"   {v0:>6g}{row}")
-    out.append("   limit diagnostics (t = inf): fraction of runs meeting the margin criterion / "
-               "with stable test labels; loss at mu*")
+    out.append(f"   at t = {LATE:g}: training loss at mu*")
     for L in Ls:
         for v0 in cfg["inf_v0s"]:
-            r = B.get(bkey(L, v0, base.d, Si, np.inf))
+            r = B.get(bkey(L, v0, base.d, Si, LATE))
             if r is not None:
-                out.append(f"     L={L} v0={v0:<6g} conv {r['conv']:.0%}  stable "
-                           f"{r['stable']:.0%}  loss@mu* {r['loss']:.2g}  "
+                out.append(f"     L={L} v0={v0:<6g} loss@mu* {r['loss']:.2g}  "
                            f"(search {r['wall']:.0f} s)")
     notes = [(k, n) for k, r in sorted(B.items()) for n in r["notes"]]
     for k, n in notes:
@@ -388,8 +388,8 @@ def plot_mu_star_vs_v0(state, cfg, base, path):
     fig, ax = plt.subplots(figsize=(8, 5.2))
     for c, L in enumerate(cfg["depths"]):
         for t, s, ls, mk, lab in ((T, cfg["seeds"], "-", "o", f"T = {base.steps}"),
-                                  (np.inf, cfg["inf_seeds"], "--", "s",
-                                   "T = inf (stop at t = 1e30)")):
+                                  (LATE, cfg["inf_seeds"], "--", "s",
+                                   f"t = {LATE:g} (late training)")):
             pts = [(v0, B.get(bkey(L, v0, base.d, s, t))) for v0 in cfg["v0s"]]
             pts = [(v0, r) for v0, r in pts if r is not None and np.isfinite(r["mu_star"])]
             if not pts:
@@ -399,7 +399,7 @@ def plot_mu_star_vs_v0(state, cfg, base, path):
             lo = np.array([p[1]["lo"] for p in pts])
             hi = np.array([p[1]["hi"] for p in pts])
             ax.errorbar(x, y, yerr=_err(y, lo, hi), fmt=mk, ls=ls, color=f"C{c}", capsize=3,
-                        ms=5, mfc="white" if np.isinf(t) else f"C{c}",
+                        ms=5, mfc="white" if t == LATE else f"C{c}",
                         label=f"L = {L}, {lab} ({s} seeds)")
     log_log_panel(ax, r"output-layer initialisation $v_0$",
                   ylabel=rf"critical signal $\|\mu\|^*$ (mean clean test error = {TAU:g})",
@@ -530,7 +530,7 @@ def plot_mu_star_vs_d(state, cfg, fits, base, path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=8, help="seeds at T = 200 and for layer change")
-    ap.add_argument("--inf-seeds", type=int, default=8, help="seeds of the t = inf searches")
+    ap.add_argument("--inf-seeds", type=int, default=8, help="seeds of the late-time (t = 1e30) searches")
     ap.add_argument("--phase-seeds", type=int, default=8)
     ap.add_argument("--lc-mu", type=float, default=5.0, help="||mu|| of the layer-change runs")
     ap.add_argument("--rel-tol", type=float, default=0.02, help="bisection tolerance in ||mu||")
@@ -627,27 +627,27 @@ def main():
                          f"{fmt_ci(state['bounds'][k])}  ({state['bounds'][k]['wall']:.1f} s)")
                 if np.isfinite(state["bounds"][k]["mu_star"]):
                     hist.append((d, state["bounds"][k]["mu_star"]))
-    # 1b. mu* at convergence (expensive: last), depth ascending
+    # 1b. mu* late in training (t = LATE; expensive: last), depth ascending
     for L in cfg["depths"]:
         for v0 in cfg["inf_v0s"]:
-            if bkey(L, v0, base.d, Si, np.inf) in state["bounds"]:
+            if bkey(L, v0, base.d, Si, LATE) in state["bounds"]:
                 continue
             guess = star_of(L, v0, base.d, S, T)
-            rec = boundary_search(base.replace(depth=L, v0=v0), Si, (base.steps, np.inf),
+            rec = boundary_search(base.replace(depth=L, v0=v0), Si, (base.steps, LATE),
                                   guess, args.rel_tol)
             for t, r in rec.items():  # never replace the T-sweep record (same seeds)
                 state["bounds"].setdefault(bkey(L, v0, base.d, Si, t), r)
-            state["bounds"][bkey(L, v0, base.d, Si, np.inf)] = rec[np.inf]
-            r = rec[np.inf]
-            save(f"L={L} v0={v0:<6g} T=inf ({Si} seeds): mu* = {fmt_ci(r)}  conv "
-                 f"{r['conv']:.0%} stable {r['stable']:.0%}  ({r['wall']:.0f} s)")
+            state["bounds"][bkey(L, v0, base.d, Si, LATE)] = rec[LATE]
+            r = rec[LATE]
+            save(f"L={L} v0={v0:<6g} t={LATE:g} ({Si} seeds): mu* = {fmt_ci(r)}  "
+                 f"({r['wall']:.0f} s)")
 
     # keep only what this plan asks for (e.g. drop searches with another seed count)
     keep = {bkey(L, v0, base.d, S, T) for L in cfg["depths"] for v0 in cfg["v0s"]}
     keep |= {bkey(L, v0, d, S, pb.steps) for pb, v0 in plan for L in cfg["depths"]
              for d in cfg["d_grid"]}
     keep |= {bkey(L, v0, base.d, Si, t) for L in cfg["depths"] for v0 in cfg["inf_v0s"]
-             for t in (T, np.inf)}
+             for t in (T, LATE)}
     state["bounds"] = {k: r for k, r in state["bounds"].items() if k in keep}
     fits = d_fits(state, cfg["depths"], cfg["d_v0s"], cfg["d_grid"], S, T)
     fits.update(d_fits(state, cfg["depths"], cfg["d_small_v0s"], cfg["d_grid"], S,
