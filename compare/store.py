@@ -184,24 +184,19 @@ def _release(holder) -> None:
             os.close(fd)  # closing the only descriptor releases the flock
 
 
-class PathLock:
-    """The store's single-writer lock on its own: an exclusive ``flock`` of
-    ``lock_path`` (holding the holder's pid), released by :meth:`close`, on
-    leaving the ``with`` block, or by the OS when the holder dies.  ``what``
-    names the guarded output in the StoreBusy message (``dyn solve``: its
-    folder)."""
+class _LockHolder:
+    """Holds ``_lock_fd`` (an ``_acquire``d lock): released by :meth:`close`,
+    on leaving the ``with`` block, at garbage collection, or by the OS when
+    the holder dies."""
 
-    def __init__(self, lock_path, what=None):
-        self._lock_fd = None
-        lock_path = os.fspath(lock_path)
-        self._lock_fd = _acquire(lock_path, what or lock_path)
-        _LOCKED.add(self)
+    _lock_fd = None
 
     def close(self) -> None:
+        """Release the lock (idempotent).  The lock file itself stays."""
         _LOCKED.discard(self)
         _release(self)
 
-    def __enter__(self) -> "PathLock":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
@@ -214,7 +209,18 @@ class PathLock:
             pass
 
 
-class SweepStore:
+class PathLock(_LockHolder):
+    """The store's single-writer lock on its own: an exclusive ``flock`` of
+    ``lock_path`` (holding the holder's pid).  ``what`` names the guarded
+    output in the StoreBusy message (``dyn solve``: its folder)."""
+
+    def __init__(self, lock_path, what=None):
+        lock_path = os.fspath(lock_path)
+        self._lock_fd = _acquire(lock_path, what or lock_path)
+        _LOCKED.add(self)
+
+
+class SweepStore(_LockHolder):
     """Row-by-row, resumable, single-writer Zarr store of a sweep Dataset.
 
     Locks ``path + ".lock"``, then creates the store from ``template`` (if
@@ -316,23 +322,6 @@ class SweepStore:
     def _lock(self) -> None:
         self._lock_fd = _acquire(self.path + ".lock", self.path)
         _LOCKED.add(self)
-
-    def close(self) -> None:
-        """Release the lock (idempotent).  The lock file itself stays."""
-        _LOCKED.discard(self)
-        _release(self)
-
-    def __enter__(self) -> "SweepStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     # -- create / resume ---------------------------------------------------
     def _clean_stale(self) -> None:

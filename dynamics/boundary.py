@@ -31,8 +31,8 @@ import numba
 import numpy as np
 
 from .data import sample_stats
-from .kernels import GROUP_MAX, GROUP_MAX_F32, GROUP_MIN, GROUP_TEST_MAX, KStats, batch_kernel, \
-    group_kernel
+from .kernels import DIVERGENCE_REASONS, GROUP_MAX, GROUP_MAX_F32, GROUP_MIN, GROUP_TEST_MAX, \
+    KStats, batch_kernel, group_kernel
 from .limit import LIMIT_FIELDS, LIMIT_STATUS, check_limit
 from .params import PRECISIONS, SAMPLERS, TAU, TRANSITION_TAUS, Params, ParamError, \
     check_choice, check_threshold
@@ -403,7 +403,7 @@ def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) 
     mean = test.mean(axis=0)
     mu_star, ci, notes = {}, {}, []
     budget = [dv for dv in curve.diverged if dv[2] <= time and dv[3] == 4]
-    div = [dv for dv in curve.diverged if dv[2] <= time and dv[3] in (1, 2, 3)]
+    div = [dv for dv in curve.diverged if dv[2] <= time and dv[3] in DIVERGENCE_REASONS]
     nolimit = [dv for dv in curve.diverged if dv[2] <= time and dv[3] in LIMIT_STATUS]
     failed_runs = budget + div + nolimit  # (||mu||, seed index, ...) of runs counted as chance
     failed = [dv[0] for dv in failed_runs]

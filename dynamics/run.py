@@ -13,8 +13,8 @@ import numpy as np
 
 from .activation import activation, activation_code
 from .data import Stats, check_memory, sample_stats
-from .kernels import DIVERGENCE_REASONS, FlowConfig, KConfig, KStats, clean_error_kernel, \
-    flow_kernel, outputs_kernel, run_kernel, theta_norm_sq
+from .kernels import DIVERGENCE_REASONS, LOSS_UNDERFLOW, FlowConfig, KConfig, KStats, \
+    clean_error_kernel, flow_kernel, outputs_kernel, run_kernel, theta_norm_sq
 from .params import PAPER_LEVELS, SAMPLERS, Params, ParamError, check_choice, check_params, \
     check_record_every, record_count
 
@@ -170,6 +170,9 @@ def divergence_hint(step: int, params: Params, reason: int = 1) -> str:
     if reason == BUDGET_REASON:
         return (f"ask for earlier --times, or raise --eta (now {params.eta:g}: the flow's "
                 f"time unit) so the data are fitted sooner")
+    if reason == LOSS_UNDERFLOW:
+        return (f"try a smaller --eta (now {params.eta:g}; the flow's early steps are GD "
+                f"steps of that size)")
     if step == 0:
         return ("the initial network is already out of range: lower --sigma0, --v0, --c "
                 "or --mu")

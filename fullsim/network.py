@@ -27,7 +27,7 @@ from scipy.linalg.blas import dgemm
 
 from dynamics.data import Realisation, check_memory, data_bytes, sample_data
 from dynamics.params import LOSS_MAX, THETA_MAX, Params, check_params, check_record_every
-from dynamics.kernels import normalised_dt
+from dynamics.kernels import LOSS_UNDERFLOW, normalised_dt
 from dynamics.run import FLOW, DivergenceError, Trajectory, check_checkpoints, check_optimizer, \
     check_paper_model, check_record_memory, error_count, record_steps
 
@@ -522,6 +522,8 @@ def simulate_full_flow(params: Params, times, real: Realisation | None = None,
         if reason:
             raise DivergenceError(int(t), reason, p, "full")
         L0 = L if L0 is None else L0
+        if L == 0.0 and n_steps > 0 and t < times[-1]:  # a step made every l' underflow
+            raise DivergenceError(int(t), LOSS_UNDERFLOW, p, "full")
         if t >= times[k]:
             recorder.add(k, W)
             Urec[k], v[k], loss[k], err[k] = U, V, L, e

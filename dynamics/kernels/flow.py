@@ -17,12 +17,14 @@ from numba import njit
 from .primitives import _lprime_stable
 from .step import _forward, _step
 from .step1 import _forward_depth1, _increments_depth1
+from .types import LOSS_UNDERFLOW
 
 
 @njit(cache=True)
 def normalised_dt(L0, loss, t, t_end, frac):
     """Time step (GD steps) of the normalised scheme: min(L0/L, frac max(t, 1),
-    t_end - t); a zero loss (every l' underflowed) jumps to t_end."""
+    t_end - t); a zero loss (every l' underflowed, which the kernels report as
+    LOSS_UNDERFLOW before they get here) jumps to t_end."""
     if loss > 0.0:
         return min(L0 / loss, frac * max(t, 1.0), t_end - t)
     return t_end - t
@@ -34,7 +36,13 @@ def normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, t_end, L0, count):
     the loss-normalised step: one step moves the time by
     ``normalised_dt`` GD steps (the last one lands on t_end); count[0] counts
     steps.
-    Returns (reason, t): reason 0 ok, 1-3 divergence, 4 step budget spent.
+    Returns (reason, t): reason 0 ok, 1-3 divergence, 4 step budget spent,
+    LOSS_UNDERFLOW (7) a step of this scheme made the loss exactly 0 before
+    t_end (the state would freeze: no flow gets there before ~1e300 GD steps,
+    so the step overshot).  A flow that starts at loss 0 (no normalised step
+    yet: GD fitted the data with every l' underflowed) stays where it is and
+    jumps to t_end, which is what the flow does (its gradient is below
+    1e-300).
     Depth 1 calls ``_forward_depth1`` and the in-place ``_increments_depth1``
     directly (the numbers of ``_forward`` and ``_step``, without their call
     layers: each call that passes the ``KStats`` and ``_Work`` NamedTuples
@@ -50,6 +58,8 @@ def normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, t_end, L0, count):
         reason, loss = _lprime_stable(f, st.y, lp)
         if reason != 0:
             return reason, t
+        if loss == 0.0:  # every l' underflowed: by a step of this scheme, or GD's state
+            return (LOSS_UNDERFLOW, t) if count[0] > 0 else (0, t_end)
         dt = normalised_dt(L0, loss, t, t_end, fc.max_dt_frac)
         if U is None:
             bad = _increments_depth1(gamma, rho, v, a, z, lp, st, mu * mu, cfg.c, cfg.eta * dt,

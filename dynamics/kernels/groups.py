@@ -28,7 +28,7 @@ from .group_step import _forward_group, _lprime_group, _outputs_group, _step_gro
 from .job import _initial_loss, _reset_job, _run_job
 from .measure import _margin
 from .primitives import _error_rate, _lprime_stable
-from .types import GROUP_TEST_MAX, _job_stats, _work
+from .types import GROUP_TEST_MAX, LOSS_UNDERFLOW, _job_stats, _work
 
 
 @njit(cache=True)
@@ -217,7 +217,8 @@ def _gd_group(gr, sj, cfg, target, job0, out_status):
 def _normalised_group(gr, sj, cfg, fc, running, t_end, stop):
     """``normalised_gd`` for the jobs with running[c]: each from its time t[c]
     to t_end with its own loss-normalised step (the others get step 0).
-    stop[c] = reason (0 ok, 1-3 divergence, 4 step budget) of each job."""
+    stop[c] = reason (0 ok, 1-3 divergence, 4 step budget, LOSS_UNDERFLOW) of
+    each job."""
     C = gr.mu.shape[0]
     stop[:] = 0
     moving = running.copy()
@@ -240,6 +241,13 @@ def _normalised_group(gr, sj, cfg, fc, running, t_end, stop):
                 reason, loss = _lprime_stable(gr.f[:, c], sj.y, gr.lp[:, c])
                 if reason != 0:
                     stop[c] = reason
+                    moving[c] = False
+                    continue
+                if loss == 0.0:  # as normalised_gd: a step made it 0, or GD's state stays
+                    if gr.count[c] > 0:
+                        stop[c] = LOSS_UNDERFLOW
+                    else:
+                        gr.t[c] = t_end
                     moving[c] = False
                     continue
                 dt = normalised_dt(gr.L0[c], loss, gr.t[c], t_end, fc.max_dt_frac)

@@ -19,7 +19,11 @@ from numba import njit
 from ..params import LOSS_MAX, THETA_MAX
 
 DIVERGENCE_REASONS = {1: "non-finite network output", 2: f"training loss above {LOSS_MAX:g}",
-                      3: f"a coefficient above {THETA_MAX:g} in absolute value"}
+                      3: f"a coefficient above {THETA_MAX:g} in absolute value",
+                      7: "the training loss underflowed to 0 in the normalised flow (every "
+                         "margin above ~745, which the flow reaches only after ~1e300 GD "
+                         "steps): a step overshot"}
+LOSS_UNDERFLOW = 7  # status reason: the flow's loss is exactly 0 (a frozen state, not a time)
 
 TEST_CHUNK = 128  # test points per block of ``test_outputs``: (m, 128) buffers stay in L1/L2
 #                   and below malloc's mmap threshold (a (m, n_test) buffer per call was
