@@ -174,8 +174,10 @@ def divergence_hint(step: int, params: Params, reason: int = 1) -> str:
         return (f"try a smaller --eta (now {params.eta:g}; the flow's early steps are GD "
                 f"steps of that size)")
     if step == 0:
-        return ("the initial network is already out of range: lower --sigma0, --v0, --c "
-                "or --mu")
+        scale = ("the noise law's scale (--noise " + params.noise + ")"
+                 if params.noise != "gaussian" else "--sigmap")
+        return (f"the initial network is already out of range: lower --sigma0, --v0, --c, "
+                f"--mu or {scale} (with --data: the scale of the file's values)")
     if params.eta_v_eff > params.eta:
         return f"try a smaller --eta-v (now {params.eta_v_eff:g}) or --eta ({params.eta:g})"
     return f"try a smaller --eta (now {params.eta:g})"

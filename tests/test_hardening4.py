@@ -273,3 +273,13 @@ def test_flow_loss_underflow_is_a_failure_not_a_frozen_state(cli):
     assert res.exit_code != 0 and "underflowed" in res.output and "Traceback" not in res.output
     fine = simulate_flow(p.replace(eta=0.01), "exact", "wishart", [1, 2, 5, 10])
     assert np.all(fine.loss > 0)
+
+
+def test_initial_divergence_advice_names_the_noise_scale():
+    """Issue 38 item 17: a network out of range at step 0 because of the noise
+    (spiked:1,1e300) is told about the noise, not only sigma0, v0, c and mu."""
+    from dynamics.run import divergence_hint
+    spiked = divergence_hint(0, Params(noise="spiked:1,1e300"), 2)
+    assert "--noise spiked" in spiked and "--data" in spiked
+    assert "--sigmap" in divergence_hint(0, Params(), 2)
+    assert "smaller --eta" in divergence_hint(5, Params(), 2)
