@@ -283,3 +283,35 @@ def test_initial_divergence_advice_names_the_noise_scale():
     assert "--noise spiked" in spiked and "--data" in spiked
     assert "--sigmap" in divergence_hint(0, Params(), 2)
     assert "smaller --eta" in divergence_hint(5, Params(), 2)
+
+
+def test_data_reader_fuzz_corrupted_files(cli, one_line_error, tmp_path):
+    """Issue 38: a --data file corrupted at random (truncated, bytes flipped,
+    a block zeroed) either still loads and runs, or gives a one-line error;
+    never a traceback."""
+    rng = np.random.default_rng(38)
+    good = tmp_path / "good.npz"
+    np.savez(good, x=rng.standard_normal((8, 2, 20)), y=np.tile([1.0, -1.0], 4))
+    raw = good.read_bytes()
+    outcomes = {"ran": 0, "refused": 0}
+    for k in range(40):
+        buf = bytearray(raw)
+        kind = k % 3
+        if kind == 0:
+            buf = buf[:int(rng.integers(0, len(buf)))]
+        elif kind == 1:
+            for pos in rng.integers(0, len(buf), size=int(rng.integers(1, 8))):
+                buf[pos] ^= int(rng.integers(1, 256))
+        else:
+            a = int(rng.integers(0, len(buf)))
+            size = min(int(rng.integers(1, 64)), len(buf) - a)
+            buf[a:a + size] = bytes(size)
+        bad = tmp_path / f"bad{k}.npz"
+        bad.write_bytes(bytes(buf))
+        res = cli("simulate", "--level", "general", "--m", "2", "--steps", "3", "--data", bad)
+        if res.exit_code == 0:
+            outcomes["ran"] += 1
+        else:
+            one_line_error(res)
+            outcomes["refused"] += 1
+    assert outcomes["refused"] >= 10, outcomes
