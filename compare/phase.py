@@ -29,7 +29,7 @@ import xarray as xr
 
 from dynamics import __version__
 from dynamics.boundary import check_precision, crossing, crossing_made_by_failures, \
-    stacked_stats
+    stacked_stats, zero_output_runs
 from dynamics.general import check_family_sampler, stacked_general
 from dynamics.data import check_sampler
 from dynamics.files import remove_stale_temporaries
@@ -415,6 +415,9 @@ def assemble(spec: dict, ds: xr.Dataset) -> xr.Dataset:
                             n_seeds=spec["n_seeds"], threshold=tau, x_axis=xn, y_axis=yn,
                             n_diverged=int((diverged & ~budget).sum()),
                             n_budget=int(budget.sum()), **n_blank_attr, **limit_attr,
+                            n_zero_output=zero_output_runs(ds.loss.values,
+                                                           ds.train_error.values,
+                                                           ds.test_error.values),
                             precision=spec_precision(spec),
                             fingerprint=fingerprint(spec),
                             spec_json=spec_json(spec))

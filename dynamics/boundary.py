@@ -389,12 +389,12 @@ def _search(curve, k, taus, guess, mu_range, rel_tol):
                 hi = mid
 
 
-def zero_output_runs(data, k) -> int:
-    """Runs whose outputs are all 0 at time index k: loss = log 2 and training
-    and test error 1/2 (every output a tie; an underflow, not a prediction)."""
-    loss, train, test = (data[name][..., k] for name in ("loss", "train_error", "test_error"))
+def zero_output_runs(loss, train_error, test_error) -> int:
+    """How many runs have all outputs 0: loss = log 2 and training and test
+    error 1/2 (every output a tie; an underflow, not a prediction).  Arrays
+    of one shape, one entry per run (and time)."""
     return int(np.sum(np.isclose(loss, np.log(2.0), rtol=1e-6, atol=0.0)
-                      & (train == 0.5) & (test == 0.5)))
+                      & (np.asarray(train_error) == 0.5) & (np.asarray(test_error) == 0.5)))
 
 
 def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) -> Boundary:
@@ -437,7 +437,8 @@ def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) 
                          f"counted as chance (diverged, step budget or no limit)")
         ci[tau] = (tuple(np.percentile(boots, [2.5, 97.5])) if boots.size
                    else (np.nan, np.nan))
-    zero = zero_output_runs(curve.data, k)
+    zero = zero_output_runs(*(curve.data[name][..., k]
+                              for name in ("loss", "train_error", "test_error")))
     if zero:
         notes.append(f"{zero} runs have every output exactly 0 (loss log 2, errors 1/2 as "
                      f"ties): the outputs underflowed (float32, a tiny --sigma-u or --v0 at "

@@ -138,13 +138,25 @@ def test_float32_underflowed_outputs_are_ties_and_noted():
     res = _runs(p, "float32", [5], seeds=2, mus=np.array([1.0, 3.0]))
     assert np.all(res["test_error"] == 0.5) and np.all(res["train_error"] == 0.5)
     np.testing.assert_allclose(res["loss"], np.log(2.0), rtol=1e-6)
-    assert zero_output_runs(res, 0) == 4
+    assert zero_output_runs(res["loss"], res["train_error"], res["test_error"]) == 4
     wide = _runs(p.replace(v0=1.0, sigma_0=0.01), "float32", [5], seeds=2,
                  mus=np.array([1.0, 3.0]))
-    assert zero_output_runs(wide, 0) == 0
+    assert zero_output_runs(wide["loss"], wide["train_error"], wide["test_error"]) == 0
 
 
 def test_error_count_counts_ties_half():
     from dynamics.run import error_count
     assert error_count(np.array([-1.0, 0.0, 2.0, -0.0, 3e-300])) == 2.0
     assert error_count(np.zeros(0)) == 0.0
+
+
+def test_cli_phase_warns_when_outputs_underflow(tmp_path, cli):
+    """dyn phase counts runs whose outputs are all 0 (float32 underflow) in
+    phase.nc and warns."""
+    res = cli("phase", "--n", "6", "--m", "4", "--n-test", "40", "--steps", "5",
+              "--precision", "float32", "--v0", "1e-30", "--sigma0", "1e-30",
+              "--x", "sigmap=0.5..2:2", "--y", "mu=1..3:2", "--seeds", "2", "--out", tmp_path)
+    assert res.exit_code == 0, res.output
+    ds = read_netcdf(str(tmp_path / "phase.nc"))
+    assert ds.attrs["n_zero_output"] == 8
+    assert "every output exactly 0" in res.output

@@ -122,6 +122,8 @@ ATTRS = {
     "times": "the --times of the run (GD steps; inf: the certified limit)",
     "tol": "dyn compare --tol: relative-error tolerance of 'first step above'",
     "n_budget": "runs that spent the normalised flow's step budget (not divergences)",
+    "n_zero_output": "runs (each time apart) whose outputs are all exactly 0 (loss log 2, "
+                     "errors 1/2 as ties): an underflow",
 }
 
 # names that only some runs write (not in the toy runs of the reference): not
