@@ -789,9 +789,8 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
                    f"counted as chance in the mean); ask for earlier --times or raise --eta")
     n_zero = int(ds.attrs.get("n_zero_output", 0))
     if n_zero:
-        click.echo(f"  WARNING: {n_zero} runs (times counted apart) have every output exactly 0 "
-                   f"(loss log 2, errors 1/2 as ties): the outputs underflowed (float32, a tiny "
-                   f"--sigma-u or --v0 at depth); their test error says nothing about the signal")
+        from dynamics.boundary import ZERO_OUTPUT_WHY
+        click.echo(f"  WARNING: {n_zero} runs (times counted apart) have {ZERO_OUTPUT_WHY}")
     n_blank = int(ds.attrs.get("mu_star_not_reported", 0))
     if n_blank:
         click.echo(f"  WARNING: mu* not reported (NaN) at {n_blank} of {ds.mu_star.size} "

@@ -389,6 +389,11 @@ def _search(curve, k, taus, guess, mu_range, rel_tol):
                 hi = mid
 
 
+ZERO_OUTPUT_WHY = ("every output exactly 0 (loss log 2, errors 1/2 as ties): the outputs "
+                   "underflowed (float32, a tiny --sigma-u or --v0 at depth); their test "
+                   "error says nothing about the signal")
+
+
 def zero_output_runs(loss, train_error, test_error) -> int:
     """How many runs have all outputs 0: loss = log 2 and training and test
     error 1/2 (every output a tie; an underflow, not a prediction).  Arrays
@@ -440,9 +445,7 @@ def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) 
     zero = zero_output_runs(*(curve.data[name][..., k]
                               for name in ("loss", "train_error", "test_error")))
     if zero:
-        notes.append(f"{zero} runs have every output exactly 0 (loss log 2, errors 1/2 as "
-                     f"ties): the outputs underflowed (float32, a tiny --sigma-u or --v0 at "
-                     f"depth); their test error says nothing about the signal")
+        notes.append(f"{zero} runs have {ZERO_OUTPUT_WHY}")
     if budget:
         notes.append(f"{len(budget)} runs spent the long-time step budget before the limit "
                      f"(loss not decaying; counted as test error 0.5), at ||mu|| in "
