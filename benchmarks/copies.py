@@ -41,7 +41,7 @@ def _reference_loop(A, mu2, gamma, rho, v, st, cfg, w, steps):
 
 
 def loop(args):
-    from dynamics.boundary import stacked_stats
+    from dynamics.batch import stacked_stats
     from dynamics.kernels import loop1, types
     from dynamics.params import Params
     from dynamics.run import kernel_config
@@ -72,7 +72,7 @@ def loop(args):
 
 
 def threads(args):
-    from dynamics.boundary import run_batch, stacked_stats
+    from dynamics.batch import run_batch, stacked_stats
     from dynamics.params import Params
     p = Params(v0=1e-3)
     st = stacked_stats(p, "wishart", list(range(8)))

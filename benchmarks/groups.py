@@ -38,7 +38,7 @@ except ImportError:
 
 from _common import machine_rows, table  # noqa: E402
 from dynamics import Params
-from dynamics.boundary import run_batch, stacked_stats
+from dynamics.batch import run_batch, stacked_stats
 from dynamics.kernels import GROUP_MAX
 
 

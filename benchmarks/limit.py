@@ -28,8 +28,8 @@ import numpy as np
 
 from _common import machine_rows, table
 from dynamics import Params
-from dynamics.boundary import find_boundaries, reduced_evaluator, seed_list, \
-    stacked_stats
+from dynamics.batch import seed_list, stacked_stats
+from dynamics.boundary import find_boundaries, reduced_evaluator
 from dynamics.limit_run import limit_batch
 
 
@@ -61,7 +61,7 @@ def timing(args):
     job_seed = np.tile(np.arange(args.seeds), 3)
     job_mu = np.repeat([6.0, 9.0, 12.0], args.seeds)
     limit_batch(p, "exact", st, job_seed[:1], job_mu[:1], None, cp, False)  # compile
-    import dynamics.limit as lm
+
     import dynamics.limit_run as lr
 
     spent = {"programs": 0.0, "evaluation": 0.0}
@@ -73,9 +73,9 @@ def timing(args):
             spent[key] += time.perf_counter() - t0
             return out
         return wrapper
-    orig = lr.map_programs, lm.evaluate_limit
+    orig = lr.map_programs, lr.evaluate_limit
     lr.map_programs = timed(orig[0], "programs")
-    lm.evaluate_limit = timed(orig[1], "evaluation")
+    lr.evaluate_limit = timed(orig[1], "evaluation")
     rows = []
     try:
         for tp in (1e5, 1e30):
@@ -90,7 +90,7 @@ def timing(args):
                              f"{1e3 * flow / Q:.1f}", f"{1e3 * spent['programs'] / Q:.1f}",
                              f"{1e3 * spent['evaluation'] / Q:.1f}", f"{1e3 * total / Q:.1f}"])
     finally:
-        lr.map_programs, lm.evaluate_limit = orig
+        lr.map_programs, lr.evaluate_limit = orig
     table(["pattern time", "parallel", "jobs", "flow ms/job", "programs ms/job",
            "evaluation ms/job", "total ms/job"], rows)
 

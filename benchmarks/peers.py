@@ -11,7 +11,7 @@ float64, with hand-written gradients (no autograd):
 * forward: H = bmm(P, W^T) (Q, n+1, 2m) (this orientation was faster than
   bmm(W, P^T) with MKL here), s = H[:, 0] yhat, z = H[:, 1:];
   f = c sum_j j sum_r [v1 ReLU(s) + v2 ReLU(z)]; logistic loss every step;
-* backward (the formulas of ``fullsim.network.gradients``): the coefficients
+* backward (the formulas of ``fullsim.layers.gradients``): the coefficients
   C (Q, 2m, n+1) of gW = C P, applied as W.baddbmm_(C, P, alpha=-eta) (the
   gradient bmm fused with the update), and gV; simultaneous update of W, V;
 * after step T, the clean test error on the seed's n_test = 1000 real test
@@ -31,7 +31,7 @@ in the same stretch of a VM's drifting speed and in their steady state, as
 a sweep runs them, none paying a wake-up from idle), seconds per
 configuration:
 
-* ``exact`` / ``orthogonal``: ``dynamics.boundary.run_batch`` (the kernel call
+* ``exact`` / ``orthogonal``: ``dynamics.batch.run_batch`` (the kernel call
   of sweeps: 16 jobs, one parallel Numba call, checkpoint T, which also
   evaluates the d-free test error), statistics of sampler 'data' drawn before;
 * ``full``: ``fullsim.simulate_full`` per configuration, record_every = T (it
@@ -92,7 +92,7 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dynamics import Params, sample_data
-from dynamics.boundary import run_batch
+from dynamics.batch import run_batch
 from dynamics.kernels import GROUP_MIN
 from dynamics.run import kernel_stats
 from fullsim import simulate_full

@@ -57,7 +57,7 @@ import numba
 
 from compare.phase import _STATS_CACHE, compute_chunk, make_spec, parse_axis
 from dynamics import Params, simulate
-from dynamics.boundary import stacked_stats
+from dynamics.batch import stacked_stats
 from dynamics.data import sample_data, sample_stats
 
 from _common import machine_rows, repeat_times, table

@@ -31,7 +31,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import machine_rows, repeat_times, table  # noqa: E402
 
-from dynamics.boundary import crossing, run_batch, stacked_stats  # noqa: E402
+from dynamics.batch import run_batch, stacked_stats  # noqa: E402
+from dynamics.boundary import crossing  # noqa: E402
 from dynamics.params import Params  # noqa: E402
 
 S, N_MU, TAU = 8, 64, 0.25

@@ -1,18 +1,17 @@
 """Boundaries for any level: picks the evaluator and calls the solver.
 
 The solver (``dynamics.boundary.find_boundaries``) takes an evaluator; this
-module is the one place that knows which evaluator serves which level:
-``dynamics.boundary.reduced_evaluator`` for the reduced levels,
+module is the one place that knows which evaluator serves which kind of
+level (``dynamics.levels``): ``dynamics.boundary.reduced_evaluator`` for the
+paper's levels, ``dynamics.general.general_evaluator`` for the family,
 ``fullsim.full_evaluator`` (the weight-space network, sampler data) for "full".
 """
 from __future__ import annotations
 
-import numpy as np
-
-from dynamics.boundary import Boundary, check_precision, find_boundaries, reduced_evaluator, \
-    run_batch, seed_list, stacked_stats
-from dynamics.params import ALL_LEVELS, SAMPLERS, TAU, Params, ParamError, check_choice, \
-    check_count
+from dynamics.batch import run_batch, seed_list, stacked_stats
+from dynamics.boundary import Boundary, find_boundaries, reduced_evaluator
+from dynamics.levels import FAMILY, NETWORK, sampler_for, validate
+from dynamics.params import SAMPLERS, TAU, Params, check_choice, check_count
 from dynamics.run import check_checkpoints
 from dynamics.general import general_evaluator, run_general_batch, stacked_general
 from fullsim import full_evaluator, run_full_batch
@@ -24,11 +23,10 @@ def run_jobs(params: Params, level: str, sampler: str, seeds, job_seed, job_mu, 
     """Per-job results (Q, K) at the checkpoint steps for any level (the
     job-level twin of ``make_evaluator``); ``stacked``: reuse reduced statistics;
     ``precision`` float32 only where ``check_precision`` allows it."""
-    check_choice("level", level, ALL_LEVELS)
-    check_precision(params, level, precision)
-    if level == "full":
+    kind = validate(params, level, precision=precision).kind
+    if kind == NETWORK:
         return run_full_batch(params, seeds, job_seed, job_mu, job_v0, checkpoints)
-    if level == "general":
+    if kind == FAMILY:
         stacked = stacked_general(params, sampler, seeds) if stacked is None else stacked
         return run_general_batch(params, stacked, job_seed, job_mu, job_v0, checkpoints,
                                  parallel)
@@ -39,23 +37,15 @@ def run_jobs(params: Params, level: str, sampler: str, seeds, job_seed, job_mu, 
 
 def make_evaluator(params: Params, level: str, sampler: str, seeds, checkpoints=None,
                    integrator: str = "gd"):
-    """(evaluator, sampler actually used) for ``level``; "full" uses sampler data."""
-    check_choice("level", level, ALL_LEVELS)
+    """(evaluator, sampler actually used) for ``level`` (``levels.sampler_for``:
+    "full" uses sampler data); what the level cannot run is refused first
+    (``levels.validate``: the integrator of sweeps, t = inf)."""
     check_choice("sampler", sampler, SAMPLERS)
-    if level == "full":
-        if integrator != "gd" or any(np.isinf(check_checkpoints(checkpoints, params.steps))):
-            raise ParamError("level", level, "the weight-space network runs GD to finite "
-                             "times only in sweeps; use a reduced level for the flow and "
-                             "t = inf (dyn compare --integrator flow checks the reduction)")
-        return full_evaluator(params, seeds, checkpoints), "data"
-    if level == "general":
-        if integrator != "gd":
-            raise ParamError("integrator", integrator, "the general level runs GD to "
-                             "finite times (no flow, no t = inf)")
-        if any(np.isinf(check_checkpoints(checkpoints, params.steps))):
-            raise ParamError("times", list(checkpoints), "the general level runs GD to "
-                             "finite times; t = inf (the limit) needs a paper level "
-                             "(exact, orthogonal, fixed-output)")
+    kind = validate(params, level, integrator=integrator, sweep=True,
+                    times=check_checkpoints(checkpoints, params.steps)).kind
+    if kind == NETWORK:
+        return full_evaluator(params, seeds, checkpoints), sampler_for(level, sampler)
+    if kind == FAMILY:
         return general_evaluator(params, sampler, seeds, checkpoints), sampler
     return reduced_evaluator(params, level, sampler, seeds, checkpoints,
                              integrator=integrator), sampler

@@ -28,8 +28,9 @@ import numpy as np
 import xarray as xr
 
 from dynamics import __version__
-from dynamics.boundary import check_precision, crossing, crossing_made_by_failures, \
-    stacked_stats, zero_output_runs
+from dynamics.batch import check_precision, stacked_stats
+from dynamics.boundary import crossing, crossing_made_by_failures, zero_output_runs
+from dynamics.levels import FAMILY, NETWORK, sampler_for, validate
 from dynamics.general import check_family_sampler, stacked_general
 from dynamics.data import check_sampler
 from dynamics.files import remove_stale_temporaries
@@ -88,12 +89,11 @@ def check_level(params: Params, level: str, times, sampler: str = "wishart"):
     """Refuse, before any work, what the level cannot run (family options on
     the paper's levels, flow times or t = inf on the general level, a random
     signal with the d-free sampler)."""
-    if level == "general":
+    kind = validate(params, level, times=times).kind  # t = inf: a level with a program
+    if kind == FAMILY:
         check_family_sampler(params, sampler)
-        if any(np.isinf(times)):
-            raise ParamError("times", times, "the general level runs GD to finite times")
-    elif level == "full":
-        check_paper_model(params, "full")
+    elif kind == NETWORK:
+        check_paper_model(params, level)
     else:
         kernel_config(params, level)
 
@@ -123,7 +123,7 @@ def make_spec(params: Params, x, y, n_seeds, level, sampler, tau, times=None,
                     raise ParamError("times", "inf", f"--{option} {name}={val}: "
                                      f"{exc.allowed}") from None
             try:
-                check_sampler(point, "data" if level == "full" else sampler)
+                check_sampler(point, sampler_for(level, sampler))
             except ParamError as exc:
                 if exc.param not in ("n", "d") or AXES[name].name not in ("n", "d", "m"):
                     raise  # not about this axis (e.g. noise vs sampler, or --n/--d)

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from dynamics.boundary import Boundary, fit_exponents, seed_list
+from dynamics.batch import seed_list
+from dynamics.boundary import Boundary, fit_exponents
 from dynamics.data import check_sampler
+from dynamics.levels import sampler_for
 from dynamics.params import ALL_LEVELS, D_GRID, N_GRID, SAMPLERS, SPEC_OF, TAU, \
     TRANSITION_TAUS, Params, ParamError, check_choice, check_count, check_int_values, \
     check_params, check_threshold
@@ -130,8 +132,8 @@ def solve(params: Params, v0s=None, level="exact", sampler="wishart", n_seeds=8,
     if repeated:
         raise ParamError("v0", ", ".join(f"{v:g}" for v in repeated), "given more than once "
                          "(each v0 is solved once; drop the repeats)")
-    check_grid(params, "d_grid", "d", d_grid, "data" if level == "full" else sampler)
-    check_grid(params, "n_grid", "n", n_grid, "data" if level == "full" else sampler)
+    check_grid(params, "d_grid", "d", d_grid, sampler_for(level, sampler))
+    check_grid(params, "n_grid", "n", n_grid, sampler_for(level, sampler))
     tau = check_threshold(tau, n_test=params.n_test)
     if times is not None and 0 in [float(t) for t in times]:
         raise ParamError("times", ",".join(f"{float(t):g}" for t in times),

@@ -23,8 +23,6 @@ releases when the holder dies, even by SIGKILL.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import glob
 import hashlib
 import json
@@ -33,12 +31,13 @@ import os
 import shutil
 import threading
 import uuid
-import weakref
 
 import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
+
+from .locks import HOLDERS, LockHolder, PathLock, StoreBusy, StoreError, acquire_lock
 
 __all__ = ["PathLock", "StoreError", "StoreBusy", "SweepStore"]
 
@@ -58,14 +57,6 @@ _ZARR_KW = {"consolidated": False}
 ROWS_PER_CHUNK_MAX = 16
 CHUNK_BYTES = 4 * 2 ** 20  # ... but no chunk above ~4 MiB (large sweeps: fewer rows)
 _OVERWRITE_HINT = "use another --out, or add --overwrite to discard the stored sweep"
-
-
-class StoreError(ValueError):
-    """A sweep store problem, with a one-line user-facing message."""
-
-
-class StoreBusy(StoreError):
-    """Another process holds the store's lock."""
 
 
 def _finite_json(obj):
@@ -137,90 +128,7 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
-_LOCKED: "weakref.WeakSet" = weakref.WeakSet()  # lock holders (SweepStore, PathLock)
-
-
-def _forget_locks_in_child() -> None:
-    """After fork: the child must not keep the parent's locks alive (flock locks
-    belong to the open file, shared by inherited descriptors).  Close the
-    child's copies without touching the lock or the pid in the lock file."""
-    for holder in list(_LOCKED):
-        fd, holder._lock_fd = holder._lock_fd, None
-        if fd is not None:
-            os.close(fd)
-
-
-os.register_at_fork(after_in_child=_forget_locks_in_child)
-
-
-def _acquire(lock_path: str, what: str) -> int:
-    """Exclusive ``flock`` of ``lock_path`` (created) without waiting; writes our
-    pid into it.  Returns its descriptor; StoreBusy naming ``what`` and the
-    holder's pid if another process holds it."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        try:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-        finally:
-            os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise StoreBusy(f"{what} is in use by another dyn process (pid {holder}); "
-                            "wait for it to finish or choose another --out") from None
-        raise StoreError(f"cannot lock {lock_path}: {exc.strerror}") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def _release(holder) -> None:
-    """Release ``holder._lock_fd`` (idempotent; the lock file stays)."""
-    fd, holder._lock_fd = holder._lock_fd, None
-    if fd is not None:
-        try:
-            os.ftruncate(fd, 0)
-        finally:
-            os.close(fd)  # closing the only descriptor releases the flock
-
-
-class _LockHolder:
-    """Holds ``_lock_fd`` (an ``_acquire``d lock): released by :meth:`close`,
-    on leaving the ``with`` block, at garbage collection, or by the OS when
-    the holder dies."""
-
-    _lock_fd = None
-
-    def close(self) -> None:
-        """Release the lock (idempotent).  The lock file itself stays."""
-        _LOCKED.discard(self)
-        _release(self)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-
-class PathLock(_LockHolder):
-    """The store's single-writer lock on its own: an exclusive ``flock`` of
-    ``lock_path`` (holding the holder's pid).  ``what`` names the guarded
-    output in the StoreBusy message (``dyn solve``: its folder)."""
-
-    def __init__(self, lock_path, what=None):
-        lock_path = os.fspath(lock_path)
-        self._lock_fd = _acquire(lock_path, what or lock_path)
-        _LOCKED.add(self)
-
-
-class SweepStore(_LockHolder):
+class SweepStore(LockHolder):
     """Row-by-row, resumable, single-writer Zarr store of a sweep Dataset.
 
     Locks ``path + ".lock"``, then creates the store from ``template`` (if
@@ -320,8 +228,8 @@ class SweepStore(_LockHolder):
 
     # -- lock --------------------------------------------------------------
     def _lock(self) -> None:
-        self._lock_fd = _acquire(self.path + ".lock", self.path)
-        _LOCKED.add(self)
+        self._lock_fd = acquire_lock(self.path + ".lock", self.path)
+        HOLDERS.add(self)
 
     # -- create / resume ---------------------------------------------------
     def _clean_stale(self) -> None:

@@ -5,6 +5,7 @@ import numpy as np
 
 from dynamics.data import sample_data
 from dynamics.general import GeneralTrajectory, model_data, simulate_general
+from dynamics.levels import LEVEL
 from dynamics.params import Params, ParamError
 from dynamics.run import check_paper_model, first_layer, simulate, simulate_flow, trains_v
 from fullsim import simulate_full
@@ -23,7 +24,7 @@ def as_general(traj) -> GeneralTrajectory:
     """A paper-level Trajectory as a GeneralTrajectory (pre = (s, z) per
     patch, v, loss), to compare it with the family's network."""
     s, z = first_layer(traj.gamma, traj.rho, traj.stats, traj.params,
-                       traj.level != "orthogonal")
+                       LEVEL[traj.level].use_gram)
     return GeneralTrajectory(params=traj.params, level=traj.level, sampler=traj.sampler,
                              source="model", steps=traj.steps,
                              pre=np.stack([s, z], axis=-1), v=traj.v, loss=traj.loss,

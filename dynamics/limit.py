@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import scipy.sparse as sp
 
+from .levels import LIMIT_LEVELS, level_of
 from .params import Params, ParamError
 
 # Per-run results of the limit (``run_batch``'s res["limit"], columns in this order).
@@ -73,8 +74,9 @@ def check_limit(params: Params, level: str):
     """Refuse t = inf where no program exists (one-line ``ParamError``)."""
     why = None
     kind = params.activation_spec[0]
-    if level != "exact":
-        why = f"level {level!r} has no limit program (it exists for level exact)"
+    if not level_of(level).limit:
+        why = (f"level {level!r} has no limit program (it exists for level "
+               f"{' or '.join(LIMIT_LEVELS)})")
     elif params.depth != 1:
         why = "depth >= 2 is not 2-homogeneous unit by unit"
     elif kind not in ("relu", "leaky"):
@@ -464,53 +466,9 @@ def tie_error(f: np.ndarray, yhat: np.ndarray) -> tuple:
     return float(np.mean(yhat * f < 0.0)) + 0.5 * ties, ties
 
 
-def outputs(kst, cfg, mu: float, gamma, rho, v, zero_init: bool = False):
-    """Training and test outputs (f_train (n,), f_test (nt,)) of a depth-1
-    state through the kernels; ``zero_init`` drops w(0) (a limit state)."""
-    from .kernels import outputs_kernel, test_outputs
-
-    st = kst
-    if zero_init:
-        st = kst._replace(w0_e1=np.zeros_like(kst.w0_e1), B=np.zeros_like(kst.B),
-                          test_B=np.zeros_like(kst.test_B))
-    U = kst.U0
-    f_train = np.empty((1, kst.yhat.shape[0]))
-    outputs_kernel(st, cfg, float(mu), gamma[None], rho[None], U[None], v[None], f_train)
-    f_test = np.empty(kst.test_yhat.shape[0])
-    test_outputs(mu * st.w0_e1, gamma, rho, U, v, st, cfg, f_test)
-    return f_train[0], f_test
-
-
 def certify(prob: Problem, pat: Pattern, max_moves: int = MAX_MOVES) -> tuple:
     """The kernel-free part of a run's limit: (``repair`` from pattern
     ``pat``, ``zero_unit_dual`` of its optimum or NaN).  Plain data in and
     out, so ``limit_run`` can map it over worker processes."""
     lim = repair(prob, pat, max_moves)
     return lim, (zero_unit_dual(prob, lim.optimum) if lim.optimum.ok else np.nan)
-
-
-def evaluate_limit(kst, cfg, params: Params, mu: float, gamma, rho, v, flow_margin: float,
-                   t_pattern: float, max_moves: int = MAX_MOVES, certified=None):
-    """The certified limit of one run from its flow state (gamma, rho, v) at
-    GD time t_pattern: (fields, test_error, limit state (gamma, rho, v), Limit).
-    ``fields``: LIMIT_FIELDS -> value (see LIMIT_META).  ``certified``: the
-    result of ``certify`` for this run when already computed."""
-    prob = make_problem(kst, params, mu)
-    if certified is None:
-        certified = certify(prob, flow_pattern(kst, mu, gamma, rho, v), max_moves)
-    lim, zdual = certified
-    out = dict.fromkeys(LIMIT_FIELDS, np.nan)
-    out["t_pattern"] = t_pattern
-    if not lim.optimum.ok:
-        return out, np.nan, None, lim
-    g, r, vv = limit_state(prob, lim, mu)
-    f_train, f_test = outputs(kst, cfg, mu, g, r, vv, zero_init=True)
-    err, ties = tie_error(f_test, kst.test_yhat)
-    ff_train, ff_test = outputs(kst, cfg, mu, gamma, rho, v)
-    a, b = np.concatenate([f_train, f_test]), np.concatenate([ff_train, ff_test])
-    out.update(certified=float(lim.certified), opt_pattern=lim.opt_pattern,
-               opt=lim.optimum.opt, flips=float(lim.moves),
-               margin_ratio=flow_margin * 2.0 * lim.optimum.opt,
-               cosine=float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))), ties=ties,
-               kappa_pos=lim.kappa[0], kappa_neg=lim.kappa[1], zero_unit_dual=zdual)
-    return out, err, (g, r, vv), lim

@@ -1,7 +1,7 @@
 """t = inf for a batch of jobs (docs/guide/time-and-limit.md): the finite
 checkpoints and the flow to the pattern time in one Numba kernel
 (``kernels.pattern_kernel``), then one max-margin program per job
-(``limit.certify`` then ``limit.evaluate_limit``).  ``boundary.run_batch``
+(``limit.certify``, then ``evaluate_limit`` here).  ``batch.run_batch``
 calls ``limit_batch`` when the last checkpoint is inf.
 
 The programs are plain Python (Clarabel holds the GIL), so with more than one
@@ -19,8 +19,8 @@ import numba
 import numpy as np
 
 from . import limit as lm
-from .boundary import RESULTS
-from .kernels import KStats, pattern_kernel
+from .batch import RESULTS
+from .kernels import KStats, outputs_kernel, pattern_kernel, test_outputs
 from .limit import LIMIT_FIELDS
 from .params import Params
 from .run import FLOW, kernel_config
@@ -72,7 +72,7 @@ def limit_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0, c
     as usual, then the flow to GD time ``t_pattern`` (default
     ``limit.PATTERN_TIME``; ``kernels.pattern_kernel``), and at inf the
     certified limit of the program seeded by that state's pattern
-    (``limit.certify``, ``limit.evaluate_limit``): its test error (ties 1/2), margin 1/(2 OPT),
+    (``limit.certify``, ``evaluate_limit``): its test error (ties 1/2), margin 1/(2 OPT),
     loss and train error 0.  res["limit"] (Q, len(LIMIT_FIELDS)) holds the
     certificate; info[:, 0] = certified 1/0.  A run whose flow diverged or
     does not separate the data at t_pattern (status reason 5) or whose
@@ -120,7 +120,7 @@ def limit_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0, c
                       lm.flow_pattern(kst, mu, state[0][q], state[1][q], state[2][q])))
     certs = map_programs(items, threads if parallel else 1)
     for q, kst, cert in zip(todo, ksts, certs):
-        fields, err, _, _ = lm.evaluate_limit(
+        fields, err, _, _ = evaluate_limit(
             kst, cfg, params, float(job_mu[q]), state[0][q], state[1][q], state[2][q],
             float(res["margin"][q, K - 1]), t_pattern, certified=cert)
         res["limit"][q] = [fields[k] for k in LIMIT_FIELDS]
@@ -134,3 +134,45 @@ def limit_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0, c
         res["train_error"][q, K - 1] = 0.0
         res["margin"][q, K - 1] = 1.0 / (2.0 * fields["opt"])
     return res
+
+
+def outputs(kst, cfg, mu: float, gamma, rho, v, zero_init: bool = False):
+    """Training and test outputs (f_train (n,), f_test (nt,)) of a depth-1
+    state through the kernels; ``zero_init`` drops w(0) (a limit state)."""
+    st = kst
+    if zero_init:
+        st = kst._replace(w0_e1=np.zeros_like(kst.w0_e1), B=np.zeros_like(kst.B),
+                          test_B=np.zeros_like(kst.test_B))
+    U = kst.U0
+    f_train = np.empty((1, kst.yhat.shape[0]))
+    outputs_kernel(st, cfg, float(mu), gamma[None], rho[None], U[None], v[None], f_train)
+    f_test = np.empty(kst.test_yhat.shape[0])
+    test_outputs(mu * st.w0_e1, gamma, rho, U, v, st, cfg, f_test)
+    return f_train[0], f_test
+
+
+def evaluate_limit(kst, cfg, params: Params, mu: float, gamma, rho, v, flow_margin: float,
+                   t_pattern: float, max_moves: int = lm.MAX_MOVES, certified=None):
+    """The certified limit of one run from its flow state (gamma, rho, v) at
+    GD time t_pattern: (fields, test_error, limit state (gamma, rho, v), Limit).
+    ``fields``: LIMIT_FIELDS -> value (see LIMIT_META).  ``certified``: the
+    result of ``certify`` for this run when already computed."""
+    prob = lm.make_problem(kst, params, mu)
+    if certified is None:
+        certified = lm.certify(prob, lm.flow_pattern(kst, mu, gamma, rho, v), max_moves)
+    lim, zdual = certified
+    out = dict.fromkeys(LIMIT_FIELDS, np.nan)
+    out["t_pattern"] = t_pattern
+    if not lim.optimum.ok:
+        return out, np.nan, None, lim
+    g, r, vv = lm.limit_state(prob, lim, mu)
+    f_train, f_test = outputs(kst, cfg, mu, g, r, vv, zero_init=True)
+    err, ties = lm.tie_error(f_test, kst.test_yhat)
+    ff_train, ff_test = outputs(kst, cfg, mu, gamma, rho, v)
+    a, b = np.concatenate([f_train, f_test]), np.concatenate([ff_train, ff_test])
+    out.update(certified=float(lim.certified), opt_pattern=lim.opt_pattern,
+               opt=lim.optimum.opt, flips=float(lim.moves),
+               margin_ratio=flow_margin * 2.0 * lim.optimum.opt,
+               cosine=float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))), ties=ties,
+               kappa_pos=lim.kappa[0], kappa_neg=lim.kappa[1], zero_unit_dual=zdual)
+    return out, err, (g, r, vv), lim

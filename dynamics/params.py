@@ -18,11 +18,11 @@ import numpy as np
 from dataclasses import dataclass, fields
 from typing import Optional
 
-LEVELS = ("exact", "orthogonal", "fixed-output", "general")   # reduced levels (dynamics)
-# Levels specialised to the paper's model (ReLU, signal e_1, projected noise); "general"
-# (docs/theory.md#general-reduction, dynamics.general) takes any activation, noise model, signal and data.
-PAPER_LEVELS = ("exact", "orthogonal", "fixed-output")
-ALL_LEVELS = LEVELS + ("full",)                     # "full": the weight-space network
+# The levels and what each supports: dynamics.levels.LEVEL.  PAPER_LEVELS are specialised
+# to the paper's model (signal e_1, projected noise); "general"
+# (docs/theory.md#general-reduction, dynamics.general) takes any activation, noise model,
+# signal and data; LEVELS are the reduced ones; "full" is the weight-space network.
+from .levels import ALL_LEVELS, LEVELS, PAPER_LEVELS  # noqa: E402,F401
 SAMPLERS = ("data", "wishart")
 # Precision of the sweep kernels (dyn phase --precision): float64 everywhere else.
 PRECISIONS = ("float64", "float32")

@@ -15,19 +15,15 @@ from .activation import activation, activation_code
 from .data import Stats, check_memory, sample_stats
 from .kernels import DIVERGENCE_REASONS, LOSS_UNDERFLOW, FlowConfig, KConfig, KStats, \
     clean_error_kernel, flow_kernel, outputs_kernel, run_kernel, theta_norm_sq
+from .levels import LEVEL, level_of
 from .params import PAPER_LEVELS, SAMPLERS, Params, ParamError, check_choice, check_params, \
     check_record_every, record_count
-
-# (use_gram, train_v) per reduced level
-LEVEL_FLAGS = {"exact": (True, True), "orthogonal": (False, True),
-               "fixed-output": (True, False)}
-
 
 def check_optimizer(params: Params, level: str):
     """Adam and sign GD act per weight coordinate: W leaves span{mu, xi_i}, so
     no reduced level describes them; they run only with level "full"."""
     kind = params.optimizer_spec[0]
-    if level != "full" and kind in ("adam", "sign"):
+    if kind in ("adam", "sign") and kind not in level_of(level).optimizers:
         raise ParamError("optimizer", params.optimizer,
                          f"{kind} acts per weight coordinate, so W leaves span{{mu, xi_i}} "
                          f"and no reduced level describes it; use --level full")
@@ -71,7 +67,7 @@ def check_paper_model(params: Params, level: str):
 def trains_v(params: Params, level: str) -> bool:
     """Is the output layer trained?  Not for level fixed-output (an alias of
     exact with --no-train-v) nor with params.train_v False."""
-    return bool(params.train_v) and LEVEL_FLAGS.get(level, (True, True))[1]
+    return bool(params.train_v) and level_of(level).trains_v
 
 
 def kernel_config(params: Params, level: str) -> KConfig:
@@ -80,7 +76,7 @@ def kernel_config(params: Params, level: str) -> KConfig:
     check_paper_model(params, level)
     check_optimizer(params, level)
     kind, args = params.optimizer_spec
-    use_gram, train_v = LEVEL_FLAGS[level][0], trains_v(params, level)
+    use_gram, train_v = LEVEL[level].use_gram, trains_v(params, level)
     act, act_a = activation_code(params)
     return KConfig(float(params.c), float(params.eta), float(params.eta_v_eff),
                    float(args[0]) if kind == "momentum" else 0.0, bool(use_gram), bool(train_v),
@@ -240,7 +236,7 @@ class Trajectory:
         z uses this level's own G (the identity for "orthogonal"; the full
         network's coefficients give its true <w, xi_i> up to round-off).
         """
-        use_gram = self.level != "orthogonal"
+        use_gram = LEVEL[self.level].use_gram
         if self.params.depth == 1:
             return reduced_forward(self.gamma, self.rho, self.v, self.stats, self.params,
                                    use_gram=use_gram)
@@ -388,6 +384,7 @@ def simulate_flow(params: Params, level: str = "exact", sampler: str = "wishart"
     walk's stop reason).  ``traj.steps`` holds the times (float, inf
     allowed); ``traj.extra["flow"]`` the step count and the final flow time."""
     from . import limit as lm
+    from .limit_run import evaluate_limit, outputs
 
     check_choice("sampler", sampler, SAMPLERS)
     cfg = kernel_config(params, level)
@@ -422,15 +419,15 @@ def simulate_flow(params: Params, level: str = "exact", sampler: str = "wishart"
     extra = {}
     if to_limit:
         mu = float(p.mu_norm)
-        f_train, _ = lm.outputs(kst, cfg, mu, gamma, rho, v)
+        f_train, _ = outputs(kst, cfg, mu, gamma, rho, v)
         margin = float(np.min(kst.y * f_train)) / theta_norm_sq(
             mu * kst.w0_e1, mu, gamma, rho, U, v, kst, cfg.train_v)
         if not margin > 0.0:
             raise ParamError("times", "inf", f"the flow does not separate the training data "
                              f"at t = {run_times[-1]:g} (normalised margin {margin:.3g}): no "
                              f"max-margin limit; give finite times")
-        fields, test, state, lim = lm.evaluate_limit(kst, cfg, p, mu, gamma, rho, v, margin,
-                                                     float(run_times[-1]))
+        fields, test, state, lim = evaluate_limit(kst, cfg, p, mu, gamma, rho, v, margin,
+                                                  float(run_times[-1]))
         if state is None:
             raise ParamError("times", "inf", "the conic solvers failed on the limit program "
                              f"({lim.optimum.info}); give finite times")

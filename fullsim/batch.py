@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dynamics.boundary import RESULTS, Evaluator, job_evaluator
+from dynamics.batch import RESULTS
+from dynamics.boundary import Evaluator, job_evaluator
 from dynamics.run import check_checkpoints
 from dynamics.params import Params
 
@@ -21,7 +22,7 @@ def run_full_batch(params: Params, seeds, job_seed, job_mu, job_v0=None,
                    checkpoints=None) -> dict:
     """Job q trains seed seeds[job_seed[q]] at ||mu|| = job_mu[q], v0 = job_v0[q];
     arrays (Q, K) of RESULTS at each checkpoint and ``status`` (Q, 2), as
-    ``dynamics.boundary.run_batch`` (a divergence is recorded, not raised)."""
+    ``dynamics.batch.run_batch`` (a divergence is recorded, not raised)."""
     cp = check_checkpoints(checkpoints, params.steps)
     job_v0 = np.full(len(job_mu), params.v0) if job_v0 is None else job_v0
     Q = len(job_mu)

@@ -64,7 +64,8 @@ from compare.boundaries import make_evaluator
 from compare.dataset import global_attrs, read_netcdf, write_netcdf
 from compare.plots import plt, save_figure
 from dynamics import Params
-from dynamics.boundary import crossing, find_boundaries, fit_power_law, seed_list
+from dynamics.batch import seed_list
+from dynamics.boundary import crossing, find_boundaries, fit_power_law
 from dynamics.limit import LIMIT_FIELDS, PATTERN_TIME
 from dynamics.theory.limit_law import idealised_exponents, idealised_mu_star
 

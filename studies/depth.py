@@ -58,7 +58,8 @@ from compare.dataset import global_attrs, read_netcdf, write_netcdf
 from compare.phase import assemble, compute_chunk, make_spec, parse_axis, template
 from compare.plots import plt, save_figure
 from dynamics import Params
-from dynamics.boundary import crossing, find_boundaries, fit_power_law, seed_list
+from dynamics.batch import seed_list
+from dynamics.boundary import crossing, find_boundaries, fit_power_law
 from dynamics.run import DivergenceError, simulate
 
 TAU = 0.25

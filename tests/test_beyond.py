@@ -4,7 +4,7 @@ import pytest
 
 from dynamics import ParamError, Params, sample_data, sample_wishart, simulate
 from fullsim import simulate_full
-from fullsim.network import forward
+from fullsim.layers import forward
 
 NOISES = ["gaussian", "ar1:0.6", "spiked:3,4.0", "rademacher", "student-t:4"]
 
@@ -89,7 +89,8 @@ def test_reduced_levels_refuse_per_coordinate_rules(opt, level):
 
 def test_reduced_boundary_solver_refuses_per_coordinate_rules():
     from compare.boundaries import find_boundary
-    from dynamics.boundary import reduced_evaluator, run_batch, stacked_stats
+    from dynamics.batch import run_batch, stacked_stats
+    from dynamics.boundary import reduced_evaluator
     p = Params(optimizer="sign", n=8, m=4, d=200, steps=10, n_test=50)
     with pytest.raises(ParamError, match="--level full"):
         reduced_evaluator(p, "exact", "wishart", [0, 1])

@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = """
 import json, numpy as np
 from dynamics.params import Params
-from dynamics.boundary import run_batch, stacked_stats
+from dynamics.batch import run_batch, stacked_stats
 from dynamics.kernels import deep, flow, group_step, groups, loop1, step1
 p = Params(n=6, m=4, n_test=20, steps=20, depth={depth})
 st = stacked_stats(p, "wishart", [0])

@@ -7,7 +7,7 @@ import pytest
 import scipy.stats as sps
 
 from dynamics import Params
-from dynamics.boundary import run_batch, stacked_stats
+from dynamics.batch import run_batch, stacked_stats
 from dynamics.data import sample_stats
 from dynamics.run import simulate
 

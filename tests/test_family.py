@@ -15,7 +15,8 @@ from compare.boundaries import find_boundary
 from compare.cli import main
 from compare.dataset import trajectory_dataset
 from dynamics.activation import activation, activation_code, activation_grad
-from dynamics.general import load_npz, model_data, simulate_general
+from dynamics.datafile import load_npz
+from dynamics.general import model_data, simulate_general
 from dynamics.params import Params, ParamError
 from dynamics.run import simulate
 from fullsim.patches import simulate_full_patches
@@ -335,7 +336,7 @@ def test_checkpoint_results_agree_across_levels_incl_margin(act, train_v):
     counts v only when it is trained) at every checkpoint; the general level's
     one-thread kernel gives the same bits as the parallel one."""
     from compare.boundaries import run_jobs
-    from dynamics.boundary import RESULTS, seed_list
+    from dynamics.batch import RESULTS, seed_list
     p = Params(d=400, n=10, m=6, steps=80, v0=0.3, activation=act, train_v=train_v)
     seeds = seed_list(p, 2)
     job_seed, job_mu, job_v0 = np.array([0, 1, 0, 1]), np.array([2.0, 2.0, 7.0, 7.0]), None

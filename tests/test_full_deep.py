@@ -4,13 +4,11 @@ import pytest
 
 from dynamics import Params, sample_data
 from fullsim import network
+from fullsim.layers import forward_deep, gradients, gradients_deep
 from fullsim.network import (
     SpanProjector,
     clean_test_error,
     coefficients,
-    forward_deep,
-    gradients,
-    gradients_deep,
     normalised_margin,
     out_of_span,
     simulate_full,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dynamics import Params
-from dynamics.boundary import group_limit, job_groups, run_batch, stacked_stats
+from dynamics.batch import group_limit, job_groups, run_batch, stacked_stats
 from dynamics.kernels import GROUP_MIN
 
 BASE = dict(n=10, m=5, d=300, n_test=100)
@@ -68,15 +68,15 @@ def test_group_memory_is_bounded():
 def test_labels_other_than_pm1_run_job_by_job(monkeypatch):
     """The group step's class sums need yhat_i = +-1; other labels (e.g.
     statistics built elsewhere) must take the one-job path."""
-    import dynamics.boundary as boundary
+    import dynamics.batch as batch
 
     params = Params(v0=0.1, **BASE)
     stacked = stacked_stats(params, "wishart", [0])
     job_mu = np.geomspace(0.5, 20.0, GROUP_MIN + 2)
     job_seed = np.zeros(job_mu.size, dtype=np.int64)
     calls = []
-    real = boundary.group_kernel
-    monkeypatch.setattr(boundary, "group_kernel", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = batch.group_kernel
+    monkeypatch.setattr(batch, "group_kernel", lambda *a, **k: calls.append(1) or real(*a, **k))
     run_batch(params, "exact", stacked, job_seed, job_mu, checkpoints=[20.0])
     assert calls == [1]  # +-1 labels: grouped
     scaled = stacked._replace(yhat=0.5 * stacked.yhat)

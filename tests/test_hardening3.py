@@ -291,7 +291,7 @@ def test_bad_data_files_are_one_line(over, words, cli, one_line_error, npz):
 
 
 def test_load_npz_refuses_v0_not_positive(npz):
-    from dynamics.general import load_npz
+    from dynamics.datafile import load_npz
     with pytest.raises(ValueError, match="v0 must be > 0"):
         load_npz(npz(v0=np.full((2, 3, 2), -0.5)), Params(d=30, n=12, m=3))
     with pytest.raises(ParamError):

@@ -6,6 +6,7 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 import dynamics.limit as lm
+import dynamics.limit_run as lr
 from dynamics import Params
 from dynamics.data import sample_data, sample_stats
 from dynamics.kernels import theta_norm_sq
@@ -23,7 +24,7 @@ def flow_state(p, times, sampler="wishart", seed=0):
 
 
 def flow_margin(kst, cfg, mu, gamma, rho, v):
-    f, _ = lm.outputs(kst, cfg, mu, gamma, rho, v)
+    f, _ = lr.outputs(kst, cfg, mu, gamma, rho, v)
     return float(np.min(kst.y * f)) / theta_norm_sq(mu * kst.w0_e1, mu, gamma, rho, kst.U0, v,
                                                       kst, True)
 
@@ -159,7 +160,7 @@ def test_limit_is_a_kkt_point_of_the_network():
     cfg = kernel_config(p, "exact")
     mu, c = p.mu_norm, p.c
     marg = flow_margin(kst, cfg, mu, tr.gamma[-1], tr.rho[-1], tr.v[-1])
-    _, _, state, lim = lm.evaluate_limit(kst, cfg, p, mu, tr.gamma[-1], tr.rho[-1],
+    _, _, state, lim = lr.evaluate_limit(kst, cfg, p, mu, tr.gamma[-1], tr.rho[-1],
                                          tr.v[-1], marg, 1e10)
     assert lim.certified
     prob = lm.make_problem(kst, p, mu)
@@ -213,12 +214,12 @@ def test_flow_from_the_scaled_limit_keeps_its_direction():
     cfg = kernel_config(p, "exact")
     mu = p.mu_norm
     marg = flow_margin(kst, cfg, mu, tr.gamma[-1], tr.rho[-1], tr.v[-1])
-    _, _, state, lim = lm.evaluate_limit(kst, cfg, p, mu, tr.gamma[-1], tr.rho[-1],
+    _, _, state, lim = lr.evaluate_limit(kst, cfg, p, mu, tr.gamma[-1], tr.rho[-1],
                                          tr.v[-1], marg, 1e10)
     assert lim.certified
     st0 = kst._replace(w0_e1=np.zeros_like(kst.w0_e1), B=np.zeros_like(kst.B),
                        test_B=np.zeros_like(kst.test_B))
-    f_lim = np.concatenate(lm.outputs(st0, cfg, mu, *state))
+    f_lim = np.concatenate(lr.outputs(st0, cfg, mu, *state))
 
     def distance(f):
         return 1.0 - f @ f_lim / (np.linalg.norm(f) * np.linalg.norm(f_lim))
@@ -230,8 +231,8 @@ def test_flow_from_the_scaled_limit_keeps_its_direction():
         flow_kernel(st0, cfg, FLOW, mu, gamma.copy(), rho.copy(), kst.U0.copy(), v.copy(),
                     np.array([1e6]), *out, np.empty(1), np.empty(1), status, info)
         assert status[0] == -1 and info[2] > 100  # ran normalised steps, no failure
-        f0 = np.concatenate(lm.outputs(st0, cfg, mu, gamma, rho, v))
-        f1 = np.concatenate(lm.outputs(st0, cfg, mu, out[0][0], out[1][0], out[3][0]))
+        f0 = np.concatenate(lr.outputs(st0, cfg, mu, gamma, rho, v))
+        f1 = np.concatenate(lr.outputs(st0, cfg, mu, out[0][0], out[1][0], out[3][0]))
         return np.linalg.norm(f1) / np.linalg.norm(f0), distance(f0), distance(f1)
 
     grow, start, end = flow_from(*(3.0 * x for x in state))

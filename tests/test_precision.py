@@ -11,7 +11,8 @@ from compare.boundaries import run_jobs
 from compare.dataset import read_netcdf
 from compare.phase import make_spec
 from dynamics import Params
-from dynamics.boundary import check_precision, crossing, run_batch, stacked_stats
+from dynamics.batch import check_precision, run_batch, stacked_stats
+from dynamics.boundary import crossing
 from dynamics.params import ParamError
 
 S = 8

@@ -160,7 +160,7 @@ def test_gd_loop_equals_generic_step_bit_for_bit(level, activation, n, m, v0, fl
     bit for bit: state, outputs and time, for every level, activation, label
     flips and sizes that are not multiples of the vector width."""
     from dynamics.kernels import loop1, primitives, step, types
-    from dynamics.boundary import stacked_stats
+    from dynamics.batch import stacked_stats
     from dynamics.run import kernel_config
     p = Params(n=n, m=m, v0=v0, flip=flip, seed=seed, activation=activation, mu_norm=3.0)
     cfg = kernel_config(p, level)

@@ -7,8 +7,9 @@ from compare.dataset import read_netcdf
 from compare.metrics import discrepancy
 from compare.verify import run_pair
 from dynamics import Params
-from dynamics.boundary import (RESULTS, crossing, find_boundaries, find_mu_star, fit_exponents,
-                               reduced_evaluator, run_batch, seed_list, stacked_stats)
+from dynamics.batch import RESULTS, run_batch, seed_list, stacked_stats
+from dynamics.boundary import (crossing, find_boundaries, find_mu_star, fit_exponents,
+                               reduced_evaluator)
 
 TINY = ["--n", "8", "--m", "4", "--d", "200", "--steps", "40", "--n-test", "200"]
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dynamics import Params
-from dynamics.boundary import run_batch, stacked_stats
+from dynamics.batch import run_batch, stacked_stats
 from dynamics.data import sample_data
 from dynamics.run import simulate, simulate_flow
 from fullsim.network import simulate_full_flow
