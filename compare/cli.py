@@ -34,7 +34,16 @@ for _sig in (_signal.SIGINT, _signal.SIGTERM):
         break
 
 import contextlib  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
+
+try:  # numba first: everything below imports it (dynamics/__init__.py)
+    import numba  # noqa: F401
+except ValueError as _exc:  # NUMBA_NUM_THREADS <= 0: numba refuses at import (a traceback)
+    if "NUMBA_NUM_THREADS" not in os.environ:
+        raise
+    sys.exit(f"Error: NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']!r} is invalid: "
+             f"must be a positive integer, or unset for one thread per core ({_exc})")
 
 import click  # noqa: E402
 import numpy as np  # noqa: E402

@@ -8,20 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import sys
 import threading
 
 import click
 
-try:
-    import numba.core.event
-except ValueError as _exc:  # NUMBA_NUM_THREADS <= 0: numba refuses at import (a traceback)
-    if "NUMBA_NUM_THREADS" not in os.environ:
-        raise
-    sys.exit(f"Error: NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']!r} is invalid: "
-             f"must be a positive integer, or unset for one thread per core ({_exc})")
+import numba.core.event
 from click.core import ParameterSource
 
 from dynamics.files import STOP_SIGNALS as _SIGNALLED  # signals received during this
@@ -158,7 +151,7 @@ def _terminate(signum, frame):
     """SIGINT and SIGTERM: remember the signal, then unwind like Ctrl-C (every
     cleanup runs: temp files).  Remembered, because a KeyboardInterrupt raised
     inside a destructor is only printed ("Exception ignored in ...") and the
-    command would otherwise go on and exit 0 (issue 38, item 11)."""
+    command would otherwise go on and exit 0."""
     _SIGNALLED.append(signum)
     raise KeyboardInterrupt
 

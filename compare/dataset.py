@@ -126,7 +126,7 @@ def general_dataset(traj: GeneralTrajectory) -> xr.Dataset:
 
 
 def _run_attrs(traj) -> dict:
-    """What was run (issue 38 item 13): the integrator and, for the flow, its
+    """What was run: the integrator and, for the flow, its
     times, which replace --steps (then left out: ``unused_parameters``)."""
     if "flow" not in traj.extra:
         return {"integrator": "gd"}
@@ -156,7 +156,7 @@ def trajectory_dataset(traj: Trajectory) -> xr.Dataset:
         measured mechanisms, each with ``long_name`` and ``units``; every
         parameter as a global attribute (docs/reference/outputs.md).
     """
-    if isinstance(traj, GeneralTrajectory):
+    if traj.layout == "patches":
         return general_dataset(traj)
     p = traj.params
     s, z = first_layer(traj.gamma, traj.rho, traj.stats, p, LEVEL[traj.level].use_gram)
@@ -229,7 +229,7 @@ def combine(reduced: Trajectory, full: Trajectory) -> xr.Dataset:
     """
     if reduced.params != full.params or not np.array_equal(reduced.steps, full.steps):
         raise ValueError("combine needs the same parameters and record schedule")
-    labels = ("y",) if isinstance(reduced, GeneralTrajectory) else ("yhat", "y")
+    labels = reduced.label_names
     parts = [trajectory_dataset(t) for t in (reduced, full)]
     ds = xr.concat([d.drop_vars(list(labels)) for d in parts], dim="model",
                    combine_attrs="drop")
@@ -243,7 +243,7 @@ def combine(reduced: Trajectory, full: Trajectory) -> xr.Dataset:
                             **run,
                             level=reduced.level, sampler=reduced.sampler,
                             **({"data_source": reduced.source}
-                               if isinstance(reduced, GeneralTrajectory) else {}))
+                               if reduced.source is not None else {}))
     return _with_meta(ds)
 
 

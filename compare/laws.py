@@ -45,7 +45,7 @@ def fit_laws(table) -> dict:
     return out
 
 
-def fit_exponents(table) -> dict:
+def fit_free_law(table) -> dict:
     """Free power law log mu* = log C + sum_x e_x log x over the variables that vary."""
     f = fit_power_law({k_: table[k_] for k_ in LAW_VARS}, table["mu_star"])
     return dict(C=float(np.exp(f["const"])), exponents=f["exponents"], rms=f["rms"])
@@ -87,7 +87,7 @@ def fit_regimes(params: Params, n_seeds=8, level="exact", sampler="wishart",
     for name, (v0s, grid_v0) in REGIMES.items():
         table = boundary_table(params, v0s, grid_v0, n_seeds=n_seeds, level=level,
                                sampler=sampler, progress=progress)
-        out[name] = dict(table=table, laws=fit_laws(table), free=fit_exponents(table))
+        out[name] = dict(table=table, laws=fit_laws(table), free=fit_free_law(table))
     return out
 
 

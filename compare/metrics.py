@@ -10,30 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dynamics.general import GeneralTrajectory
 from dynamics.run import Trajectory
-
-VARIABLES = ("gamma", "rho", "v", "loss", "balance")
-GENERAL_VARIABLES = ("pre", "v", "loss")  # the general level (docs/theory.md#general-reduction) and its network
-
-
-def variables(obj) -> tuple:
-    """Compared variables of a trajectory (or of Params for the paper's levels):
-    VARIABLES, plus the upper layers U at depth >= 2; GENERAL_VARIABLES for
-    the general level."""
-    if isinstance(obj, GeneralTrajectory):
-        return GENERAL_VARIABLES
-    params = getattr(obj, "params", obj)
-    return VARIABLES if params.depth == 1 else VARIABLES + ("U",)
-
-
-def patch_preactivations(traj):
-    """(signal-patch, other-patch) pre-activations per step: (s, z) of docs/theory.md#exact-recursion
-    for the paper's levels; patch 1 and patches 2..P of the general level."""
-    if isinstance(traj, GeneralTrajectory):
-        return traj.pre[..., 0], traj.pre[..., 1:]
-    s, z, _ = traj.preactivations()
-    return s, z
 
 
 def rel_err_per_step(a, b) -> np.ndarray:
@@ -62,13 +39,13 @@ def discrepancy_fields(reduced: Trajectory, full: Trajectory, tol: float = 1e-6)
     if not np.array_equal(reduced.steps, full.steps):
         raise ValueError("trajectories must share the record schedule")
     steps = reduced.steps
-    names = variables(reduced)
+    names = reduced.compared_variables()
     per_step = np.stack([rel_err_per_step(series(reduced, v), series(full, v))
                          for v in names])
     exceed = per_step > tol
     first = np.where(exceed.any(axis=1), steps[np.argmax(exceed, axis=1)], -1)
-    s_r, z_r = patch_preactivations(reduced)
-    s_f, z_f = patch_preactivations(full)
+    s_r, z_r = reduced.patch_preactivations()
+    s_f, z_f = full.patch_preactivations()
     act_z = np.mean(((z_r > 0) == (z_f > 0)).reshape(len(steps), -1), axis=1)
     act_s = np.mean(((s_r > 0) == (s_f > 0)).reshape(len(steps), -1), axis=1)
     v_sign = np.mean(np.sign(reduced.v) == np.sign(full.v), axis=(1, 2, 3))

@@ -28,7 +28,7 @@ import numpy as np
 import xarray as xr
 
 from dynamics import __version__
-from dynamics.batch import check_precision, stacked_stats
+from dynamics.batch import RESULTS, check_precision, stacked_stats
 from dynamics.boundary import crossing, crossing_made_by_failures, zero_output_runs
 from dynamics.levels import FAMILY, NETWORK, sampler_for, validate
 from dynamics.general import check_family_sampler, stacked_general
@@ -44,7 +44,6 @@ from .store import StoreError, SweepStore, fingerprint, spec_json
 
 _SPEC = re.compile(r"^\s*(\w+)\s*=\s*([^.][^:]*?)\s*\.\.\s*([^:]+?)\s*:\s*(\d+)\s*$")
 MAX_AXIS = 4096  # points per axis
-RESULTS = ("test_error", "loss", "train_error", "margin")
 
 
 def parse_axis(text: str):
@@ -103,7 +102,7 @@ def make_spec(params: Params, x, y, n_seeds, level, sampler, tau, times=None,
     """Everything that defines a sweep (plain JSON types); every grid point
     must suit the sampler (errors name the axis option).  ``precision``
     float32 is in the spec (so in its fingerprint: a float64 store is not
-    resumed in float32); float64 specs have no such key (as before it existed)."""
+    resumed in float32); float64 specs have no such key."""
     times = check_checkpoints(times, params.steps).tolist()
     check_level(params, level, times, sampler)
     check_precision(params, level, precision)

@@ -4,15 +4,16 @@ from __future__ import annotations
 import numpy as np
 
 from dynamics.data import sample_data
-from dynamics.general import GeneralTrajectory, model_data, simulate_general
+from dynamics.general import GENERAL_VARIABLES, GeneralTrajectory, model_data, simulate_general
 from dynamics.levels import LEVEL
 from dynamics.params import Params, ParamError
-from dynamics.run import check_paper_model, first_layer, simulate, simulate_flow, trains_v
+from dynamics.run import check_paper_model, compared_variables, first_layer, simulate, \
+    simulate_flow, trains_v
 from fullsim import simulate_full
 from fullsim.network import simulate_full_flow
 from fullsim.patches import simulate_full_patches
 
-from .metrics import GENERAL_VARIABLES, discrepancy, variables
+from .metrics import discrepancy
 
 
 def flow_times(steps: int, count: int = 24) -> np.ndarray:
@@ -83,7 +84,7 @@ def verify_points(params: Params, level: str, mus, labels, seeds, tol=1e-6,
     te_r, te_f = np.full(shape, np.nan), np.full(shape, np.nan)
     act, vsign = np.full(shape, np.nan), np.full(shape, np.nan)
     names = (GENERAL_VARIABLES if level == "general" or params.activation != "relu"
-             else variables(params))
+             else compared_variables(params))
     max_err = np.full(shape + (len(names),), np.nan)
     example = None
     for a, mu in enumerate(mus):

@@ -9,8 +9,8 @@ Guarantees of ``atomic_target``:
 - an existing target that is not a regular file (a device such as /dev/null, a
   FIFO, a directory) is refused (``ParamError`` naming ``out``), never replaced;
 - Ctrl-C / SIGTERM inside the block are held until the block ends (a signal
-  raised inside an HDF5 call can leave its lock held and hang the process,
-  issue 38); then the write is abandoned (the target is not replaced), the
+  raised inside an HDF5 call can leave its lock held and hang the
+  process); then the write is abandoned (the target is not replaced), the
   temporary removed, and the signal delivered to the previous handler;
 - temporaries are named ``.NAME.dyn-XXXXXXXXXXXX<suffix>`` (12 hex digits,
   suffix ending in ``tmp``), so ``remove_stale_temporaries`` can tell them

@@ -44,6 +44,7 @@ from .params import SAMPLERS, Params, ParamError, check_choice, \
     check_params, check_record_every, record_count
 from .run import DivergenceError, check_checkpoints, record_steps
 
+GENERAL_VARIABLES = ("pre", "v", "loss")  # compared with the family's network
 RANK_RTOL = 1e-10  # a patch direction whose relative residual is below this is dependent
 
 
@@ -257,6 +258,18 @@ class GeneralTrajectory:
     alpha: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
     unused: tuple = ()  # parameters without effect on these data (PatchData.unused)
+
+    # the trajectory protocol (see run.Trajectory)
+    layout = "patches"            # pre-activations per patch, v per patch
+    label_names = ("y",)
+
+    def compared_variables(self) -> tuple:
+        """Variables compared with the family's network: pre, v, loss."""
+        return GENERAL_VARIABLES
+
+    def patch_preactivations(self):
+        """(patch 1, patches 2..P) pre-activations per step."""
+        return self.pre[..., 0], self.pre[..., 1:]
 
 
 def check_general(params: Params):

@@ -64,10 +64,15 @@ FLOAT32_LEVELS = tuple(k for k, lv in LEVEL.items() if lv.float32)
 DATA_FILE_LEVELS = tuple(k for k, lv in LEVEL.items() if lv.data_files)
 
 
+def of_kind(kind: str) -> tuple:
+    """Names of the levels of one kind (PAPER, FAMILY, NETWORK), in table order."""
+    return tuple(k for k, lv in LEVEL.items() if lv.kind == kind)
+
+
 def level_of(level: str) -> Level:
     """The table entry of ``level`` (ParamError naming the choices otherwise)."""
     from .params import check_choice
-    check_choice("level", level, ALL_LEVELS)
+    check_choice("level", level, tuple(LEVEL))
     return LEVEL[level]
 
 

@@ -15,8 +15,8 @@ from .activation import activation, activation_code
 from .data import Stats, check_memory, sample_stats
 from .kernels import DIVERGENCE_REASONS, LOSS_UNDERFLOW, FlowConfig, KConfig, KStats, \
     clean_error_kernel, flow_kernel, outputs_kernel, run_kernel, theta_norm_sq
-from .levels import LEVEL, level_of
-from .params import PAPER_LEVELS, SAMPLERS, Params, ParamError, check_choice, check_params, \
+from .levels import LEVEL, PAPER, level_of, of_kind
+from .params import SAMPLERS, Params, ParamError, check_choice, check_params, \
     check_record_every, record_count
 
 def check_optimizer(params: Params, level: str):
@@ -72,7 +72,7 @@ def trains_v(params: Params, level: str) -> bool:
 
 def kernel_config(params: Params, level: str) -> KConfig:
     """Numeric settings of ``level`` for the kernels (validates the optimizer)."""
-    check_choice("level", level, PAPER_LEVELS)
+    check_choice("level", level, of_kind(PAPER))  # a reduced recursion the kernels run
     check_paper_model(params, level)
     check_optimizer(params, level)
     kind, args = params.optimizer_spec
@@ -129,6 +129,13 @@ def reduced_forward(gamma, rho, v, stats: Stats, params: Params, use_gram=True):
     out = v[..., 0:1] * activation(s, code, a) + v[..., 1:2] * activation(z, code, a)
     f = params.c * np.einsum("j,...jri->...i", js, out)
     return s, z, f
+
+
+def compared_variables(params: Params) -> tuple:
+    """What the comparison with the network checks for a paper-level run of
+    ``params``: gamma, rho, v, loss, balance, and U at depth >= 2."""
+    base = ("gamma", "rho", "v", "loss", "balance")
+    return base if params.depth == 1 else base + ("U",)
 
 
 def error_count(yf) -> float:
@@ -223,6 +230,24 @@ class Trajectory:
     wall_time: float = 0.0
     extra: dict = field(default_factory=dict)
     U: np.ndarray | None = None
+
+    # The trajectory protocol (shared with general.GeneralTrajectory; compare/
+    # reads these instead of asking for the class): the coefficient layout,
+    # the label arrays, the variables compared with the network, the patch
+    # pre-activations and the data source.
+    layout = "paper"              # (gamma, rho, v) of the paper's model
+    label_names = ("yhat", "y")
+    source = None                 # data drawn from the parameters
+
+    def compared_variables(self) -> tuple:
+        """Variables compared with the network: gamma, rho, v, loss, balance
+        (and the upper layers U at depth >= 2)."""
+        return compared_variables(self.params)
+
+    def patch_preactivations(self):
+        """(signal-patch, noise-patch) pre-activations (s, z) per step."""
+        s, z, _ = self.preactivations()
+        return s, z
 
     @property
     def test_error_noisy(self) -> float:

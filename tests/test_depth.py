@@ -14,10 +14,10 @@ from dynamics.run import simulate
 HERE = os.path.dirname(__file__)
 
 
-# ------------------------------------------------------- depth 1 is unchanged
+# ------------------------------------------------------- depth 1: regression
 def _depth1_runs():
-    """The reference runs of tests/data/depth1_reference.npz (written by the
-    kernels before depth existed, commit b65349a): (key, array) pairs."""
+    """The runs stored in tests/data/depth1_reference.npz (regression
+    reference, written at commit b65349a): (key, array) pairs."""
     for lvl in ("exact", "orthogonal", "fixed-output"):
         for v0, flip, opt in ((1e-3, 0.0, "gd"), (1.0, 0.1, "momentum:0.5")):
             p = Params(v0=v0, flip=flip, optimizer=opt, seed=3, d=300, n=10, m=6, steps=150)
@@ -38,7 +38,7 @@ def _depth1_runs():
                 yield f"batch_{integ}_{k}", v
 
 
-def test_depth1_reproduces_the_kernels_before_depth_existed():
+def test_depth1_regression_against_stored_runs():
     """Bit for bit on the machine that wrote the file (checked at that commit);
     1e-13 relative leaves room for another CPU's SIMD width in CI (the
     statistics go through numpy's BLAS, whose kernels depend on the CPU).

@@ -68,9 +68,9 @@ def test_deep_formulas_at_depth_one_are_the_paper_network(rel_err):
         assert rel_err(b, a) <= 1e-14
 
 
-# ---------------------------------------------------------------- depth 1 unchanged
-# From the code before depth existed: simulate_full(REF, keep_weights=True,
-# checkpoints=[0, 25, 50]).
+# ---------------------------------------------------------------- depth 1: regression
+# Stored regression values of simulate_full(REF, keep_weights=True,
+# checkpoints=[0, 25, 50]) at depth 1.
 REF = Params(n=8, d=200, m=4, steps=50, n_test=200, mu_norm=3.0, v0=0.1, seed=0)
 REF_LOSS = [0.6992795499899449, 0.6721794976650071, 0.5793739104784457]  # steps 0, 10, 50
 REF_V = [0.10905696731428605, 0.14801169813099452, 0.10651444305885512, 0.11598762274769646]
@@ -80,7 +80,7 @@ REF_W = [0.04453092499808275, -0.02712751670353598, -0.02780538014534589]
 REF_MARGIN = [-0.1638814070211421, 0.16950060445022935, 0.31565012156184663]
 
 
-def test_depth_one_is_the_old_code_path_bit_for_bit():
+def test_depth1_network_is_plain_gradient_descent_bit_for_bit():
     """Params(depth=1) trains by ``gradients`` and the same updates, bit for bit."""
     p = REF.replace(depth=1)
     assert p == REF
@@ -99,7 +99,7 @@ def test_depth_one_is_the_old_code_path_bit_for_bit():
     np.testing.assert_array_equal(tr.extra["W"], W)
     np.testing.assert_array_equal(tr.extra["V"], V)
     assert tr.U.shape == (p.steps + 1, 0, 2, p.m, p.m) and tr.extra["U"].shape == (0, 2, p.m, p.m)
-    # the numbers of the code before depth existed (BLAS-independent tolerance)
+    # regression: the stored values (BLAS-independent tolerance)
     np.testing.assert_allclose(tr.loss[[0, 10, 50]], REF_LOSS, rtol=1e-13)
     np.testing.assert_allclose(tr.v[-1].ravel()[:4], REF_V, rtol=1e-13)
     np.testing.assert_allclose(tr.extra["W"].ravel()[:3], REF_W, rtol=1e-13)

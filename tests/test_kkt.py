@@ -54,7 +54,7 @@ from scipy.optimize import nnls
 
 from dynamics import Params
 from dynamics.data import sample_data
-from dynamics.run import FLOW, simulate_flow
+from dynamics.run import FLOW, kernel_config, simulate_flow
 
 BASE = Params(n=10, m=5, d=200, v0=1e-3, sigma_0=1e-4, n_test=200)
 REGIMES = [(0, 8.0), (1, 8.0), (0, 1.0), (1, 1.0)]  # (seed, ||mu||)
@@ -146,8 +146,10 @@ def limit_run(request):
 
 
 def test_flow_is_a_gradient_flow():
-    """Lyu & Li need the true gradient flow on (W, V): same rate for both layers."""
-    assert BASE.eta_v_eff == BASE.eta
+    """Lyu & Li need the true gradient flow on (W, V): the kernels get the same
+    rate for both layers (eta_v defaults to eta) and train v."""
+    cfg = kernel_config(BASE, "exact")
+    assert BASE.eta_v is None and cfg.eta_v == cfg.eta > 0 and cfg.train_v
 
 
 def test_late_flow_reaches_its_time_fitted(limit_run):

@@ -4,8 +4,9 @@ Each public function below picks the path of its job in Python and calls a
 compiled entry whose call graph holds only that path: depth 1 passes
 ``U = None`` (the deep code is pruned), a batch whose checkpoints all lie
 within ``FlowConfig.gd_max`` without the flow integrator passes ``fc = None``
-(the normalised scheme is pruned), one-job batches and groups are separate
-entries, and ``parallel=False`` runs the same compiled entry on one thread
+(the normalised scheme is pruned), plain GD passes ``momentum = None`` (at
+depth 1 the generic step behind the fused loop is pruned), one-job batches
+and groups are separate entries, and ``parallel=False`` runs the same compiled entry on one thread
 (``numba.set_num_threads``: a dask worker is a process with one thread)
 instead of compiling a serial twin.
 """
@@ -35,6 +36,11 @@ def _upper(U):
 def _flow_config(fc, use_flow, checkpoints):
     """fc when some checkpoint needs the normalised scheme, else None."""
     return fc if use_flow or (checkpoints.size and checkpoints.max() > fc.gd_max) else None
+
+
+def _momentum(cfg):
+    """None for plain GD (cfg.beta == 0), True with heavy-ball momentum."""
+    return None if cfg.beta == 0.0 else True
 
 
 @contextmanager
@@ -107,7 +113,7 @@ def batch_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, o
     upper = None if st.U0.shape[1] == 0 else st.U0
     with _threads(parallel):
         _batch_kernel(st, upper, cfg, _flow_config(fc, use_flow, checkpoints), use_flow,
-                      job_seed, job_mu, job_v0, checkpoints, out_test, out_loss, out_train,
+                      _momentum(cfg), job_seed, job_mu, job_v0, checkpoints, out_test, out_loss, out_train,
                       out_margin, out_status, out_info)
 
 
@@ -125,7 +131,7 @@ def group_kernel(st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_sta
         raise ValueError("the group kernels are depth 1 and ReLU only: use batch_kernel")
     with _threads(parallel):
         _group_kernel(st, sth, cfg, _flow_config(fc, use_flow, checkpoints), use_flow,
-                      job_seed, job_mu, job_v0, group_start, min_group, checkpoints,
+                      _momentum(cfg), job_seed, job_mu, job_v0, group_start, min_group, checkpoints,
                       out_test, out_loss, out_train, out_margin, out_status, out_info)
 
 
@@ -137,7 +143,11 @@ def pattern_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
     t_pattern, whose checkpoint values go to column K - 1 and whose state
     (gamma, rho, v) to out_gamma[q], out_rho[q], out_v[q]: the pattern that
     seeds the limit program (``dynamics.limit``).  Parallel over jobs;
-    results do not depend on the threads."""
+    results do not depend on the threads.  Plain GD only (the limit follows
+    gradient flow)."""
+    if cfg.beta != 0.0:
+        raise ValueError("pattern_kernel runs plain GD (cfg.beta == 0): the limit follows "
+                         "gradient flow")
     _pattern_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, t_pattern,
                     out_test, out_loss, out_train, out_margin, out_status, out_info, out_gamma,
                     out_rho, out_v)
@@ -232,22 +242,23 @@ def _flow_kernel(st, cfg, fc, mu, gamma, rho, U, v, times, out_gamma, out_rho, o
 
 
 @njit(cache=True, parallel=True)
-def _batch_kernel(st, upper, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
-                  out_test, out_loss, out_train, out_margin, out_status, out_info):
+def _batch_kernel(st, upper, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0,
+                  checkpoints, out_test, out_loss, out_train, out_margin, out_status,
+                  out_info):
     """``batch_kernel``: prange over jobs (upper None at depth 1, fc None
-    without the normalised scheme)."""
+    without the normalised scheme, momentum None for plain GD)."""
     for q in prange(job_seed.shape[0]):
-        _run_job(q, st, upper, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
-                 out_test, out_loss, out_train, out_margin, out_status, out_info)
+        _run_job(q, st, upper, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0,
+                 checkpoints, out_test, out_loss, out_train, out_margin, out_status, out_info)
 
 
 @njit(cache=True, parallel=True)
-def _group_kernel(st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
-                  min_group, checkpoints, out_test, out_loss, out_train, out_margin,
-                  out_status, out_info):
+def _group_kernel(st, sth, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0,
+                  group_start, min_group, checkpoints, out_test, out_loss, out_train,
+                  out_margin, out_status, out_info):
     """``group_kernel``: prange over groups."""
     for g in prange(group_start.shape[0] - 1):
-        _run_group(g, st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
+        _run_group(g, st, sth, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0, group_start,
                    min_group, checkpoints, out_test, out_loss, out_train, out_margin,
                    out_status, out_info)
 

@@ -270,9 +270,9 @@ def _normalised_group(gr, sj, cfg, fc, running, t_end, stop):
 
 
 @njit(cache=True)
-def _run_group(g, st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
-               min_group, checkpoints, out_test, out_loss, out_train, out_margin, out_status,
-               out_info):
+def _run_group(g, st, sth, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0,
+               group_start, min_group, checkpoints, out_test, out_loss, out_train,
+               out_margin, out_status, out_info):
     """Jobs group_start[g] .. group_start[g+1]-1 (one seed) stepped together:
     GD segments (``_gd_group``), normalised segments (``_normalised_group``)
     checkpoint values of all jobs at once
@@ -289,8 +289,9 @@ def _run_group(g, st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_st
     too_big = (job1 - job0) * sj.test_yhat.shape[0] > GROUP_TEST_MAX
     if job1 - job0 < min_group or too_big:
         for job in range(job0, job1):
-            _run_job(job, st, None, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
-                     out_test, out_loss, out_train, out_margin, out_status, out_info)
+            _run_job(job, st, None, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0,
+                     checkpoints, out_test, out_loss, out_train, out_margin, out_status,
+                     out_info)
         return
     C = job1 - job0
     m, n = sj.B.shape[1], sj.yhat.shape[0]

@@ -2,10 +2,12 @@
 checkpoint (GD segments, normalised segments beyond ``FlowConfig.gd_max``
 or with the flow integrator).
 
-Two arguments choose the compiled path by their type (``entry.py`` sets
-them): ``upper`` (the stacked initial upper layers, None at depth 1) and
-``fc`` (a ``FlowConfig``, None when no checkpoint needs the normalised
-scheme).  Numba prunes the branches of the other choice before typing.
+Three arguments choose the compiled path by their type (``entry.py`` sets
+them): ``upper`` (the stacked initial upper layers, None at depth 1), ``fc``
+(a ``FlowConfig``, None when no checkpoint needs the normalised scheme) and
+``momentum`` (None for plain GD, cfg.beta == 0: at depth 1 the fused loop
+alone, so the generic step is not compiled; True with heavy-ball momentum).
+Numba prunes the branches of the other choice before typing.
 """
 from __future__ import annotations
 
@@ -21,18 +23,19 @@ from .types import _depth, _job_stats, _upper_at, _upper_copy, _work
 
 
 @njit(cache=True)
-def _advance(A, mu, gamma, rho, U, v, st, cfg, fc, use_flow, w, t, target, L0, count):
+def _advance(A, mu, gamma, rho, U, v, st, cfg, fc, use_flow, momentum, w, t, target, L0,
+             count):
     """Move the state from GD time t to ``target`` (GD steps, finite: the
     limit is the program of ``dynamics.limit``): GD steps unless use_flow or
     target > fc.gd_max (then the normalised scheme; fc None: GD only).
-    Returns (reason, t)."""
+    momentum None (cfg.beta == 0) at depth 1: the fused loop.  Returns (reason, t)."""
     if np.isinf(target):
         raise ValueError("t = inf is the limit program (dynamics.limit), not a kernel time")
     if fc is not None:
         if use_flow or target > fc.gd_max:
             return normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, target, L0, count)
     if U is None:
-        if cfg.beta == 0.0:
+        if momentum is None:
             return _gd_loop_depth1(A, mu * mu, gamma, rho, v, st, cfg, w, t, target)
     reason = 0
     while True:
@@ -71,14 +74,14 @@ def _reset_job(job, out_test, out_loss, out_train, out_margin, out_status, out_i
 
 
 @njit(cache=True)
-def _continue_job(job, k0, t, A, mu, gamma, rho, U, v, sj, cfg, fc, use_flow, w, L0, count,
-                  checkpoints, out_test, out_loss, out_train, out_margin, out_status,
+def _continue_job(job, k0, t, A, mu, gamma, rho, U, v, sj, cfg, fc, use_flow, momentum, w, L0,
+                  count, checkpoints, out_test, out_loss, out_train, out_margin, out_status,
                   out_info):
     """A job (statistics sj) from GD time t at checkpoint index k0 on: advance
     to each checkpoint and write its values (``_run_job``); the state moves
     in place."""
     for k in range(k0, checkpoints.shape[0]):
-        reason, t = _advance(A, mu, gamma, rho, U, v, sj, cfg, fc, use_flow, w, t,
+        reason, t = _advance(A, mu, gamma, rho, U, v, sj, cfg, fc, use_flow, momentum, w, t,
                              checkpoints[k], L0, count)
         if reason == 0:
             reason = _checkpoint(job, k, A, mu, gamma, rho, U, v, sj, cfg, w, out_test,
@@ -92,8 +95,8 @@ def _continue_job(job, k0, t, A, mu, gamma, rho, U, v, sj, cfg, fc, use_flow, w,
 
 
 @njit(cache=True)
-def _run_job(job, st, upper, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
-             out_test, out_loss, out_train, out_margin, out_status, out_info):
+def _run_job(job, st, upper, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0,
+             checkpoints, out_test, out_loss, out_train, out_margin, out_status, out_info):
     """Job ``job`` of a batch: train from (0, U0, v0); at each checkpoint (GD
     steps, ascending, finite) write test error, loss, train error and
     normalised margin min_i y_i f_i / ||theta||^(L+1) (NaN after a divergence).
@@ -104,8 +107,8 @@ def _run_job(job, st, upper, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkp
     sj, mu, A, gamma, rho, U, v, w, count, L0 = _start_job(job, st, upper, cfg, job_seed,
                                                            job_mu, job_v0)
     _reset_job(job, out_test, out_loss, out_train, out_margin, out_status, out_info)
-    _continue_job(job, 0, 0.0, A, mu, gamma, rho, U, v, sj, cfg, fc, use_flow, w, L0, count,
-                  checkpoints, out_test, out_loss, out_train, out_margin, out_status,
+    _continue_job(job, 0, 0.0, A, mu, gamma, rho, U, v, sj, cfg, fc, use_flow, momentum, w, L0,
+                  count, checkpoints, out_test, out_loss, out_train, out_margin, out_status,
                   out_info)
     return sj, mu, A, gamma, rho, U, v, w, count, L0
 
@@ -136,8 +139,8 @@ def _pattern_job(job, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoin
     checkpoints, then the flow to t_pattern."""
     K = out_test.shape[1]
     sj, mu, A, gamma, rho, U, v, w, count, L0 = _run_job(
-        job, st, None, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, out_test,
-        out_loss, out_train, out_margin, out_status, out_info)
+        job, st, None, cfg, fc, use_flow, None, job_seed, job_mu, job_v0, checkpoints,
+        out_test, out_loss, out_train, out_margin, out_status, out_info)
     if out_status[job, 0] >= 0:
         return
     reason, t = normalised_gd(A, mu, gamma, rho, U, v, sj, cfg, fc, w, out_info[job, 1],
