@@ -7,7 +7,7 @@ does each still pay on the work it serves?
 "loop": T GD steps of one job (ReLU, exact level) with ``loop1._gd_loop_depth1``
 against the reference step of ``step``/``step1`` (``_forward``, ``_lprime``,
 ``_gd_step`` per step), interleaved, min over repeats; both give the same
-numbers bit for bit (tests/test_reduction.py).
+numbers bit for bit (tests/equivalence/test_reduction.py).
 
 "threads": a ``run_batch`` of one-job batches with ``parallel=False``
 (``numba.set_num_threads(1)`` around the parallel entry) in this tree; run

@@ -96,7 +96,7 @@ class SpanProjector:
 
     so a batch of b recorded states costs two (2 m b, d, n+1) matmuls (the
     second one writes the residual in place).  Equal to the reference formulas
-    to round-off (tests/test_full_deep.py).
+    to round-off (tests/equivalence/test_full_deep.py).
     """
 
     def __init__(self, real: Realisation, gram_factor=None):

@@ -5,7 +5,7 @@ Every point is `compare.boundaries.find_boundary` (the main point of `dyn
 solve`) at the default parameters (n=20, d=1000, m=20, T=200) with sampler
 `data`:
   * ar1:KAPPA, noise laws, flips, gd, momentum: level `exact` (exact for all
-    of these; checked against the network in tests/test_beyond.py);
+    of these; checked against the network in tests/equivalence/test_beyond.py);
   * adam and sign GD: level `full` only (the network itself): they act per
     weight coordinate, W leaves span{mu, xi_i}, and the reduced levels refuse
     them.

@@ -6,7 +6,7 @@ activation relu(x)**q, output F_j = (1/m) sum_r sum_p sigma(<w_{j,r}, x^(p)>)
 full-batch ``torch.optim.SGD``, float64.  It logs <w_{j,r}, mu> and
 <w_{j,r}, xi_i> at every step, the quantities that paper's analysis tracks.
 
-Used by tests/test_family.py as an independent reference for the general
+Used by tests/equivalence/test_family.py as an independent reference for the general
 level of ``dyn``; not imported by the package.  Run directly, it writes a data
 file for ``dyn compare --data``:  python tests/torch_cao2022.py out.npz
 """

@@ -65,8 +65,8 @@ def run_kernel(st, cfg, mu, steps, record_every, gamma, rho, U, v, out_gamma, ou
     t % record_every == 0 and at t == steps go to the out_* arrays.  On
     divergence status = (step, reason) and the run stops; else status[0] = -1.
     """
-    _run_kernel(st, cfg, mu, steps, record_every, gamma, rho, _upper(U), v, out_gamma, out_rho,
-                out_U, out_v, out_loss, out_err, status)
+    _run_kernel(st, cfg, _momentum(cfg), mu, steps, record_every, gamma, rho, _upper(U), v,
+                out_gamma, out_rho, out_U, out_v, out_loss, out_err, status)
 
 
 def outputs_kernel(st, cfg, mu, gammas, rhos, Us, vs, out_f):
@@ -155,9 +155,9 @@ def pattern_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
 
 # ---------------------------------------------------------------- compiled entries
 @njit(cache=True)
-def _run_kernel(st, cfg, mu, steps, record_every, gamma, rho, U, v,
+def _run_kernel(st, cfg, momentum, mu, steps, record_every, gamma, rho, U, v,
                 out_gamma, out_rho, out_U, out_v, out_loss, out_err, status):
-    """``run_kernel`` (U None at depth 1)."""
+    """``run_kernel`` (U None at depth 1, momentum None for plain GD)."""
     m, n = gamma.shape[1], st.yhat.shape[0]
     A = mu * st.w0_e1
     w = _work(m, n, _depth(U))
@@ -177,7 +177,7 @@ def _run_kernel(st, cfg, mu, steps, record_every, gamma, rho, U, v,
             out_err[rec] = _error_rate(w.f, st.y)
             rec += 1
         if reason == 0 and t < steps:
-            reason = _gd_step(A, mu * mu, gamma, rho, U, v, st, cfg, w)
+            reason = _gd_step(A, mu * mu, gamma, rho, U, v, st, cfg, w, momentum)
             if reason != 0:
                 t += 1  # the new state is out of bounds
         if reason != 0:

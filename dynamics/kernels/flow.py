@@ -68,7 +68,7 @@ def normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, t_end, L0, count):
             reason = 3 if bad else 0
         else:
             reason = _step(mu * mu, gamma, rho, U, v, st, cfg, w, cfg.eta * dt,
-                           cfg.eta_v * dt, 0.0)
+                           cfg.eta_v * dt, 0.0, None)
         count[0] += 1
         t = t_end if dt >= t_end - t else t + dt
         if reason != 0:

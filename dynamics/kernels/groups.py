@@ -10,7 +10,7 @@ arrived gets step 0) and the checkpoint values.  Every
 job performs the floating-point operations of the one-job code
 (``_forward_depth1``, ``_increments_depth1``, ``_apply``, ``_test_outputs``,
 ``_checkpoint``) in the same order, so results equal the
-one-job path bit for bit (tests/test_groups.py); increments are applied in
+one-job path bit for bit (tests/equivalence/test_groups.py); increments are applied in
 place as they are formed (exact: the increment of (j, r) reads only the
 state of (j, r) and l', fixed for the step).  A finished job is zeroed and
 stepped with step size 0 until its group ends.

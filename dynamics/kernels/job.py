@@ -43,7 +43,7 @@ def _advance(A, mu, gamma, rho, U, v, st, cfg, fc, use_flow, momentum, w, t, tar
         reason = _lprime(w.f, st.y, w.lp)
         if reason != 0 or t >= target:
             break
-        reason = _gd_step(A, mu * mu, gamma, rho, U, v, st, cfg, w)
+        reason = _gd_step(A, mu * mu, gamma, rho, U, v, st, cfg, w, momentum)
         t += 1.0
         if reason != 0:
             break

@@ -21,7 +21,7 @@ def _gd_loop_depth1(A, mu2, gamma, rho, v, st, cfg, w, t, target):
     instead of loops of length n or m with scalar remainders.  Every number is formed by the operations of
     ``_forward_depth1`` + ``_increments_depth1`` in their order (sums over k and i
     ascending, f_i over p ascending from 0), so the results are theirs bit
-    for bit (tests/test_reduction.py).  rho is converted on entry and
+    for bit (tests/equivalence/test_reduction.py).  rho is converted on entry and
     exit; w.a, w.z, w.f, w.lp end as ``_forward_depth1`` + ``_lprime`` leave them.
     Returns (reason, t)."""
     if cfg.act == 0:

@@ -12,7 +12,6 @@ from numba import njit
 from .deep import _forward_deep, _increments_deep
 from .primitives import _apply
 from .step1 import _forward_depth1, _increments_depth1
-from .types import _depth, _work
 
 
 @njit(cache=True)
@@ -51,13 +50,15 @@ def _apply_all(gamma, rho, U, v, w, train_v, beta):
 
 
 @njit(cache=True)
-def _step(mu2, gamma, rho, U, v, st, cfg, w, eta, eta_v, beta):
+def _step(mu2, gamma, rho, U, v, st, cfg, w, eta, eta_v, beta, momentum):
     """One step theta += u, u = beta u + delta(eta, eta_v) in place after
     ``_forward`` and l' filled the work buffers; returns 3 if a coefficient
-    exceeds THETA_MAX, else 0.  Depth 1 without momentum adds the increments
-    as they are formed (``_increments_depth1`` inplace: the same numbers)."""
+    exceeds THETA_MAX, else 0.  Depth 1 without momentum (``momentum`` None,
+    beta = 0: a compile-time choice, the generic branch is pruned) adds the
+    increments as they are formed (``_increments_depth1`` inplace: the same
+    numbers)."""
     if U is None:
-        if beta == 0.0:
+        if momentum is None:
             bad = _increments_depth1(gamma, rho, v, w.a, w.z, w.lp, st, mu2, cfg.c, eta,
                                      eta_v, cfg.train_v, w.dgamma, w.drho, w.dv, cfg.act,
                                      cfg.act_a, w.qn, w.rows, True)
@@ -68,7 +69,8 @@ def _step(mu2, gamma, rho, U, v, st, cfg, w, eta, eta_v, beta):
 
 
 @njit(cache=True)
-def _gd_step(A, mu2, gamma, rho, U, v, st, cfg, w):
+def _gd_step(A, mu2, gamma, rho, U, v, st, cfg, w, momentum):
     """One GD (or heavy-ball) step in place after ``_forward`` and ``_lprime``
-    filled the work buffers; returns 3 if a coefficient exceeds THETA_MAX, else 0."""
-    return _step(mu2, gamma, rho, U, v, st, cfg, w, cfg.eta, cfg.eta_v, cfg.beta)
+    filled the work buffers; returns 3 if a coefficient exceeds THETA_MAX, else 0.
+    ``momentum``: None for plain GD (cfg.beta == 0), True with momentum."""
+    return _step(mu2, gamma, rho, U, v, st, cfg, w, cfg.eta, cfg.eta_v, cfg.beta, momentum)

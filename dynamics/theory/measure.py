@@ -2,7 +2,7 @@
 
 No sympy here (writing or plotting a trajectory must not load it): every
 formula below is the closed form derived in ``dynamics.theory.symbolic``,
-written out in numpy; tests/test_theory.py checks each against the lambdified
+written out in numpy; tests/statistical/test_theory.py checks each against the lambdified
 sympy expression (``CLOSED_FORMS`` vs ``symbolic.linear_funcs``, ``f_threshold``
 vs ``symbolic.f_threshold``).  Notation as in ``symbolic``: alpha = eta c/(2n),
 beta = eta_v c/(2n), I = {i : y_i = j, z_i > 0}, k = |I|, S_N = sum_I N_i.

@@ -7,7 +7,7 @@ excerpts and are skipped.  Small settings are appended to every ``dyn``
 command, as far as the command accepts them (``--d 100 --n 10 --m 5 --steps 20 ...``),
 unless the line sets them itself.  Not run: ``pip install`` (the package under
 test is already installed), ``python -m pytest`` (this suite), and
-``sphinx-build`` (tests/test_docs.py builds the docs).  Numba's JIT is off in
+``sphinx-build`` (tests/cli/test_docs.py builds the docs).  Numba's JIT is off in
 the commands (NUMBA_DISABLE_JIT=1: the same Python code, no compilation
 whatever the state of the kernel cache; the kernels themselves are tested
 elsewhere).
@@ -22,7 +22,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOCUMENTS = ("README.md", "docs/getting-started.md")
 
 # option -> value (None: a flag) appended when the command has the option

@@ -1,4 +1,5 @@
-"""Hardening, round three (issue 38 leftovers), at tiny sizes.
+"""Locks, signals while loading, refused option combinations and corrupted
+data files, at tiny sizes.
 
 dyn solve --level full with a per-coordinate optimizer names --no-verify;
 dyn solve holds a lock on its --out folder (a second dyn solve there is
@@ -23,7 +24,7 @@ B = ["--d", "100", "--n", "10", "--m", "5", "--n-test", "100"]
 SOLVE = ["solve", *B, "--steps", "20", "--seeds", "1", "--d-grid", "none", "--n-grid", "none",
          "--quiet"]
 PHASE = ["phase", *B, "--x", "v0=0.01..1:2", "--y", "mu=1..10:2", "--seeds", "1", "--quiet"]
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _default_signals():
@@ -257,7 +258,7 @@ def test_an_ignored_signal_stays_ignored_during_kernels():
 
 
 def test_flow_loss_underflow_is_a_failure_not_a_frozen_state(cli):
-    """Issue 38 item 5: at --eta 1e6 the flow's first step overshoots, every
+    """At --eta 1e6 the flow's first step overshoots, every
     l' underflows and the state would freeze; that is refused with the cause
     and advice, in the reduced model and the network alike."""
     from dynamics import Params
@@ -276,7 +277,7 @@ def test_flow_loss_underflow_is_a_failure_not_a_frozen_state(cli):
 
 
 def test_initial_divergence_advice_names_the_noise_scale():
-    """Issue 38 item 17: a network out of range at step 0 because of the noise
+    """A network out of range at step 0 because of the noise
     (spiked:1,1e300) is told about the noise, not only sigma0, v0, c and mu."""
     from dynamics.run import divergence_hint
     spiked = divergence_hint(0, Params(noise="spiked:1,1e300"), 2)
@@ -286,7 +287,7 @@ def test_initial_divergence_advice_names_the_noise_scale():
 
 
 def test_data_reader_fuzz_corrupted_files(cli, one_line_error, tmp_path):
-    """Issue 38: a --data file corrupted at random (truncated, bytes flipped,
+    """A --data file corrupted at random (truncated, bytes flipped,
     a block zeroed) either still loads and runs, or gives a one-line error;
     never a traceback."""
     rng = np.random.default_rng(38)

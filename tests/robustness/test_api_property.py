@@ -1,4 +1,4 @@
-"""Issue 38: Hypothesis drives the public API with arbitrary values of every
+"""Hypothesis drives the public API with arbitrary values of every
 argument.  Each call must end in a ``ParamError``/``ValueError`` that names
 the argument, a ``DivergenceError`` (a valid but extreme parameter), or a
 finite, correctly shaped result; never a crash of the interpreter.  The
@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SCRIPT = textwrap.dedent(r'''
     import json, math, sys

@@ -181,7 +181,7 @@ def test_gd_loop_equals_generic_step_bit_for_bit(level, activation, n, m, v0, fl
     for _ in range(steps):
         step._forward(A, g2, r2, U2, v2, st, cfg, w2)
         assert primitives._lprime(w2.f, st.y, w2.lp) == 0
-        assert step._gd_step(A, p.mu_norm ** 2, g2, r2, U2, v2, st, cfg, w2) == 0
+        assert step._gd_step(A, p.mu_norm ** 2, g2, r2, U2, v2, st, cfg, w2, None) == 0
     step._forward(A, g2, r2, U2, v2, st, cfg, w2)
     primitives._lprime(w2.f, st.y, w2.lp)
     assert (reason1, t1) == (0, float(steps))

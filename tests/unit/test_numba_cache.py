@@ -9,11 +9,9 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from dynamics import numba_cache
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _copy_package(dest):

@@ -240,7 +240,7 @@ def test_pytorch_cao2022_reference(tmp_path):
     equal the general level on the same arrays to 1e-9; dyn compare on its file
     agrees with the network to 1e-10."""
     pytest.importorskip("torch")
-    sys.path.insert(0, os.path.dirname(__file__))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
     from torch_cao2022 import write_file
     path = str(tmp_path / "cao.npz")
     logs = write_file(path, n=16, d=400, m=10, steps=60, lr=0.5, q=3.0, sigma_0=0.05)

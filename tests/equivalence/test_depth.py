@@ -11,7 +11,7 @@ from dynamics.batch import run_batch, stacked_stats
 from dynamics.data import sample_stats
 from dynamics.run import simulate
 
-HERE = os.path.dirname(__file__)
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/ (tests/data)
 
 
 # ------------------------------------------------------- depth 1: regression

@@ -10,7 +10,7 @@ from importlib.metadata import version
 
 from click.testing import CliRunner
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _read(name):

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGES = ("dynamics", "fullsim", "compare")
 
 
@@ -147,7 +147,7 @@ def test_every_package_is_installed():
 
     from setuptools import find_packages
 
-    root = pathlib.Path(__file__).resolve().parents[1]
+    root = pathlib.Path(__file__).resolve().parents[2]
     found = set(find_packages(str(root), include=["dynamics", "dynamics.*", "fullsim",
                                                   "fullsim.*", "compare", "compare.*"]))
     on_disk = {str(p.parent.relative_to(root)).replace("/", ".")

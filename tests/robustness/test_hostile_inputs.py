@@ -23,7 +23,7 @@ TINY = ["--n", "8", "--m", "4", "--d", "200", "--steps", "30", "--n-test", "200"
 # `dyn` in a fresh interpreter (the venv's entry-point script may predate the move
 # of the CLI to compare.cli; this runs the same click group)
 DYN = [sys.executable, "-c", "import sys; from compare.cli import main; sys.exit(main())"]
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def temporaries(folder):

@@ -1,4 +1,5 @@
-"""Hardening, round two (issue 38), medium items 4, 6, 7, 13, 14, 15, at tiny sizes.
+"""Divergence advice, the flow budget, resuming tampered stores, recorded
+settings and data files, at tiny sizes.
 
 The flow's step budget is not a divergence (own message and advice, own
 count in dyn phase); bootstrap resamples whose crossing failed runs make stay
