@@ -18,6 +18,7 @@ import pytest
 from compare.dataset import read_netcdf, write_netcdf
 from compare.phase import make_spec, parse_axis, run_phase
 from dynamics import Params
+from helpers import default_signals
 
 TINY = ["--n", "8", "--m", "4", "--d", "200", "--steps", "30", "--n-test", "200"]
 # `dyn` in a fresh interpreter (the venv's entry-point script may predate the move
@@ -444,7 +445,8 @@ def test_signal_stops_a_long_kernel_at_once(sig, tmp_path):
     proc = subprocess.Popen(DYN + ["simulate", "--n", "8", "--m", "4", "--d", "50",
                                    "--steps", "100000000", "--record-every", "100000000",
                                    "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_signals)
     try:
         time.sleep(4.0)  # imports done, inside the kernel
         assert proc.poll() is None, proc.communicate()

@@ -19,6 +19,7 @@ import pytest
 
 from dynamics import Params
 from dynamics.params import ParamError
+from helpers import default_signals
 
 B = ["--d", "100", "--n", "10", "--m", "5", "--n-test", "100"]
 SOLVE = ["solve", *B, "--steps", "20", "--seeds", "1", "--d-grid", "none", "--n-grid", "none",
@@ -27,14 +28,7 @@ PHASE = ["phase", *B, "--x", "v0=0.01..1:2", "--y", "mu=1..10:2", "--seeds", "1"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _default_signals():
-    """In a child before exec: SIGINT/SIGTERM at their defaults (this test run
-    may have inherited them ignored, as a background job)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def run_python(code, preexec_fn=_default_signals, timeout=120):
+def run_python(code, preexec_fn=default_signals, timeout=120):
     """``code`` in a fresh interpreter with this tree on the path."""
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                           text=True, cwd=ROOT, timeout=timeout, preexec_fn=preexec_fn,
@@ -232,7 +226,7 @@ def test_loading_the_cli_keeps_the_process_handlers():
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
 
     def ignore_sigint():
-        _default_signals()
+        default_signals()
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     res = run_python("""
         import os, signal

@@ -26,6 +26,7 @@ import pytest
 
 from dynamics import Params
 from dynamics.params import ParamError
+from helpers import default_signals
 
 B = ["--d", "100", "--n", "10", "--m", "5", "--n-test", "100"]
 SMALL = dict(d=100, n=10, m=5, steps=20, n_test=100)
@@ -225,14 +226,6 @@ def test_check_record_every_contract():
 
 
 # ---------------------------------------------------------------- High 3: signals
-def _default_signals():
-    """In a child before exec: SIGINT and SIGTERM at their defaults, also when
-    this test run inherited them ignored (a background job of a
-    non-interactive shell), so the child's Python installs its own handler."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 @pytest.fixture(autouse=True)
 def _python_sigint():
     """This process's SIGINT at Python's handler for the test (restored after)."""
@@ -248,7 +241,7 @@ def _signal_try(tmp, sig, delay, steps):
     whether x.nc existed when the signal was sent)."""
     proc = subprocess.Popen(DYN + ["simulate", *B, "--steps", str(steps), "--out", "x.nc"],
                             cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=_default_signals)
+                            text=True, preexec_fn=default_signals)
     try:
         if delay is None:
             time.sleep(random.uniform(0.3, 3.0))
@@ -385,7 +378,7 @@ def test_a_swallowed_signal_still_stops_with_its_status(sig, tmp_path):
     res = subprocess.run([sys.executable, "-c", code, "simulate", *B, "--steps", "20",
                           "--out", "x.nc"], capture_output=True, text=True, cwd=tmp_path,
                          timeout=120, env=dict(os.environ, PYTHONPATH=ROOT),
-                         preexec_fn=_default_signals)
+                         preexec_fn=default_signals)
     assert "Exception ignored" in res.stderr, res.stderr  # the swallowing did happen
     assert res.returncode == 128 + sig, (res.returncode, res.stderr)
     assert f"stopped by {sig.name}" in res.stderr
