@@ -42,7 +42,7 @@ def pattern(args):
         for tp in times:
             t0 = time.perf_counter()
             ev = reduced_evaluator(p, "exact", "wishart", seeds, [np.inf], t_pattern=tp)
-            b = find_boundaries(ev, p, seeds, [np.inf], guess=9.0)[0]
+            b = find_boundaries(ev, p, seeds, times=[np.inf], guess=9.0)[0]
             lo, hi = b.ci[b.taus[0]]
             moves = np.nanmean(b.limit["flips"])
             rows.append([f"{v0:g}", f"{tp:g}", f"{b.star():.3f} [{lo:.3f}, {hi:.3f}]",

@@ -51,18 +51,19 @@ def make_evaluator(params: Params, level: str, sampler: str, seeds, checkpoints=
                              integrator=integrator), sampler
 
 
-def find_boundaries_at(params: Params, level: str = "exact", sampler: str = "wishart",
+def find_boundaries_at(params: Params, level: str = "exact", sampler: str = "wishart", *,
                        n_seeds: int = 8, times=None, taus=(TAU,), guess=None,
                        integrator: str = "gd", **kwargs) -> list[Boundary]:
     """mu* at each checkpoint step in ``times`` (default: params.steps), all
     from the same runs (common random numbers in time and in ||mu||)."""
     seeds = seed_list(params, check_count("seeds", n_seeds))
     evaluate, sampler = make_evaluator(params, level, sampler, seeds, times, integrator)
-    return find_boundaries(evaluate, params, seeds, times, taus, guess=guess,
+    return find_boundaries(evaluate, params, seeds, times=times, taus=taus, guess=guess,
                            level=level, sampler=sampler, **kwargs)
 
 
-def find_boundary(params: Params, level: str = "exact", sampler: str = "wishart",
+def find_boundary(params: Params, level: str = "exact", sampler: str = "wishart", *,
                   n_seeds: int = 8, taus=(TAU,), guess=None, **kwargs) -> Boundary:
     """mu* at params.steps (see ``dynamics.boundary.find_boundaries``)."""
-    return find_boundaries_at(params, level, sampler, n_seeds, None, taus, guess, **kwargs)[0]
+    return find_boundaries_at(params, level, sampler, n_seeds=n_seeds, times=None, taus=taus,
+                              guess=guess, **kwargs)[0]

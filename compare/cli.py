@@ -139,11 +139,11 @@ def simulate(level, sampler, record_every, integrator, times, data, out, **kwarg
         with native_signals():
             if integrator == "flow":
                 traj = (simulate_full_flow(params, times) if level == "full"
-                        else simulate_flow(params, level, sampler, times))
+                        else simulate_flow(params, level, sampler, times=times))
             elif level == "full":
                 traj = simulate_full(params, record_every=record_every)
             else:
-                traj = run_reduced(params, level, sampler, record_every)
+                traj = run_reduced(params, level, sampler, record_every=record_every)
         flow = (", flow to t = " + ",".join(f"{t:g}" for t in times)
                 if integrator == "flow" else "")  # then --steps is not the horizon
         click.echo(f"dyn simulate: level={traj.level} sampler={traj.sampler} "
@@ -248,8 +248,9 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrat
         remove_stale_temporaries(out)  # under the lock: no other dyn solve writes here
         units = work_units(len(v0s), d_grid, n_grid, verify, verify_seeds)
         with progress_bar(units, "dyn solve", quiet) as advance, native_signals():
-            results = run_solve(params, v0s, level, sampler, seeds, threshold, d_grid,
-                                n_grid, verify, verify_seeds, progress=advance, times=times,
+            results = run_solve(params, v0s, level=level, sampler=sampler, n_seeds=seeds,
+                                tau=threshold, d_grid=d_grid, n_grid=n_grid, verify=verify,
+                                verify_seeds=verify_seeds, progress=advance, times=times,
                                 integrator=integrator)
         ds = to_dataset(results, params, level, sampler, seeds, threshold, d_grid, n_grid,
                         integrator, times)

@@ -99,8 +99,8 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
     t0 = time.perf_counter()
     with cli_errors():
         sampler = sampler_for(level, sampler)
-        spec = make_spec(params, x_axis, y_axis, seeds, level, sampler, threshold, times,
-                         precision)
+        spec = make_spec(params, x_axis, y_axis, n_seeds=seeds, level=level, sampler=sampler,
+                         tau=threshold, times=times, precision=precision)
         runs = len(x_axis[1]) * len(y_axis[1]) * seeds
         if not quiet and runs >= PLAN_RUNS:  # say what a long sweep will do before it starts
             click.echo(f"dyn phase: {len(x_axis[1])} x {len(y_axis[1])} x {seeds} seeds = "
@@ -246,7 +246,7 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
             formulas = False
         with native_signals():
             traj = (simulate_full(params) if level == "full"
-                    else run_reduced(params, level, sampler, 1))
+                    else run_reduced(params, level, sampler, record_every=1))
         if params.depth > 1:
             click.echo(laws.format_layers(measure.layer_summary(traj)))
             return
@@ -264,7 +264,8 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
         if fig_dir:
             from .theory_plots import plot_ratio_agreement, plot_ratio_vs_step, plot_v_change
             with native_signals():
-                trajs = {v: run_reduced(params.replace(v0=v), reduced_level, sampler, 1)
+                trajs = {v: run_reduced(params.replace(v0=v), reduced_level, sampler,
+                                        record_every=1)
                          for v in (1e-3, 1e-2, 1e-1, 1.0)}
             for fn, name in ((plot_ratio_vs_step, "noise_ratio_vs_step.png"),
                              (plot_ratio_agreement, "noise_ratio_agreement.png"),

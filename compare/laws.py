@@ -70,7 +70,7 @@ def boundary_table(params: Params, v0s, grid_v0, d_grid=D_GRID, n_grid=N_GRID, n
     and over the d and n grids at ``grid_v0``: a table for ``fit_laws``."""
     rows, guess = [], None
     for p in _table_points(params, v0s, grid_v0, d_grid, n_grid):
-        b = find_boundary(p, level, sampler, n_seeds, (TAU,), guess=guess)
+        b = find_boundary(p, level, sampler, n_seeds=n_seeds, taus=(TAU,), guess=guess)
         guess = b.star() if np.isfinite(b.star()) else None
         rows.append((p.v0, p.n, p.d, p.m, p.sigma_p, b.star()))
         if progress:
@@ -175,7 +175,7 @@ def format_limit_law(params, n_seeds: int, sampler: str = "wishart") -> str:
 
     law = idealised_limit()
     pred = idealised_mu_star(params.n, params.d, params.sigma_p)
-    at_T, at_inf = find_boundaries_at(params, "exact", sampler, n_seeds,
+    at_T, at_inf = find_boundaries_at(params, "exact", sampler, n_seeds=n_seeds,
                                       times=[params.steps, np.inf])
     ex = idealised_exponents()
     lines = ["the limit t = inf: idealised max-margin program (one filter per class, its "

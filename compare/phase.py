@@ -97,7 +97,7 @@ def check_level(params: Params, level: str, times, sampler: str = "wishart"):
         kernel_config(params, level)
 
 
-def make_spec(params: Params, x, y, n_seeds, level, sampler, tau, times=None,
+def make_spec(params: Params, x, y, *, n_seeds, level, sampler, tau, times=None,
               precision: str = "float64") -> dict:
     """Everything that defines a sweep (plain JSON types); every grid point
     must suit the sampler (errors name the axis option).  ``precision``

@@ -74,7 +74,7 @@ def _grid(params, values, key, level, sampler, n_seeds, tau, main, progress):
             out[k] = main
         else:
             g = guess.get(k, main.star())
-            out[k] = find_boundary(p, level, sampler, n_seeds, (tau,), guess=g)
+            out[k] = find_boundary(p, level, sampler, n_seeds=n_seeds, taus=(tau,), guess=g)
         nxt = k + 1 if k >= centre else k - 1
         if np.isfinite(out[k].star()):
             guess[nxt] = out[k].star()
@@ -101,7 +101,7 @@ def check_grid(params: Params, option: str, field: str, values, sampler: str):
                          "(the scaling fit needs distinct points)")
 
 
-def solve(params: Params, v0s=None, level="exact", sampler="wishart", n_seeds=8,
+def solve(params: Params, v0s=None, *, level="exact", sampler="wishart", n_seeds=8,
           tau=TAU, d_grid=D_GRID, n_grid=N_GRID, verify=True, verify_seeds=3,
           progress=None, times=None, integrator="gd") -> list[V0Result]:
     """Run the whole `dyn solve` job; ``progress(k)`` is called per unit of work.
@@ -150,13 +150,13 @@ def solve(params: Params, v0s=None, level="exact", sampler="wishart", n_seeds=8,
     for v0 in v0s:
         t0 = time.perf_counter()
         p = params.replace(v0=v0)
-        main = find_boundary(p, level, sampler, n_seeds, (tau,) + TRANSITION_TAUS)
+        main = find_boundary(p, level, sampler, n_seeds=n_seeds, taus=(tau,) + TRANSITION_TAUS)
         if progress:
             progress(1)
         res = V0Result(v0=p.v0, main=main)
         if times is not None:
-            res.by_time = find_boundaries_at(p, level, sampler, n_seeds, times,
-                                             (tau,) + TRANSITION_TAUS, integrator=integrator)
+            res.by_time = find_boundaries_at(p, level, sampler, n_seeds=n_seeds, times=times,
+                                             taus=(tau,) + TRANSITION_TAUS, integrator=integrator)
         if np.isfinite(main.star()):
             res.d_grid = _grid(p, d_grid, "d", level, sampler, n_seeds, tau, main, progress)
             res.n_grid = _grid(p, n_grid, "n", level, sampler, n_seeds, tau, main, progress)

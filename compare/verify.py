@@ -49,7 +49,7 @@ def run_pair(params: Params, level: str = "exact", record_every: int = 1,
                              f"{params.activation} runs GD (the flow comparison is ReLU "
                              "only; the reduced flow itself takes the activation)")
         data = model_data(params, "data")
-        reduced = simulate(params, level, "data", record_every,
+        reduced = simulate(params, level, "data", record_every=record_every,
                            stats=sample_data(params).stats)
         return (as_general(reduced),
                 simulate_full_patches(params, data, "data", record_every,
@@ -66,10 +66,10 @@ def run_pair(params: Params, level: str = "exact", record_every: int = 1,
     train_v = trains_v(params, level)
     if integrator == "flow":
         times = flow_times(params.steps)
-        reduced = simulate_flow(params, level, "data", times, stats=real.stats)
+        reduced = simulate_flow(params, level, "data", times=times, stats=real.stats)
         return reduced, simulate_full_flow(params, times, real=real, train_v=train_v)
-    reduced = simulate(params, level, "data", record_every, stats=real.stats)
-    full = simulate_full(params, record_every, real=real, train_v=train_v)
+    reduced = simulate(params, level, "data", record_every=record_every, stats=real.stats)
+    full = simulate_full(params, record_every=record_every, real=real, train_v=train_v)
     return reduced, full
 
 

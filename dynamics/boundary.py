@@ -160,7 +160,7 @@ class Boundary:
         return self.mu_star[self.taus[0] if tau is None else tau]
 
 
-def find_boundaries(evaluate: Evaluator, params: Params, seeds, times=None,
+def find_boundaries(evaluate: Evaluator, params: Params, seeds, *, times=None,
                     taus=(TAU,) + TRANSITION_TAUS, guess: float | None = None,
                     mu_range=(0.1, 1000.0), rel_tol: float = 0.01, n_boot: int = 200,
                     level: str = "", sampler: str = "") -> list[Boundary]:
@@ -349,7 +349,7 @@ def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) 
 def find_mu_star(evaluate: Evaluator, params: Params, seeds, taus=(TAU,) + TRANSITION_TAUS,
                  **kwargs) -> Boundary:
     """``find_boundaries`` at the single time params.steps."""
-    return find_boundaries(evaluate, params, seeds, None, taus, **kwargs)[0]
+    return find_boundaries(evaluate, params, seeds, times=None, taus=taus, **kwargs)[0]
 
 
 def _last_crossing(err, tau):

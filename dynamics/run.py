@@ -332,7 +332,7 @@ class Trajectory:
         return np.stack(cols, axis=1)
 
 
-def simulate(params: Params, level: str = "exact", sampler: str = "wishart",
+def simulate(params: Params, level: str = "exact", sampler: str = "wishart", *,
              record_every: int = 1, stats: Stats | None = None) -> Trajectory:
     """Run the reduced recursion at ``level`` on statistics from ``sampler``.
 
@@ -395,7 +395,7 @@ def check_checkpoints(checkpoints, steps: int, integers: bool = True,
     return cp
 
 
-def simulate_flow(params: Params, level: str = "exact", sampler: str = "wishart",
+def simulate_flow(params: Params, level: str = "exact", sampler: str = "wishart", *,
                   times=None, stats: Stats | None = None,
                   flow: FlowConfig = FLOW, t_pattern: float | None = None) -> Trajectory:
     """Normalised gradient flow of the reduced model (docs/theory.md#training-time-and-flow; GD with step

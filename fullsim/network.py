@@ -282,7 +282,7 @@ def blas_threads(fn):
 
 
 @blas_threads
-def simulate_full(params: Params, record_every: int = 1,
+def simulate_full(params: Params, *, record_every: int = 1,
                   real: Realisation | None = None, keep_weights: bool = False,
                   train_v: bool | None = None, checkpoints=None,
                   raise_on_divergence: bool = True) -> Trajectory:

@@ -126,7 +126,7 @@ def limit_boundary(params: Params, n_seeds: int, guess, rel_tol: float) -> dict:
     seeds = seed_list(params, n_seeds)
     evaluate, sampler = make_evaluator(params, LEVEL, SAMPLER, seeds, (np.inf,), INTEGRATOR)
     t0 = time.perf_counter()
-    b = find_boundaries(evaluate, params, seeds, (np.inf,), (TAU,), guess=guess,
+    b = find_boundaries(evaluate, params, seeds, times=(np.inf,), taus=(TAU,), guess=guess,
                         rel_tol=rel_tol, level=LEVEL, sampler=sampler)[0]
     star = b.star()
     lim = b.limit                       # LIMIT_FIELDS -> (S, M), aligned with b.curve_mu

@@ -90,7 +90,7 @@ def boundary_search(params: Params, n_seeds: int, times, guess, rel_tol) -> dict
     seeds = seed_list(params, n_seeds)
     evaluate, sampler = make_evaluator(params, LEVEL, SAMPLER, seeds, times)
     t0 = time.perf_counter()
-    bs = find_boundaries(evaluate, params, seeds, times, (TAU,), guess=guess,
+    bs = find_boundaries(evaluate, params, seeds, times=times, taus=(TAU,), guess=guess,
                          rel_tol=rel_tol, level=LEVEL, sampler=sampler)
     wall = time.perf_counter() - t0
     return {float(b.steps): dict(
@@ -123,7 +123,7 @@ def layer_changes(params: Params, n_seeds: int) -> dict:
 
 def phase_rows(params: Params, x, y, n_seeds: int) -> dict:
     """All rows of the v0 x ||mu|| sweep at depth params.depth (seeding of `dyn phase`)."""
-    spec = make_spec(params, x, y, n_seeds, LEVEL, SAMPLER, TAU)
+    spec = make_spec(params, x, y, n_seeds=n_seeds, level=LEVEL, sampler=SAMPLER, tau=TAU)
     ds = template(spec)
     for ix in range(len(x[1])):
         row = compute_chunk(spec, ix)

@@ -403,4 +403,4 @@ def layer_summary(traj: Trajectory) -> dict:
 def report(params: Params, level: str = "exact", sampler: str = "wishart",
            tol: float = 0.1) -> dict:
     """Simulate ``params`` and compare the theory with the run (``summarize``)."""
-    return summarize(simulate(params, level, sampler, 1), tol)
+    return summarize(simulate(params, level, sampler, record_every=1), tol)

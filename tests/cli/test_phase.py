@@ -18,8 +18,8 @@ Y = ("mu", np.geomspace(0.5, 20, 5))
 
 def _spec(**kw):
     p = kw.pop("params", P)
-    return make_spec(p, kw.pop("x", X), kw.pop("y", Y), kw.pop("n_seeds", 3),
-                     kw.pop("level", "exact"), kw.pop("sampler", "wishart"), 0.25,
+    return make_spec(p, kw.pop("x", X), kw.pop("y", Y), n_seeds=kw.pop("n_seeds", 3),
+                     level=kw.pop("level", "exact"), sampler=kw.pop("sampler", "wishart"), tau=0.25,
                      times=kw.pop("times", None))
 
 
@@ -249,8 +249,9 @@ def test_large_sweep_store_is_created_without_materialising_the_grid(tmp_path):
     """A 4096 x 4096 x 8 sweep: the template is lazy (its numpy version took
     7.5 GB) and the store holds only metadata until rows arrive."""
     from compare.phase import template
-    spec = make_spec(Params(), parse_axis("v0=1e-3..10:4096"), parse_axis("mu=0.5..50:4096"), 8,
-                     "exact", "wishart", 0.25)
+    spec = make_spec(Params(), parse_axis("v0=1e-3..10:4096"), parse_axis("mu=0.5..50:4096"),
+                     n_seeds=8,
+                     level="exact", sampler="wishart", tau=0.25)
     tpl = template(spec)
     assert tpl["test_error"].shape == (4096, 4096, 8, 1)
     assert all(tpl[k].chunks is not None for k in tpl.data_vars)  # dask, never computed

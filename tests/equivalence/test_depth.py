@@ -167,7 +167,7 @@ def test_deep_normalised_margin_is_scale_free_and_grows_slowly():
                     np.array([8.0]), checkpoints=times, integrator="flow")
     mg = res["margin"][0]
     assert np.all(np.diff(mg) > 0) and np.all(np.diff(np.log(mg))[1:] < np.diff(np.log(mg))[:-1])
-    tr = simulate_flow(p, "exact", "wishart", times)
+    tr = simulate_flow(p, "exact", "wishart", times=times)
     _, _, f = tr.preactivations()
     theta2 = (tr.w_norm_sq().sum(axis=(1, 2)) + (tr.U**2).sum(axis=(1, 2, 3, 4))
               + (tr.v**2).sum(axis=(1, 2, 3)))

@@ -84,7 +84,8 @@ def test_float32_rows_batched_like_single_rows(tmp_path):
 
     p = Params(n=8, m=3, d=200, steps=30, n_test=200)
     spec = make_spec(p, ("v0", np.geomspace(0.01, 1.0, 3)), ("mu", np.geomspace(0.5, 20, 20)),
-                     3, "exact", "wishart", 0.25, times=[30.0, 1e30], precision="float32")
+                     n_seeds=3, level="exact", sampler="wishart", tau=0.25, times=[30.0, 1e30],
+                     precision="float32")
     assert rows_per_batch(spec) == 2
     pair = compute_rows(spec, [0, 2])
     for ix, out in zip([0, 2], pair):
@@ -108,8 +109,9 @@ def test_float32_refused_outside_the_group_kernels():
         run_jobs(Params(n=8, m=3), "full", "data", [0], [0], [1.0], [1.0], [5.0],
                  precision="float32")
     with pytest.raises(ParamError):
-        make_spec(Params(), ("depth", np.array([1, 2])), ("mu", MUS), 2, "exact", "wishart",
-                  0.25, precision="float32")
+        make_spec(Params(), ("depth", np.array([1, 2])), ("mu", MUS), n_seeds=2, level="exact",
+                  sampler="wishart",
+                  tau=0.25, precision="float32")
 
 
 def test_cli_phase_float32(tmp_path, cli):
@@ -125,8 +127,8 @@ def test_cli_phase_float32(tmp_path, cli):
     assert again.exit_code == 1 and "different sweep" in again.output
     bad = cli(*args, "--precision", "float32", "--level", "full", "--out", tmp_path / "x")
     assert bad.exit_code == 2 and "--precision" in bad.output and "Traceback" not in bad.output
-    spec = make_spec(Params(), ("v0", np.array([0.1, 1.0])), ("mu", MUS), 2, "exact",
-                     "wishart", 0.25)
+    spec = make_spec(Params(), ("v0", np.array([0.1, 1.0])), ("mu", MUS), n_seeds=2, level="exact",
+                     sampler="wishart", tau=0.25)
     assert "precision" not in spec  # float64 sweeps keep their fingerprints
 
 

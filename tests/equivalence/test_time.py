@@ -46,7 +46,7 @@ def test_flow_reduced_equals_network(v0):
     p = Params(n=10, m=5, d=300, v0=v0, mu_norm=4.0, n_test=200, seed=2)
     real = sample_data(p)
     times = [10, 300, 5000, 2e5]
-    red = simulate_flow(p, "exact", "data", times, stats=real.stats)
+    red = simulate_flow(p, "exact", "data", times=times, stats=real.stats)
     full = simulate_full_flow(p, times, real=real)
     for k in KEYS:
         a, b = getattr(red, k), getattr(full, k)

@@ -355,8 +355,8 @@ VARS = ("test_error", "loss", "train_error", "margin", "status", "point_seed",
 def slow_reference(tmp_path_factory):
     """The slow sweep run uninterrupted, in process (same spec as the CLI builds)."""
     p = Params(n=8, m=4, d=200, n_test=200, steps=SLOW_STEPS)
-    spec = make_spec(p, parse_axis(SLOW_X), parse_axis(SLOW_Y), SLOW_SEEDS, "exact",
-                     "wishart", 0.25)
+    spec = make_spec(p, parse_axis(SLOW_X), parse_axis(SLOW_Y), n_seeds=SLOW_SEEDS, level="exact",
+                     sampler="wishart", tau=0.25)
     return run_phase(spec, tmp_path_factory.mktemp("reference"))
 
 
@@ -508,7 +508,8 @@ def test_refused_second_sweep_leaves_the_running_ones_files_alone(cli, tmp_path)
     args = ["phase", *TINY, "--x", "v0=0.01..1:2", "--y", "mu=1..10:2", "--seeds", "1",
             "--quiet"]
     spec = make_spec(Params(n=8, m=4, d=200, steps=30, n_test=200), parse_axis("v0=0.01..1:2"),
-                     parse_axis("mu=1..10:2"), 1, "exact", "wishart", 0.25)
+                     parse_axis("mu=1..10:2"), n_seeds=1, level="exact", sampler="wishart",
+                     tau=0.25)
     with open_store(spec, out):  # a running `dyn phase`, now writing phase.nc
         inflight = out / ".phase.nc.k2j4h1.nc.tmp"  # atomic_target's temporary
         inflight.write_bytes(b"half of a netCDF file")

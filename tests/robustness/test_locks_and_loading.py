@@ -259,14 +259,14 @@ def test_flow_loss_underflow_is_a_failure_not_a_frozen_state(cli):
     from dynamics.run import DivergenceError, simulate_flow
     from fullsim.network import simulate_full_flow
     p = Params(d=100, n=10, m=5, n_test=100, eta=1e6)
-    for run in (lambda: simulate_flow(p, "exact", "wishart", [1, 2, 5, 10]),
+    for run in (lambda: simulate_flow(p, "exact", "wishart", times=[1, 2, 5, 10]),
                 lambda: simulate_full_flow(p, [1, 2, 5, 10])):
         with pytest.raises(DivergenceError) as exc:
             run()
         assert "underflowed" in str(exc.value) and "smaller --eta" in str(exc.value)
     res = cli("simulate", *B, "--eta", "1e6", "--integrator", "flow", "--times", "1,2,5,10")
     assert res.exit_code != 0 and "underflowed" in res.output and "Traceback" not in res.output
-    fine = simulate_flow(p.replace(eta=0.01), "exact", "wishart", [1, 2, 5, 10])
+    fine = simulate_flow(p.replace(eta=0.01), "exact", "wishart", times=[1, 2, 5, 10])
     assert np.all(fine.loss > 0)
 
 
