@@ -296,7 +296,7 @@ rng = random.Random(seed)
 p = Params(d=100, n=10, m=5, steps=20, n_test=100)
 if entry == "simulate":
     from dynamics import simulate
-    run = lambda k: simulate(p, "exact", "wishart", k)
+    run = lambda k: simulate(p, "exact", "wishart", record_every=k)
 elif entry == "simulate_full":
     from fullsim import simulate_full
     run = lambda k: simulate_full(p, record_every=k)

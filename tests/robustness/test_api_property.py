@@ -36,11 +36,11 @@ SCRIPT = textwrap.dedent(r'''
     seen = {"ran": 0, "refused": 0, "diverged": 0, "too_big": 0}
     bad = []
 
-    def call(entry, params, args):
+    def call(entry, params, args):  # keyword-only arguments by name
         if entry == "simulate":
-            return simulate(params, *args)
+            return simulate(params, *args[:2], record_every=args[2])
         if entry == "simulate_full":
-            return simulate_full(params, *args)
+            return simulate_full(params, record_every=args[0])
         return simulate_general(params, None, *args)
 
     def check_result(tr, params):

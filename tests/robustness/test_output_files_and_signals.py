@@ -166,7 +166,7 @@ from fullsim import simulate_full
 from fullsim.patches import simulate_full_patches
 p = Params(d=100, n=10, m=5, steps=20, n_test=100)
 entries = {
-    "simulate": lambda k: simulate(p, "exact", "wishart", k),
+    "simulate": lambda k: simulate(p, "exact", "wishart", record_every=k),
     "simulate_full": lambda k: simulate_full(p, record_every=k),
     "simulate_general": lambda k: simulate_general(p, None, "data", k),
     "simulate_full_patches": lambda k: simulate_full_patches(p, None, "data", k),
