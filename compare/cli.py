@@ -53,8 +53,8 @@ from dynamics.params import (ALL_LEVELS, D_GRID, LEVELS, N_GRID, SAMPLERS,  # no
 
 from dynamics.levels import validate  # noqa: E402
 
-from .cli_common import (FiniteFloatRange, _int_list, _output_path, _signal_exit,  # noqa: E402
-                         _times, build_params, cli_errors, click_type, data_option, echo_kv,
+from .cli_common import (FiniteFloatRange, parse_int_list, output_path, signal_exit,  # noqa: E402
+                         parse_times, build_params, cli_errors, click_type, data_option, echo_kv,
                          family_data, file_sizes, model_options, native_signals, out_option,
                          progress_bar, refuse_record_every_with_flow,
                          refuse_sampler_of_level, refuse_unused, seeds_option,
@@ -69,7 +69,7 @@ __all__ = ["main", "native_signals"]
 def main():
     """dyn: reduced and full dynamics of benign overfitting in two-layer ReLU
     CNNs with a trainable output layer (arXiv 2410.19139)."""
-    click.get_current_context().with_resource(_signal_exit())
+    click.get_current_context().with_resource(signal_exit())
 
 
 # ---------------------------------------------------------------- simulate
@@ -84,7 +84,7 @@ def main():
 @click.option("--integrator", type=click.Choice(("gd", "flow")), default="gd",
               show_default=True, help="GD, or the normalised gradient-flow scheme "
                                       "recorded at --times")
-@click.option("--times", default=None, callback=_times,
+@click.option("--times", default=None, callback=parse_times,
               help="with --integrator flow: record times in GD steps, 'inf' = the limit "
                    "(reduced levels); default: --steps")
 @data_option()
@@ -211,10 +211,10 @@ def _solve_lock(out):
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart", show_default=True,
               help="statistics sampler (non-gaussian noise and level full need 'data')")
 @click.option("--d-grid", default=",".join(map(str, D_GRID)), show_default=True,
-              callback=_int_list, help="d values for the scaling fit ('none' to skip)")
+              callback=parse_int_list, help="d values for the scaling fit ('none' to skip)")
 @click.option("--n-grid", default=",".join(map(str, N_GRID)), show_default=True,
-              callback=_int_list, help="n values for the scaling fit ('none' to skip)")
-@click.option("--times", default=None, callback=_times,
+              callback=parse_int_list, help="n values for the scaling fit ('none' to skip)")
+@click.option("--times", default=None, callback=parse_times,
               help="training times for a mu*-per-time table, comma-separated GD steps, "
                    "'inf' = the limit t -> infinity (e.g. 200,2000,20000,inf); "
                    "default: only --steps")
@@ -278,7 +278,7 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrat
               show_default=True, help="relative-error tolerance for 'first step above'")
 @data_option()
 @out_option("file", None, "netCDF file with both trajectories (dim model) and the metrics")
-@click.option("--plots", "plot_dir", callback=_output_path("dir"), default=None,
+@click.option("--plots", "plot_dir", callback=output_path("dir"), default=None,
               help="folder for the overlay and relative-error PNGs")
 def compare(level, record_every, integrator, tol, data, out, plot_dir, **kwargs):
     """Run a reduced level and the full network on the same data; print metrics."""
@@ -318,7 +318,7 @@ main.add_command(phase)
 main.add_command(theory)
 
 
-# dyn is loaded: commands install their own handlers (main: _signal_exit)
+# dyn is loaded: commands install their own handlers (main: signal_exit)
 for _sig, _handler in _LOADING.items():
     _signal.signal(_sig, _handler if _handler is not None else _signal.SIG_DFL)
 

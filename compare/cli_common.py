@@ -18,7 +18,7 @@ import numba.core.event
 from click.core import ParameterSource
 
 from dynamics.files import STOP_SIGNALS as _SIGNALLED  # signals received during this
-# command (see _signal_exit); atomic_target reads it
+# command (see signal_exit); atomic_target reads it
 from dynamics.levels import DATA_FILE_LEVELS, LEVEL, sampler_for
 from dynamics.params import FLAG_OF, PARAMS, SPEC_OF, TAU, Params, ParamError
 
@@ -145,8 +145,6 @@ def echo_kv(rows):
         click.echo(f"  {key:<{width}}  {val}")
 
 
-
-
 def _terminate(signum, frame):
     """SIGINT and SIGTERM: remember the signal, then unwind like Ctrl-C (every
     cleanup runs: temp files).  Remembered, because a KeyboardInterrupt raised
@@ -157,7 +155,7 @@ def _terminate(signum, frame):
 
 
 @contextlib.contextmanager
-def _signal_exit():
+def signal_exit():
     """One command of dyn: SIGINT/SIGTERM go to ``_terminate`` (unless ignored
     when dyn started); on the way out the old handlers come back and a received
     signal makes the exit status 128 + signum (130 Ctrl-C, 143 SIGTERM) with one
@@ -220,7 +218,7 @@ def progress_bar(length, label, quiet):
         yield bar.update
 
 
-def _output_path(kind):
+def output_path(kind):
     """click callback: an output path validated before any computation
     (``compare.dataset.check_output_path``)."""
     def callback(ctx, param, value):
@@ -239,7 +237,7 @@ def out_option(kind, default, help_):
     if kind == "file":
         help_ += ("; an existing file is replaced only if it is a dyn output (anything "
                   "else, or a device/FIFO, is refused)")
-    return click.option("--out", "out", default=default, callback=_output_path(kind),
+    return click.option("--out", "out", default=default, callback=output_path(kind),
                         show_default=default is not None, help=help_)
 
 
@@ -287,7 +285,7 @@ _COMPILE_NOTICE = _CompileNotice()
 numba.core.event.register("numba:compile", _COMPILE_NOTICE)
 
 
-def _times(ctx, param, value):
+def parse_times(ctx, param, value):
     """click callback: comma-separated GD steps and/or 'inf', ascending."""
     if value is None:
         return None
@@ -348,7 +346,7 @@ def file_sizes(params: Params, data) -> Params:
                                  if k not in given})
 
 
-def _int_list(ctx, param, value):
+def parse_int_list(ctx, param, value):
     """click callback: comma-separated integers, or 'none' (no grid)."""
     if value is None:
         return None

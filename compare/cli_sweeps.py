@@ -13,7 +13,7 @@ from dynamics.levels import sampler_for
 from dynamics.params import (ALL_LEVELS, AXES, D_GRID, N_GRID, PRECISIONS, SAMPLERS, SPEC_OF,
                              TAU, ParamError)
 
-from .cli_common import (FiniteFloatRange, _output_path, _times, build_params, cli_errors,
+from .cli_common import (FiniteFloatRange, output_path, parse_times, build_params, cli_errors,
                          model_options, native_signals, out_option, progress_bar,
                          refuse_sampler_of_level, refuse_unused, seeds_option,
                          threshold_option)
@@ -57,7 +57,7 @@ AXIS_NAMES = ", ".join(AXES)
 @click.option("--level", type=click.Choice(ALL_LEVELS), default="exact", show_default=True)
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="wishart", show_default=True,
               help="statistics sampler (level full: data only)")
-@click.option("--times", default=None, callback=_times,
+@click.option("--times", default=None, callback=parse_times,
               help="training times (GD steps, 'inf' = the limit): one heatmap per time "
                    "from the same runs; default: only --steps")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="float64", show_default=True,
@@ -183,7 +183,7 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
 @click.option("--fit-laws", is_flag=True,
               help="measure boundaries with the solver and fit the laws of docs/theory.md#mechanisms-and-laws per regime")
 @seeds_option("seeds per boundary (--fit-laws)")
-@click.option("--figures", "fig_dir", callback=_output_path("dir"), default=None,
+@click.option("--figures", "fig_dir", callback=output_path("dir"), default=None,
               help="write ratio and v-change figures for v0 in {1e-3, 1e-2, 1e-1, 1} here")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--limit", "limit_law", is_flag=True,

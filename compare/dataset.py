@@ -20,10 +20,9 @@ import xarray as xr
 
 from dynamics import __version__
 from dynamics.files import atomic_target, check_replaceable
-from dynamics.levels import LEVEL
 from dynamics.params import Params, ParamError
 from dynamics.general import GeneralTrajectory
-from dynamics.run import Trajectory, first_layer
+from dynamics.run import Trajectory
 from dynamics.theory.measure import MECHANISM_ATTRS, mechanisms
 
 ENGINE = "netcdf4"
@@ -159,7 +158,7 @@ def trajectory_dataset(traj: Trajectory) -> xr.Dataset:
     if traj.layout == "patches":
         return general_dataset(traj)
     p = traj.params
-    s, z = first_layer(traj.gamma, traj.rho, traj.stats, p, LEVEL[traj.level].use_gram)
+    s, z = traj.patch_preactivations()
     coords = {"step": traj.steps, "j": np.array([1, -1]), "r": np.arange(p.m),
               "i": np.arange(p.n), "p": np.array([1, 2]),
               "hidden_layer": np.arange(1, p.depth + 1),

@@ -5,10 +5,9 @@ import numpy as np
 
 from dynamics.data import sample_data
 from dynamics.general import GENERAL_VARIABLES, GeneralTrajectory, model_data, simulate_general
-from dynamics.levels import LEVEL
 from dynamics.params import Params, ParamError
-from dynamics.run import check_paper_model, compared_variables, first_layer, simulate, \
-    simulate_flow, trains_v
+from dynamics.run import check_paper_model, compared_variables, simulate, simulate_flow, \
+    trains_v
 from fullsim import simulate_full
 from fullsim.network import simulate_full_flow
 from fullsim.patches import simulate_full_patches
@@ -24,8 +23,7 @@ def flow_times(steps: int, count: int = 24) -> np.ndarray:
 def as_general(traj) -> GeneralTrajectory:
     """A paper-level Trajectory as a GeneralTrajectory (pre = (s, z) per
     patch, v, loss), to compare it with the family's network."""
-    s, z = first_layer(traj.gamma, traj.rho, traj.stats, traj.params,
-                       LEVEL[traj.level].use_gram)
+    s, z = traj.patch_preactivations()
     return GeneralTrajectory(params=traj.params, level=traj.level, sampler=traj.sampler,
                              source="model", steps=traj.steps,
                              pre=np.stack([s, z], axis=-1), v=traj.v, loss=traj.loss,

@@ -42,8 +42,8 @@ class Level:
 
 
 LEVEL = {lv.name: lv for lv in (
-    Level("exact", PAPER, "the exact recursion of the paper's model (docs/theory.md#exact-recursion)",
-          limit=True, float32=True),
+    Level("exact", PAPER, "the exact recursion of the paper's model "
+          "(docs/theory.md#exact-recursion)", limit=True, float32=True),
     Level("orthogonal", PAPER, "the recursion with the noise Gram's off-diagonals dropped",
           use_gram=False, float32=True),
     Level("fixed-output", PAPER, "the recursion with the output layer frozen at v0",
@@ -56,17 +56,17 @@ LEVEL = {lv.name: lv for lv in (
           samplers=("data",), data_files=True),
 )}
 
-PAPER_LEVELS = tuple(k for k, lv in LEVEL.items() if lv.kind == PAPER)
-LEVELS = tuple(k for k, lv in LEVEL.items() if lv.reduced)       # reduced levels (dynamics)
-ALL_LEVELS = tuple(LEVEL)
-LIMIT_LEVELS = tuple(k for k, lv in LEVEL.items() if lv.limit)
-FLOAT32_LEVELS = tuple(k for k, lv in LEVEL.items() if lv.float32)
-DATA_FILE_LEVELS = tuple(k for k, lv in LEVEL.items() if lv.data_files)
-
 
 def of_kind(kind: str) -> tuple:
     """Names of the levels of one kind (PAPER, FAMILY, NETWORK), in table order."""
     return tuple(k for k, lv in LEVEL.items() if lv.kind == kind)
+
+
+PAPER_LEVELS = of_kind(PAPER)
+LEVELS = tuple(k for k, lv in LEVEL.items() if lv.reduced)       # reduced levels (dynamics)
+ALL_LEVELS = tuple(LEVEL)
+LIMIT_LEVELS = tuple(k for k, lv in LEVEL.items() if lv.limit)
+DATA_FILE_LEVELS = tuple(k for k, lv in LEVEL.items() if lv.data_files)
 
 
 def level_of(level: str) -> Level:

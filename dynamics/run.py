@@ -245,9 +245,10 @@ class Trajectory:
         return compared_variables(self.params)
 
     def patch_preactivations(self):
-        """(signal-patch, noise-patch) pre-activations (s, z) per step."""
-        s, z, _ = self.preactivations()
-        return s, z
+        """(signal-patch, noise-patch) pre-activations (s, z) per step
+        (``first_layer`` with this level's Gram; any depth)."""
+        return first_layer(self.gamma, self.rho, self.stats, self.params,
+                           LEVEL[self.level].use_gram)
 
     @property
     def test_error_noisy(self) -> float:
