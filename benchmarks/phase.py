@@ -326,7 +326,7 @@ def section_parallel(cfg, quick):
                and np.array_equal(a["loss"], b["loss"], equal_nan=True)
                for other in ("serial", nthreads) for a, b in zip(outs[1], outs[other]))
     runs = k * g * S
-    label = {1: "1 (group_kernel, prange)", nthreads: f"{nthreads} (group_kernel, prange)",
+    label = {1: "1 (group_kernel)", nthreads: f"{nthreads} (group_kernel, threads)",
              "serial": "1 (parallel=False: group_kernel on one thread, as on dask workers)"}
     table(["numba threads", "time", "runs/s"],
           [[label[nt], f"{t:.2f} s", f"{runs / t:.0f}"] for nt, t in times.items()])
@@ -334,7 +334,7 @@ def section_parallel(cfg, quick):
     print(f"speed-up {nthreads} threads vs 1: {sp:.2f}x "
           f"(ideal {nthreads}x); results identical bit for bit: {same}; "
           f"thread count restored to {numba.get_num_threads()}; "
-          f"serial kernel vs prange kernel at 1 thread: {times['serial'] / times[1]:.2f}x "
+          f"parallel=False vs one Numba thread: {times['serial'] / times[1]:.2f}x "
           f"the time\n")
     return sp
 

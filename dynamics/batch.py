@@ -10,12 +10,12 @@ one seed advance together in configuration groups (``job_groups``,
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from .data import sample_stats
 from .kernels import GROUP_MAX, GROUP_MAX_F32, GROUP_MIN, GROUP_TEST_MAX, KStats, \
     batch_kernel, group_kernel
+from .kernels.threads import thread_count
 from .levels import level_of
 from .limit import check_limit
 from .params import PRECISIONS, Params, ParamError, check_choice
@@ -97,8 +97,8 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     (``kernels.group_kernel``; depth 1, ReLU, clean labels +-1, groups of
     >= GROUP_MIN jobs; else ``kernels.batch_kernel``, job by job; same
     results bit for bit);
-    ``parallel`` uses numba prange (else one thread; same results bit for
-    bit).  integrator "gd": finite checkpoints are GD steps, inf continues
+    ``parallel`` runs the jobs on Numba's thread count (``kernels.threads``;
+    else one thread; same results bit for bit).  integrator "gd": finite checkpoints are GD steps, inf continues
     with the flow; "flow": every checkpoint is flow time eta*T.
     precision "float32": every job runs in a group (of any size) with float32
     state and statistics (``check_precision``; sweeps only: results differ
@@ -132,7 +132,7 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
             raise ParamError("precision", precision, f"{nt} test points are more than a "
                              f"float32 group holds ({GROUP_TEST_MAX}); use float64")
     order, starts = job_groups(job_seed, size)
-    threads = numba.get_num_threads() if parallel else 1
+    threads = thread_count(parallel)
     while starts.size - 1 < threads and size // 2 >= (1 if f32 else GROUP_MIN):  # all threads
         size //= 2  # (the grouping never changes a result, only the speed)
         order, starts = job_groups(job_seed, size)

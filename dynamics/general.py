@@ -354,7 +354,7 @@ def run_general_batch(params: Params, stacked: tuple, job_seed, job_mu, job_v0=N
                       checkpoints=None, parallel: bool = True) -> dict:
     """Per-job results (Q, K) of ``batch.RESULTS`` at the checkpoint steps and
     ``status`` (Q, 2), the contract of ``batch.run_batch`` (``parallel``:
-    numba prange, else one thread; same results bit for bit)."""
+    threads, ``kernels.threads.run_chunks``, else one thread; same results bit for bit)."""
     check_general(params)
     cp = check_checkpoints(checkpoints, params.steps, allow_inf=False)
     st, mask = stacked

@@ -5,9 +5,9 @@ v), a recorded run and a batch of jobs.  sigma, sigma' and l' are the shared
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .kernels.entry import _threads
+from .kernels.threads import run_chunks
 from .kernels.primitives import _dsig, _error_rate, _lprime_loss, _sig, _wrong
 from .params import LOSS_MAX, THETA_MAX
 
@@ -223,15 +223,15 @@ def batch_kernel(R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu, j
     (``signal[p]``: patch p scales with ||mu||).  out (Q, K, 4): test error,
     loss, train error, margin at each checkpoint (NaN after a divergence,
     recorded in status (Q, 2) = (step, reason))."""
-    with _threads(parallel):
-        _batch_kernel(R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu, job_v0,
-                      code, a, c, eta, eta_v, train_v, h, checkpoints, out, status)
+    run_chunks(_batch_kernel, job_seed.shape[0],
+               (R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu, job_v0,
+                code, a, c, eta, eta_v, train_v, h, checkpoints, out, status), parallel)
 
 
-@njit(cache=True, parallel=True)
-def _batch_kernel(R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu, job_v0,
-                  code, a, c, eta, eta_v, train_v, h, checkpoints, out, status):
-    """``batch_kernel``: prange over jobs."""
-    for q in prange(job_seed.shape[0]):
+@njit(cache=True, nogil=True)
+def _batch_kernel(lo, hi, R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu,
+                  job_v0, code, a, c, eta, eta_v, train_v, h, checkpoints, out, status):
+    """``batch_kernel``: jobs lo .. hi-1."""
+    for q in range(lo, hi):
         _run_job(q, R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu, job_v0,
                  code, a, c, eta, eta_v, train_v, h, checkpoints, out, status)

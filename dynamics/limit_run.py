@@ -15,12 +15,12 @@ import multiprocessing
 import signal
 import warnings
 
-import numba
 import numpy as np
 
 from . import limit as lm
 from .batch import RESULTS
 from .kernels import KStats, outputs_kernel, pattern_kernel, test_outputs
+from .kernels.threads import thread_count
 from .limit import LIMIT_FIELDS
 from .params import Params
 from .run import FLOW, kernel_config
@@ -90,16 +90,10 @@ def limit_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0, c
     res["info"] = np.empty((Q, 4))
     res["limit"] = np.full((Q, len(LIMIT_FIELDS)), np.nan)
     state = (np.empty((Q, 2, m)), np.empty((Q, 2, m, n)), np.empty((Q, 2, m, 2)))
-    threads = numba.get_num_threads()
-    if not parallel:
-        numba.set_num_threads(1)
-    try:
-        pattern_kernel(stacked, cfg, FLOW, use_flow, job_seed, job_mu, job_v0,
-                       np.ascontiguousarray(cp[:-1]), t_pattern, res["test_error"],
-                       res["loss"], res["train_error"], res["margin"], res["status"],
-                       res["info"], *state)
-    finally:
-        numba.set_num_threads(threads)
+    pattern_kernel(stacked, cfg, FLOW, use_flow, job_seed, job_mu, job_v0,
+                   np.ascontiguousarray(cp[:-1]), t_pattern, res["test_error"],
+                   res["loss"], res["train_error"], res["margin"], res["status"],
+                   res["info"], *state, parallel=parallel)
     res["info"][:, 0] = 0.0
     res["info"][:, 3] = -1.0
     res["limit"][:, LIMIT_FIELDS.index("t_pattern")] = t_pattern
@@ -118,7 +112,7 @@ def limit_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0, c
         mu = float(job_mu[q])
         items.append((lm.make_problem(kst, params, mu),
                       lm.flow_pattern(kst, mu, state[0][q], state[1][q], state[2][q])))
-    certs = map_programs(items, threads if parallel else 1)
+    certs = map_programs(items, thread_count(parallel))
     for q, kst, cert in zip(todo, ksts, certs):
         fields, err, _, _ = evaluate_limit(
             kst, cfg, params, float(job_mu[q]), state[0][q], state[1][q], state[2][q],

@@ -13,6 +13,7 @@ recursion, test error, training time), split by path:
   group_step  the step of a configuration group (second copy of step1)
   groups      configuration groups: jobs of one seed stepped together
   entry       compiled entry points, chosen per path in Python
+  threads     run_chunks: nogil entries over chunks of jobs on Numba's thread count
 
 Kernels are pure module-level ``@njit(cache=True)`` functions of plain
 arrays, scalars and NamedTuples; randomness stays in the Python wrappers.

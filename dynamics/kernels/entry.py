@@ -6,17 +6,16 @@ compiled entry whose call graph holds only that path: depth 1 passes
 within ``FlowConfig.gd_max`` without the flow integrator passes ``fc = None``
 (the normalised scheme is pruned), plain GD passes ``momentum = None`` (at
 depth 1 the generic step behind the fused loop is pruned), one-job batches
-and groups are separate entries, and ``parallel=False`` runs the same compiled entry on one thread
-(``numba.set_num_threads``: a dask worker is a process with one thread)
-instead of compiling a serial twin.
+and groups are separate entries.  The batch entries are ``nogil`` serial
+loops over a range of jobs (or groups) that ``threads.run_chunks`` calls
+from as many threads as Numba has (``parallel=False``: one call on this
+thread, as on a dask worker); no entry is ``parallel=True``, whose parfor
+lowering would double the compilation of every path (``threads``).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
-import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .flow import normalised_gd
 from .groups import _run_group
@@ -24,6 +23,7 @@ from .job import _initial_loss, _pattern_job, _run_job
 from .measure import _clean_error, _test_outputs, _theta_norm_sq
 from .primitives import _error_rate, _loss, _lprime, _lprime_stable
 from .step import _forward, _gd_step
+from .threads import run_chunks
 from .types import _depth, _work
 
 
@@ -41,20 +41,6 @@ def _flow_config(fc, use_flow, checkpoints):
 def _momentum(cfg):
     """None for plain GD (cfg.beta == 0), True with heavy-ball momentum."""
     return None if cfg.beta == 0.0 else True
-
-
-@contextmanager
-def _threads(parallel: bool):
-    """Numba's thread count for a call: all, or one (``parallel=False``)."""
-    if parallel:
-        yield
-        return
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(threads)
 
 
 def run_kernel(st, cfg, mu, steps, record_every, gamma, rho, U, v, out_gamma, out_rho, out_U,
@@ -111,10 +97,10 @@ def batch_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, o
     results do not depend on the number of threads.
     """
     upper = None if st.U0.shape[1] == 0 else st.U0
-    with _threads(parallel):
-        _batch_kernel(st, upper, cfg, _flow_config(fc, use_flow, checkpoints), use_flow,
-                      _momentum(cfg), job_seed, job_mu, job_v0, checkpoints, out_test, out_loss, out_train,
-                      out_margin, out_status, out_info)
+    run_chunks(_batch_kernel, job_seed.shape[0],
+               (st, upper, cfg, _flow_config(fc, use_flow, checkpoints), use_flow,
+                _momentum(cfg), job_seed, job_mu, job_v0, checkpoints, out_test, out_loss,
+                out_train, out_margin, out_status, out_info), parallel)
 
 
 def group_kernel(st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
@@ -129,15 +115,15 @@ def group_kernel(st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_sta
     Depth 1 and ReLU only (run_batch calls batch_kernel for the others)."""
     if cfg.act != 0 or st.U0.shape[1] != 0:
         raise ValueError("the group kernels are depth 1 and ReLU only: use batch_kernel")
-    with _threads(parallel):
-        _group_kernel(st, sth, cfg, _flow_config(fc, use_flow, checkpoints), use_flow,
-                      _momentum(cfg), job_seed, job_mu, job_v0, group_start, min_group, checkpoints,
-                      out_test, out_loss, out_train, out_margin, out_status, out_info)
+    run_chunks(_group_kernel, group_start.shape[0] - 1,
+               (st, sth, cfg, _flow_config(fc, use_flow, checkpoints), use_flow,
+                _momentum(cfg), job_seed, job_mu, job_v0, group_start, min_group, checkpoints,
+                out_test, out_loss, out_train, out_margin, out_status, out_info), parallel)
 
 
 def pattern_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, t_pattern,
                    out_test, out_loss, out_train, out_margin, out_status, out_info, out_gamma,
-                   out_rho, out_v):
+                   out_rho, out_v, parallel=True):
     """``batch_kernel`` for runs whose last time is the limit (depth 1): the
     K - 1 finite checkpoints as there, then the normalised flow on to GD time
     t_pattern, whose checkpoint values go to column K - 1 and whose state
@@ -148,9 +134,10 @@ def pattern_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
     if cfg.beta != 0.0:
         raise ValueError("pattern_kernel runs plain GD (cfg.beta == 0): the limit follows "
                          "gradient flow")
-    _pattern_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, t_pattern,
-                    out_test, out_loss, out_train, out_margin, out_status, out_info, out_gamma,
-                    out_rho, out_v)
+    run_chunks(_pattern_kernel, job_seed.shape[0],
+               (st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, t_pattern,
+                out_test, out_loss, out_train, out_margin, out_status, out_info, out_gamma,
+                out_rho, out_v), parallel)
 
 
 # ---------------------------------------------------------------- compiled entries
@@ -241,35 +228,34 @@ def _flow_kernel(st, cfg, fc, mu, gamma, rho, U, v, times, out_gamma, out_rho, o
     info[2] = count[0]
 
 
-@njit(cache=True, parallel=True)
-def _batch_kernel(st, upper, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0,
+@njit(cache=True, nogil=True)
+def _batch_kernel(lo, hi, st, upper, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0,
                   checkpoints, out_test, out_loss, out_train, out_margin, out_status,
                   out_info):
-    """``batch_kernel``: prange over jobs (upper None at depth 1, fc None
+    """``batch_kernel``: jobs lo .. hi-1 (upper None at depth 1, fc None
     without the normalised scheme, momentum None for plain GD)."""
-    for q in prange(job_seed.shape[0]):
+    for q in range(lo, hi):
         _run_job(q, st, upper, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0,
                  checkpoints, out_test, out_loss, out_train, out_margin, out_status, out_info)
 
 
-@njit(cache=True, parallel=True)
-def _group_kernel(st, sth, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0,
+@njit(cache=True, nogil=True)
+def _group_kernel(lo, hi, st, sth, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0,
                   group_start, min_group, checkpoints, out_test, out_loss, out_train,
                   out_margin, out_status, out_info):
-    """``group_kernel``: prange over groups."""
-    for g in prange(group_start.shape[0] - 1):
+    """``group_kernel``: groups lo .. hi-1."""
+    for g in range(lo, hi):
         _run_group(g, st, sth, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0, group_start,
                    min_group, checkpoints, out_test, out_loss, out_train, out_margin,
                    out_status, out_info)
 
 
-@njit(cache=True, parallel=True)
-def _pattern_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, t_pattern,
-                    out_test, out_loss, out_train, out_margin, out_status, out_info, out_gamma,
-                    out_rho, out_v):
-    """``pattern_kernel``: prange over jobs, each job in its own function
-    (``_pattern_job``: its locals stay private to the thread)."""
-    for q in prange(job_seed.shape[0]):
+@njit(cache=True, nogil=True)
+def _pattern_kernel(lo, hi, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
+                    t_pattern, out_test, out_loss, out_train, out_margin, out_status, out_info,
+                    out_gamma, out_rho, out_v):
+    """``pattern_kernel``: jobs lo .. hi-1 (``_pattern_job``)."""
+    for q in range(lo, hi):
         _pattern_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
                      t_pattern, out_test, out_loss, out_train, out_margin, out_status,
                      out_info, out_gamma, out_rho, out_v)

@@ -18,7 +18,7 @@ def _test_outputs(A, gamma, rho, U, v, st, cfg, f):
 
     z_{j,r}(x) = <w0, xi> + sum_k (rho_{j,r,k}/N_k) <xi_k, xi> (the same
     blocked accumulation as training, ``_addmul_rows``; no BLAS, which would
-    oversubscribe the cores inside prange), in blocks of TEST_CHUNK test
+    oversubscribe the cores under the kernel threads), in blocks of TEST_CHUNK test
     points (each point's numbers do not depend on the blocking); depth >= 2
     continues through U (docs/theory.md#depth).
     """
