@@ -56,7 +56,7 @@ except ImportError:  # run from a checkout without installing
 import numba
 
 from compare.phase import _STATS_CACHE, compute_chunk, make_spec, parse_axis
-from dynamics import Params, simulate
+from dynamics import Params, RunSpec, simulate
 from dynamics.batch import stacked_stats
 from dynamics.data import sample_data, sample_stats
 
@@ -134,7 +134,7 @@ def warm_up():
     simulate_full(p, record_every=1)
     xs, ys = ("v0", np.array([1e-3, 1.0])), ("mu", np.array([1.0, 5.0]))
     for level in ("exact", "orthogonal", "full"):
-        spec = make_spec(p, xs, ys, n_seeds=2, level=level, sampler="data", tau=TAU)
+        spec = make_spec(RunSpec(p, level, "data", 2), xs, ys, tau=TAU)
         compute_chunk(spec, 0, parallel=True)
         if level != "full":
             compute_chunk(spec, 0, parallel=False)
@@ -149,7 +149,7 @@ def time_grid(params, xs, ys, seeds, level, subset_rows, budget, sampler="data")
     time; above ``budget`` seconds only ``subset_rows`` evenly spaced rows are
     timed and the total is extrapolated linearly in the number of rows.
     """
-    spec = make_spec(params, xs, ys, n_seeds=seeds, level=level, sampler=sampler, tau=TAU)
+    spec = make_spec(RunSpec(params, level, sampler, seeds), xs, ys, tau=TAU)
     nx = len(xs[1])
     runs = nx * len(ys[1]) * seeds
     rows = list(range(nx))
@@ -302,7 +302,7 @@ def section_parallel(cfg, quick):
     g, S, k = cfg["par_grid"], 8, cfg["par_rows"]
     xs = parse_axis(f"v0=1e-3..10:{g}")
     ys = parse_axis(f"mu=0.5..50:{g}")
-    spec = make_spec(Params(), xs, ys, n_seeds=S, level="exact", sampler="wishart", tau=TAU)
+    spec = make_spec(RunSpec(Params(), "exact", "wishart", S), xs, ys, tau=TAU)
     nthreads = numba.config.NUMBA_NUM_THREADS
     before = numba.get_num_threads()
     print(f"## 4. Parallel speed-up: compute_chunk over {k} rows of the {g} x {g} x {S} "

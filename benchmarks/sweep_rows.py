@@ -37,11 +37,11 @@ EXACT = ("test_error", "loss", "train_error", "status", "point_seed")
 # uses only the API both versions have (make_spec, parse_axis, compute_chunk).
 CHILD = """
 import sys, time, numpy as np
-from dynamics import Params
+from dynamics import Params, RunSpec
 from compare.phase import compute_chunk, make_spec, parse_axis
 rows, out = int(sys.argv[1]), sys.argv[2]
-spec = make_spec(Params(), parse_axis("v0=1e-3..10:64"), parse_axis("mu=0.5..50:64"), 8,
-                 "exact", "wishart", 0.25)
+spec = make_spec(RunSpec(Params(), "exact", "wishart", 8), parse_axis("v0=1e-3..10:64"),
+                 parse_axis("mu=0.5..50:64"), tau=0.25)
 compute_chunk(spec, 0)  # untimed: kernel cache load, statistics (shared by every row)
 t0 = time.perf_counter()
 res = [compute_chunk(spec, ix) for ix in range(rows)]

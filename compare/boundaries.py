@@ -8,62 +8,71 @@ paper's levels, ``dynamics.general.general_evaluator`` for the family,
 """
 from __future__ import annotations
 
-from dynamics.batch import run_batch, seed_list, stacked_stats
+from dynamics.batch import run_batch, stacked_stats
 from dynamics.boundary import Boundary, find_boundaries, reduced_evaluator
-from dynamics.levels import FAMILY, NETWORK, sampler_for, validate
-from dynamics.params import SAMPLERS, TAU, Params, check_choice, check_count
-from dynamics.run import check_checkpoints
+from dynamics.levels import FAMILY, LEVEL, NETWORK
+from dynamics.params import TAU, ParamError
+from dynamics.spec import RunSpec
 from dynamics.general import general_evaluator, run_general_batch, stacked_general
 from fullsim import full_evaluator, run_full_batch
 
 
-def run_jobs(params: Params, level: str, sampler: str, seeds, job_seed, job_mu, job_v0,
-             checkpoints=None, stacked=None, parallel: bool = True,
-             precision: str = "float64") -> dict:
-    """Per-job results (Q, K) at the checkpoint steps for any level (the
-    job-level twin of ``make_evaluator``); ``stacked``: reuse reduced statistics;
-    ``precision`` float32 only where ``check_precision`` allows it."""
-    kind = validate(params, level, precision=precision).kind
+def _check_spec(spec) -> RunSpec:
+    if not isinstance(spec, RunSpec):
+        raise ParamError("spec", type(spec).__name__, "a dynamics.RunSpec (e.g. "
+                         "RunSpec(Params(), level='exact', seeds=8))")
+    return spec
+
+
+def run_jobs(spec: RunSpec, job_seed, job_mu, job_v0, *, stacked=None,
+             parallel: bool = True) -> dict:
+    """Per-job results (Q, K) at ``spec.checkpoints`` for any level (the
+    job-level twin of ``make_evaluator``): job q runs seed index job_seed[q]
+    of ``spec.seed_values`` at ||mu|| = job_mu[q], v0 = job_v0[q];
+    ``stacked``: reuse reduced statistics of those seeds."""
+    spec = _check_spec(spec)
+    params, seeds, cp = spec.params, spec.seed_values, list(spec.checkpoints)
+    kind = LEVEL[spec.level].kind
     if kind == NETWORK:
-        return run_full_batch(params, seeds, job_seed, job_mu, job_v0, checkpoints)
+        return run_full_batch(params, seeds, job_seed, job_mu, job_v0, cp)
     if kind == FAMILY:
-        stacked = stacked_general(params, sampler, seeds) if stacked is None else stacked
-        return run_general_batch(params, stacked, job_seed, job_mu, job_v0, checkpoints,
-                                 parallel)
-    stacked = stacked_stats(params, sampler, seeds) if stacked is None else stacked
-    return run_batch(params, level, stacked, job_seed, job_mu, job_v0, checkpoints, parallel,
-                     precision=precision)
+        stacked = stacked_general(params, spec.sampler, seeds) if stacked is None else stacked
+        return run_general_batch(params, stacked, job_seed, job_mu, job_v0, cp, parallel)
+    stacked = stacked_stats(params, spec.sampler, seeds) if stacked is None else stacked
+    return run_batch(params, spec.level, stacked, job_seed, job_mu, job_v0, cp, parallel,
+                     precision=spec.precision)
 
 
-def make_evaluator(params: Params, level: str, sampler: str, seeds, checkpoints=None,
-                   integrator: str = "gd"):
-    """(evaluator, sampler actually used) for ``level`` (``levels.sampler_for``:
-    "full" uses sampler data); what the level cannot run is refused first
-    (``levels.validate``: the integrator of sweeps, t = inf)."""
-    check_choice("sampler", sampler, SAMPLERS)
-    kind = validate(params, level, integrator=integrator, sweep=True,
-                    times=check_checkpoints(checkpoints, params.steps)).kind
+def make_evaluator(spec: RunSpec):
+    """(evaluator, sampler actually used) for ``spec`` at its checkpoints
+    (``RunSpec.run_sampler``: "full" uses sampler data); the boundary
+    search runs in float64 only."""
+    spec = _check_spec(spec)
+    if spec.precision != "float64":
+        raise ParamError("precision", spec.precision, "boundary searches run in float64 "
+                         "(float32 is for dyn phase sweeps)")
+    params, level, seeds, cp = spec.params, spec.level, spec.seed_values, spec.times
+    kind = LEVEL[level].kind
     if kind == NETWORK:
-        return full_evaluator(params, seeds, checkpoints), sampler_for(level, sampler)
+        return full_evaluator(params, seeds, cp), spec.run_sampler
     if kind == FAMILY:
-        return general_evaluator(params, sampler, seeds, checkpoints), sampler
-    return reduced_evaluator(params, level, sampler, seeds, checkpoints,
-                             integrator=integrator), sampler
+        return general_evaluator(params, spec.sampler, seeds, cp), spec.sampler
+    return reduced_evaluator(params, level, spec.sampler, seeds, cp,
+                             integrator=spec.integrator), spec.sampler
 
 
-def find_boundaries_at(params: Params, level: str = "exact", sampler: str = "wishart", *,
-                       n_seeds: int = 8, times=None, taus=(TAU,), guess=None,
-                       integrator: str = "gd", **kwargs) -> list[Boundary]:
-    """mu* at each checkpoint step in ``times`` (default: params.steps), all
-    from the same runs (common random numbers in time and in ||mu||)."""
-    seeds = seed_list(params, check_count("seeds", n_seeds))
-    evaluate, sampler = make_evaluator(params, level, sampler, seeds, times, integrator)
-    return find_boundaries(evaluate, params, seeds, times=times, taus=taus, guess=guess,
-                           level=level, sampler=sampler, **kwargs)
+def find_boundaries_at(spec: RunSpec, *, taus=(TAU,), guess=None, **kwargs) -> list[Boundary]:
+    """mu* at each checkpoint of ``spec`` (``times``; None: params.steps), all
+    from the same runs (common random numbers in time and in ||mu||);
+    ``kwargs``: ``dynamics.boundary.find_boundaries``'s search options."""
+    evaluate, sampler = make_evaluator(spec)
+    return find_boundaries(evaluate, spec.params, spec.seed_values, times=spec.times, taus=taus,
+                           guess=guess, level=spec.level, sampler=sampler, **kwargs)
 
 
-def find_boundary(params: Params, level: str = "exact", sampler: str = "wishart", *,
-                  n_seeds: int = 8, taus=(TAU,), guess=None, **kwargs) -> Boundary:
-    """mu* at params.steps (see ``dynamics.boundary.find_boundaries``)."""
-    return find_boundaries_at(params, level, sampler, n_seeds=n_seeds, times=None, taus=taus,
+def find_boundary(spec: RunSpec, *, taus=(TAU,), guess=None, **kwargs) -> Boundary:
+    """mu* at params.steps (see ``dynamics.boundary.find_boundaries``);
+    ``spec.times`` and ``spec.integrator`` do not apply."""
+    spec = _check_spec(spec)
+    return find_boundaries_at(spec.replace(times=None, integrator="gd"), taus=taus,
                               guess=guess, **kwargs)[0]

@@ -233,6 +233,7 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrat
     """Phase boundary ||mu||* for each v0, its d and n scaling, and a check
     of the reduction against the full network."""
     from dynamics.files import remove_stale_temporaries
+    from dynamics.spec import RunSpec
     from .solve import format_summary, remove_stale_figures, solve as run_solve, to_dataset, \
         work_units, write_outputs
 
@@ -245,15 +246,13 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrat
     if integrator == "flow" and times is None:
         times = [params.steps]
     with cli_errors(), _solve_lock(out):
+        spec = RunSpec(params, level, sampler, seeds, times, integrator)
         remove_stale_temporaries(out)  # under the lock: no other dyn solve writes here
         units = work_units(len(v0s), d_grid, n_grid, verify, verify_seeds)
         with progress_bar(units, "dyn solve", quiet) as advance, native_signals():
-            results = run_solve(params, v0s, level=level, sampler=sampler, n_seeds=seeds,
-                                tau=threshold, d_grid=d_grid, n_grid=n_grid, verify=verify,
-                                verify_seeds=verify_seeds, progress=advance, times=times,
-                                integrator=integrator)
-        ds = to_dataset(results, params, level, sampler, seeds, threshold, d_grid, n_grid,
-                        integrator, times)
+            results = run_solve(spec, v0s, tau=threshold, d_grid=d_grid, n_grid=n_grid,
+                                verify=verify, verify_seeds=verify_seeds, progress=advance)
+        ds = to_dataset(results, spec, threshold, d_grid, n_grid)
         paths = write_outputs(results, ds, out, d_grid, n_grid)
         stale = remove_stale_figures(out, paths)
     click.echo(format_summary(results, threshold))

@@ -76,6 +76,7 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
     """Test-error heatmap over two parameter axes (resumable sweep)."""
     from .dataset import write_netcdf
     from .phase import make_spec, run_phase
+    from dynamics.spec import RunSpec
     from .plots import plot_phase, plot_phase_times
 
     for axis, flag in ((x_axis, "--x"), (y_axis, "--y")):
@@ -99,8 +100,8 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
     t0 = time.perf_counter()
     with cli_errors():
         sampler = sampler_for(level, sampler)
-        spec = make_spec(params, x_axis, y_axis, n_seeds=seeds, level=level, sampler=sampler,
-                         tau=threshold, times=times, precision=precision)
+        spec = make_spec(RunSpec(params, level, sampler, seeds, times, precision=precision),
+                         x_axis, y_axis, tau=threshold)
         runs = len(x_axis[1]) * len(y_axis[1]) * seeds
         if not quiet and runs >= PLAN_RUNS:  # say what a long sweep will do before it starts
             click.echo(f"dyn phase: {len(x_axis[1])} x {len(y_axis[1])} x {seeds} seeds = "
@@ -193,6 +194,7 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
            **kwargs):
     """Derived mechanisms (sympy) against the measured dynamics."""
     from dynamics.run import simulate as run_reduced
+    from dynamics.spec import RunSpec
     from dynamics.theory import measure, symbolic
     from fullsim import simulate_full
 
@@ -254,7 +256,8 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
         if fit_laws:
             with progress_bar(laws.regime_points(params), "fitting laws",
                               quiet) as advance, native_signals():
-                fits = laws.fit_regimes(params, seeds, reduced_level, sampler, progress=advance)
+                fits = laws.fit_regimes(RunSpec(params, reduced_level, sampler, seeds),
+                                        progress=advance)
             click.echo("")
             click.echo(f"conditions: laws of docs/theory.md#mechanisms-and-laws fitted to measured boundaries (tau = {TAU:g})")
             click.echo(laws.format_fits(fits))

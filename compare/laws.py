@@ -14,6 +14,7 @@ import numpy as np
 
 from dynamics.boundary import fit_power_law
 from dynamics.params import D_GRID, N_GRID, TAU, Params
+from dynamics.spec import RunSpec
 from dynamics.theory.symbolic import FIT_LAWS, LAW_VARS, law_funcs, laws
 
 from .boundaries import find_boundary
@@ -64,13 +65,14 @@ def _table_points(params: Params, v0s, grid_v0, d_grid, n_grid) -> list[Params]:
     return points
 
 
-def boundary_table(params: Params, v0s, grid_v0, d_grid=D_GRID, n_grid=N_GRID, n_seeds=8,
-                   level="exact", sampler="wishart", progress=None) -> dict:
-    """mu* measured by ``find_boundary`` at each v0 (other parameters as given)
-    and over the d and n grids at ``grid_v0``: a table for ``fit_laws``."""
+def boundary_table(spec: RunSpec, v0s, grid_v0, d_grid=D_GRID, n_grid=N_GRID,
+                   progress=None) -> dict:
+    """mu* measured by ``find_boundary`` for the runs ``spec`` at each v0
+    (other parameters as in spec.params) and over the d and n grids at
+    ``grid_v0``: a table for ``fit_laws``."""
     rows, guess = [], None
-    for p in _table_points(params, v0s, grid_v0, d_grid, n_grid):
-        b = find_boundary(p, level, sampler, n_seeds=n_seeds, taus=(TAU,), guess=guess)
+    for p in _table_points(spec.params, v0s, grid_v0, d_grid, n_grid):
+        b = find_boundary(spec.replace(params=p), taus=(TAU,), guess=guess)
         guess = b.star() if np.isfinite(b.star()) else None
         rows.append((p.v0, p.n, p.d, p.m, p.sigma_p, b.star()))
         if progress:
@@ -79,14 +81,13 @@ def boundary_table(params: Params, v0s, grid_v0, d_grid=D_GRID, n_grid=N_GRID, n
     return dict(zip(LAW_VARS + ("mu_star",), cols))
 
 
-def fit_regimes(params: Params, n_seeds=8, level="exact", sampler="wishart",
-                progress=None) -> dict:
-    """For each regime of ``REGIMES``: the measured table, the fit of every
-    law of ``laws()`` (constant C, rms of log mu*) and the free power law."""
+def fit_regimes(spec: RunSpec, progress=None) -> dict:
+    """For each regime of ``REGIMES``: the measured table (runs ``spec``), the
+    fit of every law of ``laws()`` (constant C, rms of log mu*) and the free
+    power law."""
     out = {}
     for name, (v0s, grid_v0) in REGIMES.items():
-        table = boundary_table(params, v0s, grid_v0, n_seeds=n_seeds, level=level,
-                               sampler=sampler, progress=progress)
+        table = boundary_table(spec, v0s, grid_v0, progress=progress)
         out[name] = dict(table=table, laws=fit_laws(table), free=fit_free_law(table))
     return out
 
@@ -175,8 +176,8 @@ def format_limit_law(params, n_seeds: int, sampler: str = "wishart") -> str:
 
     law = idealised_limit()
     pred = idealised_mu_star(params.n, params.d, params.sigma_p)
-    at_T, at_inf = find_boundaries_at(params, "exact", sampler, n_seeds=n_seeds,
-                                      times=[params.steps, np.inf])
+    at_T, at_inf = find_boundaries_at(RunSpec(params, "exact", sampler, n_seeds,
+                                              times=[params.steps, np.inf]))
     ex = idealised_exponents()
     lines = ["the limit t = inf: idealised max-margin program (one filter per class, its "
              "noise unit active on its class, orthogonal noise):",

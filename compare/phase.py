@@ -35,7 +35,8 @@ from dynamics.general import check_family_sampler, stacked_general
 from dynamics.data import check_sampler
 from dynamics.files import remove_stale_temporaries
 from dynamics.params import AXES, Params, ParamError, check_threshold
-from dynamics.run import BUDGET_REASON, check_checkpoints, check_paper_model, kernel_config
+from dynamics.run import BUDGET_REASON, check_paper_model, kernel_config
+from dynamics.spec import RunSpec
 from dynamics.limit import LIMIT_FIELDS, PATTERN_TIME, check_limit
 
 from .boundaries import run_jobs
@@ -97,15 +98,24 @@ def check_level(params: Params, level: str, times, sampler: str = "wishart"):
         kernel_config(params, level)
 
 
-def make_spec(params: Params, x, y, *, n_seeds, level, sampler, tau, times=None,
-              precision: str = "float64") -> dict:
-    """Everything that defines a sweep (plain JSON types); every grid point
-    must suit the sampler (errors name the axis option).  ``precision``
+def make_spec(run: RunSpec, x, y, *, tau) -> dict:
+    """Everything that defines a sweep of the runs ``run`` (``RunSpec``: its
+    params are the base point, its seeds a count per grid point) over the
+    axes x and y, as plain JSON types (the store's fingerprint); every grid
+    point must suit the sampler (errors name the axis option).  ``precision``
     float32 is in the spec (so in its fingerprint: a float64 store is not
     resumed in float32); float64 specs have no such key."""
-    times = check_checkpoints(times, params.steps).tolist()
+    if not isinstance(run, RunSpec):
+        raise ParamError("run", type(run).__name__, "a dynamics.RunSpec")
+    if isinstance(run.seeds, tuple):
+        raise ParamError("seeds", list(run.seeds), "a count (each grid point draws its own "
+                         "seeds from params.seed)")
+    if run.integrator != "gd":
+        raise ParamError("integrator", run.integrator, "dyn phase runs GD (times beyond "
+                         "FlowConfig.gd_max continue with the flow)")
+    params, level, sampler, precision = run.params, run.level, run.sampler, run.precision
+    n_seeds, times = run.seeds, list(run.checkpoints)
     check_level(params, level, times, sampler)
-    check_precision(params, level, precision)
     tau = check_threshold(tau, n_test=params.n_test)
     for option, (name, vals) in (("x", x), ("y", y)):
         for val in (vals[0], vals[-1]):
@@ -216,9 +226,9 @@ def compute_rows(spec: dict, ixs, parallel: bool = True) -> list[dict]:
         jobs = (np.tile(np.arange(S_), len(members)), np.repeat(mus, S_), np.repeat(v0s, S_))
         stacked = (None if spec["level"] == "full"
                    else _cached_stats(pkey, spec["sampler"], seeds, spec["level"]))
-        res = run_jobs(pkey, spec["level"], spec["sampler"], seeds, *jobs,
-                       checkpoints=spec["times"], stacked=stacked, parallel=parallel,
-                       precision=spec_precision(spec))
+        run = RunSpec(pkey, spec["level"], spec["sampler"], seeds, spec["times"],
+                      precision=spec_precision(spec))
+        res = run_jobs(run, *jobs, stacked=stacked, parallel=parallel)
         for k in RESULTS + ("status",):
             val = res[k].reshape((len(members), S_) + res[k].shape[1:])
             for q, (row, iy, _, _) in enumerate(members):

@@ -18,11 +18,9 @@ import xarray as xr
 from dynamics.batch import seed_list
 from dynamics.boundary import Boundary, fit_exponents
 from dynamics.data import check_sampler
-from dynamics.levels import sampler_for
-from dynamics.params import ALL_LEVELS, D_GRID, N_GRID, SAMPLERS, SPEC_OF, TAU, \
-    TRANSITION_TAUS, Params, ParamError, check_choice, check_count, check_int_values, \
-    check_params, check_threshold
-from dynamics.run import INTEGRATORS, check_checkpoints
+from dynamics.params import D_GRID, N_GRID, SPEC_OF, TAU, TRANSITION_TAUS, Params, \
+    ParamError, check_count, check_int_values, check_threshold
+from dynamics.spec import RunSpec
 
 FAMILY_FIELDS = ("activation", "noise_model", "signal", "train_v")  # shown when not default
 
@@ -57,11 +55,12 @@ class V0Result:
     wall_time: float = 0.0
 
 
-def _grid(params, values, key, level, sampler, n_seeds, tau, main, progress):
+def _grid(spec: RunSpec, values, key, tau, main, progress):
     """Boundaries along one axis, continuing each guess from its neighbour."""
     values = list(values)
     if not values:
         return []
+    params = spec.params
     out = [None] * len(values)
     start = getattr(params, key)
     # walk outwards from the point nearest the main parameters
@@ -74,7 +73,7 @@ def _grid(params, values, key, level, sampler, n_seeds, tau, main, progress):
             out[k] = main
         else:
             g = guess.get(k, main.star())
-            out[k] = find_boundary(p, level, sampler, n_seeds=n_seeds, taus=(tau,), guess=g)
+            out[k] = find_boundary(spec.replace(params=p), taus=(tau,), guess=g)
         nxt = k + 1 if k >= centre else k - 1
         if np.isfinite(out[k].star()):
             guess[nxt] = out[k].star()
@@ -101,18 +100,22 @@ def check_grid(params: Params, option: str, field: str, values, sampler: str):
                          "(the scaling fit needs distinct points)")
 
 
-def solve(params: Params, v0s=None, *, level="exact", sampler="wishart", n_seeds=8,
-          tau=TAU, d_grid=D_GRID, n_grid=N_GRID, verify=True, verify_seeds=3,
-          progress=None, times=None, integrator="gd") -> list[V0Result]:
-    """Run the whole `dyn solve` job; ``progress(k)`` is called per unit of work.
+def solve(spec: RunSpec, v0s=None, *, tau=TAU, d_grid=D_GRID, n_grid=N_GRID, verify=True,
+          verify_seeds=3, progress=None) -> list[V0Result]:
+    """Run the whole `dyn solve` job for the runs ``spec`` (``dynamics.RunSpec``:
+    params, level, sampler, seeds); ``progress(k)`` is called per unit of work.
 
-    ``times`` (GD steps, inf = the limit): mu* at each time from the same runs
-    (``by_time``); the scaling grids and the verification stay at params.steps.
+    ``spec.times`` (GD steps, inf = the limit; with ``spec.integrator``): mu*
+    at each time from the same runs (``by_time``); the main boundary, the
+    scaling grids and the verification stay at params.steps with GD.
     """
-    params = check_params(params)
-    check_choice("level", level, ALL_LEVELS)
-    check_choice("sampler", sampler, SAMPLERS)
-    check_choice("integrator", integrator, INTEGRATORS)
+    if not isinstance(spec, RunSpec):
+        raise ParamError("spec", type(spec).__name__, "a dynamics.RunSpec (e.g. "
+                         "solve(RunSpec(Params(), seeds=8), v0s=[1e-3, 1]))")
+    params, level, times = spec.params, spec.level, spec.times
+    if spec.precision != "float64":
+        raise ParamError("precision", spec.precision, "dyn solve runs in float64 (float32 "
+                         "is for dyn phase sweeps)")
     if v0s is not None:
         if isinstance(v0s, (str, bytes)) or not hasattr(v0s, "__iter__"):
             raise ParamError("v0s", v0s, "must be a list of v0 values (e.g. [0.01, 0.1])")
@@ -121,21 +124,15 @@ def solve(params: Params, v0s=None, *, level="exact", sampler="wishart", n_seeds
             raise ParamError("v0s", v0s, "at least one v0 (None: params.v0)")
     d_grid = check_int_values("d_grid", d_grid)  # 2000.5 refused, never truncated
     n_grid = check_int_values("n_grid", n_grid)
-    if times is not None:
-        if isinstance(times, (str, bytes)) or not hasattr(times, "__iter__"):
-            raise ParamError("times", times, "must be a list of GD steps, inf = the limit "
-                             "(e.g. [200, 2000, inf])")
-        times = check_checkpoints(list(times), params.steps,
-                                  integers=integrator != "flow").tolist()
     v0s = [params.v0] if v0s is None else [params.replace(v0=v).v0 for v in v0s]
     repeated = sorted({v for v in v0s if v0s.count(v) > 1})
     if repeated:
         raise ParamError("v0", ", ".join(f"{v:g}" for v in repeated), "given more than once "
                          "(each v0 is solved once; drop the repeats)")
-    check_grid(params, "d_grid", "d", d_grid, sampler_for(level, sampler))
-    check_grid(params, "n_grid", "n", n_grid, sampler_for(level, sampler))
+    check_grid(params, "d_grid", "d", d_grid, spec.run_sampler)
+    check_grid(params, "n_grid", "n", n_grid, spec.run_sampler)
     tau = check_threshold(tau, n_test=params.n_test)
-    if times is not None and 0 in [float(t) for t in times]:
+    if times is not None and 0 in times:
         raise ParamError("times", ",".join(f"{float(t):g}" for t in times),
                          "times >= 1 (at t = 0 the network is its initialisation: "
                          "no boundary)")
@@ -150,16 +147,16 @@ def solve(params: Params, v0s=None, *, level="exact", sampler="wishart", n_seeds
     for v0 in v0s:
         t0 = time.perf_counter()
         p = params.replace(v0=v0)
-        main = find_boundary(p, level, sampler, n_seeds=n_seeds, taus=(tau,) + TRANSITION_TAUS)
+        at_v0 = spec.replace(params=p)
+        main = find_boundary(at_v0, taus=(tau,) + TRANSITION_TAUS)
         if progress:
             progress(1)
         res = V0Result(v0=p.v0, main=main)
         if times is not None:
-            res.by_time = find_boundaries_at(p, level, sampler, n_seeds=n_seeds, times=times,
-                                             taus=(tau,) + TRANSITION_TAUS, integrator=integrator)
+            res.by_time = find_boundaries_at(at_v0, taus=(tau,) + TRANSITION_TAUS)
         if np.isfinite(main.star()):
-            res.d_grid = _grid(p, d_grid, "d", level, sampler, n_seeds, tau, main, progress)
-            res.n_grid = _grid(p, n_grid, "n", level, sampler, n_seeds, tau, main, progress)
+            res.d_grid = _grid(at_v0, d_grid, "d", tau, main, progress)
+            res.n_grid = _grid(at_v0, n_grid, "n", tau, main, progress)
             grid = res.d_grid + res.n_grid
             if grid:
                 res.fit = fit_exponents([b.params.d for b in grid], [b.params.n for b in grid],
@@ -191,10 +188,13 @@ def _boundary_arrays(bounds, tau):
     return star, lo, hi, fitted
 
 
-def to_dataset(results: list[V0Result], params: Params, level, sampler, n_seeds,
-               tau, d_grid=D_GRID, n_grid=N_GRID, integrator="gd", times=None) -> xr.Dataset:
-    """All results of `solve` as one Dataset with a v0 dimension; the
-    attributes record the integrator and the times of ``by_time``."""
+def to_dataset(results: list[V0Result], spec: RunSpec, tau, d_grid=D_GRID,
+               n_grid=N_GRID) -> xr.Dataset:
+    """All results of `solve` for ``spec`` as one Dataset with a v0
+    dimension; the attributes record the integrator and the times of
+    ``by_time``."""
+    params, level, sampler, n_seeds = spec.params, spec.level, spec.sampler, spec.n_seeds
+    integrator, times = spec.integrator, spec.times
     taus = list(results[0].main.taus)
     V = len(results)
     n_eval = max(r.main.curve_mu.size for r in results)
@@ -240,7 +240,7 @@ def to_dataset(results: list[V0Result], params: Params, level, sampler, n_seeds,
     for k, val in fits.items():
         data[f"exponent_{k}" if k != "rms" else "fit_rms_log"] = (("v0",), val)
     ds = xr.Dataset(data, coords={"v0": [r.v0 for r in results], "tau": taus,
-                                  "seed": seed_list(params, n_seeds),
+                                  "seed": spec.seed_values,
                                   "d_grid": list(d_grid), "n_grid": list(n_grid)})
     if results[0].by_time:
         steps = [b.steps for b in results[0].by_time]

@@ -63,10 +63,9 @@ from _common import boundary_records_data, log_log_panel  # studies/_common.py
 from compare.boundaries import make_evaluator
 from compare.dataset import global_attrs, read_netcdf, write_netcdf
 from compare.plots import plt, save_figure
-from dynamics import Params
-from dynamics.batch import seed_list
+from dynamics import Params, RunSpec
 from dynamics.boundary import crossing, find_boundaries, fit_power_law
-from dynamics.limit import LIMIT_FIELDS, PATTERN_TIME
+from dynamics.limit import PATTERN_TIME
 from dynamics.theory.limit_law import idealised_exponents, idealised_mu_star
 
 TAU = 0.25
@@ -123,8 +122,9 @@ def idealised(base, d, n) -> float:
 def limit_boundary(params: Params, n_seeds: int, guess, rel_tol: float) -> dict:
     """mu*(t = inf) at ``params`` (the solver of `dyn solve --times inf
     --integrator flow`) and the certificate of its programs (Boundary.limit)."""
-    seeds = seed_list(params, n_seeds)
-    evaluate, sampler = make_evaluator(params, LEVEL, SAMPLER, seeds, (np.inf,), INTEGRATOR)
+    run = RunSpec(params, LEVEL, SAMPLER, n_seeds, (np.inf,), INTEGRATOR)
+    seeds = run.seed_values
+    evaluate, sampler = make_evaluator(run)
     t0 = time.perf_counter()
     b = find_boundaries(evaluate, params, seeds, times=(np.inf,), taus=(TAU,), guess=guess,
                         rel_tol=rel_tol, level=LEVEL, sampler=sampler)[0]

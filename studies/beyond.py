@@ -28,7 +28,7 @@ import xarray as xr
 from compare.boundaries import find_boundary
 from compare.dataset import global_attrs, write_netcdf
 from compare.plots import plt, save_figure
-from dynamics import Params
+from dynamics import Params, RunSpec
 
 STUDIES = [  # (group, label, params changes, level)
     ("noise correlation", "gaussian (kappa=0)", {}, "exact"),
@@ -71,7 +71,7 @@ def main():
         for b, (group, label, change, level) in enumerate(STUDIES):
             p = Params(v0=v0, **sizes, **change)
             seeds = args.full_seeds if level == "full" else args.seeds
-            res = find_boundary(p, level, "data", n_seeds=seeds, taus=(0.25,), rel_tol=0.02)
+            res = find_boundary(RunSpec(p, level, "data", seeds), taus=(0.25,), rel_tol=0.02)
             star[a, b] = res.star()
             lo[a, b], hi[a, b] = res.ci[0.25]
             loss[a, b] = res.loss_at_star

@@ -57,8 +57,7 @@ from compare.boundaries import make_evaluator
 from compare.dataset import global_attrs, read_netcdf, write_netcdf
 from compare.phase import assemble, compute_chunk, make_spec, parse_axis, template
 from compare.plots import plt, save_figure
-from dynamics import Params
-from dynamics.batch import seed_list
+from dynamics import Params, RunSpec
 from dynamics.boundary import crossing, find_boundaries, fit_power_law
 from dynamics.run import DivergenceError, simulate
 
@@ -87,8 +86,9 @@ QUICK = dict(sizes=dict(n=8, m=4, n_test=200, steps=60), depths=(1, 2, 3), v0s=(
 def boundary_search(params: Params, n_seeds: int, times, guess, rel_tol) -> dict:
     """mu* at each time in ``times`` from the same runs (the solver of `dyn
     solve --times`); returns {time: record}."""
-    seeds = seed_list(params, n_seeds)
-    evaluate, sampler = make_evaluator(params, LEVEL, SAMPLER, seeds, times)
+    run = RunSpec(params, LEVEL, SAMPLER, n_seeds, times)
+    seeds = run.seed_values
+    evaluate, sampler = make_evaluator(run)
     t0 = time.perf_counter()
     bs = find_boundaries(evaluate, params, seeds, times=times, taus=(TAU,), guess=guess,
                          rel_tol=rel_tol, level=LEVEL, sampler=sampler)
@@ -123,7 +123,7 @@ def layer_changes(params: Params, n_seeds: int) -> dict:
 
 def phase_rows(params: Params, x, y, n_seeds: int) -> dict:
     """All rows of the v0 x ||mu|| sweep at depth params.depth (seeding of `dyn phase`)."""
-    spec = make_spec(params, x, y, n_seeds=n_seeds, level=LEVEL, sampler=SAMPLER, tau=TAU)
+    spec = make_spec(RunSpec(params, LEVEL, SAMPLER, n_seeds), x, y, tau=TAU)
     ds = template(spec)
     for ix in range(len(x[1])):
         row = compute_chunk(spec, ix)

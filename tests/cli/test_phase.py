@@ -10,6 +10,7 @@ from compare.phase import assemble, compute_chunk, make_spec, open_store, parse_
 from compare.store import StoreBusy, StoreError
 from dynamics import Params
 from dynamics.boundary import _last_crossing
+from dynamics.spec import RunSpec
 
 P = Params(n=8, m=3, d=200, steps=30, n_test=200)
 X = ("v0", np.geomspace(1e-2, 1.0, 3))
@@ -18,9 +19,9 @@ Y = ("mu", np.geomspace(0.5, 20, 5))
 
 def _spec(**kw):
     p = kw.pop("params", P)
-    return make_spec(p, kw.pop("x", X), kw.pop("y", Y), n_seeds=kw.pop("n_seeds", 3),
-                     level=kw.pop("level", "exact"), sampler=kw.pop("sampler", "wishart"), tau=0.25,
-                     times=kw.pop("times", None))
+    run = RunSpec(p, kw.pop("level", "exact"), kw.pop("sampler", "wishart"),
+                  kw.pop("n_seeds", 3), kw.pop("times", None))
+    return make_spec(run, kw.pop("x", X), kw.pop("y", Y), tau=0.25)
 
 
 def test_parse_axis():
@@ -249,9 +250,8 @@ def test_large_sweep_store_is_created_without_materialising_the_grid(tmp_path):
     """A 4096 x 4096 x 8 sweep: the template is lazy (its numpy version took
     7.5 GB) and the store holds only metadata until rows arrive."""
     from compare.phase import template
-    spec = make_spec(Params(), parse_axis("v0=1e-3..10:4096"), parse_axis("mu=0.5..50:4096"),
-                     n_seeds=8,
-                     level="exact", sampler="wishart", tau=0.25)
+    spec = make_spec(RunSpec(Params(), "exact", "wishart", 8), parse_axis("v0=1e-3..10:4096"),
+                     parse_axis("mu=0.5..50:4096"), tau=0.25)
     tpl = template(spec)
     assert tpl["test_error"].shape == (4096, 4096, 8, 1)
     assert all(tpl[k].chunks is not None for k in tpl.data_vars)  # dask, never computed

@@ -6,7 +6,7 @@ from compare.boundaries import find_boundaries_at, find_boundary
 from compare.dataset import read_netcdf
 from compare.metrics import discrepancy
 from compare.verify import run_pair
-from dynamics import Params
+from dynamics import Params, RunSpec
 from dynamics.batch import RESULTS, run_batch, seed_list, stacked_stats
 from dynamics.boundary import (crossing, find_boundaries, find_mu_star, fit_exponents,
                                reduced_evaluator)
@@ -113,7 +113,7 @@ def test_real_boundary_is_bracketed_and_monotone(api):
         seeds = seed_list(p, 4)
         res = find_mu_star(reduced_evaluator(p, "exact", "wishart", seeds), p, seeds)
     else:
-        res = find_boundary(p, "exact", "wishart", n_seeds=4, taus=(0.25, 0.1, 0.4))
+        res = find_boundary(RunSpec(p, "exact", "wishart", 4), taus=(0.25, 0.1, 0.4))
     assert np.isfinite(res.star())
     assert res.mu_star[0.4] < res.star() < res.mu_star[0.1]
     lo, hi = res.ci[0.25]
@@ -128,10 +128,10 @@ def test_evaluator_and_convenience_agree():
     p = Params(n=8, m=4, d=200, steps=30, n_test=200, v0=0.2)
     seeds = seed_list(p, 3)
     a = find_mu_star(reduced_evaluator(p, "exact", "wishart", seeds), p, seeds, taus=(0.25,))
-    b = find_boundary(p, "exact", "wishart", n_seeds=3, taus=(0.25,))
+    b = find_boundary(RunSpec(p, "exact", "wishart", 3), taus=(0.25,))
     assert a.star() == b.star()
     np.testing.assert_array_equal(a.curve_mu, b.curve_mu)
-    at = find_boundaries_at(p, "exact", "wishart", n_seeds=3, times=[15, 30], taus=(0.25,))
+    at = find_boundaries_at(RunSpec(p, "exact", "wishart", 3, [15, 30]), taus=(0.25,))
     assert at[-1].star() == pytest.approx(b.star(), rel=0.02)  # bisections may differ
 
 

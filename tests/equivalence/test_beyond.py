@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from dynamics import ParamError, Params, sample_data, sample_wishart, simulate
+from dynamics import ParamError, Params, RunSpec, sample_data, sample_wishart, simulate
 from fullsim import simulate_full
 from fullsim.layers import forward
 
@@ -97,7 +97,7 @@ def test_reduced_boundary_solver_refuses_per_coordinate_rules():
     with pytest.raises(ParamError, match="--level full"):
         run_batch(p, "exact", stacked_stats(p, "wishart", [0]), [0], [1.0])
     with pytest.raises(ParamError, match="--level full"):
-        find_boundary(p, "orthogonal", "wishart", n_seeds=2)
+        find_boundary(RunSpec(p, "orthogonal", "wishart", 2))
 
 
 @pytest.mark.parametrize("opt", ["adam", "sign"])

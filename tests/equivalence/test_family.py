@@ -19,6 +19,7 @@ from dynamics.datafile import load_npz
 from dynamics.general import model_data, simulate_general
 from dynamics.params import Params, ParamError
 from dynamics.run import simulate
+from dynamics.spec import RunSpec
 from fullsim.patches import simulate_full_patches
 
 ACTIVATIONS = ("relu", "relu^3", "relu^1.5", "leaky:0.1")
@@ -229,8 +230,8 @@ def test_boundary_of_general_level_equals_exact():
     """The sweep kernel of the general level gives the exact level's mu* on the
     paper's model (same seeds, same statistics)."""
     p = Params(d=400, n=10, m=8, steps=100, v0=0.5)
-    a = find_boundary(p, "general", "wishart", n_seeds=3, rel_tol=0.05)
-    b = find_boundary(p, "exact", "wishart", n_seeds=3, rel_tol=0.05)
+    a = find_boundary(RunSpec(p, "general", "wishart", 3), rel_tol=0.05)
+    b = find_boundary(RunSpec(p, "exact", "wishart", 3), rel_tol=0.05)
     assert np.isfinite(a.star()) and abs(a.star() / b.star() - 1.0) < 1e-9
 
 
@@ -341,11 +342,12 @@ def test_checkpoint_results_agree_across_levels_incl_margin(act, train_v):
     seeds = seed_list(p, 2)
     job_seed, job_mu, job_v0 = np.array([0, 1, 0, 1]), np.array([2.0, 2.0, 7.0, 7.0]), None
     cp = np.array([0, 40, 80])
-    res = {(lvl, par): run_jobs(p, lvl, "data", seeds, job_seed, job_mu, job_v0, cp,
+    res = {(lvl, par): run_jobs(RunSpec(p, lvl, "data", seeds, cp), job_seed, job_mu, job_v0,
                                 parallel=par)
            for lvl, par in (("general", True), ("general", False), ("exact", True))}
     if act == "relu":
-        res[("full", True)] = run_jobs(p, "full", "data", seeds, job_seed, job_mu, job_v0, cp)
+        res[("full", True)] = run_jobs(RunSpec(p, "full", "data", seeds, cp), job_seed, job_mu,
+                                       job_v0)
     g = res[("general", True)]
     assert np.all(np.isfinite(g["margin"])) and np.all(g["status"][:, 1] == 0)
     for k in RESULTS:

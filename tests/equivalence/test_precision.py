@@ -14,6 +14,7 @@ from dynamics import Params
 from dynamics.batch import check_precision, run_batch, stacked_stats
 from dynamics.boundary import crossing
 from dynamics.params import ParamError
+from dynamics.spec import RunSpec
 
 S = 8
 MUS = np.geomspace(0.5, 50.0, 32)
@@ -83,9 +84,9 @@ def test_float32_rows_batched_like_single_rows(tmp_path):
     from compare.phase import compute_chunk, compute_rows, rows_per_batch, run_phase
 
     p = Params(n=8, m=3, d=200, steps=30, n_test=200)
-    spec = make_spec(p, ("v0", np.geomspace(0.01, 1.0, 3)), ("mu", np.geomspace(0.5, 20, 20)),
-                     n_seeds=3, level="exact", sampler="wishart", tau=0.25, times=[30.0, 1e30],
-                     precision="float32")
+    spec = make_spec(RunSpec(p, "exact", "wishart", 3, [30.0, 1e30], precision="float32"),
+                     ("v0", np.geomspace(0.01, 1.0, 3)), ("mu", np.geomspace(0.5, 20, 20)),
+                     tau=0.25)
     assert rows_per_batch(spec) == 2
     pair = compute_rows(spec, [0, 2])
     for ix, out in zip([0, 2], pair):
@@ -106,12 +107,11 @@ def test_float32_refused_outside_the_group_kernels():
     with pytest.raises(ParamError):
         check_precision(Params(), "exact", "float16")
     with pytest.raises(ParamError):
-        run_jobs(Params(n=8, m=3), "full", "data", [0], [0], [1.0], [1.0], [5.0],
-                 precision="float32")
+        run_jobs(RunSpec(Params(n=8, m=3), "full", "data", [0], [5.0], precision="float32"),
+                 [0], [1.0], [1.0])
     with pytest.raises(ParamError):
-        make_spec(Params(), ("depth", np.array([1, 2])), ("mu", MUS), n_seeds=2, level="exact",
-                  sampler="wishart",
-                  tau=0.25, precision="float32")
+        make_spec(RunSpec(Params(), "exact", "wishart", 2, precision="float32"),
+                  ("depth", np.array([1, 2])), ("mu", MUS), tau=0.25)
 
 
 def test_cli_phase_float32(tmp_path, cli):
@@ -127,8 +127,8 @@ def test_cli_phase_float32(tmp_path, cli):
     assert again.exit_code == 1 and "different sweep" in again.output
     bad = cli(*args, "--precision", "float32", "--level", "full", "--out", tmp_path / "x")
     assert bad.exit_code == 2 and "--precision" in bad.output and "Traceback" not in bad.output
-    spec = make_spec(Params(), ("v0", np.array([0.1, 1.0])), ("mu", MUS), n_seeds=2, level="exact",
-                     sampler="wishart", tau=0.25)
+    spec = make_spec(RunSpec(Params(), "exact", "wishart", 2), ("v0", np.array([0.1, 1.0])),
+                     ("mu", MUS), tau=0.25)
     assert "precision" not in spec  # float64 sweeps keep their fingerprints
 
 

@@ -19,6 +19,7 @@ import zarr
 
 from dynamics import Params
 from dynamics.params import ParamError
+from dynamics.spec import RunSpec
 
 B = ["--d", "100", "--n", "10", "--m", "5", "--n-test", "100"]
 PHASE0 = ["phase", "--x", "v0=0.01..1:2", "--y", "mu=0.5..20:3", "--seeds", "2", *B, "--quiet"]
@@ -45,9 +46,8 @@ def test_divergence_error_texts():
 def _phase_spec(times=(200.0, 1e30)):
     from compare.phase import make_spec, parse_axis
     p = Params(d=100, n=10, m=5, n_test=100, steps=20)
-    return make_spec(p, parse_axis("v0=0.01..1:2"), parse_axis("mu=0.5..20:3"), n_seeds=2,
-                     level="exact",
-                     sampler="wishart", tau=0.25, times=list(times))
+    return make_spec(RunSpec(p, "exact", "wishart", 2, list(times)), parse_axis("v0=0.01..1:2"),
+                     parse_axis("mu=0.5..20:3"), tau=0.25)
 
 
 def _filled(spec, budget_runs=0, diverged_runs=0):

@@ -18,6 +18,7 @@ import pytest
 from compare.dataset import read_netcdf, write_netcdf
 from compare.phase import make_spec, parse_axis, run_phase
 from dynamics import Params
+from dynamics.spec import RunSpec
 from helpers import default_signals
 
 TINY = ["--n", "8", "--m", "4", "--d", "200", "--steps", "30", "--n-test", "200"]
@@ -355,8 +356,8 @@ VARS = ("test_error", "loss", "train_error", "margin", "status", "point_seed",
 def slow_reference(tmp_path_factory):
     """The slow sweep run uninterrupted, in process (same spec as the CLI builds)."""
     p = Params(n=8, m=4, d=200, n_test=200, steps=SLOW_STEPS)
-    spec = make_spec(p, parse_axis(SLOW_X), parse_axis(SLOW_Y), n_seeds=SLOW_SEEDS, level="exact",
-                     sampler="wishart", tau=0.25)
+    spec = make_spec(RunSpec(p, "exact", "wishart", SLOW_SEEDS), parse_axis(SLOW_X),
+                     parse_axis(SLOW_Y), tau=0.25)
     return run_phase(spec, tmp_path_factory.mktemp("reference"))
 
 
@@ -507,9 +508,8 @@ def test_refused_second_sweep_leaves_the_running_ones_files_alone(cli, tmp_path)
     out = tmp_path / "busy"
     args = ["phase", *TINY, "--x", "v0=0.01..1:2", "--y", "mu=1..10:2", "--seeds", "1",
             "--quiet"]
-    spec = make_spec(Params(n=8, m=4, d=200, steps=30, n_test=200), parse_axis("v0=0.01..1:2"),
-                     parse_axis("mu=1..10:2"), n_seeds=1, level="exact", sampler="wishart",
-                     tau=0.25)
+    spec = make_spec(RunSpec(Params(n=8, m=4, d=200, steps=30, n_test=200), "exact", "wishart",
+                             1), parse_axis("v0=0.01..1:2"), parse_axis("mu=1..10:2"), tau=0.25)
     with open_store(spec, out):  # a running `dyn phase`, now writing phase.nc
         inflight = out / ".phase.nc.k2j4h1.nc.tmp"  # atomic_target's temporary
         inflight.write_bytes(b"half of a netCDF file")

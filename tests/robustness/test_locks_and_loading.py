@@ -41,6 +41,7 @@ def test_solve_full_adam_names_no_verify(cli, one_line_error, tmp_path, monkeypa
     cause is the verification (level exact against the network), which no
     reduced level can do for adam; refused before any run."""
     import compare.solve
+    from dynamics.spec import RunSpec
 
     def forbid(*a, **k):
         raise AssertionError("a boundary search ran before the refusal")
@@ -51,8 +52,9 @@ def test_solve_full_adam_names_no_verify(cli, one_line_error, tmp_path, monkeypa
         assert "--optimizer" in line and "--no-verify" in line, line
         assert "use --level full" not in line, line
     with pytest.raises(ParamError, match="verify=False"):
-        compare.solve.solve(Params(d=100, n=10, m=5, steps=20, n_test=100, optimizer="adam"),
-                            level="full", n_seeds=1, d_grid=(), n_grid=())
+        compare.solve.solve(RunSpec(Params(d=100, n=10, m=5, steps=20, n_test=100,
+                                           optimizer="adam"), level="full", seeds=1),
+                            d_grid=(), n_grid=())
     assert not (tmp_path / "o").exists()  # the folder made for the lock is gone again
 
 

@@ -464,10 +464,13 @@ def test_solve_api_validates_like_the_cli(kwargs, param, monkeypatch):
         raise AssertionError("solve computed before validating its arguments")
     monkeypatch.setattr(solve_mod, "find_boundary", forbid)
     monkeypatch.setattr(solve_mod, "find_boundaries_at", forbid)
+    from dynamics.spec import RunSpec
+    run_keys = ("integrator", "times", "level", "sampler")  # RunSpec's fields
     args = dict(d_grid=(), n_grid=(), verify=False)
-    args.update(kwargs)
+    args.update({k: v for k, v in kwargs.items() if k not in run_keys})
     with pytest.raises(ParamError) as exc:
-        solve_mod.solve(Params(**SMALL), **args)
+        spec = RunSpec(Params(**SMALL), **{k: v for k, v in kwargs.items() if k in run_keys})
+        solve_mod.solve(spec, **args)
     assert exc.value.param == param, exc.value
 
 
@@ -481,22 +484,29 @@ def test_solve_api_accepts_integral_float_grid(monkeypatch):
     monkeypatch.setattr(solve_mod, "_grid", fake_grid)
     monkeypatch.setattr(solve_mod, "find_boundary", lambda *a, **k: type(
         "B", (), {"star": lambda self, *t: 1.0})())
-    solve_mod.solve(Params(**SMALL), d_grid=[200.0, 400], n_grid=(), verify=False)
+    from dynamics.spec import RunSpec
+    solve_mod.solve(RunSpec(Params(**SMALL)), d_grid=[200.0, 400], n_grid=(), verify=False)
     assert seen["d"] == [200, 400] and all(type(x) is int for x in seen["d"])
 
 
-@pytest.mark.parametrize("entry", ["simulate", "simulate_full", "simulate_general", "solve"])
+@pytest.mark.parametrize("entry", ["simulate", "simulate_full", "simulate_general", "RunSpec",
+                                   "solve", "find_boundary"])
 def test_api_entries_name_params_when_not_params(entry):
+    """A wrong first argument is one ParamError naming it: ``params`` for a
+    run, ``spec`` (a RunSpec, itself checking its params) for a run set."""
+    from compare.boundaries import find_boundary
     from compare.solve import solve
     from dynamics.general import simulate_general
     from dynamics.run import simulate
+    from dynamics.spec import RunSpec
     from fullsim import simulate_full
-    fn = dict(simulate=simulate, simulate_full=simulate_full,
-              simulate_general=simulate_general, solve=solve)[entry]
-    for bad in (None, {"d": 100}):
+    fn = dict(simulate=simulate, simulate_full=simulate_full, simulate_general=simulate_general,
+              RunSpec=RunSpec, solve=solve, find_boundary=find_boundary)[entry]
+    run_set = entry in ("solve", "find_boundary")
+    for bad in (None, {"d": 100}) + ((Params(**SMALL),) if run_set else ()):
         with pytest.raises(ParamError) as exc:
             fn(bad)
-        assert exc.value.param == "params"
+        assert exc.value.param == ("spec" if run_set else "params")
 
 
 # ---------------------------------------------------------------- Medium 17 (part)
