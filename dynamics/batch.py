@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from .data import sample_stats
-from .kernels import GROUP_MAX, GROUP_MAX_F32, GROUP_MIN, GROUP_TEST_MAX, KStats, \
-    batch_kernel, group_kernel
+from .kernels import GROUP_MAX, GROUP_MAX_F32, GROUP_MIN, GROUP_TEST_MAX, JobOutputs, Jobs, \
+    KStats, batch_kernel, group_kernel
 from .kernels.threads import thread_count
 from .levels import level_of
 from .limit import check_limit
@@ -84,6 +84,12 @@ def float32_stats(stacked: KStats) -> KStats:
     return KStats(*(np.ascontiguousarray(x, dtype=np.float32) for x in stacked))
 
 
+def job_outputs(res: dict) -> JobOutputs:
+    """The kernels' view (``JobOutputs``) of a results dict (RESULTS, status, info)."""
+    return JobOutputs(res["test_error"], res["loss"], res["train_error"], res["margin"],
+                      res["status"], res["info"])
+
+
 def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None,
               checkpoints=None, parallel: bool = True, integrator: str = "gd",
               group_size: int | None = None, precision: str = "float64",
@@ -140,9 +146,8 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     res = {k: np.empty((Q, cp.size)) for k in RESULTS}
     res["status"] = np.empty((Q, 2), dtype=np.int64)
     res["info"] = np.empty((Q, 4))
-    outs = (res["test_error"], res["loss"], res["train_error"], res["margin"], res["status"],
-            res["info"])
-    jobs = (stacked, cfg, FLOW, use_flow, job_seed[order], job_mu[order], job_v0[order])
+    out = job_outputs(res)
+    jobs = Jobs(job_seed[order], job_mu[order], job_v0[order])
     groupable = (stacked.U0.shape[1] == 0 and cfg.act == 0  # depth 1, ReLU, labels +-1
                  and np.all(np.abs(stacked.yhat) == 1.0)
                  and np.all(np.abs(stacked.test_yhat) == 1.0))
@@ -150,15 +155,15 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
         raise ParamError("precision", precision, "float32 needs the group kernels (depth 1, "
                          "ReLU, clean labels +-1); use float64")
     if Q and f32:
-        jobs = (stacked, float32_stats(stacked)) + jobs[1:]
-        group_kernel(*jobs, starts, 1, cp, *outs, parallel=parallel)
+        group_kernel(stacked, float32_stats(stacked), cfg, FLOW, use_flow, jobs, starts, 1, cp,
+                     out, parallel=parallel)
     elif Q and groupable and np.diff(starts).max() >= GROUP_MIN:
-        jobs = (stacked, stacked) + jobs[1:]
-        group_kernel(*jobs, starts, GROUP_MIN, cp, *outs, parallel=parallel)
+        group_kernel(stacked, stacked, cfg, FLOW, use_flow, jobs, starts, GROUP_MIN, cp, out,
+                     parallel=parallel)
     else:  # no group big enough: the one-job kernel (does not compile the group code)
-        batch_kernel(*jobs, cp, *outs, parallel=parallel)
-    out = {}
+        batch_kernel(stacked, cfg, FLOW, use_flow, jobs, cp, out, parallel=parallel)
+    unsorted = {}
     for k, val in res.items():
-        out[k] = np.empty_like(val)
-        out[k][order] = val
-    return out
+        unsorted[k] = np.empty_like(val)
+        unsorted[k][order] = val
+    return unsorted

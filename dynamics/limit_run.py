@@ -18,8 +18,8 @@ import warnings
 import numpy as np
 
 from . import limit as lm
-from .batch import RESULTS
-from .kernels import KStats, outputs_kernel, pattern_kernel, test_outputs
+from .batch import RESULTS, job_outputs
+from .kernels import Jobs, KStats, outputs_kernel, pattern_kernel, test_outputs
 from .kernels.threads import thread_count
 from .limit import LIMIT_FIELDS
 from .params import Params
@@ -90,10 +90,9 @@ def limit_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0, c
     res["info"] = np.empty((Q, 4))
     res["limit"] = np.full((Q, len(LIMIT_FIELDS)), np.nan)
     state = (np.empty((Q, 2, m)), np.empty((Q, 2, m, n)), np.empty((Q, 2, m, 2)))
-    pattern_kernel(stacked, cfg, FLOW, use_flow, job_seed, job_mu, job_v0,
-                   np.ascontiguousarray(cp[:-1]), t_pattern, res["test_error"],
-                   res["loss"], res["train_error"], res["margin"], res["status"],
-                   res["info"], *state, parallel=parallel)
+    pattern_kernel(stacked, cfg, FLOW, use_flow, Jobs(job_seed, job_mu, job_v0),
+                   np.ascontiguousarray(cp[:-1]), t_pattern, job_outputs(res), *state,
+                   parallel=parallel)
     res["info"][:, 0] = 0.0
     res["info"][:, 3] = -1.0
     res["limit"][:, LIMIT_FIELDS.index("t_pattern")] = t_pattern

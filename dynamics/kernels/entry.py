@@ -85,27 +85,24 @@ def flow_kernel(st, cfg, fc, mu, gamma, rho, U, v, times, out_gamma, out_rho, ou
                  out_v, out_loss, out_err, status, info)
 
 
-def batch_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, out_test,
-                 out_loss, out_train, out_margin, out_status, out_info, parallel=True):
+def batch_kernel(st, cfg, fc, use_flow, jobs, checkpoints, out, parallel=True):
     """Run many configurations, each job alone (``job._run_job``), in parallel
     over jobs (``parallel=False``: one thread, the same results).
 
-    ``st`` holds the statistics stacked over seeds (leading axis S); job q uses
-    seed index job_seed[q], ||mu|| = job_mu[q] and v0 = job_v0[q].  Outputs
-    (Q, K) at the K checkpoints; out_status (Q, 2) = (step, reason) or
-    (-1, 0); out_info (Q, 4) (see ``_run_job``).  Jobs are independent, so
-    results do not depend on the number of threads.
+    ``st`` holds the statistics stacked over seeds (leading axis S); ``jobs``
+    (``Jobs``): job q uses seed index jobs.seed[q], ||mu|| = jobs.mu[q] and
+    v0 = jobs.v0[q].  ``out`` (``JobOutputs``): rows (Q, K) at the K
+    checkpoints, status and info (see ``_run_job``).  Jobs are independent,
+    so results do not depend on the number of threads.
     """
     upper = None if st.U0.shape[1] == 0 else st.U0
-    run_chunks(_batch_kernel, job_seed.shape[0],
+    run_chunks(_batch_kernel, jobs.seed.shape[0],
                (st, upper, cfg, _flow_config(fc, use_flow, checkpoints), use_flow,
-                _momentum(cfg), job_seed, job_mu, job_v0, checkpoints, out_test, out_loss,
-                out_train, out_margin, out_status, out_info), parallel)
+                _momentum(cfg), jobs, checkpoints, out), parallel)
 
 
-def group_kernel(st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_start,
-                 min_group, checkpoints, out_test, out_loss, out_train, out_margin,
-                 out_status, out_info, parallel=True):
+def group_kernel(st, sth, cfg, fc, use_flow, jobs, group_start, min_group, checkpoints, out,
+                 parallel=True):
     """``batch_kernel`` with the jobs of one seed stepped together: jobs
     group_start[g] .. group_start[g+1]-1 share one seed (``groups._run_group``);
     parallel over groups; groups below min_group run job by job.  With sth =
@@ -117,12 +114,10 @@ def group_kernel(st, sth, cfg, fc, use_flow, job_seed, job_mu, job_v0, group_sta
         raise ValueError("the group kernels are depth 1 and ReLU only: use batch_kernel")
     run_chunks(_group_kernel, group_start.shape[0] - 1,
                (st, sth, cfg, _flow_config(fc, use_flow, checkpoints), use_flow,
-                _momentum(cfg), job_seed, job_mu, job_v0, group_start, min_group, checkpoints,
-                out_test, out_loss, out_train, out_margin, out_status, out_info), parallel)
+                _momentum(cfg), jobs, group_start, min_group, checkpoints, out), parallel)
 
 
-def pattern_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, t_pattern,
-                   out_test, out_loss, out_train, out_margin, out_status, out_info, out_gamma,
+def pattern_kernel(st, cfg, fc, use_flow, jobs, checkpoints, t_pattern, out, out_gamma,
                    out_rho, out_v, parallel=True):
     """``batch_kernel`` for runs whose last time is the limit (depth 1): the
     K - 1 finite checkpoints as there, then the normalised flow on to GD time
@@ -134,10 +129,9 @@ def pattern_kernel(st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
     if cfg.beta != 0.0:
         raise ValueError("pattern_kernel runs plain GD (cfg.beta == 0): the limit follows "
                          "gradient flow")
-    run_chunks(_pattern_kernel, job_seed.shape[0],
-               (st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, t_pattern,
-                out_test, out_loss, out_train, out_margin, out_status, out_info, out_gamma,
-                out_rho, out_v), parallel)
+    run_chunks(_pattern_kernel, jobs.seed.shape[0],
+               (st, cfg, fc, use_flow, jobs, checkpoints, t_pattern, out, out_gamma, out_rho,
+                out_v), parallel)
 
 
 # ---------------------------------------------------------------- compiled entries
@@ -229,33 +223,26 @@ def _flow_kernel(st, cfg, fc, mu, gamma, rho, U, v, times, out_gamma, out_rho, o
 
 
 @njit(cache=True, nogil=True)
-def _batch_kernel(lo, hi, st, upper, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0,
-                  checkpoints, out_test, out_loss, out_train, out_margin, out_status,
-                  out_info):
+def _batch_kernel(lo, hi, st, upper, cfg, fc, use_flow, momentum, jobs, checkpoints, out):
     """``batch_kernel``: jobs lo .. hi-1 (upper None at depth 1, fc None
     without the normalised scheme, momentum None for plain GD)."""
     for q in range(lo, hi):
-        _run_job(q, st, upper, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0,
-                 checkpoints, out_test, out_loss, out_train, out_margin, out_status, out_info)
+        _run_job(q, st, upper, cfg, fc, use_flow, momentum, jobs, checkpoints, out)
 
 
 @njit(cache=True, nogil=True)
-def _group_kernel(lo, hi, st, sth, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0,
-                  group_start, min_group, checkpoints, out_test, out_loss, out_train,
-                  out_margin, out_status, out_info):
+def _group_kernel(lo, hi, st, sth, cfg, fc, use_flow, momentum, jobs, group_start, min_group,
+                  checkpoints, out):
     """``group_kernel``: groups lo .. hi-1."""
     for g in range(lo, hi):
-        _run_group(g, st, sth, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0, group_start,
-                   min_group, checkpoints, out_test, out_loss, out_train, out_margin,
-                   out_status, out_info)
+        _run_group(g, st, sth, cfg, fc, use_flow, momentum, jobs, group_start, min_group,
+                   checkpoints, out)
 
 
 @njit(cache=True, nogil=True)
-def _pattern_kernel(lo, hi, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
-                    t_pattern, out_test, out_loss, out_train, out_margin, out_status, out_info,
-                    out_gamma, out_rho, out_v):
+def _pattern_kernel(lo, hi, st, cfg, fc, use_flow, jobs, checkpoints, t_pattern, out, out_gamma,
+                    out_rho, out_v):
     """``pattern_kernel``: jobs lo .. hi-1 (``_pattern_job``)."""
     for q in range(lo, hi):
-        _pattern_job(q, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints,
-                     t_pattern, out_test, out_loss, out_train, out_margin, out_status,
-                     out_info, out_gamma, out_rho, out_v)
+        _pattern_job(q, st, cfg, fc, use_flow, jobs, checkpoints, t_pattern, out, out_gamma,
+                     out_rho, out_v)

@@ -172,7 +172,7 @@ def _measure_group(gr, sj, sjh, cfg, which, gamma1, rho1, v1, with_test):
 
 
 @njit(cache=True)
-def _record_group(gr, k, job0, out_test, out_loss, out_train, out_margin, out_status):
+def _record_group(gr, k, job0, out):
     """Checkpoint k of every running job from ``_measure_group``; a job whose
     outputs are not finite stops there."""
     for c in range(gr.mu.shape[0]):
@@ -180,12 +180,12 @@ def _record_group(gr, k, job0, out_test, out_loss, out_train, out_margin, out_st
             continue
         job = job0 + c
         if gr.reason[c] != 0:
-            _retire(gr, c, job, gr.reason[c], out_status)
+            _retire(gr, c, job, gr.reason[c], out.status)
             continue
-        out_test[job, k] = gr.test[c]
-        out_loss[job, k] = gr.loss[c]
-        out_train[job, k] = gr.train[c]
-        out_margin[job, k] = gr.margin[c]
+        out.test[job, k] = gr.test[c]
+        out.loss[job, k] = gr.loss[c]
+        out.train[job, k] = gr.train[c]
+        out.margin[job, k] = gr.margin[c]
 
 
 @njit(cache=True)
@@ -270,10 +270,10 @@ def _normalised_group(gr, sj, cfg, fc, running, t_end, stop):
 
 
 @njit(cache=True)
-def _run_group(g, st, sth, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0,
-               group_start, min_group, checkpoints, out_test, out_loss, out_train,
-               out_margin, out_status, out_info):
-    """Jobs group_start[g] .. group_start[g+1]-1 (one seed) stepped together:
+def _run_group(g, st, sth, cfg, fc, use_flow, momentum, jobs, group_start, min_group,
+               checkpoints, out):
+    """Jobs group_start[g] .. group_start[g+1]-1 of ``jobs`` (one seed) stepped together
+    (outputs to ``out``, ``JobOutputs``):
     GD segments (``_gd_group``), normalised segments (``_normalised_group``)
     checkpoint values of all jobs at once
     (``_measure_group``).  The group's state and arithmetic take the dtype
@@ -284,26 +284,24 @@ def _run_group(g, st, sth, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0
     GROUP_TEST_MAX values run job by job (float64; run_batch never sends
     those with float32 statistics)."""
     job0, job1 = group_start[g], group_start[g + 1]
-    sj = _job_stats(st, job_seed[job0])
-    sjh = _job_stats(sth, job_seed[job0])
+    sj = _job_stats(st, jobs.seed[job0])
+    sjh = _job_stats(sth, jobs.seed[job0])
     too_big = (job1 - job0) * sj.test_yhat.shape[0] > GROUP_TEST_MAX
     if job1 - job0 < min_group or too_big:
         for job in range(job0, job1):
-            _run_job(job, st, None, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0,
-                     checkpoints, out_test, out_loss, out_train, out_margin, out_status,
-                     out_info)
+            _run_job(job, st, None, cfg, fc, use_flow, momentum, jobs, checkpoints, out)
         return
     C = job1 - job0
     m, n = sj.B.shape[1], sj.yhat.shape[0]
-    gr = _group(sjh, job_mu[job0:job1], job_v0[job0:job1])
+    gr = _group(sjh, jobs.mu[job0:job1], jobs.v0[job0:job1])
     # one-job scratch for checkpoints and measurements
     gamma1, rho1, v1 = np.zeros((2, m)), np.zeros((2, m, n)), np.zeros((2, m, 2))
     w = _work(m, n, 1)
     stop = np.zeros(C, dtype=np.int64)
     for c in range(C):
         job = job0 + c
-        _reset_job(job, out_test, out_loss, out_train, out_margin, out_status, out_info)
-        v1[:] = job_v0[job]
+        _reset_job(job, out)
+        v1[:] = jobs.v0[job]
         gr.L0[c] = _initial_loss(gr.mu[c] * sj.w0_e1, gamma1, rho1, None, v1, sj, cfg, w)
     for k in range(checkpoints.shape[0]):
         target = checkpoints[k]
@@ -315,12 +313,12 @@ def _run_group(g, st, sth, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0
                 _normalised_group(gr, sjh, cfg, fc, gr.alive, target, stop)
                 for c in range(C):
                     if gr.alive[c] and stop[c] != 0:
-                        _retire(gr, c, job0 + c, stop[c], out_status)
+                        _retire(gr, c, job0 + c, stop[c], out.status)
                 gd = False
         if gd:
-            _gd_group(gr, sjh, cfg, target, job0, out_status)
+            _gd_group(gr, sjh, cfg, target, job0, out.status)
         _measure_group(gr, sj, sjh, cfg, gr.alive, gamma1, rho1, v1, True)
-        _record_group(gr, k, job0, out_test, out_loss, out_train, out_margin, out_status)
+        _record_group(gr, k, job0, out)
     for c in range(C):
-        out_info[job0 + c, 1] = gr.t[c]
-        out_info[job0 + c, 2] = gr.count[c]
+        out.info[job0 + c, 1] = gr.t[c]
+        out.info[job0 + c, 2] = gr.count[c]

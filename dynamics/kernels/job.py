@@ -59,24 +59,23 @@ def _initial_loss(A, gamma, rho, U, v, st, cfg, w):
 
 
 @njit(cache=True)
-def _reset_job(job, out_test, out_loss, out_train, out_margin, out_status, out_info):
+def _reset_job(job, out):
     """Outputs of a job before it runs: NaN results, status (-1, 0), no limit."""
-    out_status[job, 0] = -1
-    out_status[job, 1] = 0
-    out_info[job, 0] = -1.0
-    out_info[job, 1] = 0.0
-    out_info[job, 2] = 0.0
-    out_info[job, 3] = -1.0
-    out_test[job, :] = np.nan
-    out_loss[job, :] = np.nan
-    out_train[job, :] = np.nan
-    out_margin[job, :] = np.nan
+    out.status[job, 0] = -1
+    out.status[job, 1] = 0
+    out.info[job, 0] = -1.0
+    out.info[job, 1] = 0.0
+    out.info[job, 2] = 0.0
+    out.info[job, 3] = -1.0
+    out.test[job, :] = np.nan
+    out.loss[job, :] = np.nan
+    out.train[job, :] = np.nan
+    out.margin[job, :] = np.nan
 
 
 @njit(cache=True)
 def _continue_job(job, k0, t, A, mu, gamma, rho, U, v, sj, cfg, fc, use_flow, momentum, w, L0,
-                  count, checkpoints, out_test, out_loss, out_train, out_margin, out_status,
-                  out_info):
+                  count, checkpoints, out):
     """A job (statistics sj) from GD time t at checkpoint index k0 on: advance
     to each checkpoint and write its values (``_run_job``); the state moves
     in place."""
@@ -84,47 +83,44 @@ def _continue_job(job, k0, t, A, mu, gamma, rho, U, v, sj, cfg, fc, use_flow, mo
         reason, t = _advance(A, mu, gamma, rho, U, v, sj, cfg, fc, use_flow, momentum, w, t,
                              checkpoints[k], L0, count)
         if reason == 0:
-            reason = _checkpoint(job, k, A, mu, gamma, rho, U, v, sj, cfg, w, out_test,
-                                 out_loss, out_train, out_margin)
+            reason = _checkpoint(job, k, A, mu, gamma, rho, U, v, sj, cfg, w, out)
         if reason != 0:
-            out_status[job, 0] = int(min(t, 4e18))
-            out_status[job, 1] = reason
+            out.status[job, 0] = int(min(t, 4e18))
+            out.status[job, 1] = reason
             break
-    out_info[job, 1] = t
-    out_info[job, 2] = count[0]
+    out.info[job, 1] = t
+    out.info[job, 2] = count[0]
 
 
 @njit(cache=True)
-def _run_job(job, st, upper, cfg, fc, use_flow, momentum, job_seed, job_mu, job_v0,
-             checkpoints, out_test, out_loss, out_train, out_margin, out_status, out_info):
-    """Job ``job`` of a batch: train from (0, U0, v0); at each checkpoint (GD
-    steps, ascending, finite) write test error, loss, train error and
-    normalised margin min_i y_i f_i / ||theta||^(L+1) (NaN after a divergence).
-    out_info[job] = (-1, final time in GD steps, normalised steps taken, -1);
+def _run_job(job, st, upper, cfg, fc, use_flow, momentum, jobs, checkpoints, out):
+    """Job ``job`` of a batch (``Jobs``): train from (0, U0, v0); at each
+    checkpoint (GD steps, ascending, finite) write test error, loss, train
+    error and normalised margin min_i y_i f_i / ||theta||^(L+1) to ``out``
+    (``JobOutputs``; NaN after a divergence).
+    out.info[job] = (-1, final time in GD steps, normalised steps taken, -1);
     the limit's columns 0 and 3 are filled by ``limit_run.limit_batch``.
     Returns the final state and buffers (``_start_job``'s tuple).
     """
-    sj, mu, A, gamma, rho, U, v, w, count, L0 = _start_job(job, st, upper, cfg, job_seed,
-                                                           job_mu, job_v0)
-    _reset_job(job, out_test, out_loss, out_train, out_margin, out_status, out_info)
+    sj, mu, A, gamma, rho, U, v, w, count, L0 = _start_job(job, st, upper, cfg, jobs)
+    _reset_job(job, out)
     _continue_job(job, 0, 0.0, A, mu, gamma, rho, U, v, sj, cfg, fc, use_flow, momentum, w, L0,
-                  count, checkpoints, out_test, out_loss, out_train, out_margin, out_status,
-                  out_info)
+                  count, checkpoints, out)
     return sj, mu, A, gamma, rho, U, v, w, count, L0
 
 
 @njit(cache=True)
-def _start_job(job, st, upper, cfg, job_seed, job_mu, job_v0):
+def _start_job(job, st, upper, cfg, jobs):
     """Initial state of a job: (its statistics, mu, A, gamma = 0, rho = 0, U0
     (None at depth 1), v = v0, work buffers, step count, initial loss L0)."""
-    sj = _job_stats(st, job_seed[job])
-    mu = job_mu[job]
+    sj = _job_stats(st, jobs.seed[job])
+    mu = jobs.mu[job]
     m, n = sj.B.shape[1], sj.yhat.shape[0]
     A = mu * sj.w0_e1
     gamma = np.zeros((2, m))
     rho = np.zeros((2, m, n))
-    U = _upper_copy(_upper_at(upper, job_seed[job]))
-    v = np.full((2, m, 2), job_v0[job])
+    U = _upper_copy(_upper_at(upper, jobs.seed[job]))
+    v = np.full((2, m, 2), jobs.v0[job])
     w = _work(m, n, _depth(U))
     count = np.zeros(1, dtype=np.int64)
     L0 = _initial_loss(A, gamma, rho, U, v, sj, cfg, w)
@@ -132,27 +128,24 @@ def _start_job(job, st, upper, cfg, job_seed, job_mu, job_v0):
 
 
 @njit(cache=True)
-def _pattern_job(job, st, cfg, fc, use_flow, job_seed, job_mu, job_v0, checkpoints, t_pattern,
-                 out_test, out_loss, out_train, out_margin, out_status, out_info, out_gamma,
+def _pattern_job(job, st, cfg, fc, use_flow, jobs, checkpoints, t_pattern, out, out_gamma,
                  out_rho, out_v):
     """A job of ``pattern_kernel`` (depth 1): ``_run_job`` over the finite
     checkpoints, then the flow to t_pattern."""
-    K = out_test.shape[1]
+    K = out.test.shape[1]
     sj, mu, A, gamma, rho, U, v, w, count, L0 = _run_job(
-        job, st, None, cfg, fc, use_flow, None, job_seed, job_mu, job_v0, checkpoints,
-        out_test, out_loss, out_train, out_margin, out_status, out_info)
-    if out_status[job, 0] >= 0:
+        job, st, None, cfg, fc, use_flow, None, jobs, checkpoints, out)
+    if out.status[job, 0] >= 0:
         return
-    reason, t = normalised_gd(A, mu, gamma, rho, U, v, sj, cfg, fc, w, out_info[job, 1],
-                              max(t_pattern, out_info[job, 1]), L0, count)
+    reason, t = normalised_gd(A, mu, gamma, rho, U, v, sj, cfg, fc, w, out.info[job, 1],
+                              max(t_pattern, out.info[job, 1]), L0, count)
     if reason == 0:
-        reason = _checkpoint(job, K - 1, A, mu, gamma, rho, U, v, sj, cfg, w, out_test,
-                             out_loss, out_train, out_margin)
+        reason = _checkpoint(job, K - 1, A, mu, gamma, rho, U, v, sj, cfg, w, out)
     if reason != 0:
-        out_status[job, 0] = int(min(t, 4e18))
-        out_status[job, 1] = reason
-    out_info[job, 1] = t
-    out_info[job, 2] = count[0]
+        out.status[job, 0] = int(min(t, 4e18))
+        out.status[job, 1] = reason
+    out.info[job, 1] = t
+    out.info[job, 2] = count[0]
     out_gamma[job] = gamma
     out_rho[job] = rho
     out_v[job] = v

@@ -132,15 +132,15 @@ def _margin(A, mu, gamma, rho, U, v, st, f, cfg):
 
 
 @njit(cache=True)
-def _checkpoint(job, k, A, mu, gamma, rho, U, v, st, cfg, w, out_test, out_loss, out_train,
-                out_margin):
+def _checkpoint(job, k, A, mu, gamma, rho, U, v, st, cfg, w, out):
     """Write the checkpoint values of the state (test error, loss, train error,
-    normalised margin) to column k of row ``job``; returns the divergence reason."""
+    normalised margin) to column k of row ``job`` of ``out`` (``JobOutputs``);
+    returns the divergence reason."""
     _forward(A, gamma, rho, U, v, st, cfg, w)
     reason, loss = _lprime_stable(w.f, st.y, w.lp)
     if reason == 0:
-        out_loss[job, k] = loss
-        out_train[job, k] = _error_rate(w.f, st.y)
-        out_test[job, k] = _clean_error(A, gamma, rho, U, v, st, cfg)
-        out_margin[job, k] = _margin(A, mu, gamma, rho, U, v, st, w.f, cfg)
+        out.loss[job, k] = loss
+        out.train[job, k] = _error_rate(w.f, st.y)
+        out.test[job, k] = _clean_error(A, gamma, rho, U, v, st, cfg)
+        out.margin[job, k] = _margin(A, mu, gamma, rho, U, v, st, w.f, cfg)
     return reason

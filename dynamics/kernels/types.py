@@ -55,6 +55,29 @@ class KStats(NamedTuple):
     U0: np.ndarray          # (L-1, 2, m, m) initial upper layers (docs/theory.md#depth)
 
 
+class Jobs(NamedTuple):
+    """The jobs of a batch: job q runs seed index seed[q] of the stacked
+    statistics (int64) at ||mu|| = mu[q] and v0 = v0[q] (float64), all (Q,)."""
+
+    seed: np.ndarray
+    mu: np.ndarray
+    v0: np.ndarray
+
+
+class JobOutputs(NamedTuple):
+    """Per-job outputs of a batch at K checkpoints, one row per job: test
+    error, loss, train error and normalised margin (Q, K) (NaN after a
+    divergence); status (Q, 2) int64 = (step, reason) or (-1, 0); info (Q, 4)
+    = (limit certified, final time in GD steps, normalised steps, -1)."""
+
+    test: np.ndarray
+    loss: np.ndarray
+    train: np.ndarray
+    margin: np.ndarray
+    status: np.ndarray
+    info: np.ndarray
+
+
 class KConfig(NamedTuple):
     """Numeric settings of a run (everything but the state, mu and v0)."""
 
