@@ -51,8 +51,6 @@ import numpy as np  # noqa: E402
 from dynamics.params import (ALL_LEVELS, D_GRID, LEVELS, N_GRID, SAMPLERS,  # noqa: E402
                              SPEC_OF)
 
-from dynamics.levels import validate  # noqa: E402
-
 from .cli_common import (FiniteFloatRange, parse_int_list, output_path, signal_exit,  # noqa: E402
                          parse_times, build_params, cli_errors, click_type, data_option, echo_kv,
                          family_data, file_sizes, model_options, native_signals, out_option,
@@ -91,11 +89,8 @@ def main():
 @out_option("file", None, "write the trajectory to this netCDF file")
 def simulate(level, sampler, record_every, integrator, times, data, out, **kwargs):
     """Train one configuration and print a summary."""
-    from dynamics.run import simulate as run_reduced, simulate_flow
-    from fullsim import simulate_full
-    from fullsim.network import simulate_full_flow
-
     from .dataset import trajectory_dataset, write_netcdf
+    from .runs import run_one
 
     params = build_params(kwargs, level=level)
     refuse_record_every_with_flow(integrator)
@@ -113,13 +108,12 @@ def simulate(level, sampler, record_every, integrator, times, data, out, **kwarg
     with cli_errors():
         params = file_sizes(params, data)
         patches = family_data(params, level, data, integrator)
-        if patches is not None or level == "general":
-            from dynamics.general import simulate_general
-            from fullsim.patches import simulate_full_patches
-            run = simulate_full_patches if level == "full" else simulate_general
-            with native_signals():
-                traj = run(params, patches, sampler if level == "general" else "data",
-                           record_every)
+        if integrator == "flow":
+            times = [params.steps] if times is None else times
+        with native_signals():
+            traj = run_one(params, level, sampler, record_every=record_every,
+                           integrator=integrator, times=times, patches=patches)
+        if traj.layout == "patches":
             click.echo(f"dyn simulate: level={traj.level} data={traj.source} "
                        f"sampler={traj.sampler} {params.caption(swept=traj.unused)}")
             rows = [("final loss", f"{traj.loss[-1]:.6g}"),
@@ -133,17 +127,6 @@ def simulate(level, sampler, record_every, integrator, times, data, out, **kwarg
                 write_netcdf(trajectory_dataset(traj), out)
                 click.echo(f"  wrote {out}")
             return
-        if integrator == "flow":
-            times = [params.steps] if times is None else times
-            validate(params, level, integrator=integrator, times=times)  # inf: a program
-        with native_signals():
-            if integrator == "flow":
-                traj = (simulate_full_flow(params, times) if level == "full"
-                        else simulate_flow(params, level, sampler, times=times))
-            elif level == "full":
-                traj = simulate_full(params, record_every=record_every)
-            else:
-                traj = run_reduced(params, level, sampler, record_every=record_every)
         flow = (", flow to t = " + ",".join(f"{t:g}" for t in times)
                 if integrator == "flow" else "")  # then --steps is not the horizon
         click.echo(f"dyn simulate: level={traj.level} sampler={traj.sampler} "

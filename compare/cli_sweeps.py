@@ -193,12 +193,11 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
 def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet, limit_law,
            **kwargs):
     """Derived mechanisms (sympy) against the measured dynamics."""
-    from dynamics.run import simulate as run_reduced
     from dynamics.spec import RunSpec
     from dynamics.theory import measure, symbolic
-    from fullsim import simulate_full
 
     from . import laws
+    from .runs import run_one
 
     params = build_params(kwargs, level=level)
     refuse_sampler_of_level(level, sampler)
@@ -247,8 +246,7 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
                        f"{params.depth} only per-layer mechanisms are measured)")
             formulas = False
         with native_signals():
-            traj = (simulate_full(params) if level == "full"
-                    else run_reduced(params, level, sampler, record_every=1))
+            traj = run_one(params, level, sampler)
         if params.depth > 1:
             click.echo(laws.format_layers(measure.layer_summary(traj)))
             return
@@ -267,8 +265,7 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
         if fig_dir:
             from .theory_plots import plot_ratio_agreement, plot_ratio_vs_step, plot_v_change
             with native_signals():
-                trajs = {v: run_reduced(params.replace(v0=v), reduced_level, sampler,
-                                        record_every=1)
+                trajs = {v: run_one(params.replace(v0=v), reduced_level, sampler)
                          for v in (1e-3, 1e-2, 1e-1, 1.0)}
             for fn, name in ((plot_ratio_vs_step, "noise_ratio_vs_step.png"),
                              (plot_ratio_agreement, "noise_ratio_agreement.png"),

@@ -16,7 +16,7 @@ import sympy as sp
 
 import compare.laws as laws_mod
 import dynamics.theory as theory_pkg
-from dynamics import Params, sample_stats, simulate
+from dynamics import Params, RunSpec, sample_stats, simulate
 from dynamics.run import advance
 from dynamics.theory import measure as ms
 from dynamics.theory import symbolic as sym
@@ -341,7 +341,8 @@ def fake_solver(monkeypatch):
     calls = []
     g = sym.law_funcs()["growth_rate"]
 
-    def find_boundary(p, level="exact", sampler="wishart", n_seeds=8, taus=(0.25,), guess=None):
+    def find_boundary(spec, taus=(0.25,), guess=None):
+        p = spec.params
         calls.append(p)
         star = 2.7 * float(g(p.v0, p.n, p.d, p.m, p.sigma_p))
         return SimpleNamespace(star=lambda: star)
@@ -357,7 +358,7 @@ def test_fit_regimes_counts_and_recovers_law(fake_solver, d, n, expected):
     recover the law behind the (fake) boundaries."""
     params = Params(d=d, n=n)
     ticks = []
-    fits = laws_mod.fit_regimes(params, n_seeds=2, progress=ticks.append)
+    fits = laws_mod.fit_regimes(RunSpec(params, seeds=2), progress=ticks.append)
     assert laws_mod.regime_points(params) == len(fake_solver) == len(ticks) == expected
     for regime, res in fits.items():
         assert res["laws"]["best"] == "growth_rate", regime
