@@ -12,16 +12,9 @@ from dynamics.batch import run_batch, stacked_stats
 from dynamics.boundary import Boundary, find_boundaries, reduced_evaluator
 from dynamics.levels import FAMILY, LEVEL, NETWORK
 from dynamics.params import TAU, ParamError
-from dynamics.spec import RunSpec
+from dynamics.spec import RunSpec, check_spec
 from dynamics.general import general_evaluator, run_general_batch, stacked_general
 from fullsim import full_evaluator, run_full_batch
-
-
-def _check_spec(spec) -> RunSpec:
-    if not isinstance(spec, RunSpec):
-        raise ParamError("spec", type(spec).__name__, "a dynamics.RunSpec (e.g. "
-                         "RunSpec(Params(), level='exact', seeds=8))")
-    return spec
 
 
 def run_jobs(spec: RunSpec, job_seed, job_mu, job_v0, *, stacked=None,
@@ -30,7 +23,7 @@ def run_jobs(spec: RunSpec, job_seed, job_mu, job_v0, *, stacked=None,
     job-level twin of ``make_evaluator``): job q runs seed index job_seed[q]
     of ``spec.seed_values`` at ||mu|| = job_mu[q], v0 = job_v0[q];
     ``stacked``: reuse reduced statistics of those seeds."""
-    spec = _check_spec(spec)
+    spec = check_spec(spec)
     params, seeds, cp = spec.params, spec.seed_values, list(spec.checkpoints)
     kind = LEVEL[spec.level].kind
     if kind == NETWORK:
@@ -47,7 +40,7 @@ def make_evaluator(spec: RunSpec):
     """(evaluator, sampler actually used) for ``spec`` at its checkpoints
     (``RunSpec.run_sampler``: "full" uses sampler data); the boundary
     search runs in float64 only."""
-    spec = _check_spec(spec)
+    spec = check_spec(spec)
     if spec.precision != "float64":
         raise ParamError("precision", spec.precision, "boundary searches run in float64 "
                          "(float32 is for dyn phase sweeps)")
@@ -73,6 +66,6 @@ def find_boundaries_at(spec: RunSpec, *, taus=(TAU,), guess=None, **kwargs) -> l
 def find_boundary(spec: RunSpec, *, taus=(TAU,), guess=None, **kwargs) -> Boundary:
     """mu* at params.steps (see ``dynamics.boundary.find_boundaries``);
     ``spec.times`` and ``spec.integrator`` do not apply."""
-    spec = _check_spec(spec)
+    spec = check_spec(spec)
     return find_boundaries_at(spec.replace(times=None, integrator="gd"), taus=taus,
                               guess=guess, **kwargs)[0]

@@ -74,9 +74,10 @@ AXIS_NAMES = ", ".join(AXES)
 def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precision, out,
           overwrite, scheduler, dask_workers, quiet, **kwargs):
     """Test-error heatmap over two parameter axes (resumable sweep)."""
+    from dynamics.spec import RunSpec
+
     from .dataset import write_netcdf
     from .phase import make_spec, run_phase
-    from dynamics.spec import RunSpec
     from .plots import plot_phase, plot_phase_times
 
     for axis, flag in ((x_axis, "--x"), (y_axis, "--y")):

@@ -30,13 +30,13 @@ import xarray as xr
 from dynamics import __version__
 from dynamics.batch import RESULTS, check_precision, stacked_stats
 from dynamics.boundary import crossing, crossing_made_by_failures, zero_output_runs
-from dynamics.levels import FAMILY, NETWORK, sampler_for, validate
+from dynamics.levels import FAMILY, LEVEL, NETWORK, sampler_for
 from dynamics.general import check_family_sampler, stacked_general
 from dynamics.data import check_sampler
 from dynamics.files import remove_stale_temporaries
 from dynamics.params import AXES, Params, ParamError, check_threshold
 from dynamics.run import BUDGET_REASON, check_paper_model, kernel_config
-from dynamics.spec import RunSpec
+from dynamics.spec import RunSpec, check_spec
 from dynamics.limit import LIMIT_FIELDS, PATTERN_TIME, check_limit
 
 from .boundaries import run_jobs
@@ -85,11 +85,11 @@ def point_seed(seed: int, kx: int, ky: int, s: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 
-def check_level(params: Params, level: str, times, sampler: str = "wishart"):
-    """Refuse, before any work, what the level cannot run (family options on
-    the paper's levels, flow times or t = inf on the general level, a random
+def check_level(params: Params, level: str, sampler: str = "wishart"):
+    """Refuse, before any work, what the level cannot run beyond what
+    ``RunSpec`` checked (family options on the paper's levels, a random
     signal with the d-free sampler)."""
-    kind = validate(params, level, times=times).kind  # t = inf: a level with a program
+    kind = LEVEL[level].kind
     if kind == FAMILY:
         check_family_sampler(params, sampler)
     elif kind == NETWORK:
@@ -105,8 +105,7 @@ def make_spec(run: RunSpec, x, y, *, tau) -> dict:
     point must suit the sampler (errors name the axis option).  ``precision``
     float32 is in the spec (so in its fingerprint: a float64 store is not
     resumed in float32); float64 specs have no such key."""
-    if not isinstance(run, RunSpec):
-        raise ParamError("run", type(run).__name__, "a dynamics.RunSpec")
+    check_spec(run, "run")
     if isinstance(run.seeds, tuple):
         raise ParamError("seeds", list(run.seeds), "a count (each grid point draws its own "
                          "seeds from params.seed)")
@@ -115,7 +114,7 @@ def make_spec(run: RunSpec, x, y, *, tau) -> dict:
                          "FlowConfig.gd_max continue with the flow)")
     params, level, sampler, precision = run.params, run.level, run.sampler, run.precision
     n_seeds, times = run.seeds, list(run.checkpoints)
-    check_level(params, level, times, sampler)
+    check_level(params, level, sampler)
     tau = check_threshold(tau, n_test=params.n_test)
     for option, (name, vals) in (("x", x), ("y", y)):
         for val in (vals[0], vals[-1]):

@@ -20,7 +20,7 @@ from dynamics.boundary import Boundary, fit_exponents
 from dynamics.data import check_sampler
 from dynamics.params import D_GRID, N_GRID, SPEC_OF, TAU, TRANSITION_TAUS, Params, \
     ParamError, check_count, check_int_values, check_threshold
-from dynamics.spec import RunSpec
+from dynamics.spec import RunSpec, check_spec
 
 FAMILY_FIELDS = ("activation", "noise_model", "signal", "train_v")  # shown when not default
 
@@ -109,13 +109,7 @@ def solve(spec: RunSpec, v0s=None, *, tau=TAU, d_grid=D_GRID, n_grid=N_GRID, ver
     at each time from the same runs (``by_time``); the main boundary, the
     scaling grids and the verification stay at params.steps with GD.
     """
-    if not isinstance(spec, RunSpec):
-        raise ParamError("spec", type(spec).__name__, "a dynamics.RunSpec (e.g. "
-                         "solve(RunSpec(Params(), seeds=8), v0s=[1e-3, 1]))")
-    params, level, times = spec.params, spec.level, spec.times
-    if spec.precision != "float64":
-        raise ParamError("precision", spec.precision, "dyn solve runs in float64 (float32 "
-                         "is for dyn phase sweeps)")
+    params, level, times = check_spec(spec).params, spec.level, spec.times
     if v0s is not None:
         if isinstance(v0s, (str, bytes)) or not hasattr(v0s, "__iter__"):
             raise ParamError("v0s", v0s, "must be a list of v0 values (e.g. [0.01, 0.1])")

@@ -104,8 +104,9 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     >= GROUP_MIN jobs; else ``kernels.batch_kernel``, job by job; same
     results bit for bit);
     ``parallel`` runs the jobs on Numba's thread count (``kernels.threads``;
-    else one thread; same results bit for bit).  integrator "gd": finite checkpoints are GD steps, inf continues
-    with the flow; "flow": every checkpoint is flow time eta*T.
+    else one thread; same results bit for bit).  integrator "gd": finite
+    checkpoints are GD steps, inf continues with the flow; "flow": every
+    checkpoint is flow time eta*T.
     precision "float32": every job runs in a group (of any size) with float32
     state and statistics (``check_precision``; sweeps only: results differ
     from float64 by float32 round-off, see docs/guide/phase.md), still independent of

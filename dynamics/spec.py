@@ -99,3 +99,13 @@ class RunSpec:
                 "seeds": list(self.seeds) if isinstance(self.seeds, tuple) else self.seeds,
                 "times": None if self.times is None else list(self.times),
                 "integrator": self.integrator, "precision": self.precision}
+
+
+def check_spec(spec, name: str = "spec") -> RunSpec:
+    """The ``spec`` argument of a run-set entry (``solve``, ``find_boundary``,
+    ``run_jobs``, ``make_spec``) must be a ``RunSpec``: one ParamError naming
+    it instead of an AttributeError deep inside."""
+    if not isinstance(spec, RunSpec):
+        raise ParamError(name, type(spec).__name__, "must be a dynamics.RunSpec, e.g. "
+                         "RunSpec(Params(), level='exact', seeds=8)")
+    return spec
