@@ -278,6 +278,7 @@ def _conic(A, b, q, n_lin, socs):
     st.max_threads = 1                        # one thread: worker processes parallelise
     st.presolve_enable = False                # nothing to presolve (no free rows); same x
     st.chordal_decomposition_enable = False   # no PSD cones
+    st.input_sparse_dropzeros = True          # ReLU's zero margin entries: not in the KKT
     sol = clarabel.DefaultSolver(P, q, A, b, cones, st).solve()
     status = str(sol.status)
     if status in ("Solved", "SolverStatus.Solved"):

@@ -80,7 +80,7 @@ def kernel_config(params: Params, level: str) -> KConfig:
     act, act_a = activation_code(params)
     return KConfig(float(params.c), float(params.eta), float(params.eta_v_eff),
                    float(args[0]) if kind == "momentum" else 0.0, bool(use_gram), bool(train_v),
-                   int(act), float(act_a))
+                   int(act), float(act_a), None if int(act) == 0 else True)
 
 
 def kernel_stats(stats) -> KStats:

@@ -21,7 +21,7 @@ from numba import njit
 from .primitives import _noise_block, _relu_inplace
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _upper_forward(U, j, H):
     """H[l+1, p, k, i] = ReLU(sum_r U[l, j, k, r] H[l, p, r, i]), l = 0..L-2."""
     m = U.shape[2]
@@ -38,7 +38,7 @@ def _upper_forward(U, j, H):
                 _relu_inplace(out)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _top_output(f, js_c, vj, top):
     """f_i += j c sum_{p,k} v_{j,k,p} top[p, k, i] (top = H[L-1])."""
     for p in range(2):
@@ -49,7 +49,7 @@ def _top_output(f, js_c, vj, top):
                 f[i] += vk * row[i]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _forward_deep(A, gamma, rho, U, v, st, cfg, H, f):
     """Fill H (2, L, 2, m, n) and f (n) for depth L >= 2 (docs/theory.md#depth)."""
     m, n, L = gamma.shape[1], f.shape[0], U.shape[0] + 1
@@ -67,7 +67,7 @@ def _forward_deep(A, gamma, rho, U, v, st, cfg, H, f):
         _top_output(f, js * cfg.c, v[j], Hj[L - 1])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _increments_deep(gamma, U, v, H, delta, qd, lp, st, mu2, c, eta, eta_v, train_v,
                      dgamma, drho, dU, dv):
     """Increments of (gamma, rho, U, v) at depth L >= 2 (formulas above);

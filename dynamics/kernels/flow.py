@@ -52,7 +52,7 @@ def normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, t_end, L0, count):
         if count[0] >= fc.max_steps:
             return 4, t
         if U is None:
-            _forward_depth1(A, gamma, rho, v, st, cfg, a, z, f)
+            _forward_depth1(A, gamma, rho, v, st, cfg, a, z, f, cfg.general)
         else:
             _forward(A, gamma, rho, U, v, st, cfg, w)
         reason, loss = _lprime_stable(f, st.y, lp)
@@ -64,7 +64,7 @@ def normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, t_end, L0, count):
         if U is None:
             bad = _increments_depth1(gamma, rho, v, a, z, lp, st, mu * mu, cfg.c, cfg.eta * dt,
                                      cfg.eta_v * dt, cfg.train_v, w.dgamma, w.drho, w.dv,
-                                     cfg.act, cfg.act_a, qn, rows, True)
+                                     cfg.act, cfg.act_a, cfg.general, qn, rows, True)
             reason = 3 if bad else 0
         else:
             reason = _step(mu * mu, gamma, rho, U, v, st, cfg, w, cfg.eta * dt,

@@ -55,7 +55,7 @@ def _outputs_group(A, gamma, rho, v, B, G, yhat, use_gram, cc, a, h, z, f):
                     fi[c] += jc * (hi[c] + v2[c] * max(zi[c], zero))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _forward_group(A, gamma, rho, v, st, cfg, a, h, z, f):
     """``_forward_depth1`` for C jobs at once: z (2, m, n, C), f (n, C)."""
     _outputs_group(A, gamma, rho, v, st.B, st.G, st.yhat, cfg.use_gram, cfg.c, a, h, z, f)
@@ -153,7 +153,7 @@ def _step_group(gr, st, cfg, beta):
                     big[c] = np.maximum(big[c], np.maximum(np.abs(v[j, r, 0, c]), np.abs(v[j, r, 1, c])))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _lprime_group(f, y, lp, reason, worst):
     """``_lprime`` for every job of a group: lp (n, C), reason (C,); worst
     (C,) is a buffer for max_i(-y_i f_i)."""

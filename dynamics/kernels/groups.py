@@ -31,7 +31,7 @@ from .primitives import _error_rate, _lprime_stable
 from .types import GROUP_TEST_MAX, LOSS_UNDERFLOW, _job_stats, _work
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _gather(c, gamma, rho, v, gamma1, rho1, v1):
     """The state of job c of a group into one-job arrays."""
     for j in range(2):
@@ -84,7 +84,7 @@ class _Group(NamedTuple):
     margin: np.ndarray
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _group(sj, mus, v0s):
     """Initial state (0, 0, v0) of C jobs of one seed, in the dtype of the
     statistics sj (float64, or float32 for ``--precision float32``); times,
@@ -112,7 +112,7 @@ def _group(sj, mus, v0s):
                   np.empty((nt, C), dt), np.empty(C), np.empty(C), np.empty(C), np.empty(C))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _retire(gr, c, job, reason, out_status):
     """Job c of a group (row ``job`` of the outputs) stops at its time t[c] for ``reason``
     (divergence 1-3, step budget 4): record it, mark it finished and zero its
@@ -129,7 +129,7 @@ def _retire(gr, c, job, reason, out_status):
     gr.mv[:, :, :, c] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _test_outputs_group(gr, sj, cfg, gamma, rho, v, ftest):
     """``_test_outputs`` of the group's jobs at state (gamma, rho, v) into
     ftest (nt, C)."""
@@ -143,7 +143,7 @@ def _test_outputs_group(gr, sj, cfg, gamma, rho, v, ftest):
                    gr.a, gr.h, gr.ztest, ftest)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _measure_group(gr, sj, sjh, cfg, which, gamma1, rho1, v1, with_test):
     """``_checkpoint`` for the jobs with which[c], outputs of all jobs at once:
     reason[c] (divergence 1, else 0), the normalised margin (gr.margin) and,
@@ -171,7 +171,7 @@ def _measure_group(gr, sj, sjh, cfg, which, gamma1, rho1, v1, with_test):
                 gr.test[c] = _error_rate(gr.ftest[:, c], sj.test_yhat)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _record_group(gr, k, job0, out):
     """Checkpoint k of every running job from ``_measure_group``; a job whose
     outputs are not finite stops there."""
@@ -188,7 +188,7 @@ def _record_group(gr, k, job0, out):
         out.margin[job, k] = gr.margin[c]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _gd_group(gr, sj, cfg, target, job0, out_status):
     """GD steps of every running job from the common time to ``target``
     (``_advance`` with GD, job by job semantics)."""
@@ -213,7 +213,7 @@ def _gd_group(gr, sj, cfg, target, job0, out_status):
                     _retire(gr, c, job0 + c, 3, out_status)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _normalised_group(gr, sj, cfg, fc, running, t_end, stop):
     """``normalised_gd`` for the jobs with running[c]: each from its time t[c]
     to t_end with its own loss-normalised step (the others get step 0).

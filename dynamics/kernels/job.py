@@ -36,7 +36,8 @@ def _advance(A, mu, gamma, rho, U, v, st, cfg, fc, use_flow, momentum, w, t, tar
             return normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, target, L0, count)
     if U is None:
         if momentum is None:
-            return _gd_loop_depth1(A, mu * mu, gamma, rho, v, st, cfg, w, t, target)
+            return _gd_loop_depth1(A, mu * mu, gamma, rho, v, st, cfg, w, t, target,
+                                   cfg.general)
     reason = 0
     while True:
         _forward(A, gamma, rho, U, v, st, cfg, w)
@@ -50,7 +51,7 @@ def _advance(A, mu, gamma, rho, U, v, st, cfg, fc, use_flow, momentum, w, t, tar
     return reason, t
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _initial_loss(A, gamma, rho, U, v, st, cfg, w):
     """L_0 of the initial state (the normalised scheme's reference loss)."""
     _forward(A, gamma, rho, U, v, st, cfg, w)
@@ -58,7 +59,7 @@ def _initial_loss(A, gamma, rho, U, v, st, cfg, w):
     return loss if reason == 0 else 1.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _reset_job(job, out):
     """Outputs of a job before it runs: NaN results, status (-1, 0), no limit."""
     out.status[job, 0] = -1
@@ -73,7 +74,7 @@ def _reset_job(job, out):
     out.margin[job, :] = np.nan
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _continue_job(job, k0, t, A, mu, gamma, rho, U, v, sj, cfg, fc, use_flow, momentum, w, L0,
                   count, checkpoints, out):
     """A job (statistics sj) from GD time t at checkpoint index k0 on: advance
@@ -92,7 +93,7 @@ def _continue_job(job, k0, t, A, mu, gamma, rho, U, v, sj, cfg, fc, use_flow, mo
     out.info[job, 2] = count[0]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _run_job(job, st, upper, cfg, fc, use_flow, momentum, jobs, checkpoints, out):
     """Job ``job`` of a batch (``Jobs``): train from (0, U0, v0); at each
     checkpoint (GD steps, ascending, finite) write test error, loss, train
@@ -109,7 +110,7 @@ def _run_job(job, st, upper, cfg, fc, use_flow, momentum, jobs, checkpoints, out
     return sj, mu, A, gamma, rho, U, v, w, count, L0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _start_job(job, st, upper, cfg, jobs):
     """Initial state of a job: (its statistics, mu, A, gamma = 0, rho = 0, U0
     (None at depth 1), v = v0, work buffers, step count, initial loss L0)."""
@@ -127,7 +128,7 @@ def _start_job(job, st, upper, cfg, jobs):
     return sj, mu, A, gamma, rho, U, v, w, count, L0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _pattern_job(job, st, cfg, fc, use_flow, jobs, checkpoints, t_pattern, out, out_gamma,
                  out_rho, out_v):
     """A job of ``pattern_kernel`` (depth 1): ``_run_job`` over the finite

@@ -11,7 +11,7 @@ from .primitives import _dsig, _gram_block, _lprime, _sig, _sig_from
 
 
 @njit(cache=True)
-def _gd_loop_depth1(A, mu2, gamma, rho, v, st, cfg, w, t, target):
+def _gd_loop_depth1(A, mu2, gamma, rho, v, st, cfg, w, t, target, general):
     """``_advance``'s GD steps at depth 1 without momentum (``_forward_depth1``,
     ``_lprime``, the in-place ``_increments_depth1``) in the filter-transposed
     layout: rho and z as (n, 2m) (filter p = j m + r innermost, padded to
@@ -24,7 +24,7 @@ def _gd_loop_depth1(A, mu2, gamma, rho, v, st, cfg, w, t, target):
     for bit (tests/equivalence/test_reduction.py).  rho is converted on entry and
     exit; w.a, w.z, w.f, w.lp end as ``_forward_depth1`` + ``_lprime`` leave them.
     Returns (reason, t)."""
-    if cfg.act == 0:
+    if general is None:  # ReLU (cfg.general): the other body is not compiled
         return _gd_loop_depth1_body(A, mu2, gamma, rho, v, st, cfg, w, t, target, 0, 0.0)
     return _gd_loop_depth1_body(A, mu2, gamma, rho, v, st, cfg, w, t, target, cfg.act, cfg.act_a)
 

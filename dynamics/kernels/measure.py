@@ -12,7 +12,7 @@ from .step1 import _accumulate_outputs
 from .types import TEST_CHUNK, _depth
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _test_outputs(A, gamma, rho, U, v, st, cfg, f):
     """f(x) of every test point into f (nt,).
 
@@ -55,7 +55,8 @@ def _test_outputs_block(A, gamma, rhohat, U, v, st, cfg, q0, X, H, f):
         z[:, :] = st.test_B[j][:, q0:q0 + N]
         _addmul_rows(z, rhohat[j], X, True)
         if U is None:
-            _accumulate_outputs(f, js, c, A[j], gamma[j], v[j], yhat, z, cfg.act, cfg.act_a)
+            _accumulate_outputs(f, js, c, A[j], gamma[j], v[j], yhat, z, cfg.act, cfg.act_a,
+                                    cfg.general)
         else:  # docs/theory.md#depth: ReLU features of the first layer, then U
             for r in range(m):
                 a = A[j, r] + js * gamma[j, r]
@@ -66,7 +67,7 @@ def _test_outputs_block(A, gamma, rhohat, U, v, st, cfg, q0, X, H, f):
             _top_output(f, js * c, v[j], H[L - 1])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _clean_error(A, gamma, rho, U, v, st, cfg):
     """Clean test error: fraction of test points with yhat f(x) < 0, ties f = 0 counted 1/2."""
     f = np.empty(st.test_yhat.shape[0])
@@ -114,7 +115,7 @@ def _theta_norm_sq(A, mu, gamma, rho, U, v, st, train_v):
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _margin(A, mu, gamma, rho, U, v, st, f, cfg):
     """Normalised margin min_i y_i f_i / ||theta||^h (f: training outputs).
     f is homogeneous of degree h in the trained parameters theta, so this is
@@ -131,7 +132,7 @@ def _margin(A, mu, gamma, rho, U, v, st, f, cfg):
     return ymin / sq ** (0.5 * h)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _checkpoint(job, k, A, mu, gamma, rho, U, v, st, cfg, w, out):
     """Write the checkpoint values of the state (test error, loss, train error,
     normalised margin) to column k of row ``job`` of ``out`` (``JobOutputs``);

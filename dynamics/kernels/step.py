@@ -18,19 +18,20 @@ from .step1 import _forward_depth1, _increments_depth1
 def _forward(A, gamma, rho, U, v, st, cfg, w):
     """Forward pass of the current state into the work buffers."""
     if U is None:
-        _forward_depth1(A, gamma, rho, v, st, cfg, w.a, w.z, w.f)
+        _forward_depth1(A, gamma, rho, v, st, cfg, w.a, w.z, w.f, cfg.general)
     else:
         _forward_deep(A, gamma, rho, U, v, st, cfg, w.H, w.f)
 
 
 @njit(cache=True)
-def _increments(gamma, rho, U, v, w, st, mu2, c, eta, eta_v, train_v, act, act_a):
+def _increments(gamma, rho, U, v, w, st, mu2, c, eta, eta_v, train_v, act, act_a, general):
     """Increments into w.dgamma, w.drho, w.dU, w.dv after ``_forward`` and
     l'.  The GD step uses (eta, eta_v); the normalised scheme scales both by
     its time step."""
     if U is None:
         _increments_depth1(gamma, rho, v, w.a, w.z, w.lp, st, mu2, c, eta, eta_v, train_v,
-                           w.dgamma, w.drho, w.dv, act, act_a, w.qn, w.rows, False)
+                           w.dgamma, w.drho, w.dv, act, act_a, general, w.qn, w.rows,
+                           False)
     else:
         _increments_deep(gamma, U, v, w.H, w.delta, w.qd, w.lp, st, mu2, c, eta, eta_v,
                          train_v, w.dgamma, w.drho, w.dU, w.dv)
@@ -61,14 +62,14 @@ def _step(mu2, gamma, rho, U, v, st, cfg, w, eta, eta_v, beta, momentum):
         if momentum is None:
             bad = _increments_depth1(gamma, rho, v, w.a, w.z, w.lp, st, mu2, cfg.c, eta,
                                      eta_v, cfg.train_v, w.dgamma, w.drho, w.dv, cfg.act,
-                                     cfg.act_a, w.qn, w.rows, True)
+                                     cfg.act_a, cfg.general, w.qn, w.rows, True)
             return 3 if bad else 0
     _increments(gamma, rho, U, v, w, st, mu2, cfg.c, eta, eta_v, cfg.train_v, cfg.act,
-                cfg.act_a)
+                cfg.act_a, cfg.general)
     return _apply_all(gamma, rho, U, v, w, cfg.train_v, beta)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _gd_step(A, mu2, gamma, rho, U, v, st, cfg, w, momentum):
     """One GD (or heavy-ball) step in place after ``_forward`` and ``_lprime``
     filled the work buffers; returns 3 if a coefficient exceeds THETA_MAX, else 0.

@@ -26,13 +26,13 @@ from .primitives import _dsig, _noise_block, _sig, _sig_from
 
 
 @njit(cache=True)
-def _accumulate_outputs(f, js, c, Aj, gammaj, vj, yhat, z, act, act_a):
+def _accumulate_outputs(f, js, c, Aj, gammaj, vj, yhat, z, act, act_a, general):
     """f_i += j c [v1_r sigma(yhat_i a_r) + v2_r sigma(z_{r,i})] for the filters
     r = 0, 1, ... of one class j in turn, a_r = A_r + j gamma_r (one call per
     class, not per filter: the call's array arguments cost more than a
     filter's loop over a test block; ReLU: the constant act = 0, a
     branch-free loop that vectorises)."""
-    if act == 0:
+    if general is None:
         _accumulate_outputs_body(f, js, c, Aj, gammaj, vj, yhat, z, 0, 0.0)
     else:
         _accumulate_outputs_body(f, js, c, Aj, gammaj, vj, yhat, z, act, act_a)
@@ -50,13 +50,13 @@ def _accumulate_outputs_body(f, js, c, Aj, gammaj, vj, yhat, z, act, act_a):
 
 
 @njit(cache=True)
-def _forward_depth1(A, gamma, rho, v, st, cfg, a, z, f):
+def _forward_depth1(A, gamma, rho, v, st, cfg, a, z, f, general):
     """Depth 1: fill a (2, m) with a_{j,r} = A_{j,r} + j gamma_{j,r} (the signal
     pre-activation is s_{j,r,i} = yhat_i a_{j,r}), z (2, m, n) and f (n) for
     the current state (docs/theory.md#exact-recursion).
     ReLU calls the body with the constant act = 0, so it compiles to the
     branch-free ReLU loop (the activation test folds away)."""
-    if cfg.act == 0:
+    if general is None:
         _forward_depth1_body(A, gamma, rho, v, st, cfg, a, z, f, 0, 0.0)
     else:
         _forward_depth1_body(A, gamma, rho, v, st, cfg, a, z, f, cfg.act, cfg.act_a)
@@ -79,7 +79,7 @@ def _forward_depth1_body(A, gamma, rho, v, st, cfg, a, z, f, act, act_a):
 
 @njit(cache=True)
 def _increments_depth1(gamma, rho, v, a, z, lp, st, mu2, c, eta, eta_v, train_v, dgamma, drho, dv,
-                 act, act_a, qn, rows, inplace):
+                 act, act_a, general, qn, rows, inplace):
     """Depth 1: increments of (gamma, rho, v) at t from a, z, l' (docs/theory.md#exact-recursion, with
     1[. > 0] -> sigma'(.) and ReLU -> sigma for other activations, docs/theory.md#general-reduction).
     ReLU runs the body with the constant act = 0 (branches fold away).
@@ -89,7 +89,7 @@ def _increments_depth1(gamma, rho, v, a, z, lp, st, mu2, c, eta, eta_v, train_v,
     read only a, z, l' and v_{j,r}, which is updated last) instead of
     writing dgamma, drho, dv; returns True when a coefficient is then not
     <= THETA_MAX (always False when not inplace)."""
-    if act == 0:
+    if general is None:
         return _increments_depth1_body(gamma, rho, v, a, z, lp, st, mu2, c, eta, eta_v, train_v,
                                  dgamma, drho, dv, 0, 0.0, qn, rows, inplace)
     return _increments_depth1_body(gamma, rho, v, a, z, lp, st, mu2, c, eta, eta_v, train_v, dgamma,

@@ -89,6 +89,8 @@ class KConfig(NamedTuple):
     train_v: bool     # False: level "fixed-output"
     act: int = 0      # activation: 0 relu, 1 relu^act_a, 2 leaky with slope act_a (docs/theory.md#general-reduction)
     act_a: float = 0.0
+    general: object = None  # None: ReLU (act 0), True: another activation; a type, so
+                            # a ReLU run compiles only the ReLU bodies (``step1``)
 
 
 class FlowConfig(NamedTuple):

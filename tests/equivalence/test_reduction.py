@@ -174,7 +174,7 @@ def test_gd_loop_equals_generic_step_bit_for_bit(level, activation, n, m, v0, fl
     g1, r1, _, v1 = state()
     w1 = types._work(m, n, 1)
     reason1, t1 = loop1._gd_loop_depth1(A, p.mu_norm ** 2, g1, r1, v1, st, cfg, w1, 0.0,
-                                        float(steps))
+                                        float(steps), cfg.general)
     g2, r2, U2, v2 = state()
     U2 = None  # depth 1: the kernels take no upper layers
     w2 = types._work(m, n, 1)

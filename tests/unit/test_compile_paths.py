@@ -15,15 +15,20 @@ PROBE = """
 import json, numpy as np
 from dynamics.params import Params
 from dynamics.batch import run_batch, stacked_stats
-from dynamics.kernels import deep, flow, group_step, groups, loop1, step, step1
+from dynamics.kernels import flow, group_step, groups, loop1, step, step1
 p = Params(n=6, m=4, n_test=20, steps=20, depth={depth})
 st = stacked_stats(p, "wishart", [0])
 run_batch(p, "exact", st, [0], [3.0], checkpoints={times})
-print(json.dumps({{name: len(f.signatures) for name, f in [
-    ("deep", deep._forward_deep), ("flow", flow.normalised_gd),
-    ("groups", groups._run_group), ("group_step", group_step._step_group),
-    ("loop1", loop1._gd_loop_depth1), ("step1", step1._forward_depth1),
-    ("generic_step", step._increments), ("gd_step", step._gd_step)]}}))
+got = {{name: len(f.signatures) for name, f in [
+    ("flow", flow.normalised_gd), ("groups", groups._run_group),
+    ("group_step", group_step._step_group), ("loop1", loop1._gd_loop_depth1),
+    ("step1", step1._forward_depth1), ("generic_step", step._increments),
+    ("step", step._step)]}}
+# deep: _forward compiled with upper layers (deep._forward_deep is inlined there)
+got["deep"] = sum(str(sig[3]) != "none" for sig in step._forward.signatures)
+# the general-activation bodies: compiled only where cfg.general is not None
+got["general_act"] = sum(str(sig[-1]) != "none" for sig in loop1._gd_loop_depth1.signatures)
+print(json.dumps(got))
 """
 
 
@@ -42,7 +47,8 @@ def test_depth1_gd_batch_compiles_neither_deep_flow_nor_groups(tmp_path):
     got = compiled(1, [10, 20], tmp_path)
     assert got["loop1"] and got["step1"]
     assert not (got["deep"] or got["flow"] or got["groups"] or got["group_step"]), got
-    assert not (got["generic_step"] or got["gd_step"]), got  # plain GD: momentum None
+    assert not (got["generic_step"] or got["step"]), got  # plain GD: momentum None
+    assert not got["general_act"], got  # ReLU: the other activations' bodies are pruned
 
 
 @pytest.mark.slow
