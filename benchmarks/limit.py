@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from _common import machine_rows, table
-from dynamics import Params
+from dynamics import Params, RunSpec
 from dynamics.batch import seed_list, stacked_stats
 from dynamics.boundary import find_boundaries, reduced_evaluator
 from dynamics.limit_run import limit_batch
@@ -42,7 +42,8 @@ def pattern(args):
         for tp in times:
             t0 = time.perf_counter()
             ev = reduced_evaluator(p, "exact", "wishart", seeds, [np.inf], t_pattern=tp)
-            b = find_boundaries(ev, p, seeds, times=[np.inf], guess=9.0)[0]
+            b = find_boundaries(ev, RunSpec(p, seeds=tuple(seeds), times=[np.inf]),
+                                guess=9.0)[0]
             lo, hi = b.ci[b.taus[0]]
             moves = np.nanmean(b.limit["flips"])
             rows.append([f"{v0:g}", f"{tp:g}", f"{b.star():.3f} [{lo:.3f}, {hi:.3f}]",

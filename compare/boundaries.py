@@ -58,9 +58,8 @@ def find_boundaries_at(spec: RunSpec, *, taus=(TAU,), guess=None, **kwargs) -> l
     """mu* at each checkpoint of ``spec`` (``times``; None: params.steps), all
     from the same runs (common random numbers in time and in ||mu||);
     ``kwargs``: ``dynamics.boundary.find_boundaries``'s search options."""
-    evaluate, sampler = make_evaluator(spec)
-    return find_boundaries(evaluate, spec.params, spec.seed_values, times=spec.times, taus=taus,
-                           guess=guess, level=spec.level, sampler=sampler, **kwargs)
+    evaluate, _ = make_evaluator(spec)
+    return find_boundaries(evaluate, spec, taus=taus, guess=guess, **kwargs)
 
 
 def find_boundary(spec: RunSpec, *, taus=(TAU,), guess=None, **kwargs) -> Boundary:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from .data import sample_stats
-from .kernels import GROUP_MAX, GROUP_MAX_F32, GROUP_MIN, GROUP_TEST_MAX, JobOutputs, Jobs, \
-    KStats, batch_kernel, group_kernel
+from .kernels import GROUP_MAX, GROUP_MAX_F32, GROUP_MIN, GROUP_TEST_MAX, Groups, JobOutputs, \
+    Jobs, KStats, Schedule, batch_kernel, group_kernel
 from .kernels.threads import thread_count
 from .levels import level_of
 from .limit import check_limit
@@ -149,6 +149,7 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     res["info"] = np.empty((Q, 4))
     out = job_outputs(res)
     jobs = Jobs(job_seed[order], job_mu[order], job_v0[order])
+    schedule = Schedule(cp, FLOW, use_flow)
     groupable = (stacked.U0.shape[1] == 0 and cfg.act == 0  # depth 1, ReLU, labels +-1
                  and np.all(np.abs(stacked.yhat) == 1.0)
                  and np.all(np.abs(stacked.test_yhat) == 1.0))
@@ -156,13 +157,13 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
         raise ParamError("precision", precision, "float32 needs the group kernels (depth 1, "
                          "ReLU, clean labels +-1); use float64")
     if Q and f32:
-        group_kernel(stacked, float32_stats(stacked), cfg, FLOW, use_flow, jobs, starts, 1, cp,
-                     out, parallel=parallel)
+        group_kernel(stacked, float32_stats(stacked), cfg, jobs, Groups(starts, 1), schedule, out,
+                     parallel=parallel)
     elif Q and groupable and np.diff(starts).max() >= GROUP_MIN:
-        group_kernel(stacked, stacked, cfg, FLOW, use_flow, jobs, starts, GROUP_MIN, cp, out,
+        group_kernel(stacked, stacked, cfg, jobs, Groups(starts, GROUP_MIN), schedule, out,
                      parallel=parallel)
     else:  # no group big enough: the one-job kernel (does not compile the group code)
-        batch_kernel(stacked, cfg, FLOW, use_flow, jobs, cp, out, parallel=parallel)
+        batch_kernel(stacked, cfg, jobs, schedule, out, parallel=parallel)
     unsorted = {}
     for k, val in res.items():
         unsorted[k] = np.empty_like(val)

@@ -34,6 +34,7 @@ from .kernels import DIVERGENCE_REASONS
 from .limit import LIMIT_FIELDS, LIMIT_STATUS
 from .params import SAMPLERS, TAU, TRANSITION_TAUS, Params, check_choice, check_threshold
 from .run import check_checkpoints, check_integrator, kernel_config
+from .spec import check_spec
 
 Evaluator = Callable[..., dict]  # evaluate(mus, upto=None): see the module docstring
 
@@ -160,15 +161,15 @@ class Boundary:
         return self.mu_star[self.taus[0] if tau is None else tau]
 
 
-def find_boundaries(evaluate: Evaluator, params: Params, seeds, *, times=None,
-                    taus=(TAU,) + TRANSITION_TAUS, guess: float | None = None,
-                    mu_range=(0.1, 1000.0), rel_tol: float = 0.01, n_boot: int = 200,
-                    level: str = "", sampler: str = "") -> list[Boundary]:
-    """mu* for each tau (the first is the headline threshold) at each time.
+def find_boundaries(evaluate: Evaluator, spec, *, taus=(TAU,) + TRANSITION_TAUS,
+                    guess: float | None = None, mu_range=(0.1, 1000.0), rel_tol: float = 0.01,
+                    n_boot: int = 200) -> list[Boundary]:
+    """mu* for each tau (the first is the headline threshold) at each time of
+    ``spec`` (``RunSpec``: its params, seeds and times; its level and the
+    sampler it runs label the result).
 
     ``evaluate`` maps ||mu|| values to per-seed results at the K = len(times)
-    checkpoint times (module docstring); ``level``/``sampler`` only label the
-    result.  Each time gets the single-time search below on runs shared
+    checkpoint times (module docstring).  Each time gets the single-time search below on runs shared
     through a cache (so the boundary at a time does not depend on which other
     times were asked for).  guess: centre of the initial bracket grid (guess * 4^k,
     k = -1..1); else a coarse log grid over ``mu_range`` (9 points).  Brackets
@@ -176,17 +177,18 @@ def find_boundaries(evaluate: Evaluator, params: Params, seeds, *, times=None,
     ratio is below 1 + rel_tol.  Bootstrap: seeds resampled n_boot times,
     crossing of the resampled mean curve, 2.5-97.5% interval.
     """
+    check_spec(spec, "spec")
     taus = tuple(check_threshold(t) for t in taus)
-    times = [params.steps] if times is None else list(times)
+    times = list(spec.checkpoints)
     memo = _memoise(evaluate, len(times))
-    rng = np.random.default_rng(np.random.SeedSequence([params.seed, 2024]))
-    boot_idx = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
+    rng = np.random.default_rng(np.random.SeedSequence([spec.params.seed, 2024]))
+    n_seeds = spec.n_seeds
+    boot_idx = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
     out = {}
     for k in reversed(range(len(times))):  # latest first: its full runs serve the others
-        curve = ErrorCurve(memo, len(seeds), len(times))
+        curve = ErrorCurve(memo, n_seeds, len(times))
         _search(curve, k, taus, guess, mu_range, rel_tol)
-        out[k] = _boundary_at(curve, k, times[k], taus, boot_idx, params, seeds, level,
-                              sampler)
+        out[k] = _boundary_at(curve, k, times[k], taus, boot_idx, spec)
     return [out[k] for k in range(len(times))]
 
 
@@ -259,8 +261,9 @@ def zero_output_runs(loss, train_error, test_error) -> int:
                       & (np.asarray(train_error) == 0.5) & (np.asarray(test_error) == 0.5)))
 
 
-def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) -> Boundary:
-    """Crossings, bootstrap intervals and fit diagnostics at time index k."""
+def _boundary_at(curve, k, time, taus, boot_idx, spec) -> Boundary:
+    """Crossings, bootstrap intervals and fit diagnostics at time index k
+    (``spec`` labels the result)."""
     test = curve.data["test_error"][..., k]
     mean = test.mean(axis=0)
     mu_star, ci, notes = {}, {}, []
@@ -311,8 +314,8 @@ def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) 
         mus = [dv[0] for dv in div]
         notes.append(f"{len(div)} runs diverged by step {time:g} (counted as test error 0.5), "
                      f"at ||mu|| in [{min(mus):.3g}, {max(mus):.3g}]; a smaller eta avoids this")
-    res = Boundary(params=params, level=level, sampler=sampler, taus=taus, mu_star=mu_star,
-                   ci=ci, seeds=np.asarray(seeds), curve_mu=curve.mu.copy(),
+    res = Boundary(params=spec.params, level=spec.level, sampler=spec.run_sampler, taus=taus,
+                   mu_star=mu_star, ci=ci, seeds=spec.seed_values, curve_mu=curve.mu.copy(),
                    curve_test=test.copy(), curve_loss=curve.data["loss"][..., k].copy(),
                    steps=float(time), n_diverged=len(div), notes=notes)
     for code, why in LIMIT_STATUS.items():
@@ -346,10 +349,10 @@ def _boundary_at(curve, k, time, taus, boot_idx, params, seeds, level, sampler) 
     return res
 
 
-def find_mu_star(evaluate: Evaluator, params: Params, seeds, taus=(TAU,) + TRANSITION_TAUS,
+def find_mu_star(evaluate: Evaluator, spec, taus=(TAU,) + TRANSITION_TAUS,
                  **kwargs) -> Boundary:
-    """``find_boundaries`` at the single time params.steps."""
-    return find_boundaries(evaluate, params, seeds, times=None, taus=taus, **kwargs)[0]
+    """``find_boundaries`` at the single time spec.params.steps."""
+    return find_boundaries(evaluate, spec.replace(times=None), taus=taus, **kwargs)[0]
 
 
 def _last_crossing(err, tau):

@@ -40,6 +40,7 @@ from .data import _test_labels, _test_noise_chunks, bartlett_factor, check_memor
 from .batch import RESULTS
 from .boundary import job_evaluator
 from .general_kernels import _test_error, batch_kernel, record_kernel
+from .kernels import Jobs
 from .params import SAMPLERS, Params, ParamError, check_choice, \
     check_params, check_record_every, record_count
 from .run import DivergenceError, check_checkpoints, record_steps
@@ -362,10 +363,9 @@ def run_general_batch(params: Params, stacked: tuple, job_seed, job_mu, job_v0=N
     job_v0 = np.full(Q, params.v0) if job_v0 is None else np.asarray(job_v0, np.float64)
     out = np.empty((Q, cp.size, 4))
     status = np.empty((Q, 2), dtype=np.int64)
-    batch_kernel(st.R, st.B, st.Rt, st.Bt, st.y, st.yt, st.w0q, st.w0sq, mask,
-                 np.asarray(job_seed, np.int64), np.asarray(job_mu, np.float64), job_v0,
-                 *kernel_settings(params), float(homogeneity(params)), cp.astype(np.int64),
-                 out, status, parallel=parallel)
+    jobs = Jobs(np.asarray(job_seed, np.int64), np.asarray(job_mu, np.float64), job_v0)
+    batch_kernel(st, mask, jobs, kernel_settings(params) + (float(homogeneity(params)),),
+                 cp.astype(np.int64), out, status, parallel=parallel)
     res = {k: np.ascontiguousarray(out[:, :, i]) for i, k in enumerate(RESULTS)}
     res["status"] = status
     return res

@@ -216,16 +216,17 @@ def _run_job(q, R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu, jo
             break
 
 
-def batch_kernel(R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu, job_v0,
-                 code, a, c, eta, eta_v, train_v, h, checkpoints, out, status, parallel=True):
-    """Jobs q = (seed, ||mu||, v0) in parallel (``parallel=False``: on one
-    thread, the same results), inputs stacked on a seed axis at unit ||mu||
-    (``signal[p]``: patch p scales with ||mu||).  out (Q, K, 4): test error,
-    loss, train error, margin at each checkpoint (NaN after a divergence,
-    recorded in status (Q, 2) = (step, reason))."""
-    run_chunks(_batch_kernel, job_seed.shape[0],
-               (R1, B1, Rt1, Bt1, y, yt, w0q, w0sq, signal, job_seed, job_mu, job_v0,
-                code, a, c, eta, eta_v, train_v, h, checkpoints, out, status), parallel)
+def batch_kernel(st, signal, jobs, settings, checkpoints, out, status, parallel=True):
+    """Jobs q = (seed, ||mu||, v0) (``kernels.Jobs``) in parallel
+    (``parallel=False``: on one thread, the same results), inputs ``st``
+    (``general.GStats``) stacked on a seed axis at unit ||mu||
+    (``signal[p]``: patch p scales with ||mu||); settings = (code, a, c, eta,
+    eta_v, train_v, h) (``general.kernel_settings`` and the homogeneity h).
+    out (Q, K, 4): test error, loss, train error, margin at each checkpoint
+    (NaN after a divergence, recorded in status (Q, 2) = (step, reason))."""
+    run_chunks(_batch_kernel, jobs.seed.shape[0],
+               (st.R, st.B, st.Rt, st.Bt, st.y, st.yt, st.w0q, st.w0sq, signal, jobs.seed,
+                jobs.mu, jobs.v0, *settings, checkpoints, out, status), parallel)
 
 
 @njit(cache=True, nogil=True)

@@ -19,7 +19,8 @@ import numpy as np
 
 from . import limit as lm
 from .batch import RESULTS, job_outputs
-from .kernels import Jobs, KStats, outputs_kernel, pattern_kernel, test_outputs
+from .kernels import Jobs, KStats, Schedule, State, outputs_kernel, pattern_kernel, \
+    test_outputs
 from .kernels.threads import thread_count
 from .limit import LIMIT_FIELDS
 from .params import Params
@@ -89,10 +90,11 @@ def limit_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0, c
     res["status"] = np.empty((Q, 2), dtype=np.int64)
     res["info"] = np.empty((Q, 4))
     res["limit"] = np.full((Q, len(LIMIT_FIELDS)), np.nan)
-    state = (np.empty((Q, 2, m)), np.empty((Q, 2, m, n)), np.empty((Q, 2, m, 2)))
-    pattern_kernel(stacked, cfg, FLOW, use_flow, Jobs(job_seed, job_mu, job_v0),
-                   np.ascontiguousarray(cp[:-1]), t_pattern, job_outputs(res), *state,
-                   parallel=parallel)
+    state = State(np.empty((Q, 2, m)), np.empty((Q, 2, m, n)), np.empty(0),
+                  np.empty((Q, 2, m, 2)))
+    pattern_kernel(stacked, cfg, Jobs(job_seed, job_mu, job_v0),
+                   Schedule(np.ascontiguousarray(cp[:-1]), FLOW, use_flow), t_pattern,
+                   job_outputs(res), state, parallel=parallel)
     res["info"][:, 0] = 0.0
     res["info"][:, 3] = -1.0
     res["limit"][:, LIMIT_FIELDS.index("t_pattern")] = t_pattern
@@ -110,11 +112,11 @@ def limit_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0, c
     for q, kst in zip(todo, ksts):
         mu = float(job_mu[q])
         items.append((lm.make_problem(kst, params, mu),
-                      lm.flow_pattern(kst, mu, state[0][q], state[1][q], state[2][q])))
+                      lm.flow_pattern(kst, mu, state.gamma[q], state.rho[q], state.v[q])))
     certs = map_programs(items, thread_count(parallel))
     for q, kst, cert in zip(todo, ksts, certs):
         fields, err, _, _ = evaluate_limit(
-            kst, cfg, params, float(job_mu[q]), state[0][q], state[1][q], state[2][q],
+            kst, cfg, params, float(job_mu[q]), state.gamma[q], state.rho[q], state.v[q],
             float(res["margin"][q, K - 1]), t_pattern, certified=cert)
         res["limit"][q] = [fields[k] for k in LIMIT_FIELDS]
         if not np.isfinite(err):

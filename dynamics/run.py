@@ -13,8 +13,8 @@ import numpy as np
 
 from .activation import activation, activation_code
 from .data import Stats, check_memory, sample_stats
-from .kernels import DIVERGENCE_REASONS, LOSS_UNDERFLOW, FlowConfig, KConfig, KStats, \
-    clean_error_kernel, flow_kernel, outputs_kernel, run_kernel, theta_norm_sq
+from .kernels import DIVERGENCE_REASONS, LOSS_UNDERFLOW, FlowConfig, KConfig, KStats, State, \
+    clean_error_kernel, flow_kernel, outputs_kernel, records, run_kernel, theta_norm_sq
 from .levels import LEVEL, PAPER, level_of, of_kind
 from .params import SAMPLERS, Params, ParamError, check_choice, check_params, \
     check_record_every, record_count
@@ -333,6 +333,11 @@ class Trajectory:
         return np.stack(cols, axis=1)
 
 
+def _recorded(rec) -> dict:
+    """The ``Trajectory`` fields of a run's ``Records``."""
+    return {k: getattr(rec, k) for k in ("gamma", "rho", "U", "v", "loss", "train_error")}
+
+
 def simulate(params: Params, level: str = "exact", sampler: str = "wishart", *,
              record_every: int = 1, stats: Stats | None = None) -> Trajectory:
     """Run the reduced recursion at ``level`` on statistics from ``sampler``.
@@ -351,24 +356,16 @@ def simulate(params: Params, level: str = "exact", sampler: str = "wishart", *,
         stats = sample_stats(params, sampler)
     p = params
     kst = check_stats(params, kernel_stats(stats))
-    gamma = np.zeros((2, p.m))
-    rho = np.zeros((2, p.m, p.n))
-    U = kst.U0.copy()
-    v = np.full((2, p.m, 2), p.v0)
-    R = len(rec)
-    out = dict(gamma=np.empty((R, 2, p.m)), rho=np.empty((R, 2, p.m, p.n)),
-               U=np.empty((R,) + U.shape), v=np.empty((R, 2, p.m, 2)), loss=np.empty(R),
-               train_error=np.empty(R))
-    status = np.empty(2, dtype=np.int64)
-    run_kernel(kst, cfg, float(p.mu_norm), int(p.steps), int(record_every), gamma, rho, U, v,
-               out["gamma"], out["rho"], out["U"], out["v"], out["loss"], out["train_error"],
-               status)
-    if status[0] >= 0:
-        raise DivergenceError(status[0], status[1], p, level)
-    test = clean_error_kernel(p.mu_norm * kst.w0_e1, gamma, rho, U, v, kst, cfg)
+    state = State(np.zeros((2, p.m)), np.zeros((2, p.m, p.n)), kst.U0.copy(),
+                  np.full((2, p.m, 2), p.v0))
+    out = records(len(rec), state)
+    run_kernel(kst, cfg, float(p.mu_norm), int(p.steps), int(record_every), state, out)
+    if out.status[0] >= 0:
+        raise DivergenceError(out.status[0], out.status[1], p, level)
+    test = clean_error_kernel(p.mu_norm * kst.w0_e1, *state, kst, cfg)
     return Trajectory(params=p, level=level, sampler=sampler, stats=stats,
                       steps=rec, test_error=float(test),
-                      wall_time=time.perf_counter() - t0, **out)
+                      wall_time=time.perf_counter() - t0, **_recorded(out))
 
 
 def check_checkpoints(checkpoints, steps: int, integers: bool = True,
@@ -430,15 +427,12 @@ def simulate_flow(params: Params, level: str = "exact", sampler: str = "wishart"
     p = params
     kst = check_stats(params, kernel_stats(stats))
     R = times.size
-    gamma, rho, v = np.zeros((2, p.m)), np.zeros((2, p.m, p.n)), np.full((2, p.m, 2), p.v0)
-    U = kst.U0.copy()
-    Rr = run_times.size
-    out = dict(gamma=np.full((Rr, 2, p.m), np.nan), rho=np.full((Rr, 2, p.m, p.n), np.nan),
-               U=np.full((Rr,) + U.shape, np.nan), v=np.full((Rr, 2, p.m, 2), np.nan),
-               loss=np.full(Rr, np.nan), train_error=np.full(Rr, np.nan))
-    status, info = np.empty(2, dtype=np.int64), np.empty(4)
-    flow_kernel(kst, cfg, flow, float(p.mu_norm), gamma, rho, U, v, run_times, out["gamma"],
-                out["rho"], out["U"], out["v"], out["loss"], out["train_error"], status, info)
+    state = State(np.zeros((2, p.m)), np.zeros((2, p.m, p.n)), kst.U0.copy(),
+                  np.full((2, p.m, 2), p.v0))
+    gamma, rho, U, v = state
+    rec = records(run_times.size, state)
+    flow_kernel(kst, cfg, flow, float(p.mu_norm), state, run_times, rec)
+    status, info, out = rec.status, rec.info, _recorded(rec)
     if status[0] >= 0:
         raise DivergenceError(int(min(run_times[status[0]], 4e18)), status[1], p, level)
     test = clean_error_kernel(p.mu_norm * kst.w0_e1, gamma, rho, U, v, kst, cfg)
@@ -479,11 +473,8 @@ def advance(params: Params, level: str, stats: Stats, gamma, rho, v, steps: int,
     if U is None and params.depth > 1:
         raise ValueError("advance at depth >= 2 needs the upper layers U (the state)")
     U = kst.U0.copy() if U is None else U
-    R = 2
-    buf = (np.empty((R,) + gamma.shape), np.empty((R,) + rho.shape), np.empty((R,) + U.shape),
-           np.empty((R,) + v.shape), np.empty(R), np.empty(R))
-    status = np.empty(2, dtype=np.int64)
-    run_kernel(kst, cfg, float(params.mu_norm), int(steps), int(steps),
-               gamma, rho, U, v, *buf, status)
-    if status[0] >= 0:
-        raise DivergenceError(status[0], status[1], params, level)
+    rec = records(2, State(gamma, rho, U, v))
+    run_kernel(kst, cfg, float(params.mu_norm), int(steps), int(steps), State(gamma, rho, U, v),
+               rec)
+    if rec.status[0] >= 0:
+        raise DivergenceError(rec.status[0], rec.status[1], params, level)

@@ -123,11 +123,9 @@ def limit_boundary(params: Params, n_seeds: int, guess, rel_tol: float) -> dict:
     """mu*(t = inf) at ``params`` (the solver of `dyn solve --times inf
     --integrator flow`) and the certificate of its programs (Boundary.limit)."""
     run = RunSpec(params, LEVEL, SAMPLER, n_seeds, (np.inf,), INTEGRATOR)
-    seeds = run.seed_values
-    evaluate, sampler = make_evaluator(run)
+    evaluate, _ = make_evaluator(run)
     t0 = time.perf_counter()
-    b = find_boundaries(evaluate, params, seeds, times=(np.inf,), taus=(TAU,), guess=guess,
-                        rel_tol=rel_tol, level=LEVEL, sampler=sampler)[0]
+    b = find_boundaries(evaluate, run, taus=(TAU,), guess=guess, rel_tol=rel_tol)[0]
     star = b.star()
     lim = b.limit                       # LIMIT_FIELDS -> (S, M), aligned with b.curve_mu
     ran = np.isfinite(lim["certified"])

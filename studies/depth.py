@@ -87,11 +87,9 @@ def boundary_search(params: Params, n_seeds: int, times, guess, rel_tol) -> dict
     """mu* at each time in ``times`` from the same runs (the solver of `dyn
     solve --times`); returns {time: record}."""
     run = RunSpec(params, LEVEL, SAMPLER, n_seeds, times)
-    seeds = run.seed_values
-    evaluate, sampler = make_evaluator(run)
+    evaluate, _ = make_evaluator(run)
     t0 = time.perf_counter()
-    bs = find_boundaries(evaluate, params, seeds, times=times, taus=(TAU,), guess=guess,
-                         rel_tol=rel_tol, level=LEVEL, sampler=sampler)
+    bs = find_boundaries(evaluate, run, taus=(TAU,), guess=guess, rel_tol=rel_tol)
     wall = time.perf_counter() - t0
     return {float(b.steps): dict(
         mu_star=b.star(), lo=b.ci[TAU][0], hi=b.ci[TAU][1], loss=b.loss_at_star,

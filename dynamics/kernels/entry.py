@@ -43,16 +43,17 @@ def _momentum(cfg):
     return None if cfg.beta == 0.0 else True
 
 
-def run_kernel(st, cfg, mu, steps, record_every, gamma, rho, U, v, out_gamma, out_rho, out_U,
-               out_v, out_loss, out_err, status):
-    """Iterate the recursion ``steps`` times from the state (gamma, rho, U, v).
+def run_kernel(st, cfg, mu, steps, record_every, state, rec):
+    """Iterate the recursion ``steps`` times from ``state`` (``State``).
 
     The state arrays are updated in place (final state on return).  Records at
-    t % record_every == 0 and at t == steps go to the out_* arrays.  On
-    divergence status = (step, reason) and the run stops; else status[0] = -1.
+    t % record_every == 0 and at t == steps go to ``rec`` (``Records``).  On
+    divergence rec.status = (step, reason) and the run stops; else
+    rec.status[0] = -1.
     """
-    _run_kernel(st, cfg, _momentum(cfg), mu, steps, record_every, gamma, rho, _upper(U), v,
-                out_gamma, out_rho, out_U, out_v, out_loss, out_err, status)
+    _run_kernel(st, cfg, _momentum(cfg), mu, steps, record_every, state.gamma, state.rho,
+                _upper(state.U), state.v, rec.gamma, rec.rho, rec.U, rec.v, rec.loss,
+                rec.train_error, rec.status)
 
 
 def outputs_kernel(st, cfg, mu, gammas, rhos, Us, vs, out_f):
@@ -75,63 +76,68 @@ def theta_norm_sq(A, mu, gamma, rho, U, v, st, train_v):
     return _theta_norm_sq(A, mu, gamma, rho, _upper(U), v, st, train_v)
 
 
-def flow_kernel(st, cfg, fc, mu, gamma, rho, U, v, times, out_gamma, out_rho, out_U, out_v,
-                out_loss, out_err, status, info):
-    """Normalised-flow run from the state (gamma, rho, U, v) at time 0, recording
-    the state, loss and train error at each time in ``times`` (GD steps,
-    ascending, finite).  status = (index of the failing time, reason) or
-    (-1, 0); info = (-1, final time, normalised steps, -1)."""
-    _flow_kernel(st, cfg, fc, mu, gamma, rho, _upper(U), v, times, out_gamma, out_rho, out_U,
-                 out_v, out_loss, out_err, status, info)
+def flow_kernel(st, cfg, fc, mu, state, times, rec):
+    """Normalised-flow run from ``state`` (``State``) at time 0, recording the
+    state, loss and train error at each time in ``times`` (GD steps,
+    ascending, finite) into ``rec`` (``Records``).  rec.status = (index of the
+    failing time, reason) or (-1, 0); rec.info = (-1, final time, normalised
+    steps, -1)."""
+    _flow_kernel(st, cfg, fc, mu, state.gamma, state.rho, _upper(state.U), state.v, times,
+                 rec.gamma, rec.rho, rec.U, rec.v, rec.loss, rec.train_error, rec.status,
+                 rec.info)
 
 
-def batch_kernel(st, cfg, fc, use_flow, jobs, checkpoints, out, parallel=True):
+def batch_kernel(st, cfg, jobs, schedule, out, parallel=True):
     """Run many configurations, each job alone (``job._run_job``), in parallel
     over jobs (``parallel=False``: one thread, the same results).
 
     ``st`` holds the statistics stacked over seeds (leading axis S); ``jobs``
     (``Jobs``): job q uses seed index jobs.seed[q], ||mu|| = jobs.mu[q] and
-    v0 = jobs.v0[q].  ``out`` (``JobOutputs``): rows (Q, K) at the K
-    checkpoints, status and info (see ``_run_job``).  Jobs are independent,
-    so results do not depend on the number of threads.
+    v0 = jobs.v0[q]; ``schedule`` (``Schedule``): the K checkpoints and the
+    integrator.  ``out`` (``JobOutputs``): rows (Q, K) at the checkpoints,
+    status and info (see ``_run_job``).  Jobs are independent, so results do
+    not depend on the number of threads.
     """
+    cp, fc, use_flow = schedule
     upper = None if st.U0.shape[1] == 0 else st.U0
     run_chunks(_batch_kernel, jobs.seed.shape[0],
-               (st, upper, cfg, _flow_config(fc, use_flow, checkpoints), use_flow,
-                _momentum(cfg), jobs, checkpoints, out), parallel)
+               (st, upper, cfg, _flow_config(fc, use_flow, cp), use_flow, _momentum(cfg), jobs,
+                cp, out), parallel)
 
 
-def group_kernel(st, sth, cfg, fc, use_flow, jobs, group_start, min_group, checkpoints, out,
-                 parallel=True):
-    """``batch_kernel`` with the jobs of one seed stepped together: jobs
-    group_start[g] .. group_start[g+1]-1 share one seed (``groups._run_group``);
-    parallel over groups; groups below min_group run job by job.  With sth =
-    st a job's result does not depend on its group, so results equal
-    ``batch_kernel``'s bit for bit for any thread count; sth = st as float32
-    runs the groups in float32 (results independent of the thread count).
-    Depth 1 and ReLU only (run_batch calls batch_kernel for the others)."""
+def group_kernel(st, sth, cfg, jobs, groups, schedule, out, parallel=True):
+    """``batch_kernel`` with the jobs of one seed stepped together
+    (``Groups``: jobs groups.start[g] .. groups.start[g+1]-1 share one seed,
+    ``groups._run_group``); parallel over groups; groups below
+    groups.min_size run job by job.  With sth = st a job's result does not
+    depend on its group, so results equal ``batch_kernel``'s bit for bit for
+    any thread count; sth = st as float32 runs the groups in float32 (results
+    independent of the thread count).  Depth 1 and ReLU only (run_batch calls
+    batch_kernel for the others)."""
     if cfg.act != 0 or st.U0.shape[1] != 0:
         raise ValueError("the group kernels are depth 1 and ReLU only: use batch_kernel")
-    run_chunks(_group_kernel, group_start.shape[0] - 1,
-               (st, sth, cfg, _flow_config(fc, use_flow, checkpoints), use_flow,
-                _momentum(cfg), jobs, group_start, min_group, checkpoints, out), parallel)
+    cp, fc, use_flow = schedule
+    run_chunks(_group_kernel, groups.start.shape[0] - 1,
+               (st, sth, cfg, _flow_config(fc, use_flow, cp), use_flow, _momentum(cfg), jobs,
+                groups.start, groups.min_size, cp, out), parallel)
 
 
-def pattern_kernel(st, cfg, fc, use_flow, jobs, checkpoints, t_pattern, out, out_gamma,
-                   out_rho, out_v, parallel=True):
+def pattern_kernel(st, cfg, jobs, schedule, t_pattern, out, states, parallel=True):
     """``batch_kernel`` for runs whose last time is the limit (depth 1): the
-    K - 1 finite checkpoints as there, then the normalised flow on to GD time
-    t_pattern, whose checkpoint values go to column K - 1 and whose state
-    (gamma, rho, v) to out_gamma[q], out_rho[q], out_v[q]: the pattern that
-    seeds the limit program (``dynamics.limit``).  Parallel over jobs;
+    K - 1 finite checkpoints of ``schedule`` as there, then the normalised
+    flow on to GD time t_pattern, whose checkpoint values go to column K - 1
+    of ``out`` and whose state to states.gamma[q], states.rho[q],
+    states.v[q] (``State`` with a leading job axis; U unused): the pattern
+    that seeds the limit program (``dynamics.limit``).  Parallel over jobs;
     results do not depend on the threads.  Plain GD only (the limit follows
     gradient flow)."""
     if cfg.beta != 0.0:
         raise ValueError("pattern_kernel runs plain GD (cfg.beta == 0): the limit follows "
                          "gradient flow")
+    cp, fc, use_flow = schedule
     run_chunks(_pattern_kernel, jobs.seed.shape[0],
-               (st, cfg, fc, use_flow, jobs, checkpoints, t_pattern, out, out_gamma, out_rho,
-                out_v), parallel)
+               (st, cfg, fc, use_flow, jobs, cp, t_pattern, out, states.gamma, states.rho,
+                states.v), parallel)
 
 
 # ---------------------------------------------------------------- compiled entries

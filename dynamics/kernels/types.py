@@ -101,6 +101,55 @@ class FlowConfig(NamedTuple):
     gd_max: float = 1e6   # integrator gd: a checkpoint later than this is reached by the flow
 
 
+class Schedule(NamedTuple):
+    """How the jobs of a batch move through time: checkpoints (K,) in GD
+    steps (ascending, finite), the flow's settings fc (``FlowConfig``), and
+    use_flow (True: the normalised scheme throughout, integrator "flow")."""
+
+    checkpoints: np.ndarray
+    fc: "FlowConfig"
+    use_flow: bool
+
+
+class Groups(NamedTuple):
+    """Jobs group start[g] .. start[g+1]-1 share one seed; groups smaller
+    than min_size run job by job."""
+
+    start: np.ndarray
+    min_size: int
+
+
+class State(NamedTuple):
+    """A run's state, updated in place by the kernels: gamma (2, m), rho
+    (2, m, n), U (L-1, 2, m, m) upper layers (empty at depth 1), v (2, m, 2)."""
+
+    gamma: np.ndarray
+    rho: np.ndarray
+    U: np.ndarray
+    v: np.ndarray
+
+
+class Records(NamedTuple):
+    """What a recording run writes: the state at R records (leading axis R),
+    loss and train error (R,), status (2,) = (step or time index, reason) or
+    (-1, 0), info (4,) (the flow's: (-1, final time, normalised steps, -1))."""
+
+    gamma: np.ndarray
+    rho: np.ndarray
+    U: np.ndarray
+    v: np.ndarray
+    loss: np.ndarray
+    train_error: np.ndarray
+    status: np.ndarray
+    info: np.ndarray
+
+
+def records(R: int, state: State, fill=np.nan) -> Records:
+    """Records of R entries shaped like ``state`` (filled with ``fill``)."""
+    return Records(*(np.full((R,) + x.shape, fill) for x in state), np.full(R, fill),
+                   np.full(R, fill), np.full(2, -1, dtype=np.int64), np.full(4, fill))
+
+
 class _Work(NamedTuple):
     """Buffers of one run, allocated once and reused at every step."""
 

@@ -41,8 +41,9 @@ def test_bisection_finds_known_crossing():
     """find_mu_star on a synthetic evaluator (a known law instead of the kernel)."""
     calls = []
     law = lambda mu: 0.5 / (1.0 + (mu / 7.0) ** 4)  # noqa: E731  (0.25 at mu = 7)
-    res = find_mu_star(synthetic_evaluator(law, 2, calls=calls), Params(n=8, m=4, d=200),
-                       seeds=[0, 1], taus=(0.25, 0.1), rel_tol=1e-4)
+    res = find_mu_star(synthetic_evaluator(law, 2, calls=calls),
+                       RunSpec(Params(n=8, m=4, d=200), seeds=(0, 1)), taus=(0.25, 0.1),
+                       rel_tol=1e-4)
     assert res.star() == pytest.approx(7.0, rel=1e-3)
     assert res.mu_star[0.1] == pytest.approx(7.0 * 4 ** 0.25, rel=1e-3)
     assert res.n_diverged == 0 and res.fitted
@@ -63,8 +64,8 @@ def test_find_boundaries_per_time_on_synthetic_evaluator():
         out["status"] = np.tile(np.array([-1, 0]), (3, mus.size, 1))
         return out
 
-    res = find_boundaries(evaluate, Params(n=8, m=4, d=200), [0, 1, 2], times=[10, 20, 40],
-                          taus=(0.25,), rel_tol=1e-4)
+    res = find_boundaries(evaluate, RunSpec(Params(n=8, m=4, d=200), seeds=(0, 1, 2),
+                                            times=[10, 20, 40]), taus=(0.25,), rel_tol=1e-4)
     assert [b.steps for b in res] == [10, 20, 40]
     for b, s in zip(res, stars):
         assert b.star() == pytest.approx(s, rel=1e-3)
@@ -84,8 +85,8 @@ def _mu_star_with_divergences(diverges):
         out["status"][1, bad] = (3, 2)
         return out
 
-    return find_mu_star(evaluate, Params(n=8, m=4, d=200), seeds=[0, 1], taus=(0.25,),
-                        rel_tol=1e-3, guess=30.0)
+    return find_mu_star(evaluate, RunSpec(Params(n=8, m=4, d=200), seeds=(0, 1)),
+                        taus=(0.25,), rel_tol=1e-3, guess=30.0)
 
 
 def test_diverged_runs_count_as_chance():
@@ -111,7 +112,8 @@ def test_real_boundary_is_bracketed_and_monotone(api):
     p = Params(n=8, m=4, d=200, steps=40, n_test=400, v0=0.5)
     if api == "evaluator":
         seeds = seed_list(p, 4)
-        res = find_mu_star(reduced_evaluator(p, "exact", "wishart", seeds), p, seeds)
+        res = find_mu_star(reduced_evaluator(p, "exact", "wishart", seeds),
+                           RunSpec(p, seeds=tuple(seeds)))
     else:
         res = find_boundary(RunSpec(p, "exact", "wishart", 4), taus=(0.25, 0.1, 0.4))
     assert np.isfinite(res.star())
@@ -127,7 +129,8 @@ def test_evaluator_and_convenience_agree():
     """compare.boundaries.find_boundary == find_mu_star on reduced_evaluator."""
     p = Params(n=8, m=4, d=200, steps=30, n_test=200, v0=0.2)
     seeds = seed_list(p, 3)
-    a = find_mu_star(reduced_evaluator(p, "exact", "wishart", seeds), p, seeds, taus=(0.25,))
+    a = find_mu_star(reduced_evaluator(p, "exact", "wishart", seeds), RunSpec(p, seeds=3),
+                     taus=(0.25,))
     b = find_boundary(RunSpec(p, "exact", "wishart", 3), taus=(0.25,))
     assert a.star() == b.star()
     np.testing.assert_array_equal(a.curve_mu, b.curve_mu)

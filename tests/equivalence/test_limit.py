@@ -206,7 +206,7 @@ def test_flow_from_the_scaled_limit_keeps_its_direction():
     flow to t = 1e6 grows the outputs 1.4x and keeps their direction to
     1 - cos < 1e-3; from a 10% perturbation of it (which starts 3x further
     away), the flow comes back (halves its distance to the limit)."""
-    from dynamics.kernels import flow_kernel
+    from dynamics.kernels import State, flow_kernel, records
     from dynamics.run import FLOW
 
     p = Params(**SMALL)
@@ -226,13 +226,12 @@ def test_flow_from_the_scaled_limit_keeps_its_direction():
 
     def flow_from(gamma, rho, v):
         """(output growth, 1 - cos to the limit's outputs at t = 0 and t = 1e6)."""
-        out = [np.empty((1,) + x.shape) for x in (gamma, rho, kst.U0, v)]
-        status, info = np.empty(2, dtype=np.int64), np.empty(4)
-        flow_kernel(st0, cfg, FLOW, mu, gamma.copy(), rho.copy(), kst.U0.copy(), v.copy(),
-                    np.array([1e6]), *out, np.empty(1), np.empty(1), status, info)
-        assert status[0] == -1 and info[2] > 100  # ran normalised steps, no failure
+        state = State(gamma.copy(), rho.copy(), kst.U0.copy(), v.copy())
+        out = records(1, state)
+        flow_kernel(st0, cfg, FLOW, mu, state, np.array([1e6]), out)
+        assert out.status[0] == -1 and out.info[2] > 100  # ran normalised steps, no failure
         f0 = np.concatenate(lr.outputs(st0, cfg, mu, gamma, rho, v))
-        f1 = np.concatenate(lr.outputs(st0, cfg, mu, out[0][0], out[1][0], out[3][0]))
+        f1 = np.concatenate(lr.outputs(st0, cfg, mu, out.gamma[0], out.rho[0], out.v[0]))
         return np.linalg.norm(f1) / np.linalg.norm(f0), distance(f0), distance(f1)
 
     grow, start, end = flow_from(*(3.0 * x for x in state))

@@ -102,7 +102,7 @@ def test_bootstrap_leaves_out_crossings_made_by_diverged_runs():
     from dynamics.boundary import _boundary_at
     p = Params(d=100, n=10, m=5, steps=200)
     boot = np.array([[0, 0], [0, 1], [1, 0], [1, 1]] * 5)
-    res = _boundary_at(_Curve(), 0, 200.0, (0.3,), boot, p, [0, 1], "exact", "wishart")
+    res = _boundary_at(_Curve(), 0, 200.0, (0.3,), boot, RunSpec(p, seeds=(0, 1)))
     star = res.mu_star[0.3]
     assert 4.0 <= star <= 8.0  # the seeds' own crossing, not the failure's
     lo, hi = res.ci[0.3]
