@@ -20,8 +20,9 @@ from numba import njit
 from .flow import normalised_gd
 from .groups import _run_group
 from .job import _initial_loss, _pattern_job, _run_job
+from .loop1 import _gd_loop_depth1
 from .measure import _clean_error, _test_outputs, _theta_norm_sq
-from .primitives import _error_rate, _loss, _lprime, _lprime_stable
+from .primitives import _copy_flat, _error_rate, _loss, _lprime, _lprime_stable
 from .step import _forward, _gd_step
 from .threads import run_chunks
 from .types import _depth, _work
@@ -144,22 +145,28 @@ def pattern_kernel(st, cfg, jobs, schedule, t_pattern, out, states, parallel=Tru
 @njit(cache=True)
 def _run_kernel(st, cfg, momentum, mu, steps, record_every, gamma, rho, U, v,
                 out_gamma, out_rho, out_U, out_v, out_loss, out_err, status):
-    """``run_kernel`` (U None at depth 1, momentum None for plain GD)."""
+    """``run_kernel`` (U None at depth 1, momentum None for plain GD: then
+    the fused loop between records, ``_run_depth1_gd``)."""
     m, n = gamma.shape[1], st.yhat.shape[0]
     A = mu * st.w0_e1
     w = _work(m, n, _depth(U))
     status[0] = -1
     status[1] = 0
+    if U is None:
+        if momentum is None:
+            _run_depth1_gd(st, cfg, A, mu, steps, record_every, gamma, rho, v, w, out_gamma,
+                           out_rho, out_v, out_loss, out_err, status)
+            return
     rec = 0
     for t in range(steps + 1):
         _forward(A, gamma, rho, U, v, st, cfg, w)
         reason = _lprime(w.f, st.y, w.lp)
         if reason == 0 and (t % record_every == 0 or t == steps):
-            out_gamma[rec] = gamma
-            out_rho[rec] = rho
+            _copy_flat(out_gamma[rec], gamma)
+            _copy_flat(out_rho[rec], rho)
             if U is not None:
-                out_U[rec] = U
-            out_v[rec] = v
+                _copy_flat(out_U[rec], U)
+            _copy_flat(out_v[rec], v)
             out_loss[rec] = _loss(w.f, st.y)
             out_err[rec] = _error_rate(w.f, st.y)
             rec += 1
@@ -175,6 +182,32 @@ def _run_kernel(st, cfg, momentum, mu, steps, record_every, gamma, rho, U, v,
             return
 
 
+@njit(cache=True, inline="always")
+def _run_depth1_gd(st, cfg, A, mu, steps, record_every, gamma, rho, v, w, out_gamma, out_rho,
+                   out_v, out_loss, out_err, status):
+    """``_run_kernel`` at depth 1 with plain GD: ``loop1._gd_loop_depth1``
+    from record to record (the numbers of the generic step bit for bit,
+    tests/equivalence/test_reduction.py; a cold start then compiles no
+    second depth-1 step)."""
+    t, target, rec = 0.0, 0, 0
+    while True:
+        reason, t = _gd_loop_depth1(A, mu * mu, gamma, rho, v, st, cfg, w, t, float(target),
+                                    cfg.general)
+        if reason != 0:
+            status[0] = int(t)
+            status[1] = reason
+            return
+        _copy_flat(out_gamma[rec], gamma)
+        _copy_flat(out_rho[rec], rho)
+        _copy_flat(out_v[rec], v)
+        out_loss[rec] = _loss(w.f, st.y)
+        out_err[rec] = _error_rate(w.f, st.y)
+        rec += 1
+        if target == steps:
+            return
+        target = min(target + record_every, steps)
+
+
 @njit(cache=True)
 def _outputs_kernel(st, cfg, mu, gammas, rhos, Us, vs, out_f):
     """``outputs_kernel`` (Us None at depth 1)."""
@@ -188,7 +221,7 @@ def _outputs_kernel(st, cfg, mu, gammas, rhos, Us, vs, out_f):
             _forward(A, gammas[t], rhos[t], None, vs[t], st, cfg, w)
         else:
             _forward(A, gammas[t], rhos[t], Us[t], vs[t], st, cfg, w)
-        out_f[t] = w.f
+        _copy_flat(out_f[t], w.f)
 
 
 @njit(cache=True)
@@ -213,11 +246,11 @@ def _flow_kernel(st, cfg, fc, mu, gamma, rho, U, v, times, out_gamma, out_rho, o
         if reason == 0:
             _forward(A, gamma, rho, U, v, st, cfg, w)
             reason, loss = _lprime_stable(w.f, st.y, w.lp)
-            out_gamma[k] = gamma
-            out_rho[k] = rho
+            _copy_flat(out_gamma[k], gamma)
+            _copy_flat(out_rho[k], rho)
             if U is not None:
-                out_U[k] = U
-            out_v[k] = v
+                _copy_flat(out_U[k], U)
+            _copy_flat(out_v[k], v)
             out_loss[k] = loss
             out_err[k] = _error_rate(w.f, st.y)
         if reason != 0:

@@ -17,7 +17,7 @@ from numba import njit
 from .flow import normalised_gd
 from .loop1 import _gd_loop_depth1
 from .measure import _checkpoint
-from .primitives import _lprime, _lprime_stable
+from .primitives import _copy_flat, _lprime, _lprime_stable
 from .step import _forward, _gd_step
 from .types import _depth, _job_stats, _upper_at, _upper_copy, _work
 
@@ -147,6 +147,6 @@ def _pattern_job(job, st, cfg, fc, use_flow, jobs, checkpoints, t_pattern, out, 
         out.status[job, 1] = reason
     out.info[job, 1] = t
     out.info[job, 2] = count[0]
-    out_gamma[job] = gamma
-    out_rho[job] = rho
-    out_v[job] = v
+    _copy_flat(out_gamma[job], gamma)
+    _copy_flat(out_rho[job], rho)
+    _copy_flat(out_v[job], v)

@@ -6,7 +6,7 @@ import numpy as np
 from numba import njit
 
 from .deep import _top_output, _upper_forward
-from .primitives import _addmul_rows, _error_rate, _lprime_stable, _relu_inplace
+from .primitives import _addmul_rows, _copy2, _error_rate, _lprime_stable, _relu_inplace
 from .step import _forward
 from .step1 import _accumulate_outputs
 from .types import TEST_CHUNK, _depth
@@ -37,7 +37,7 @@ def _test_outputs(A, gamma, rho, U, v, st, cfg, f):
         if N < ch:  # the last, shorter block
             X = np.empty((n, N))
             H = np.empty((L, 2, m, N))
-        X[:, :] = st.test_X[:, q0:q0 + N]
+        _copy2(X, st.test_X[:, q0:q0 + N])
         _test_outputs_block(A, gamma, rhohat, U, v, st, cfg, q0, X, H, f[q0:q0 + N])
 
 
@@ -52,7 +52,7 @@ def _test_outputs_block(A, gamma, rhohat, U, v, st, cfg, q0, X, H, f):
     for j in range(2):
         js = 1.0 - 2.0 * j
         z = H[0, 1]
-        z[:, :] = st.test_B[j][:, q0:q0 + N]
+        _copy2(z, st.test_B[j][:, q0:q0 + N])
         _addmul_rows(z, rhohat[j], X, True)
         if U is None:
             _accumulate_outputs(f, js, c, A[j], gamma[j], v[j], yhat, z, cfg.act, cfg.act_a,
@@ -89,7 +89,7 @@ def _theta_norm_sq(A, mu, gamma, rho, U, v, st, train_v):
     m, n = gamma.shape[1], st.N.shape[0]
     nk = -(-n // 8) * 8  # k padded to whole 8-lane vectors (no scalar remainder loop)
     GT = np.zeros((n, nk))
-    GT[:, :n] = st.G.T
+    _copy2(GT[:, :n], st.G.T)
     g = np.empty(nk)
     total = 0.0
     for j in range(2):

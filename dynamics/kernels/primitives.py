@@ -45,6 +45,25 @@ def _sig_from(x, dx, act, a):
 
 
 @njit(cache=True)
+def _copy2(dst, src):
+    """dst[i, k] = src[i, k] for 2-d arrays of one shape.  Kernels copy
+    arrays with these loops, not ``dst[...] = src``: an array assignment
+    compiles Numba's broadcasting with its shape-error message (string
+    formatting), seconds of compilation per caller on a cold start."""
+    for i in range(dst.shape[0]):
+        for k in range(dst.shape[1]):
+            dst[i, k] = src[i, k]
+
+
+@njit(cache=True)
+def _copy_flat(dst, src):
+    """dst = src elementwise, both C-contiguous of one shape (``_copy2``)."""
+    d, s = dst.ravel(), src.ravel()
+    for k in range(d.shape[0]):
+        d[k] = s[k]
+
+
+@njit(cache=True)
 def _relu_inplace(x):
     for i in range(x.shape[0]):
         x[i] = max(x[i], 0.0)
