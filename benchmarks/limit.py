@@ -30,6 +30,7 @@ from _common import machine_rows, table
 from dynamics import Params, RunSpec
 from dynamics.batch import seed_list, stacked_stats
 from dynamics.boundary import find_boundaries, reduced_evaluator
+from dynamics.kernels import Jobs
 from dynamics.limit_run import limit_batch
 
 
@@ -61,7 +62,8 @@ def timing(args):
     cp = np.array([200.0, np.inf])
     job_seed = np.tile(np.arange(args.seeds), 3)
     job_mu = np.repeat([6.0, 9.0, 12.0], args.seeds)
-    limit_batch(p, "exact", st, job_seed[:1], job_mu[:1], None, cp, False)  # compile
+    jobs = Jobs(job_seed, job_mu, np.full(job_mu.shape, p.v0))
+    limit_batch(p, "exact", st, Jobs(*(x[:1] for x in jobs)), cp, use_flow=False)  # compile
 
     import dynamics.limit_run as lr
 
@@ -83,7 +85,8 @@ def timing(args):
             for parallel in (False, True):
                 spent.update(programs=0.0, evaluation=0.0)
                 t0 = time.perf_counter()
-                limit_batch(p, "exact", st, job_seed, job_mu, None, cp, parallel, tp)
+                limit_batch(p, "exact", st, jobs, cp, use_flow=False, parallel=parallel,
+                            t_pattern=tp)
                 total = time.perf_counter() - t0
                 Q = job_mu.size
                 flow = total - spent["programs"] - spent["evaluation"]

@@ -113,12 +113,14 @@ def plot_rel_error(reduced: Trajectory, full: Trajectory, path) -> str:
     return save_figure(fig, path)
 
 
-def plot_scaling(x, mu_star, ci_lo, ci_hi, fit, theory_slopes, xlabel, path, title) -> str:
+def plot_scaling(x, mu_star, ci, fit, theory_slopes, *, xlabel, path, title) -> str:
     """mu* vs a grid variable on log axes, with fitted and theory slopes.
 
-    fit: (slope, intercept) in log space; theory_slopes: {label: slope}, drawn
-    through the geometric centre of the measurements.
+    ci: (lower, upper) arrays of the 95% interval; fit: (slope, intercept) in
+    log space; theory_slopes: {label: slope}, drawn through the geometric
+    centre of the measurements.
     """
+    ci_lo, ci_hi = ci
     x, y = np.asarray(x, float), np.asarray(mu_star, float)
     ok = np.isfinite(y)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))

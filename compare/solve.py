@@ -318,12 +318,13 @@ def write_outputs(results, ds, out_dir, d_grid=D_GRID, n_grid=N_GRID) -> list[st
                            if ok.sum() >= 2 else (np.nan, np.nan))
             fixed = f"n={p.n}" if axis == "d" else f"d={p.d}"
             paths.append(plot_scaling(
-                x, star, lo, hi, (slope, icpt),
+                x, star, (lo, hi), (slope, icpt),
                 {f"{lab.split(':')[0]}: slope {ab[k]:g}": ab[k] for lab, ab in theories.items()},
-                f"input dimension d ({fixed})" if axis == "d" else f"training samples n ({fixed})",
-                os.path.join(out_dir, f"mu_star_vs_{axis}_{tag}.png"),
-                f"||mu||* vs {axis} at v0={r.v0:g} (tau={tau:g}, {r.main.level}, "
-                f"{r.main.sampler}, {len(r.main.seeds)} seeds, T={p.steps})"))
+                xlabel=(f"input dimension d ({fixed})" if axis == "d"
+                        else f"training samples n ({fixed})"),
+                path=os.path.join(out_dir, f"mu_star_vs_{axis}_{tag}.png"),
+                title=(f"||mu||* vs {axis} at v0={r.v0:g} (tau={tau:g}, {r.main.level}, "
+                       f"{r.main.sampler}, {len(r.main.seeds)} seeds, T={p.steps})")))
     return paths
 
 

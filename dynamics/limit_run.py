@@ -14,6 +14,7 @@ import ctypes
 import multiprocessing
 import signal
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
@@ -67,8 +68,19 @@ def map_programs(items: list, workers: int) -> list:
         pool.join()
 
 
-def limit_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0, cp,
-                use_flow: bool, parallel: bool = True, t_pattern: float | None = None) -> dict:
+class FlowEnd(NamedTuple):
+    """The flow's state (gamma, rho, v) at GD time t, whose pattern seeds the
+    program, and its normalised margin there."""
+
+    gamma: np.ndarray
+    rho: np.ndarray
+    v: np.ndarray
+    margin: float
+    t: float
+
+
+def limit_batch(params: Params, level: str, stacked, jobs: Jobs, cp, *, use_flow: bool,
+                parallel: bool = True, t_pattern: float | None = None) -> dict:
     """``run_batch`` when the last checkpoint is inf: the finite checkpoints
     as usual, then the flow to GD time ``t_pattern`` (default
     ``limit.PATTERN_TIME``; ``kernels.pattern_kernel``), and at inf the
@@ -80,10 +92,7 @@ def limit_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0, c
     program failed (reason 6) gets NaN at inf."""
     cfg = kernel_config(params, level)
     t_pattern = lm.PATTERN_TIME if t_pattern is None else float(t_pattern)
-    job_seed = np.ascontiguousarray(job_seed, dtype=np.int64)
-    job_mu = np.ascontiguousarray(job_mu, dtype=np.float64)
-    job_v0 = (np.full(job_mu.shape, params.v0) if job_v0 is None
-              else np.ascontiguousarray(job_v0, dtype=np.float64))
+    job_seed, job_mu = jobs.seed, jobs.mu
     Q, K = job_mu.shape[0], cp.size
     m, n = stacked.B.shape[2], stacked.B.shape[3]
     res = {k: np.full((Q, K), np.nan) for k in RESULTS}
@@ -92,8 +101,7 @@ def limit_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0, c
     res["limit"] = np.full((Q, len(LIMIT_FIELDS)), np.nan)
     state = State(np.empty((Q, 2, m)), np.empty((Q, 2, m, n)), np.empty(0),
                   np.empty((Q, 2, m, 2)))
-    pattern_kernel(stacked, cfg, Jobs(job_seed, job_mu, job_v0),
-                   Schedule(np.ascontiguousarray(cp[:-1]), FLOW, use_flow), t_pattern,
+    pattern_kernel(stacked, cfg, jobs, Schedule(np.ascontiguousarray(cp[:-1]), FLOW, use_flow), t_pattern,
                    job_outputs(res), state, parallel=parallel)
     res["info"][:, 0] = 0.0
     res["info"][:, 3] = -1.0
@@ -115,9 +123,10 @@ def limit_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0, c
                       lm.flow_pattern(kst, mu, state.gamma[q], state.rho[q], state.v[q])))
     certs = map_programs(items, thread_count(parallel))
     for q, kst, cert in zip(todo, ksts, certs):
-        fields, err, _, _ = evaluate_limit(
-            kst, cfg, params, float(job_mu[q]), state.gamma[q], state.rho[q], state.v[q],
-            float(res["margin"][q, K - 1]), t_pattern, certified=cert)
+        end = FlowEnd(state.gamma[q], state.rho[q], state.v[q], float(res["margin"][q, K - 1]),
+                      t_pattern)
+        fields, err, _, _ = evaluate_limit(kst, cfg, params, float(job_mu[q]), end,
+                                           certified=cert)
         res["limit"][q] = [fields[k] for k in LIMIT_FIELDS]
         if not np.isfinite(err):
             res["status"][q] = (int(min(t_pattern, 4e18)), 6)
@@ -146,12 +155,13 @@ def outputs(kst, cfg, mu: float, gamma, rho, v, zero_init: bool = False):
     return f_train[0], f_test
 
 
-def evaluate_limit(kst, cfg, params: Params, mu: float, gamma, rho, v, flow_margin: float,
-                   t_pattern: float, max_moves: int = lm.MAX_MOVES, certified=None):
-    """The certified limit of one run from its flow state (gamma, rho, v) at
-    GD time t_pattern: (fields, test_error, limit state (gamma, rho, v), Limit).
+def evaluate_limit(kst, cfg, params: Params, mu: float, end: FlowEnd, *,
+                   max_moves: int = lm.MAX_MOVES, certified=None):
+    """The certified limit of one run from the flow's late state ``end``
+    (``FlowEnd``): (fields, test_error, limit state (gamma, rho, v), Limit).
     ``fields``: LIMIT_FIELDS -> value (see LIMIT_META).  ``certified``: the
     result of ``certify`` for this run when already computed."""
+    gamma, rho, v, flow_margin, t_pattern = end
     prob = lm.make_problem(kst, params, mu)
     if certified is None:
         certified = lm.certify(prob, lm.flow_pattern(kst, mu, gamma, rho, v), max_moves)

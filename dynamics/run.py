@@ -407,7 +407,7 @@ def simulate_flow(params: Params, level: str = "exact", sampler: str = "wishart"
     walk's stop reason).  ``traj.steps`` holds the times (float, inf
     allowed); ``traj.extra["flow"]`` the step count and the final flow time."""
     from . import limit as lm
-    from .limit_run import evaluate_limit, outputs
+    from .limit_run import FlowEnd, evaluate_limit, outputs
 
     check_choice("sampler", sampler, SAMPLERS)
     cfg = kernel_config(params, level)
@@ -446,8 +446,8 @@ def simulate_flow(params: Params, level: str = "exact", sampler: str = "wishart"
             raise ParamError("times", "inf", f"the flow does not separate the training data "
                              f"at t = {run_times[-1]:g} (normalised margin {margin:.3g}): no "
                              f"max-margin limit; give finite times")
-        fields, test, state, lim = evaluate_limit(kst, cfg, p, mu, gamma, rho, v, margin,
-                                                  float(run_times[-1]))
+        fields, test, state, lim = evaluate_limit(
+            kst, cfg, p, mu, FlowEnd(gamma, rho, v, margin, float(run_times[-1])))
         if state is None:
             raise ParamError("times", "inf", "the conic solvers failed on the limit program "
                              f"({lim.optimum.info}); give finite times")

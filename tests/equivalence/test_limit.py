@@ -160,8 +160,8 @@ def test_limit_is_a_kkt_point_of_the_network():
     cfg = kernel_config(p, "exact")
     mu, c = p.mu_norm, p.c
     marg = flow_margin(kst, cfg, mu, tr.gamma[-1], tr.rho[-1], tr.v[-1])
-    _, _, state, lim = lr.evaluate_limit(kst, cfg, p, mu, tr.gamma[-1], tr.rho[-1],
-                                         tr.v[-1], marg, 1e10)
+    _, _, state, lim = lr.evaluate_limit(
+        kst, cfg, p, mu, lr.FlowEnd(tr.gamma[-1], tr.rho[-1], tr.v[-1], marg, 1e10))
     assert lim.certified
     prob = lm.make_problem(kst, p, mu)
     lam, y, yhat = lim.optimum.lam, prob.y, prob.yhat
@@ -214,8 +214,8 @@ def test_flow_from_the_scaled_limit_keeps_its_direction():
     cfg = kernel_config(p, "exact")
     mu = p.mu_norm
     marg = flow_margin(kst, cfg, mu, tr.gamma[-1], tr.rho[-1], tr.v[-1])
-    _, _, state, lim = lr.evaluate_limit(kst, cfg, p, mu, tr.gamma[-1], tr.rho[-1],
-                                         tr.v[-1], marg, 1e10)
+    _, _, state, lim = lr.evaluate_limit(
+        kst, cfg, p, mu, lr.FlowEnd(tr.gamma[-1], tr.rho[-1], tr.v[-1], marg, 1e10))
     assert lim.certified
     st0 = kst._replace(w0_e1=np.zeros_like(kst.w0_e1), B=np.zeros_like(kst.B),
                        test_B=np.zeros_like(kst.test_B))
