@@ -25,7 +25,7 @@ from .measure import _clean_error, _test_outputs, _theta_norm_sq
 from .primitives import _copy_flat, _error_rate, _loss, _lprime, _lprime_stable
 from .step import _forward, _gd_step
 from .threads import run_chunks
-from .types import _depth, _work
+from .types import GROUP_TEST_MAX, JobOutputs, Jobs, _depth, _work
 
 
 # ---------------------------------------------------------------- dispatch
@@ -109,8 +109,11 @@ def batch_kernel(st, cfg, jobs, schedule, out, parallel=True):
 def group_kernel(st, sth, cfg, jobs, groups, schedule, out, parallel=True):
     """``batch_kernel`` with the jobs of one seed stepped together
     (``Groups``: jobs groups.start[g] .. groups.start[g+1]-1 share one seed,
-    ``groups._run_group``); parallel over groups; groups below
-    groups.min_size run job by job.  With sth = st a job's result does not
+    ``groups._run_group``); parallel over groups.  Groups below
+    groups.min_size jobs or above GROUP_TEST_MAX test outputs run job by job
+    in float64 through ``batch_kernel`` after the others (the group entry
+    holds no one-job path, and the one-job entry compiles only when such a
+    group exists).  With sth = st a job's result does not
     depend on its group, so results equal ``batch_kernel``'s bit for bit for
     any thread count; sth = st as float32 runs the groups in float32 (results
     independent of the thread count).  Depth 1 and ReLU only (run_batch calls
@@ -118,9 +121,21 @@ def group_kernel(st, sth, cfg, jobs, groups, schedule, out, parallel=True):
     if cfg.act != 0 or st.U0.shape[1] != 0:
         raise ValueError("the group kernels are depth 1 and ReLU only: use batch_kernel")
     cp, fc, use_flow = schedule
-    run_chunks(_group_kernel, groups.start.shape[0] - 1,
-               (st, sth, cfg, _flow_config(fc, use_flow, cp), use_flow, _momentum(cfg), jobs,
-                groups.start, groups.min_size, cp, out), parallel)
+    size = np.diff(groups.start)
+    alone = (size < groups.min_size) | (size * st.test_yhat.shape[1] > GROUP_TEST_MAX)
+    together = np.flatnonzero(~alone)
+    if together.size:
+        run_chunks(_group_kernel, together.size,
+                   (st, sth, cfg, _flow_config(fc, use_flow, cp), use_flow, jobs, groups.start,
+                    together, cp, out), parallel)
+    if alone.any():  # job by job in float64 (the one-job entry: compiled only when needed)
+        idx = np.concatenate([np.arange(groups.start[g], groups.start[g + 1])
+                              for g in np.flatnonzero(alone)])
+        part = JobOutputs(*(np.ascontiguousarray(x[idx]) for x in out))
+        batch_kernel(st, cfg, Jobs(*(np.ascontiguousarray(x[idx]) for x in jobs)), schedule,
+                     part, parallel)
+        for whole, x in zip(out, part):
+            whole[idx] = x
 
 
 def pattern_kernel(st, cfg, jobs, schedule, t_pattern, out, states, parallel=True):
@@ -270,12 +285,12 @@ def _batch_kernel(lo, hi, st, upper, cfg, fc, use_flow, momentum, jobs, checkpoi
 
 
 @njit(cache=True, nogil=True)
-def _group_kernel(lo, hi, st, sth, cfg, fc, use_flow, momentum, jobs, group_start, min_group,
-                  checkpoints, out):
-    """``group_kernel``: groups lo .. hi-1."""
-    for g in range(lo, hi):
-        _run_group(g, st, sth, cfg, fc, use_flow, momentum, jobs, group_start, min_group,
-                   checkpoints, out)
+def _group_kernel(lo, hi, st, sth, cfg, fc, use_flow, jobs, group_start, together, checkpoints,
+                  out):
+    """``group_kernel``: groups together[lo .. hi-1]."""
+    for i in range(lo, hi):
+        _run_group(together[i], st, sth, cfg, fc, use_flow, jobs, group_start, checkpoints,
+                   out)
 
 
 @njit(cache=True, nogil=True)

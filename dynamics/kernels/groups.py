@@ -25,10 +25,10 @@ from numba import njit
 from ..params import THETA_MAX
 from .flow import normalised_dt
 from .group_step import _forward_group, _lprime_group, _outputs_group, _step_group
-from .job import _initial_loss, _reset_job, _run_job
+from .job import _initial_loss, _reset_job
 from .measure import _margin
 from .primitives import _error_rate, _lprime_stable
-from .types import GROUP_TEST_MAX, LOSS_UNDERFLOW, _job_stats, _work
+from .types import LOSS_UNDERFLOW, _job_stats, _work
 
 
 @njit(cache=True, inline="always")
@@ -97,7 +97,9 @@ def _group(sj, mus, v0s):
     mu2 = np.empty(C, dt)
     for c in range(C):
         mu2[c] = mus[c] * mus[c]
-        A[:, :, c] = mus[c] * sj.w0_e1
+        for j in range(2):  # a loop, not A[:, :, c] = ... (``primitives._copy2``)
+            for r in range(m):
+                A[j, r, c] = mus[c] * sj.w0_e1[j, r]
         v[:, :, :, c] = v0s[c]
     return _Group(A, mus.copy(), mu2, np.zeros((2, m, C), dt), np.zeros((2, m, n, C), dt), v,
                   np.zeros((2, m, C), dt), np.zeros((2, m, n, C), dt),
@@ -270,8 +272,7 @@ def _normalised_group(gr, sj, cfg, fc, running, t_end, stop):
 
 
 @njit(cache=True)
-def _run_group(g, st, sth, cfg, fc, use_flow, momentum, jobs, group_start, min_group,
-               checkpoints, out):
+def _run_group(g, st, sth, cfg, fc, use_flow, jobs, group_start, checkpoints, out):
     """Jobs group_start[g] .. group_start[g+1]-1 of ``jobs`` (one seed) stepped together
     (outputs to ``out``, ``JobOutputs``):
     GD segments (``_gd_group``), normalised segments (``_normalised_group``)
@@ -280,17 +281,12 @@ def _run_group(g, st, sth, cfg, fc, use_flow, momentum, jobs, group_start, min_g
     of sth (the statistics st, float64, or a float32 copy); st (float64)
     serves the one-job parts (initial loss, margins, the job-by-job path).
     With sth = st the results equal ``_run_job``'s bit for bit.  Groups are
-    depth 1 (``entry.group_kernel`` checks); groups smaller than min_group and groups whose test outputs would exceed
-    GROUP_TEST_MAX values run job by job (float64; run_batch never sends
-    those with float32 statistics)."""
+    depth 1, plain GD, at least ``Groups.min_size`` jobs and at most
+    GROUP_TEST_MAX test outputs (``entry.group_kernel`` sends the others to
+    the one-job entry)."""
     job0, job1 = group_start[g], group_start[g + 1]
     sj = _job_stats(st, jobs.seed[job0])
     sjh = _job_stats(sth, jobs.seed[job0])
-    too_big = (job1 - job0) * sj.test_yhat.shape[0] > GROUP_TEST_MAX
-    if job1 - job0 < min_group or too_big:
-        for job in range(job0, job1):
-            _run_job(job, st, None, cfg, fc, use_flow, momentum, jobs, checkpoints, out)
-        return
     C = job1 - job0
     m, n = sj.B.shape[1], sj.yhat.shape[0]
     gr = _group(sjh, jobs.mu[job0:job1], jobs.v0[job0:job1])

@@ -44,6 +44,23 @@ def test_group_equals_job_by_job(name):
         assert set(single["status"][:, 1]) >= {0, 2}, "the case should contain divergences"
 
 
+def test_small_groups_beside_large_ones_equal_job_by_job():
+    """A seed with few jobs (a group below GROUP_MIN) runs job by job next to
+    the groups of the others (``entry.group_kernel``), with the results of
+    the one-job path bit for bit, in the caller's job order."""
+    params = Params(v0=0.05, flip=0.1, **BASE)
+    stacked = stacked_stats(params, "wishart", params.seed + np.arange(3))
+    job_seed = np.array([0] * (2 * GROUP_MIN) + [1] * 2 + [2] * (GROUP_MIN + 1))
+    job_mu = np.geomspace(0.5, 30.0, job_seed.size)[::-1].copy()
+    np.random.default_rng(0).shuffle(job_seed)
+    grouped = run_batch(params, "exact", stacked, job_seed, job_mu, checkpoints=[30.0, 120.0])
+    single = run_batch(params, "exact", stacked, job_seed, job_mu, checkpoints=[30.0, 120.0],
+                       group_size=1)
+    for key in single:
+        np.testing.assert_array_equal(grouped[key], single[key], err_msg=key)
+    assert np.isfinite(single["test_error"]).all()
+
+
 def test_job_groups_split_by_seed_evenly():
     job_seed = np.array([1, 0] * 20 + [2] * 5)
     order, starts = job_groups(job_seed, 16)
