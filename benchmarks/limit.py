@@ -122,8 +122,8 @@ def speed(args):
 
     run(["phase", "--times", "200,inf", "--x", "v0=1e-3..10:4", "--y", "mu=0.5..50:4",
          "--seeds", "2"], 2)  # compile (warm cache afterwards)
-    run(["solve", "--v0", "0.001", "--times", "200,inf", "--seeds", "2", "--d-grid", "1000",
-         "--n-grid", "20", "--verify-seeds", "1"], 2)  # compile solve's paths too
+    run(["solve", "--v0", "0.001", "--times", "200,inf", "--seeds", "2", "--d-grid", "none",
+         "--n-grid", "none", "--verify-seeds", "1"], 2)  # compile solve's paths too
     rows = []
     wall = run(["solve", "--v0", "0.001", "--v0", "1", "--times", "200,inf"], 2)
     rows.append(["dyn solve --v0 0.001 --v0 1 --times 200,inf", 2, f"{wall:.1f} s", "",
