@@ -116,16 +116,15 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     check_stats(params, stacked, stacked=True)
     use_flow = check_integrator(params, integrator)
     cp = check_checkpoints(checkpoints, params.steps)
+    job_seed = np.ascontiguousarray(job_seed, dtype=np.int64)
+    job_mu = np.ascontiguousarray(job_mu, dtype=np.float64)
+    job_v0 = (np.full(job_mu.shape, params.v0) if job_v0 is None
+              else np.ascontiguousarray(job_v0, dtype=np.float64))
     if np.isinf(cp[-1]):  # the limit: the program of the flow's late pattern
         check_limit(params, level)
         if precision != "float64":
             raise ParamError("precision", precision, "t = inf (the limit program) runs in "
                              "float64; use float64")
-    job_seed = np.ascontiguousarray(job_seed, dtype=np.int64)
-    job_mu = np.ascontiguousarray(job_mu, dtype=np.float64)
-    job_v0 = (np.full(job_mu.shape, params.v0) if job_v0 is None
-              else np.ascontiguousarray(job_v0, dtype=np.float64))
-    if np.isinf(cp[-1]):
         from .limit_run import limit_batch
         return limit_batch(params, level, stacked, Jobs(job_seed, job_mu, job_v0), cp,
                            use_flow=use_flow, parallel=parallel, t_pattern=t_pattern)

@@ -101,8 +101,8 @@ def limit_batch(params: Params, level: str, stacked, jobs: Jobs, cp, *, use_flow
     res["limit"] = np.full((Q, len(LIMIT_FIELDS)), np.nan)
     state = State(np.empty((Q, 2, m)), np.empty((Q, 2, m, n)), np.empty(0),
                   np.empty((Q, 2, m, 2)))
-    pattern_kernel(stacked, cfg, jobs, Schedule(np.ascontiguousarray(cp[:-1]), FLOW, use_flow), t_pattern,
-                   job_outputs(res), state, parallel=parallel)
+    pattern_kernel(stacked, cfg, jobs, Schedule(np.ascontiguousarray(cp[:-1]), FLOW, use_flow),
+                   t_pattern, job_outputs(res), state, parallel=parallel)
     res["info"][:, 0] = 0.0
     res["info"][:, 3] = -1.0
     res["limit"][:, LIMIT_FIELDS.index("t_pattern")] = t_pattern

@@ -473,8 +473,8 @@ def advance(params: Params, level: str, stats: Stats, gamma, rho, v, steps: int,
     if U is None and params.depth > 1:
         raise ValueError("advance at depth >= 2 needs the upper layers U (the state)")
     U = kst.U0.copy() if U is None else U
-    rec = records(2, State(gamma, rho, U, v))
-    run_kernel(kst, cfg, float(params.mu_norm), int(steps), int(steps), State(gamma, rho, U, v),
-               rec)
+    state = State(gamma, rho, U, v)
+    rec = records(2, state)
+    run_kernel(kst, cfg, float(params.mu_norm), int(steps), int(steps), state, rec)
     if rec.status[0] >= 0:
         raise DivergenceError(rec.status[0], rec.status[1], params, level)

@@ -39,6 +39,17 @@ def _flow_config(fc, use_flow, checkpoints):
     return fc if use_flow or (checkpoints.size and checkpoints.max() > fc.gd_max) else None
 
 
+def _checked(cfg):
+    """``cfg``, refused when ``cfg.general`` disagrees with ``cfg.act``: the
+    kernels compile and run the ReLU bodies alone on general = None, so a
+    hand-built KConfig(act=2) with the default general would run ReLU."""
+    if (cfg.general is None) != (cfg.act == 0):
+        raise ValueError(f"KConfig.general must be None exactly for ReLU (act 0), got "
+                         f"act={cfg.act}, general={cfg.general!r}; build the config with "
+                         f"dynamics.run.kernel_config")
+    return cfg
+
+
 def _momentum(cfg):
     """None for plain GD (cfg.beta == 0), True with heavy-ball momentum."""
     return None if cfg.beta == 0.0 else True
@@ -52,24 +63,24 @@ def run_kernel(st, cfg, mu, steps, record_every, state, rec):
     divergence rec.status = (step, reason) and the run stops; else
     rec.status[0] = -1.
     """
-    _run_kernel(st, cfg, _momentum(cfg), mu, steps, record_every, state.gamma, state.rho,
+    _run_kernel(st, _checked(cfg), _momentum(cfg), mu, steps, record_every, state.gamma, state.rho,
                 _upper(state.U), state.v, rec.gamma, rec.rho, rec.U, rec.v, rec.loss,
                 rec.train_error, rec.status)
 
 
 def outputs_kernel(st, cfg, mu, gammas, rhos, Us, vs, out_f):
     """Training outputs f (R, n) of R recorded states (any depth)."""
-    _outputs_kernel(st, cfg, mu, gammas, rhos, None if Us.shape[1] == 0 else Us, vs, out_f)
+    _outputs_kernel(st, _checked(cfg), mu, gammas, rhos, None if Us.shape[1] == 0 else Us, vs, out_f)
 
 
 def test_outputs(A, gamma, rho, U, v, st, cfg, f):
     """f(x) of every test point into f (nt,) (``measure._test_outputs``)."""
-    _test_outputs(A, gamma, rho, _upper(U), v, st, cfg, f)
+    _test_outputs(A, gamma, rho, _upper(U), v, st, _checked(cfg), f)
 
 
 def clean_error_kernel(A, gamma, rho, U, v, st, cfg):
     """Clean test error: fraction of test points with yhat f(x) < 0, ties f = 0 counted 1/2."""
-    return _clean_error(A, gamma, rho, _upper(U), v, st, cfg)
+    return _clean_error(A, gamma, rho, _upper(U), v, st, _checked(cfg))
 
 
 def theta_norm_sq(A, mu, gamma, rho, U, v, st, train_v):
@@ -83,7 +94,7 @@ def flow_kernel(st, cfg, fc, mu, state, times, rec):
     ascending, finite) into ``rec`` (``Records``).  rec.status = (index of the
     failing time, reason) or (-1, 0); rec.info = (-1, final time, normalised
     steps, -1)."""
-    _flow_kernel(st, cfg, fc, mu, state.gamma, state.rho, _upper(state.U), state.v, times,
+    _flow_kernel(st, _checked(cfg), fc, mu, state.gamma, state.rho, _upper(state.U), state.v, times,
                  rec.gamma, rec.rho, rec.U, rec.v, rec.loss, rec.train_error, rec.status,
                  rec.info)
 
@@ -102,8 +113,8 @@ def batch_kernel(st, cfg, jobs, schedule, out, parallel=True):
     cp, fc, use_flow = schedule
     upper = None if st.U0.shape[1] == 0 else st.U0
     run_chunks(_batch_kernel, jobs.seed.shape[0],
-               (st, upper, cfg, _flow_config(fc, use_flow, cp), use_flow, _momentum(cfg), jobs,
-                cp, out), parallel)
+               (st, upper, _checked(cfg), _flow_config(fc, use_flow, cp), use_flow,
+                _momentum(cfg), jobs, cp, out), parallel)
 
 
 def group_kernel(st, sth, cfg, jobs, groups, schedule, out, parallel=True):
@@ -126,14 +137,13 @@ def group_kernel(st, sth, cfg, jobs, groups, schedule, out, parallel=True):
     together = np.flatnonzero(~alone)
     if together.size:
         run_chunks(_group_kernel, together.size,
-                   (st, sth, cfg, _flow_config(fc, use_flow, cp), use_flow, jobs, groups.start,
-                    together, cp, out), parallel)
+                   (st, sth, _checked(cfg), _flow_config(fc, use_flow, cp), use_flow, jobs,
+                    groups.start, together, cp, out), parallel)
     if alone.any():  # job by job in float64 (the one-job entry: compiled only when needed)
         idx = np.concatenate([np.arange(groups.start[g], groups.start[g + 1])
                               for g in np.flatnonzero(alone)])
-        part = JobOutputs(*(np.ascontiguousarray(x[idx]) for x in out))
-        batch_kernel(st, cfg, Jobs(*(np.ascontiguousarray(x[idx]) for x in jobs)), schedule,
-                     part, parallel)
+        part = JobOutputs(*(x[idx] for x in out))  # fancy indexing: contiguous copies
+        batch_kernel(st, cfg, Jobs(*(x[idx] for x in jobs)), schedule, part, parallel)
         for whole, x in zip(out, part):
             whole[idx] = x
 
@@ -152,8 +162,8 @@ def pattern_kernel(st, cfg, jobs, schedule, t_pattern, out, states, parallel=Tru
                          "gradient flow")
     cp, fc, use_flow = schedule
     run_chunks(_pattern_kernel, jobs.seed.shape[0],
-               (st, cfg, fc, use_flow, jobs, cp, t_pattern, out, states.gamma, states.rho,
-                states.v), parallel)
+               (st, _checked(cfg), fc, use_flow, jobs, cp, t_pattern, out, states.gamma,
+                states.rho, states.v), parallel)
 
 
 # ---------------------------------------------------------------- compiled entries

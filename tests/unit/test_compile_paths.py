@@ -58,3 +58,26 @@ def test_deep_gd_batch_compiles_neither_flow_nor_groups(tmp_path):
     got = compiled(2, [10, 20], tmp_path)
     assert got["deep"]
     assert not (got["flow"] or got["groups"] or got["group_step"]), got
+
+
+def test_config_whose_general_flag_disagrees_with_the_activation_is_refused():
+    """KConfig.general = None makes the kernels compile and run the ReLU bodies
+    only; a hand-built leaky config with the default None is refused instead
+    of silently running ReLU."""
+    import numpy as np
+
+    from dynamics.batch import stacked_stats
+    from dynamics.kernels import JobOutputs, Jobs, Schedule, batch_kernel
+    from dynamics.params import Params
+    from dynamics.run import FLOW, kernel_config
+
+    p = Params(n=6, m=4, n_test=20, steps=5, activation="leaky:0.1")
+    cfg = kernel_config(p, "exact")
+    assert cfg.act != 0 and cfg.general is not None
+    st = stacked_stats(p, "wishart", [0])
+    out = JobOutputs(*(np.empty((1, 1)) for _ in range(4)), np.empty((1, 2), np.int64),
+                     np.empty((1, 4)))
+    args = (Jobs(np.zeros(1, np.int64), np.ones(1), np.full(1, 0.1)),
+            Schedule(np.array([5.0]), FLOW, False), out)
+    with pytest.raises(ValueError, match="KConfig.general"):
+        batch_kernel(st, cfg._replace(general=None), *args, parallel=False)
