@@ -23,9 +23,12 @@ factors (|a| = |v_1| = sqrt(p), ||w_perp|| = |v_2| = sqrt(||beta||)) map the
 optimum to (gamma, rho, v).
 
 Which pattern: the flow's pattern at a late time is repaired (``repair``):
-tight pattern entries with an improving flip (a negative multiplier on the
-flipped side) are flipped one at a time, each flip re-solved and kept only
-when OPT decreases; the result is certified when no improving flip is left.
+tight pattern entries (on the kink: the row's multiplier nu outweighs its
+slack |<u, xi_i>|, both relative, which is complementarity as the interior
+point solver reports it) with an improving flip (a negative multiplier on
+the flipped side) are flipped one at a time, each flip re-solved and kept
+only when OPT decreases by more than the solver's accuracy; the result is
+certified when no improving flip is left.
 Units that are zero at the optimum may still change their activation later
 and lower OPT (``zero_unit_dual`` > 1): no test on the optimum covers that,
 its effect on mu* is one-sided (upward), and the idealised program
@@ -33,12 +36,12 @@ its effect on mu* is one-sided (upward), and the idealised program
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
-import scipy.sparse as sp
 
 from .levels import LIMIT_LEVELS, level_of
+from .limit_program import Optimum, solve_pattern  # noqa: F401 (limit.solve_pattern)
 from .params import Params, ParamError
 
 # Per-run results of the limit (``run_batch``'s res["limit"], columns in this order).
@@ -67,7 +70,7 @@ LIMIT_STATUS = {5: "training data not separated at the pattern time (no program)
 PATTERN_TIME = 1e30   # default time (GD steps) of the flow state that seeds the program
 MAX_MOVES = 50        # cap of the repair walk
 DUST = 1e-5           # units below this fraction of the largest are zero (solver dust)
-TIGHT = 1e-6          # |<u, xi_i>| below this fraction of ||u||: on the kink
+DECREASE = 1e-7       # a move is kept when OPT drops by more than this fraction (solver accuracy)
 
 
 def check_limit(params: Params, level: str):
@@ -167,132 +170,8 @@ def flow_pattern(kst, mu: float, gamma, rho, v) -> Pattern:
 
 
 # ---------------------------------------------------------------- one program
-
-@dataclass
-class Optimum:
-    """Solution of one pattern's program: p (2, m) signal magnitudes, beta
-    (2, m, r) noise units (s_u-oriented), lam (n) margin multipliers, nu
-    (2, m, n) pattern multipliers."""
-
-    opt: float
-    p: np.ndarray
-    beta: np.ndarray
-    lam: np.ndarray
-    nu: np.ndarray
-    solver: str
-    ok: bool = True
-    info: dict = field(default_factory=dict)
-
-
-def _groups(keys):
-    """Group indices of equal keys: (list of member index arrays)."""
-    table = {}
-    for idx, k in enumerate(keys):
-        table.setdefault(k, []).append(idx)
-    return [np.array(v) for v in table.values()]
-
-
-def solve_pattern(prob: Problem, pat: Pattern) -> Optimum:
-    """Solve the pattern's program (module docstring).  Units of one class
-    with the same pattern and signs are merged first (same OPT; the optimum
-    is split equally among them).  A noise unit enters through its values
-    on the training points, z = L beta (L square and invertible: n < d), so
-    the pattern rows are sign bounds on z, each margin row touches one entry
-    per unit, and the cone is (t_u, L^{-1} z_u) (lower triangular).
-    Clarabel, with SCS as the fallback."""
-    n = prob.n
-    Linv = prob.Linv
-    m = pat.sa.shape[1]
-    js = np.repeat([1.0, -1.0], m)
-    sa, s1, s2 = pat.sa.ravel(), pat.s1.ravel(), pat.s2.ravel()
-    act = pat.act.reshape(2 * m, n)
-    sig = _groups([(js[u], sa[u], s1[u]) for u in range(2 * m)])
-    noi = _groups([(js[u], s2[u], act[u].tobytes()) for u in range(2 * m)])
-    Gs, Gn = len(sig), len(noi)
-    rep_s = np.array([g[0] for g in sig], dtype=int)
-    rep_n = np.array([g[0] for g in noi], dtype=int)
-    nv = Gs + Gn + Gn * n  # p (Gs), t (Gn), z (Gn, n)
-    # margins: -y_i c [sum_s coef p + sum_u j s2 A_ui z_ui] <= -1
-    sig_coef = (prob.c * prob.mu * (js * s1)[rep_s][None, :]
-                * prob.act(prob.yhat[:, None] * sa[rep_s][None, :]))  # (n, Gs)
-    fac = np.where(act[rep_n], 1.0, prob.alpha)  # (Gn, n)
-    noi_coef = prob.c * (js * s2)[rep_n][:, None] * fac  # (Gn, n)
-    rows, cols, vals = [], [], []
-    ii, gg = np.meshgrid(np.arange(n), np.arange(Gs), indexing="ij")
-    rows.append(ii.ravel()); cols.append(gg.ravel())
-    vals.append(-(prob.y[:, None] * sig_coef).ravel())
-    gz, iz = np.meshgrid(np.arange(Gn), np.arange(n), indexing="ij")  # (Gn, n)
-    zcol = Gs + Gn + gz * n + iz
-    rows.append(iz.ravel()); cols.append(zcol.ravel())
-    vals.append(-(prob.y[None, :] * noi_coef).ravel())
-    r0 = n  # p >= 0
-    rows.append(r0 + np.arange(Gs)); cols.append(np.arange(Gs)); vals.append(-np.ones(Gs))
-    r0 += Gs  # pattern: (2 S - 1) z >= 0
-    rows.append(r0 + (gz * n + iz).ravel()); cols.append(zcol.ravel())
-    vals.append(-(2.0 * act[rep_n] - 1.0).ravel())
-    n_lin = r0 + Gn * n
-    # cones (t_u, L^{-1} z_u): rows n_lin + u (n + 1) + [0, 1..n]
-    li, lk = np.nonzero(Linv)
-    lv = Linv[li, lk]
-    for g in range(Gn):
-        base = n_lin + g * (n + 1)
-        rows.append([base]); cols.append([Gs + g]); vals.append([-1.0])
-        rows.append(base + 1 + li); cols.append(Gs + Gn + g * n + lk); vals.append(-lv)
-    nrow = n_lin + Gn * (n + 1)
-    A = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                      shape=(nrow, nv))
-    b = np.zeros(nrow)
-    b[:n] = -1.0
-    q = np.zeros(nv)
-    q[:Gs + Gn] = 1.0
-    x, z, solver, info = _conic(A, b, q, n_lin, [n + 1] * Gn)
-    if x is None:
-        return Optimum(np.nan, np.zeros((2, m)), np.zeros((2, m, n)), np.zeros(n),
-                       np.zeros((2, m, n)), solver, ok=False, info=info)
-    p = np.zeros(2 * m)
-    beta = np.zeros((2 * m, n))
-    nu = np.zeros((2 * m, n))
-    zz = x[Gs + Gn:].reshape(Gn, n)
-    bb = zz @ Linv.T
-    zp = z[n + Gs:n_lin].reshape(Gn, n)
-    for g, members in enumerate(sig):
-        p[members] = max(x[g], 0.0) / len(members)
-    for g, members in enumerate(noi):
-        beta[members] = bb[g] / len(members)
-        nu[members] = zp[g]
-    opt = float(p.sum() + np.linalg.norm(beta, axis=1).sum())
-    return Optimum(opt, p.reshape(2, m), beta.reshape(2, m, n), z[:n].copy(),
-                   nu.reshape(2, m, n), solver, info=info)
-
-
-def _conic(A, b, q, n_lin, socs):
-    """min q.x s.t. b - A x in R_+^n_lin x SOC(socs): (x, z, solver, info),
-    x None when both Clarabel and SCS fail."""
-    import clarabel
-
-    P = sp.csc_matrix((q.size, q.size))
-    cones = [clarabel.NonnegativeConeT(n_lin)] + [clarabel.SecondOrderConeT(k) for k in socs]
-    st = clarabel.DefaultSettings()
-    st.verbose = False
-    st.max_iter = 200
-    st.max_threads = 1                        # one thread: worker processes parallelise
-    st.presolve_enable = False                # nothing to presolve (no free rows); same x
-    st.chordal_decomposition_enable = False   # no PSD cones
-    st.input_sparse_dropzeros = True          # ReLU's zero margin entries: not in the KKT
-    sol = clarabel.DefaultSolver(P, q, A, b, cones, st).solve()
-    status = str(sol.status)
-    if status in ("Solved", "SolverStatus.Solved"):
-        return np.asarray(sol.x), np.asarray(sol.z), "clarabel", {"iterations": sol.iterations}
-    import scs
-
-    data = dict(P=P, A=A, b=b, c=q)
-    out = scs.SCS(data, dict(l=n_lin, q=list(socs)), verbose=False, eps_abs=1e-9,
-                  eps_rel=1e-9, max_iters=200_000).solve()
-    if out["info"]["status"] in ("solved", "solved_inaccurate"):
-        return (np.asarray(out["x"]), np.asarray(out["y"]), "scs",
-                {"clarabel": status, "scs": out["info"]["status"]})
-    return None, None, "none", {"clarabel": status, "scs": out["info"]["status"]}
-
+# ``solve_pattern`` (dynamics/limit_program.py): the pattern's program by
+# column generation over its noise units.
 
 # ---------------------------------------------------------------- stationarity
 
@@ -367,7 +246,9 @@ def improving_moves(prob: Problem, pat: Pattern, opt: Optimum) -> list:
         for r in range(m):
             if zn[j, r]:
                 continue
-            tight = np.abs(zz[j, r]) <= TIGHT * size[j, r]
+            # on the kink: the pattern row is active (complementarity, nu z = 0),
+            # i.e. its multiplier outweighs its slack, both relative
+            tight = opt.nu[j, r] / scale >= np.abs(zz[j, r]) / size[j, r]
             for i in np.nonzero(tight)[0]:
                 old = pat.act[j, r, i]
                 sigma = 1.0 if old else -1.0
@@ -405,10 +286,12 @@ class Limit:
 
 def repair(prob: Problem, pat: Pattern, max_moves: int = MAX_MOVES, tries: int = 6) -> Limit:
     """Walk from the flow's pattern to a stationary one: apply the best
-    improving move whose re-solve lowers OPT (relative 1e-9), repeat; OPT
-    decreases strictly along the walk.  Certified when no candidate move is
-    left or every candidate was re-solved without a decrease (degenerate
-    multipliers), the margin multipliers are >= 0 and the solver succeeded."""
+    improving move whose re-solve lowers OPT (by more than DECREASE,
+    relative), repeat; OPT decreases strictly along the walk.  Certified
+    when no candidate move is left or every candidate was re-solved without
+    a decrease (degenerate multipliers), the margin multipliers are >= 0 and
+    the solver succeeded.  A re-solve starts its column generation from the
+    current optimum's nonzero units and the flipped one."""
     opt = solve_pattern(prob, pat)
     if not opt.ok:
         return Limit(opt, pat, np.nan, 0, False, "solver failed", (np.nan, np.nan))
@@ -423,8 +306,10 @@ def repair(prob: Problem, pat: Pattern, max_moves: int = MAX_MOVES, tries: int =
         done = False
         for mv in cands[:tries]:
             new_pat = apply_move(pat, mv)
-            new = solve_pattern(prob, new_pat)
-            if new.ok and new.opt < opt.opt * (1.0 - 1e-9):
+            units = opt.nonzero_units()
+            units[mv[2][:2]] = True
+            new = solve_pattern(prob, new_pat, units)
+            if new.ok and new.opt < opt.opt * (1.0 - DECREASE):
                 pat, opt, moves, done = new_pat, new, moves + 1, True
                 break
         if not done:
