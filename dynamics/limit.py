@@ -182,27 +182,30 @@ def _zero_units(opt: Optimum):
     return size_s <= DUST * top, size_n <= DUST * top
 
 
-def _relu_dual_norm(prob: Problem, h: np.ndarray, sign: float, iters: int = 40):
-    """A lower bound of max_{||beta|| = 1} sign * sum_i h_i act((L beta)_i)
-    by multi-start fixed-point ascent (beta <- L^T (sign h act'(L beta)),
-    normalised; starts: the class sums, the positive part, every row of L);
-    returns (value, beta)."""
-    L, sh = prob.L, sign * h
-    starts = [sh, sh * (sh > 0)] + [sh * (prob.yhat == k) for k in (1.0, -1.0)]
-    B = np.vstack([np.asarray(starts) @ L, L])  # (S, n)
-    best, arg = -np.inf, None
+def _relu_dual_norm(prob: Problem, h: np.ndarray, iters: int = 40) -> float:
+    """A lower bound of max over sign = +-1 and ||beta|| = 1 of
+    sign * sum_i h_i act((L beta)_i), by multi-start fixed-point ascent
+    (beta <- L^T (sign h act'(L beta)), normalised), all starts of both
+    signs side by side: per sign the class sums, the positive part and every
+    row of L."""
+    L, rows, signed = prob.L, [], []
+    for sign in (1.0, -1.0):
+        sh = sign * h
+        starts = np.array([sh, sh * (sh > 0)] + [sh * (prob.yhat == k) for k in (1.0, -1.0)])
+        rows += [starts @ L, L]
+        signed.append(np.broadcast_to(sh, (starts.shape[0] + L.shape[0], sh.size)))
+    B, SH = np.vstack(rows), np.vstack(signed)
+    best = -np.inf
     for _ in range(iters):
         nb = np.linalg.norm(B, axis=1)
-        B = B[nb > 0.0] / nb[nb > 0.0, None]
+        keep = nb > 0.0
+        B, SH = B[keep] / nb[keep, None], SH[keep]
         if not B.shape[0]:
             break
         Z = B @ L.T
-        val = prob.act(Z) @ sh
-        k = int(np.argmax(val))
-        if val[k] > best:
-            best, arg = float(val[k]), B[k].copy()
-        B = (sh * np.where(Z > 0.0, 1.0, prob.alpha)) @ L
-    return best, arg
+        best = max(best, float(np.max(np.einsum("si,si->s", prob.act(Z), SH))))
+        B = (SH * np.where(Z > 0.0, 1.0, prob.alpha)) @ L
+    return best
 
 
 def kappas(prob: Problem, lam: np.ndarray) -> tuple:
@@ -224,7 +227,7 @@ def zero_unit_dual(prob: Problem, opt: Optimum) -> float:
         vals += list(kappas(prob, opt.lam))
     if zn.any():
         h = prob.c * opt.lam * prob.y
-        vals += [_relu_dual_norm(prob, h, sign)[0] for sign in (1.0, -1.0)]
+        vals.append(_relu_dual_norm(prob, h))
     return max(vals) if vals else np.nan
 
 

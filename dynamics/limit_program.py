@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-KEEP0 = 8              # noise groups of the first restricted program (largest D_g at lambda = 1)
+KEEP0 = 8              # noise groups of a first restricted program without a start
 PRICE_SLACK = 1e-3     # dropped groups with D_g > 1 - PRICE_SLACK join the program
 NONZERO = 1e-7         # units above this fraction of the largest seed the next program
 
@@ -167,13 +167,14 @@ def dual_norms(prob, lay: Layout, lam: np.ndarray, idx: np.ndarray):
 def _initial_keep(prob, lay: Layout, units) -> np.ndarray:
     """Groups of the first restricted program: those with a member in
     ``units`` (boolean (2, m), e.g. the previous optimum's nonzero units and
-    the flipped unit), else the KEEP0 groups of largest D_g at lambda = 1."""
+    the flipped unit), else the KEEP0 groups of largest ||L^T h_g|| at
+    lambda = 1 (D_g's bound with nu = 0)."""
     keep = np.zeros(len(lay.noi), bool)
     if units is not None:
         flat = np.asarray(units).ravel()
         keep[:] = [flat[members].any() for members in lay.noi]
-    if not keep.any():
-        d, _ = dual_norms(prob, lay, np.ones(prob.n), np.arange(len(lay.noi)))
+    if not keep.any():  # rank by the bound of D_g with nu = 0 at lambda = 1
+        d = np.linalg.norm((prob.y[None, :] * lay.noi_coef) @ prob.L, axis=1)
         keep[np.argsort(-d, kind="stable")[:KEEP0]] = True
     return keep
 

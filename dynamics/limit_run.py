@@ -20,12 +20,12 @@ import numpy as np
 
 from . import limit as lm
 from .batch import RESULTS, job_outputs
-from .kernels import Jobs, KStats, Schedule, State, outputs_kernel, pattern_kernel, \
-    test_outputs
+from .kernels import Jobs, KStats, PatternLeg, Schedule, State, outputs_kernel, \
+    pattern_kernel, test_outputs
 from .kernels.threads import thread_count
 from .limit import LIMIT_FIELDS
 from .params import Params
-from .run import FLOW, kernel_config
+from .run import FLOW, PATTERN_FLOW, kernel_config
 
 
 POOL_MIN = 24  # fewer programs run in this process (forking costs more than it saves)
@@ -62,7 +62,9 @@ def map_programs(items: list, workers: int) -> list:
         warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
         pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_start)
     try:
-        return pool.map(_certify, items, chunksize=max(1, len(items) // (4 * workers)))
+        # small chunks: a program takes 10-100 ms, and a worker left without
+        # work at the end of the map idles for up to one chunk
+        return pool.map(_certify, items, chunksize=max(1, len(items) // (32 * workers)))
     finally:
         pool.terminate()
         pool.join()
@@ -82,8 +84,8 @@ class FlowEnd(NamedTuple):
 def limit_batch(params: Params, level: str, stacked, jobs: Jobs, cp, *, use_flow: bool,
                 parallel: bool = True, t_pattern: float | None = None) -> dict:
     """``run_batch`` when the last checkpoint is inf: the finite checkpoints
-    as usual, then the flow to GD time ``t_pattern`` (default
-    ``limit.PATTERN_TIME``; ``kernels.pattern_kernel``), and at inf the
+    as usual, then the flow with ``run.PATTERN_FLOW``'s steps to GD time
+    ``t_pattern`` (default ``limit.PATTERN_TIME``; ``kernels.pattern_kernel``), and at inf the
     certified limit of the program seeded by that state's pattern
     (``limit.certify``, ``evaluate_limit``): its test error (ties 1/2), margin 1/(2 OPT),
     loss and train error 0.  res["limit"] (Q, len(LIMIT_FIELDS)) holds the
@@ -102,7 +104,8 @@ def limit_batch(params: Params, level: str, stacked, jobs: Jobs, cp, *, use_flow
     state = State(np.empty((Q, 2, m)), np.empty((Q, 2, m, n)), np.empty(0),
                   np.empty((Q, 2, m, 2)))
     pattern_kernel(stacked, cfg, jobs, Schedule(np.ascontiguousarray(cp[:-1]), FLOW, use_flow),
-                   t_pattern, job_outputs(res), state, parallel=parallel)
+                   PatternLeg(t_pattern, PATTERN_FLOW), job_outputs(res), state,
+                   parallel=parallel)
     res["info"][:, 0] = 0.0
     res["info"][:, 3] = -1.0
     res["limit"][:, LIMIT_FIELDS.index("t_pattern")] = t_pattern

@@ -24,12 +24,12 @@ from .entry import batch_kernel, clean_error_kernel, flow_kernel, group_kernel, 
     pattern_kernel, run_kernel, test_outputs, theta_norm_sq
 from .flow import normalised_dt, normalised_gd
 from .types import DIVERGENCE_REASONS, GROUP_MAX, GROUP_MAX_F32, GROUP_MIN, GROUP_TEST_MAX, \
-    LOSS_UNDERFLOW, TEST_CHUNK, FlowConfig, Groups, JobOutputs, Jobs, KConfig, KStats, Records, \
-    Schedule, State, records
+    LOSS_UNDERFLOW, TEST_CHUNK, FlowConfig, Groups, JobOutputs, Jobs, KConfig, KStats, \
+    PatternLeg, Records, Schedule, State, records
 
 __all__ = ["DIVERGENCE_REASONS", "GROUP_MAX", "GROUP_MAX_F32", "GROUP_MIN", "GROUP_TEST_MAX",
            "LOSS_UNDERFLOW", "TEST_CHUNK", "FlowConfig", "JobOutputs", "Jobs", "KConfig",
-           "KStats", "Groups", "Records", "Schedule", "State", "records", "batch_kernel",
+           "KStats", "Groups", "PatternLeg", "Records", "Schedule", "State", "records", "batch_kernel",
            "clean_error_kernel", "flow_kernel", "group_kernel", "normalised_dt",
            "normalised_gd", "outputs_kernel", "pattern_kernel", "run_kernel", "test_outputs",
            "theta_norm_sq"]

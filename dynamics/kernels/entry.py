@@ -88,15 +88,16 @@ def theta_norm_sq(A, mu, gamma, rho, U, v, st, train_v):
     return _theta_norm_sq(A, mu, gamma, rho, _upper(U), v, st, train_v)
 
 
-def flow_kernel(st, cfg, fc, mu, state, times, rec):
+def flow_kernel(st, cfg, fc, mu, state, times, rec, fc_last=None):
     """Normalised-flow run from ``state`` (``State``) at time 0, recording the
     state, loss and train error at each time in ``times`` (GD steps,
-    ascending, finite) into ``rec`` (``Records``).  rec.status = (index of the
-    failing time, reason) or (-1, 0); rec.info = (-1, final time, normalised
-    steps, -1)."""
-    _flow_kernel(st, _checked(cfg), fc, mu, state.gamma, state.rho, _upper(state.U), state.v, times,
-                 rec.gamma, rec.rho, rec.U, rec.v, rec.loss, rec.train_error, rec.status,
-                 rec.info)
+    ascending, finite) into ``rec`` (``Records``), the last leg (to
+    times[-1]) with the settings ``fc_last`` when given (``PatternLeg``).
+    rec.status = (index of the failing time, reason) or (-1, 0); rec.info =
+    (-1, final time, normalised steps, -1)."""
+    _flow_kernel(st, _checked(cfg), fc, fc if fc_last is None else fc_last, mu, state.gamma,
+                 state.rho, _upper(state.U), state.v, times, rec.gamma, rec.rho, rec.U, rec.v,
+                 rec.loss, rec.train_error, rec.status, rec.info)
 
 
 def batch_kernel(st, cfg, jobs, schedule, out, parallel=True):
@@ -148,10 +149,11 @@ def group_kernel(st, sth, cfg, jobs, groups, schedule, out, parallel=True):
             whole[idx] = x
 
 
-def pattern_kernel(st, cfg, jobs, schedule, t_pattern, out, states, parallel=True):
+def pattern_kernel(st, cfg, jobs, schedule, leg, out, states, parallel=True):
     """``batch_kernel`` for runs whose last time is the limit (depth 1): the
     K - 1 finite checkpoints of ``schedule`` as there, then the normalised
-    flow on to GD time t_pattern, whose checkpoint values go to column K - 1
+    flow with the settings leg.fc on to GD time leg.t (``PatternLeg``),
+    whose checkpoint values go to column K - 1
     of ``out`` and whose state to states.gamma[q], states.rho[q],
     states.v[q] (``State`` with a leading job axis; U unused): the pattern
     that seeds the limit program (``dynamics.limit``).  Parallel over jobs;
@@ -162,8 +164,8 @@ def pattern_kernel(st, cfg, jobs, schedule, t_pattern, out, states, parallel=Tru
                          "gradient flow")
     cp, fc, use_flow = schedule
     run_chunks(_pattern_kernel, jobs.seed.shape[0],
-               (st, _checked(cfg), fc, use_flow, jobs, cp, t_pattern, out, states.gamma,
-                states.rho, states.v), parallel)
+               (st, _checked(cfg), fc, use_flow, jobs, cp, float(leg.t), leg.fc, out,
+                states.gamma, states.rho, states.v), parallel)
 
 
 # ---------------------------------------------------------------- compiled entries
@@ -250,8 +252,8 @@ def _outputs_kernel(st, cfg, mu, gammas, rhos, Us, vs, out_f):
 
 
 @njit(cache=True)
-def _flow_kernel(st, cfg, fc, mu, gamma, rho, U, v, times, out_gamma, out_rho, out_U, out_v,
-                 out_loss, out_err, status, info):
+def _flow_kernel(st, cfg, fc, fc_last, mu, gamma, rho, U, v, times, out_gamma, out_rho, out_U,
+                 out_v, out_loss, out_err, status, info):
     """``flow_kernel`` (U None at depth 1)."""
     A = mu * st.w0_e1
     m, n = gamma.shape[1], st.yhat.shape[0]
@@ -266,7 +268,8 @@ def _flow_kernel(st, cfg, fc, mu, gamma, rho, U, v, times, out_gamma, out_rho, o
     for k in range(times.shape[0]):
         if np.isinf(times[k]):
             raise ValueError("t = inf is the limit program (dynamics.limit), not a kernel time")
-        reason, t = normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, times[k], L0,
+        fck = fc_last if k == times.shape[0] - 1 else fc
+        reason, t = normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fck, w, t, times[k], L0,
                                   count)
         if reason == 0:
             _forward(A, gamma, rho, U, v, st, cfg, w)
@@ -304,9 +307,9 @@ def _group_kernel(lo, hi, st, sth, cfg, fc, use_flow, jobs, group_start, togethe
 
 
 @njit(cache=True, nogil=True)
-def _pattern_kernel(lo, hi, st, cfg, fc, use_flow, jobs, checkpoints, t_pattern, out, out_gamma,
-                    out_rho, out_v):
+def _pattern_kernel(lo, hi, st, cfg, fc, use_flow, jobs, checkpoints, t_pattern, fc_leg, out,
+                    out_gamma, out_rho, out_v):
     """``pattern_kernel``: jobs lo .. hi-1 (``_pattern_job``)."""
     for q in range(lo, hi):
-        _pattern_job(q, st, cfg, fc, use_flow, jobs, checkpoints, t_pattern, out, out_gamma,
-                     out_rho, out_v)
+        _pattern_job(q, st, cfg, fc, use_flow, jobs, checkpoints, t_pattern, fc_leg, out,
+                     out_gamma, out_rho, out_v)

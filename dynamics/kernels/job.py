@@ -129,16 +129,16 @@ def _start_job(job, st, upper, cfg, jobs):
 
 
 @njit(cache=True, inline="always")
-def _pattern_job(job, st, cfg, fc, use_flow, jobs, checkpoints, t_pattern, out, out_gamma,
-                 out_rho, out_v):
+def _pattern_job(job, st, cfg, fc, use_flow, jobs, checkpoints, t_pattern, fc_leg, out,
+                 out_gamma, out_rho, out_v):
     """A job of ``pattern_kernel`` (depth 1): ``_run_job`` over the finite
-    checkpoints, then the flow to t_pattern."""
+    checkpoints, then the flow to t_pattern with the settings fc_leg."""
     K = out.test.shape[1]
     sj, mu, A, gamma, rho, U, v, w, count, L0 = _run_job(
         job, st, None, cfg, fc, use_flow, None, jobs, checkpoints, out)
     if out.status[job, 0] >= 0:
         return
-    reason, t = normalised_gd(A, mu, gamma, rho, U, v, sj, cfg, fc, w, out.info[job, 1],
+    reason, t = normalised_gd(A, mu, gamma, rho, U, v, sj, cfg, fc_leg, w, out.info[job, 1],
                               max(t_pattern, out.info[job, 1]), L0, count)
     if reason == 0:
         reason = _checkpoint(job, K - 1, A, mu, gamma, rho, U, v, sj, cfg, w, out)

@@ -111,6 +111,16 @@ class Schedule(NamedTuple):
     use_flow: bool
 
 
+class PatternLeg(NamedTuple):
+    """The flow from a batch's last finite checkpoint on to GD time t, whose
+    state's activation pattern seeds the limit program, with the flow's
+    settings fc (``FlowConfig``; a coarser step than the recorded times':
+    only the pattern is used)."""
+
+    t: float
+    fc: "FlowConfig"
+
+
 class Groups(NamedTuple):
     """Jobs group start[g] .. start[g+1]-1 share one seed; groups smaller
     than min_size run job by job."""
