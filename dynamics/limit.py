@@ -67,7 +67,7 @@ LIMIT_META = {
 LIMIT_STATUS = {5: "training data not separated at the pattern time (no program)",
                 6: "the conic solvers failed on the limit program"}
 
-PATTERN_TIME = 1e30   # default time (GD steps) of the flow state that seeds the program
+PATTERN_TIME = 1e100  # default time (GD steps) of the flow state that seeds the program
 MAX_MOVES = 50        # cap of the repair walk
 DUST = 1e-5           # units below this fraction of the largest are zero (solver dust)
 DECREASE = 1e-7       # a move is kept when OPT drops by more than this fraction (solver accuracy)

@@ -2,7 +2,7 @@
 
 t = inf is the certified limit (docs/guide/time-and-limit.md): per run, the
 max-margin cone program of the activation pattern of the normalised flow at
-t = 1e30 GD steps, repaired by improving flips until certified stationary
+t = 1e100 GD steps (``limit.PATTERN_TIME``), repaired by improving flips until certified stationary
 (``dynamics.limit``, ``dynamics.limit_run.limit_batch``).  Every point is the
 solver of `dyn solve --times inf --integrator flow` at that single time
 (``compare.boundaries.make_evaluator`` + ``dynamics.boundary.find_boundaries``;

@@ -6,6 +6,7 @@ import pytest
 
 from dynamics import Params
 from dynamics.batch import run_batch, stacked_stats
+from dynamics.limit import PATTERN_TIME
 from dynamics.data import sample_data
 from dynamics.run import simulate, simulate_flow
 from fullsim.network import simulate_full_flow
@@ -99,7 +100,7 @@ def test_margin_increases_late_and_limit_is_flagged():
     assert np.all(np.diff(margin[:-1]) > 0)  # increases toward its limit
     info, lim = tr.extra["flow"], tr.extra["limit"]
     assert lim["certified"] in (0.0, 1.0) and lim["margin_ratio"] <= 1 + 1e-6
-    assert lim["t_pattern"] == info["t_final"] == 1e30 and info["n_steps"] < 20_000
+    assert lim["t_pattern"] == info["t_final"] == PATTERN_TIME and info["n_steps"] < 20_000
 
 
 def test_limit_finite_without_warnings_at_large_scale():
