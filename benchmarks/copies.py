@@ -74,12 +74,13 @@ def loop(args):
 def threads(args):
     from dynamics.batch import run_batch, stacked_stats
     from dynamics.params import Params
+    from dynamics.spec import RunSpec
     p = Params(v0=1e-3)
     st = stacked_stats(p, "wishart", list(range(8)))
     mus = np.linspace(2.0, 12.0, 4)
     job_seed, job_mu = np.tile(np.arange(8), mus.size), np.repeat(mus, 8)
-    run_batch(p, "exact", st, job_seed[:1], job_mu[:1], parallel=False)
-    ts = repeat_times(lambda: run_batch(p, "exact", st, job_seed, job_mu, parallel=False),
+    run_batch(RunSpec(p), st, job_seed[:1], job_mu[:1], parallel=False)
+    ts = repeat_times(lambda: run_batch(RunSpec(p), st, job_seed, job_mu, parallel=False),
                       args.repeats)
     table(["jobs", "parallel=False (s, min)"], [[job_mu.size, f"{ts.min():.3f}"]])
 

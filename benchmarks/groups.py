@@ -37,7 +37,7 @@ except ImportError:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _common import machine_rows, table  # noqa: E402
-from dynamics import Params
+from dynamics import Params, RunSpec
 from dynamics.batch import run_batch, stacked_stats
 from dynamics.kernels import GROUP_MAX
 
@@ -51,8 +51,7 @@ def timed(fn):
 def compare(params, stacked, job_seed, job_mu, checkpoints):
     """(seconds grouped, seconds job by job) for the same jobs; asserts equality."""
     def run(gs, cps=checkpoints):
-        return run_batch(params, "exact", stacked, job_seed, job_mu, checkpoints=cps,
-                         group_size=gs)
+        return run_batch(RunSpec(params, times=cps), stacked, job_seed, job_mu, group_size=gs)
     run(GROUP_MAX, [1.0]), run(1, [1.0])  # compile outside the timing (one step is enough)
     tg, grouped = timed(lambda: run(GROUP_MAX))
     t1, single = timed(lambda: run(1))

@@ -91,7 +91,7 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dynamics import Params, sample_data
+from dynamics import Params, RunSpec, sample_data
 from dynamics.batch import run_batch
 from dynamics.kernels import GROUP_MIN
 from dynamics.run import kernel_stats
@@ -343,7 +343,7 @@ def bench_d(torch, d: int, repeats: int, full_configs: int | None):
     fns = {}
     for level in ("exact", "orthogonal"):
         fns[level] = lambda lv=level: res.__setitem__(lv, run_batch(
-            p, lv, stacked, prob.job_seed, prob.job_mu, checkpoints=cp))
+            RunSpec(p, lv, times=cp), stacked, prob.job_seed, prob.job_mu))
     xt = seeds_test_noise(prob)
     nets = {"torch f32": TorchNet(prob, torch.float32, xt),
             "torch f64": TorchNet(prob, torch.float64, xt)}

@@ -34,6 +34,7 @@ from _common import machine_rows, repeat_times, table  # noqa: E402
 from dynamics.batch import run_batch, stacked_stats  # noqa: E402
 from dynamics.boundary import crossing  # noqa: E402
 from dynamics.params import Params  # noqa: E402
+from dynamics.spec import RunSpec  # noqa: E402
 
 S, N_MU, TAU = 8, 64, 0.25
 
@@ -64,8 +65,8 @@ def main(argv=None):
         stacked = stacked_stats(p, "wishart", p.seed + np.arange(S))
         for cps in ([200.0],) + (() if args.skip_limit else ([200.0, np.inf],)):
             def run(prec, cps=cps):
-                return run_batch(p, "exact", stacked, job_seed, job_mu, job_v0,
-                                 checkpoints=cps, precision=prec)
+                return run_batch(RunSpec(p, times=cps, precision=prec), stacked, job_seed,
+                                 job_mu, job_v0)
             res = {prec: run(prec) for prec in ("float64", "float32")}  # compile + results
             times = {"float64": [], "float32": []}
             for _ in range(args.repeats):

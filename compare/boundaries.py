@@ -32,8 +32,7 @@ def run_jobs(spec: RunSpec, job_seed, job_mu, job_v0, *, stacked=None,
         stacked = stacked_general(params, spec.sampler, seeds) if stacked is None else stacked
         return run_general_batch(params, stacked, job_seed, job_mu, job_v0, cp, parallel)
     stacked = stacked_stats(params, spec.sampler, seeds) if stacked is None else stacked
-    return run_batch(params, spec.level, stacked, job_seed, job_mu, job_v0, cp, parallel,
-                     precision=spec.precision)
+    return run_batch(spec, stacked, job_seed, job_mu, job_v0, parallel=parallel)
 
 
 def make_evaluator(spec: RunSpec):

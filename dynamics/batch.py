@@ -90,11 +90,11 @@ def job_outputs(res: dict) -> JobOutputs:
                       res["status"], res["info"])
 
 
-def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None,
-              checkpoints=None, parallel: bool = True, integrator: str = "gd",
-              group_size: int | None = None, precision: str = "float64",
-              t_pattern: float | None = None) -> dict:
-    """Per-job results at each checkpoint: arrays (Q, K) of RESULTS, ``status``
+def run_batch(run, stacked, job_seed, job_mu, job_v0=None, *, parallel: bool = True,
+              group_size: int | None = None, t_pattern: float | None = None) -> dict:
+    """Per-job results at the checkpoints ``run.times`` of ``run`` (``RunSpec``:
+    params, level, integrator, precision; its seeds are those of
+    ``stacked``): arrays (Q, K) of RESULTS, ``status``
     (Q, 2) and ``info`` (Q, 4) = (limit converged 1/0 or -1, final time in GD
     steps, normalised steps, test labels stable before the limit 1/0 or -1).
     Job q runs seed index job_seed[q] at ||mu|| = job_mu[q], v0 = job_v0[q];
@@ -111,11 +111,12 @@ def run_batch(params: Params, level: str, stacked, job_seed, job_mu, job_v0=None
     state and statistics (``check_precision``; sweeps only: results differ
     from float64 by float32 round-off, see docs/guide/phase.md), still independent of
     the thread count and of the grouping's split."""
+    params, level, precision = run.params, run.level, run.precision
     check_precision(params, level, precision)
     cfg = kernel_config(params, level)
     check_stats(params, stacked, stacked=True)
-    use_flow = check_integrator(params, integrator)
-    cp = check_checkpoints(checkpoints, params.steps)
+    use_flow = check_integrator(params, run.integrator)
+    cp = check_checkpoints(run.times, params.steps)
     job_seed = np.ascontiguousarray(job_seed, dtype=np.int64)
     job_mu = np.ascontiguousarray(job_mu, dtype=np.float64)
     job_v0 = (np.full(job_mu.shape, params.v0) if job_v0 is None

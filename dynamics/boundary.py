@@ -24,7 +24,7 @@ so every time's boundary is that of its single-time search).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -34,7 +34,7 @@ from .kernels import DIVERGENCE_REASONS
 from .limit import LIMIT_FIELDS, LIMIT_STATUS
 from .params import SAMPLERS, TAU, TRANSITION_TAUS, Params, check_choice, check_threshold
 from .run import check_checkpoints, check_integrator, kernel_config
-from .spec import check_spec
+from .spec import RunSpec, check_spec
 
 Evaluator = Callable[..., dict]  # evaluate(mus, upto=None): see the module docstring
 
@@ -55,9 +55,9 @@ def reduced_evaluator(params: Params, level: str, sampler: str, seeds,
     kernel_config(params, level)  # validate level, optimizer, integrator up front
     check_integrator(params, integrator)
     stacked = stacked_stats(params, sampler, seeds) if stacked is None else stacked
+    run = RunSpec(params, level, sampler, len(seeds), integrator=integrator)
     return job_evaluator(
-        lambda job_seed, job_mu, cp: run_batch(params, level, stacked, job_seed, job_mu,
-                                               checkpoints=cp, integrator=integrator,
+        lambda job_seed, job_mu, cp: run_batch(replace(run, times=cp), stacked, job_seed, job_mu,
                                                t_pattern=t_pattern),
         len(seeds), check_checkpoints(checkpoints, params.steps))
 

@@ -144,8 +144,8 @@ def test_run_batch_matches_simulate():
     p = Params(n=8, m=4, d=200, steps=30, n_test=200)
     seeds = [3, 4]
     stacked = stacked_stats(p, "wishart", seeds)
-    res = run_batch(p, "exact", stacked, [0, 1, 1], [1.0, 2.0, 5.0], [0.1, 0.1, 0.5],
-                    checkpoints=[10, 30])
+    res = run_batch(RunSpec(p, times=[10, 30]), stacked, [0, 1, 1], [1.0, 2.0, 5.0],
+                    [0.1, 0.1, 0.5])
     assert res["test_error"].shape == (3, 2) and res["status"].shape == (3, 2)
     assert np.all(res["status"][:, 0] == -1)
     q = p.replace(seed=4, mu_norm=5.0, v0=0.5)
@@ -153,8 +153,8 @@ def test_run_batch_matches_simulate():
     np.testing.assert_array_equal(res["loss"][2], tr.loss[[1, 3]])
     np.testing.assert_array_equal(res["train_error"][2], tr.train_error[[1, 3]])
     assert res["test_error"][2, -1] == tr.test_error
-    serial = run_batch(p, "exact", stacked, [0, 1, 1], [1.0, 2.0, 5.0], [0.1, 0.1, 0.5],
-                       checkpoints=[10, 30], parallel=False)
+    serial = run_batch(RunSpec(p, times=[10, 30]), stacked, [0, 1, 1], [1.0, 2.0, 5.0],
+                       [0.1, 0.1, 0.5], parallel=False)
     for k in RESULTS:
         np.testing.assert_array_equal(serial[k], res[k])
 

@@ -95,7 +95,7 @@ def test_reduced_boundary_solver_refuses_per_coordinate_rules():
     with pytest.raises(ParamError, match="--level full"):
         reduced_evaluator(p, "exact", "wishart", [0, 1])
     with pytest.raises(ParamError, match="--level full"):
-        run_batch(p, "exact", stacked_stats(p, "wishart", [0]), [0], [1.0])
+        run_batch(RunSpec(p), stacked_stats(p, "wishart", [0]), [0], [1.0])
     with pytest.raises(ParamError, match="--level full"):
         find_boundary(RunSpec(p, "orthogonal", "wishart", 2))
 

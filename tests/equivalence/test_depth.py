@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.stats as sps
 
-from dynamics import Params
+from dynamics import Params, RunSpec
 from dynamics.batch import run_batch, stacked_stats
 from dynamics.data import sample_stats
 from dynamics.run import simulate
@@ -32,7 +32,7 @@ def _depth1_runs():
     js, mus = np.tile(np.arange(3), 4), np.repeat([0.5, 2.0, 5.0, 20.0], 3)
     v0s = np.repeat([1e-3, 1.0, 1e-3, 10.0], 3)
     for integ, cps in (("gd", [100, 300, np.inf]), ("flow", [100, 300, 1e5])):
-        res = run_batch(p, "exact", st, js, mus, job_v0=v0s, checkpoints=cps, integrator=integ)
+        res = run_batch(RunSpec(p, times=cps, integrator=integ), st, js, mus, job_v0=v0s)
         for k, v in res.items():
             if not (integ == "flow" and k == "info"):
                 yield f"batch_{integ}_{k}", v
@@ -163,8 +163,8 @@ def test_deep_normalised_margin_is_scale_free_and_grows_slowly():
     from dynamics.run import simulate_flow
     p = Params(depth=2, v0=0.5, d=300, n=8, m=4, mu_norm=8.0, n_test=200)
     times = [1e3, 1e6, 1e9, 1e12, 1e15]
-    res = run_batch(p, "exact", stacked_stats(p, "wishart", [0]), np.zeros(1, np.int64),
-                    np.array([8.0]), checkpoints=times, integrator="flow")
+    res = run_batch(RunSpec(p, times=times, integrator="flow"), stacked_stats(p, "wishart", [0]),
+                    np.zeros(1, np.int64), np.array([8.0]))
     mg = res["margin"][0]
     assert np.all(np.diff(mg) > 0) and np.all(np.diff(np.log(mg))[1:] < np.diff(np.log(mg))[:-1])
     tr = simulate_flow(p, "exact", "wishart", times=times)

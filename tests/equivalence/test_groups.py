@@ -3,7 +3,7 @@ of the job-by-job path bit for bit, in every regime the batch kernel serves."""
 import numpy as np
 import pytest
 
-from dynamics import Params
+from dynamics import Params, RunSpec
 from dynamics.batch import group_limit, job_groups, run_batch, stacked_stats
 from dynamics.kernels import GROUP_MIN
 
@@ -32,10 +32,9 @@ def test_group_equals_job_by_job(name):
     job_seed = np.tile(np.arange(S), M)
     job_mu = np.repeat(mus, S)
     job_v0 = params.v0 * np.where(np.arange(job_mu.size) % 3 == 0, 1.0, 2.5)
-    grouped = run_batch(params, level, stacked, job_seed, job_mu, job_v0, checkpoints,
-                        integrator=integrator)
-    single = run_batch(params, level, stacked, job_seed, job_mu, job_v0, checkpoints,
-                       integrator=integrator, group_size=1)
+    run = RunSpec(params, level, times=checkpoints, integrator=integrator)
+    grouped = run_batch(run, stacked, job_seed, job_mu, job_v0)
+    single = run_batch(run, stacked, job_seed, job_mu, job_v0, group_size=1)
     for key in single:
         np.testing.assert_array_equal(grouped[key], single[key], err_msg=key)
     finite = np.isfinite(single["test_error"]).mean()
@@ -53,8 +52,8 @@ def test_small_groups_beside_large_ones_equal_job_by_job():
     job_seed = np.array([0] * (2 * GROUP_MIN) + [1] * 2 + [2] * (GROUP_MIN + 1))
     job_mu = np.geomspace(0.5, 30.0, job_seed.size)[::-1].copy()
     np.random.default_rng(0).shuffle(job_seed)
-    grouped = run_batch(params, "exact", stacked, job_seed, job_mu, checkpoints=[30.0, 120.0])
-    single = run_batch(params, "exact", stacked, job_seed, job_mu, checkpoints=[30.0, 120.0],
+    grouped = run_batch(RunSpec(params, times=[30.0, 120.0]), stacked, job_seed, job_mu)
+    single = run_batch(RunSpec(params, times=[30.0, 120.0]), stacked, job_seed, job_mu,
                        group_size=1)
     for key in single:
         np.testing.assert_array_equal(grouped[key], single[key], err_msg=key)
@@ -94,10 +93,10 @@ def test_labels_other_than_pm1_run_job_by_job(monkeypatch):
     calls = []
     real = batch.group_kernel
     monkeypatch.setattr(batch, "group_kernel", lambda *a, **k: calls.append(1) or real(*a, **k))
-    run_batch(params, "exact", stacked, job_seed, job_mu, checkpoints=[20.0])
+    run_batch(RunSpec(params, times=[20.0]), stacked, job_seed, job_mu)
     assert calls == [1]  # +-1 labels: grouped
     scaled = stacked._replace(yhat=0.5 * stacked.yhat)
-    res = run_batch(params, "exact", scaled, job_seed, job_mu, checkpoints=[20.0])
+    res = run_batch(RunSpec(params, times=[20.0]), scaled, job_seed, job_mu)
     assert calls == [1]  # not grouped
-    one = run_batch(params, "exact", scaled, job_seed, job_mu, checkpoints=[20.0], group_size=1)
+    one = run_batch(RunSpec(params, times=[20.0]), scaled, job_seed, job_mu, group_size=1)
     np.testing.assert_array_equal(res["loss"], one["loss"])

@@ -328,3 +328,124 @@ def test_cli_inf_refused_with_one_line(tmp_path):
     assert res.exit_code != 0
     assert "finite late time" in res.output and "Traceback" not in res.output
 
+
+
+def _late_items(count, times=(200, 1e6)):
+    """(problem, flow pattern) of ``count`` SMALL runs over seeds, ||mu|| and v0."""
+    items = []
+    for k in range(count):
+        mu, v0 = 2.0 + 0.5 * (k % 5), (1e-3, 1.0)[k % 2]
+        p = Params(**{**SMALL, "mu_norm": mu, "v0": v0})
+        tr, kst = flow_state(p, list(times), seed=k)
+        items.append((lm.make_problem(kst, p, mu),
+                      lm.flow_pattern(kst, mu, tr.gamma[-1], tr.rho[-1], tr.v[-1])))
+    return items
+
+
+def _default_size_item():
+    """(problem, pattern at t = 1e30) of a default-size run (n = m = 20,
+    d = 1000) whose repair walk takes 3 moves."""
+    p = Params(n_test=400, mu_norm=6.0, v0=1.0, seed=4)
+    tr, kst = flow_state(p, [200, 1e30], seed=4)
+    return lm.make_problem(kst, p, 6.0), lm.flow_pattern(kst, 6.0, tr.gamma[-1], tr.rho[-1],
+                                                          tr.v[-1])
+
+
+def test_column_generation_equals_the_whole_program():
+    """solve_pattern restricts the program to a few noise groups and prices
+    the others by their dual norm: same OPT as the whole program (every
+    group from the start), and it does drop groups."""
+    import dynamics.limit_program as lp
+
+    dropped = 0
+    for prob, pat in _late_items(6):
+        cg = lp.solve_pattern(prob, pat)
+        whole = lp.solve_pattern(prob, pat, np.ones(pat.sa.shape, bool))
+        assert cg.ok and whole.ok
+        assert cg.opt == pytest.approx(whole.opt, rel=1e-7)
+        assert whole.info["groups"] == len(lp.layout(prob, pat).noi)
+        dropped += whole.info["groups"] - cg.info["groups"]
+    assert dropped > 0
+
+
+def test_certified_end_has_no_improving_flip_near_a_kink():
+    """After the repair, no entry of a nonzero noise unit within 1e-4 ||u||
+    of its kink (a band wider than any fixed threshold the walk could use)
+    whose flipped side has a negative multiplier lowers OPT when flipped.
+    (A kink test |<u, xi_i>| <= 1e-6 ||u|| depends on the solver's accuracy
+    on the kink values, 1e-9 .. 1e-4; the walk reads kinks from
+    complementarity.)  The default-size run has such an entry."""
+    tried = 0
+    items = _late_items(4) + [_default_size_item()]
+    for prob, pat in items:
+        lim = lm.repair(prob, pat)
+        assert lim.certified, lim.reason
+        opt = lim.optimum
+        _, zn = lm._zero_units(opt)
+        zz = np.einsum("ik,jrk->jri", prob.L, opt.beta)
+        size = np.linalg.norm(opt.beta, axis=2)
+        for j, r in zip(*np.nonzero(~zn)):
+            for i in np.nonzero(np.abs(zz[j, r]) <= 1e-4 * size[j, r])[0]:
+                old = lim.pattern.act[j, r, i]
+                a_old, a_new = (1.0, prob.alpha) if old else (prob.alpha, 1.0)
+                nu_new = -opt.nu[j, r, i] - (1.0 if old else -1.0) * opt.lam[i] * prob.y[i] \
+                    * prob.c * (1.0 - 2.0 * j) * lim.pattern.s2[j, r] * (a_old - a_new)
+                if nu_new >= 0.0:
+                    continue
+                flipped = lm.apply_move(lim.pattern, (0.0, "flip", (j, r, int(i))))
+                assert lm.solve_pattern(prob, flipped).opt >= opt.opt * (1.0 - 1e-6)
+                tried += 1
+    assert tried > 0
+
+
+def test_coarse_pattern_leg_gives_the_fine_limit():
+    """The flow on to the pattern time with PATTERN_FLOW's coarse steps seeds
+    the same certified limit as the finely stepped flow (FLOW), run by run."""
+    from dynamics.batch import stacked_stats
+    from dynamics.kernels import Jobs
+    from dynamics.limit import LIMIT_FIELDS
+    from dynamics.run import FLOW, PATTERN_FLOW
+
+    assert PATTERN_FLOW.max_dt_frac > 5 * FLOW.max_dt_frac
+    p = Params(**SMALL)
+    st = stacked_stats(p, "wishart", [0, 1, 2, 3])
+    mus = np.array([2.0, 3.0, 4.0])
+    jobs = Jobs(np.tile(np.arange(4), mus.size), np.repeat(mus, 4), np.full(12, p.v0))
+    cp = np.array([200.0, np.inf])
+    coarse = lr.limit_batch(p, "exact", st, jobs, cp, use_flow=False)
+    orig = lr.PATTERN_FLOW
+    lr.PATTERN_FLOW = FLOW
+    try:
+        fine = lr.limit_batch(p, "exact", st, jobs, cp, use_flow=False)
+    finally:
+        lr.PATTERN_FLOW = orig
+    assert np.all(coarse["info"][:, 2] < 0.3 * fine["info"][:, 2])  # fewer flow steps
+    np.testing.assert_array_equal(coarse["test_error"][:, -1], fine["test_error"][:, -1])
+    k = LIMIT_FIELDS.index("opt")
+    np.testing.assert_allclose(coarse["limit"][:, k], fine["limit"][:, k], rtol=1e-7)
+
+
+def test_repaired_limit_does_not_depend_on_the_solver_path():
+    """Column generation and the whole program reach the optimum along
+    different interior-point iterates; the repair walk (kinks by
+    complementarity, moves kept above the solver's accuracy) ends at the same
+    pattern and OPT with either."""
+    import dynamics.limit_program as lp
+
+    def whole(prob, pat, units=None):
+        return lp.solve_pattern(prob, pat, np.ones(pat.sa.shape, bool))
+
+    moves = 0
+    for prob, pat in _late_items(4, times=(200, 1e10)) + [_default_size_item()]:
+        cg = lm.repair(prob, pat)
+        moves += cg.moves
+        orig = lm.solve_pattern
+        lm.solve_pattern = whole
+        try:
+            ref = lm.repair(prob, pat)
+        finally:
+            lm.solve_pattern = orig
+        assert cg.certified and ref.certified
+        assert np.array_equal(cg.pattern.act, ref.pattern.act) and cg.moves == ref.moves
+        assert cg.optimum.opt == pytest.approx(ref.optimum.opt, rel=1e-7)
+    assert moves >= 3

@@ -23,8 +23,8 @@ MUS = np.geomspace(0.5, 50.0, 32)
 def _runs(p, precision, checkpoints, seeds=S, mus=MUS, **kw):
     stacked = stacked_stats(p, "wishart", p.seed + np.arange(seeds))
     job_seed, job_mu = np.tile(np.arange(seeds), mus.size), np.repeat(mus, seeds)
-    return run_batch(p, "exact", stacked, job_seed, job_mu, checkpoints=checkpoints,
-                     precision=precision, **kw)
+    return run_batch(RunSpec(p, times=checkpoints, precision=precision), stacked, job_seed,
+                     job_mu, **kw)
 
 
 def _seed_interval(test, tau, rng):

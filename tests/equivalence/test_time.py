@@ -4,7 +4,7 @@ import warnings
 import numpy as np
 import pytest
 
-from dynamics import Params
+from dynamics import Params, RunSpec
 from dynamics.batch import run_batch, stacked_stats
 from dynamics.limit import PATTERN_TIME
 from dynamics.data import sample_data
@@ -60,9 +60,9 @@ def test_checkpoints_equal_separate_runs_bit_for_bit():
     p = SMALL.replace(steps=40)
     st = stacked_stats(p, "wishart", [0, 1])
     jobs = (np.array([0, 1, 0, 1]), np.array([1.0, 1.0, 5.0, 5.0]))
-    both = run_batch(p, "exact", st, *jobs, checkpoints=[40, 400])
-    one = run_batch(p, "exact", st, *jobs, checkpoints=[40])
-    later = run_batch(p.replace(steps=400), "exact", st, *jobs)
+    both = run_batch(RunSpec(p, times=[40, 400]), st, *jobs)
+    one = run_batch(RunSpec(p, times=[40]), st, *jobs)
+    later = run_batch(RunSpec(p.replace(steps=400)), st, *jobs)
     for k in ("test_error", "loss", "train_error", "margin"):
         np.testing.assert_array_equal(both[k][:, 0], one[k][:, 0])
         np.testing.assert_array_equal(both[k][:, 1], later[k][:, 0])
@@ -72,7 +72,7 @@ def test_gd_checkpoints_equal_trajectory():
     p = SMALL.replace(steps=60)
     tr = simulate(p, "exact", "wishart", record_every=60)
     st = stacked_stats(p, "wishart", [p.seed])
-    res = run_batch(p, "exact", st, [0], [p.mu_norm], checkpoints=[60])
+    res = run_batch(RunSpec(p, times=[60]), st, [0], [p.mu_norm])
     assert res["loss"][0, 0] == tr.loss[-1]
     assert res["test_error"][0, 0] == tr.test_error
 
@@ -108,7 +108,7 @@ def test_limit_finite_without_warnings_at_large_scale():
     st = stacked_stats(p, "wishart", [0, 1])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        res = run_batch(p, "exact", st, [0, 1], [50.0, 50.0], checkpoints=[200, np.inf])
+        res = run_batch(RunSpec(p, times=[200, np.inf]), st, [0, 1], [50.0, 50.0])
     assert np.all(res["status"][:, 0] == -1)
     for k in ("test_error", "loss", "train_error", "margin"):
         assert np.all(np.isfinite(res[k])), k

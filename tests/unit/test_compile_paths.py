@@ -14,11 +14,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PROBE = """
 import json, numpy as np
 from dynamics.params import Params
+from dynamics.spec import RunSpec
 from dynamics.batch import run_batch, stacked_stats
 from dynamics.kernels import flow, group_step, groups, loop1, step, step1
 p = Params(n=6, m=4, n_test=20, steps=20, depth={depth})
 st = stacked_stats(p, "wishart", [0])
-run_batch(p, "exact", st, [0], [3.0], checkpoints={times})
+run_batch(RunSpec(p, times={times}), st, [0], [3.0])
 got = {{name: len(f.signatures) for name, f in [
     ("flow", flow.normalised_gd), ("groups", groups._run_group),
     ("group_step", group_step._step_group), ("loop1", loop1._gd_loop_depth1),
