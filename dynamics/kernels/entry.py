@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .flow import normalised_gd
+from .flow import normalised_gd, pattern_leg
 from .groups import _run_group
 from .job import _initial_loss, _pattern_job, _run_job
 from .loop1 import _gd_loop_depth1
@@ -91,11 +91,12 @@ def theta_norm_sq(A, mu, gamma, rho, U, v, st, train_v):
 def flow_kernel(st, cfg, fc, mu, state, times, rec, fc_last=None):
     """Normalised-flow run from ``state`` (``State``) at time 0, recording the
     state, loss and train error at each time in ``times`` (GD steps,
-    ascending, finite) into ``rec`` (``Records``), the last leg (to
-    times[-1]) with the settings ``fc_last`` when given (``PatternLeg``).
+    ascending, finite) into ``rec`` (``Records``); with ``fc_last`` (a
+    ``FlowConfig``) the last leg is a ``flow.pattern_leg`` (its coarse part
+    with fc_last's steps).
     rec.status = (index of the failing time, reason) or (-1, 0); rec.info =
     (-1, final time, normalised steps, -1)."""
-    _flow_kernel(st, _checked(cfg), fc, fc if fc_last is None else fc_last, mu, state.gamma,
+    _flow_kernel(st, _checked(cfg), fc, fc_last, mu, state.gamma,
                  state.rho, _upper(state.U), state.v, times, rec.gamma, rec.rho, rec.U, rec.v,
                  rec.loss, rec.train_error, rec.status, rec.info)
 
@@ -152,8 +153,8 @@ def group_kernel(st, sth, cfg, jobs, groups, schedule, out, parallel=True):
 def pattern_kernel(st, cfg, jobs, schedule, leg, out, states, parallel=True):
     """``batch_kernel`` for runs whose last time is the limit (depth 1): the
     K - 1 finite checkpoints of ``schedule`` as there, then the normalised
-    flow with the settings leg.fc on to GD time leg.t (``PatternLeg``),
-    whose checkpoint values go to column K - 1
+    flow on to GD time leg.t (``flow.pattern_leg``: schedule.fc's steps to
+    its gd_max, then leg.fc's), whose checkpoint values go to column K - 1
     of ``out`` and whose state to states.gamma[q], states.rho[q],
     states.v[q] (``State`` with a leading job axis; U unused): the pattern
     that seeds the limit program (``dynamics.limit``).  Parallel over jobs;
@@ -268,9 +269,15 @@ def _flow_kernel(st, cfg, fc, fc_last, mu, gamma, rho, U, v, times, out_gamma, o
     for k in range(times.shape[0]):
         if np.isinf(times[k]):
             raise ValueError("t = inf is the limit program (dynamics.limit), not a kernel time")
-        fck = fc_last if k == times.shape[0] - 1 else fc
-        reason, t = normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fck, w, t, times[k], L0,
-                                  count)
+        if fc_last is None:  # (pruned by type: None, or a FlowConfig)
+            reason, t = normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, times[k], L0,
+                                      count)
+        elif k == times.shape[0] - 1:
+            reason, t = pattern_leg(A, mu, gamma, rho, U, v, st, cfg, fc, fc_last, w, t,
+                                    times[k], L0, count)
+        else:
+            reason, t = normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, times[k], L0,
+                                      count)
         if reason == 0:
             _forward(A, gamma, rho, U, v, st, cfg, w)
             reason, loss = _lprime_stable(w.f, st.y, w.lp)

@@ -74,3 +74,16 @@ def normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, t_end, L0, count):
         if reason != 0:
             return reason, t
     return 0, t
+
+
+@njit(cache=True)
+def pattern_leg(A, mu, gamma, rho, U, v, st, cfg, fc, fc_leg, w, t, t_end, L0, count):
+    """The flow from t to t_end whose state only seeds the limit program
+    (``PatternLeg``): ``normalised_gd`` with fc's steps up to fc.gd_max,
+    then with fc_leg's coarser ones (coarse steps early, when the loss is
+    still large, overshoot at large ||mu||).  Returns (reason, t)."""
+    t_fine = min(max(t, fc.gd_max), t_end)
+    reason, t = normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, t_fine, L0, count)
+    if reason != 0:
+        return reason, t
+    return normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc_leg, w, t, t_end, L0, count)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .flow import normalised_gd
+from .flow import normalised_gd, pattern_leg
 from .loop1 import _gd_loop_depth1
 from .measure import _checkpoint
 from .primitives import _copy_flat, _lprime, _lprime_stable
@@ -132,14 +132,15 @@ def _start_job(job, st, upper, cfg, jobs):
 def _pattern_job(job, st, cfg, fc, use_flow, jobs, checkpoints, t_pattern, fc_leg, out,
                  out_gamma, out_rho, out_v):
     """A job of ``pattern_kernel`` (depth 1): ``_run_job`` over the finite
-    checkpoints, then the flow to t_pattern with the settings fc_leg."""
+    checkpoints, then the flow to t_pattern (``pattern_leg``: fc's steps to
+    fc.gd_max, then fc_leg's)."""
     K = out.test.shape[1]
     sj, mu, A, gamma, rho, U, v, w, count, L0 = _run_job(
         job, st, None, cfg, fc, use_flow, None, jobs, checkpoints, out)
     if out.status[job, 0] >= 0:
         return
-    reason, t = normalised_gd(A, mu, gamma, rho, U, v, sj, cfg, fc_leg, w, out.info[job, 1],
-                              max(t_pattern, out.info[job, 1]), L0, count)
+    reason, t = pattern_leg(A, mu, gamma, rho, U, v, sj, cfg, fc, fc_leg, w,
+                            out.info[job, 1], max(t_pattern, out.info[job, 1]), L0, count)
     if reason == 0:
         reason = _checkpoint(job, K - 1, A, mu, gamma, rho, U, v, sj, cfg, w, out)
     if reason != 0:

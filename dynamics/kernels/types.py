@@ -113,9 +113,9 @@ class Schedule(NamedTuple):
 
 class PatternLeg(NamedTuple):
     """The flow from a batch's last finite checkpoint on to GD time t, whose
-    state's activation pattern seeds the limit program, with the flow's
-    settings fc (``FlowConfig``; a coarser step than the recorded times':
-    only the pattern is used)."""
+    state's activation pattern seeds the limit program: beyond the recorded
+    flow's gd_max with the settings fc (``FlowConfig``; a coarser step than
+    the recorded times': only the pattern is used; ``flow.pattern_leg``)."""
 
     t: float
     fc: "FlowConfig"
