@@ -36,7 +36,7 @@ FLOW = FlowConfig(max_steps=1_000_000, max_dt_frac=0.02, gd_max=1e6)
 # (kernels.PatternLeg, flow.pattern_leg): only its activation pattern is
 # used, which the repair walk then corrects, so 10x coarser steps (~13 per
 # decade of t instead of ~116); to 1e100 the limit is the same as with FLOW's
-# steps in 96 of 96 runs (docs/guide/time-and-limit.md, "Pattern time").
+# steps in 95 of 96 runs (docs/guide/time-and-limit.md, "Pattern time").
 PATTERN_FLOW = FLOW._replace(max_dt_frac=0.2)
 
 
