@@ -12,9 +12,10 @@ steps (~115 at max_dt_frac = 0.02); early steps are smaller than GD's.
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
-from .primitives import _lprime_stable
+from .primitives import _copy_flat, _lprime_stable
 from .step import _forward, _step
 from .step1 import _forward_depth1, _increments_depth1
 from .types import LOSS_UNDERFLOW
@@ -79,11 +80,25 @@ def normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, t_end, L0, count):
 @njit(cache=True)
 def pattern_leg(A, mu, gamma, rho, U, v, st, cfg, fc, fc_leg, w, t, t_end, L0, count):
     """The flow from t to t_end whose state only seeds the limit program
-    (``PatternLeg``): ``normalised_gd`` with fc's steps up to fc.gd_max,
-    then with fc_leg's coarser ones (coarse steps early, when the loss is
-    still large, overshoot at large ||mu||).  Returns (reason, t)."""
+    (depth 1; ``PatternLeg``): ``normalised_gd`` with fc's steps up to
+    fc.gd_max, then with fc_leg's coarser ones; if a coarse step overshoots
+    (any failure: the loss underflows to 0, a divergence), the coarse part is
+    taken again from its start with fc's steps, so the leg fails only where
+    fc's steps fail too.  Returns (reason, t); count[0] counts the steps of
+    the path whose state is returned."""
     t_fine = min(max(t, fc.gd_max), t_end)
     reason, t = normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, t_fine, L0, count)
-    if reason != 0:
+    if reason != 0 or t >= t_end:
         return reason, t
-    return normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc_leg, w, t, t_end, L0, count)
+    gamma0, rho0, v0, count0 = np.empty_like(gamma), np.empty_like(rho), np.empty_like(v), count[0]
+    _copy_flat(gamma0, gamma)
+    _copy_flat(rho0, rho)
+    _copy_flat(v0, v)
+    reason, t1 = normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc_leg, w, t, t_end, L0, count)
+    if reason == 0:
+        return reason, t1
+    _copy_flat(gamma, gamma0)
+    _copy_flat(rho, rho0)
+    _copy_flat(v, v0)
+    count[0] = count0
+    return normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, t_end, L0, count)

@@ -449,3 +449,28 @@ def test_repaired_limit_does_not_depend_on_the_solver_path():
         assert np.array_equal(cg.pattern.act, ref.pattern.act) and cg.moves == ref.moves
         assert cg.optimum.opt == pytest.approx(ref.optimum.opt, rel=1e-7)
     assert moves >= 3
+
+
+def test_pattern_leg_retakes_a_failed_coarse_part_with_fine_steps():
+    """When the coarse part of the pattern leg fails (here: its step budget
+    is spent at once), the leg is taken again from 1e6 with FLOW's steps:
+    the same results, bit for bit, as a leg with FLOW's steps throughout."""
+    from dynamics.batch import stacked_stats
+    from dynamics.kernels import Jobs
+    from dynamics.run import FLOW
+
+    p = Params(**SMALL)
+    st = stacked_stats(p, "wishart", [0, 1])
+    jobs = Jobs(np.tile(np.arange(2), 2), np.repeat([2.0, 4.0], 2), np.full(4, p.v0))
+    cp = np.array([200.0, np.inf])
+    orig = lr.PATTERN_FLOW
+    try:
+        lr.PATTERN_FLOW = FLOW._replace(max_dt_frac=0.2, max_steps=1)
+        failed = lr.limit_batch(p, "exact", st, jobs, cp, use_flow=False)
+        lr.PATTERN_FLOW = FLOW
+        fine = lr.limit_batch(p, "exact", st, jobs, cp, use_flow=False)
+    finally:
+        lr.PATTERN_FLOW = orig
+    assert np.all(failed["status"][:, 0] == -1)
+    for k in ("test_error", "margin", "info", "limit"):
+        np.testing.assert_array_equal(failed[k], fine[k])
