@@ -269,10 +269,7 @@ def _flow_kernel(st, cfg, fc, fc_last, mu, gamma, rho, U, v, times, out_gamma, o
     for k in range(times.shape[0]):
         if np.isinf(times[k]):
             raise ValueError("t = inf is the limit program (dynamics.limit), not a kernel time")
-        if fc_last is None:  # (pruned by type: None, or a FlowConfig)
-            reason, t = normalised_gd(A, mu, gamma, rho, U, v, st, cfg, fc, w, t, times[k], L0,
-                                      count)
-        elif k == times.shape[0] - 1:
+        if fc_last is not None and k == times.shape[0] - 1:  # (pruned when fc_last is None)
             reason, t = pattern_leg(A, mu, gamma, rho, U, v, st, cfg, fc, fc_last, w, t,
                                     times[k], L0, count)
         else:
