@@ -54,7 +54,7 @@ from dynamics.params import (ALL_LEVELS, D_GRID, LEVELS, N_GRID, SAMPLERS,  # no
 from .cli_common import (FiniteFloatRange, parse_int_list, output_path, signal_exit,  # noqa: E402
                          parse_times, build_params, cli_errors, click_type, data_option, echo_kv,
                          family_data, file_sizes, model_options, native_signals, out_option,
-                         progress_bar, refuse_record_every_with_flow,
+                         pack, progress_bar, refuse_record_every_with_flow,
                          refuse_sampler_of_level, refuse_unused, seeds_option,
                          threshold_option)
 from .cli_sweeps import phase, theory  # noqa: E402
@@ -211,8 +211,10 @@ def _solve_lock(out):
               help="seeds for the full-network check")
 @out_option("dir", "dyn-out", "output folder (solve.nc and PNG figures)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrator, verify,
-          verify_seeds, out, quiet, **kwargs):
+@pack("run", "level", "sampler", "times", "integrator")
+@pack("grids", "d_grid", "n_grid")
+@pack("check", "verify", "verify_seeds")
+def solve(v0s, seeds, threshold, run, grids, check, out, quiet, **kwargs):
     """Phase boundary ||mu||* for each v0, its d and n scaling, and a check
     of the reduction against the full network."""
     from dynamics.files import remove_stale_temporaries
@@ -220,23 +222,26 @@ def solve(v0s, seeds, threshold, level, sampler, d_grid, n_grid, times, integrat
     from .solve import format_summary, remove_stale_figures, solve as run_solve, to_dataset, \
         work_units, write_outputs
 
-    params = build_params(kwargs, level=level)
-    refuse_sampler_of_level(level, sampler)
-    if not verify:
+    params = build_params(kwargs, level=run.level)
+    refuse_sampler_of_level(run.level, run.sampler)
+    if not check.verify:
         refuse_unused(click.get_current_context(), "verify_seeds", "--verify-seeds",
                       "with --no-verify")
     t0 = time.perf_counter()
-    if integrator == "flow" and times is None:
+    times = run.times
+    if run.integrator == "flow" and times is None:
         times = [params.steps]
     with cli_errors(), _solve_lock(out):
-        spec = RunSpec(params, level, sampler, seeds, times, integrator)
+        spec = RunSpec(params, run.level, run.sampler, seeds, times, run.integrator)
         remove_stale_temporaries(out)  # under the lock: no other dyn solve writes here
-        units = work_units(len(v0s), d_grid, n_grid, verify, verify_seeds)
+        units = work_units(len(v0s), grids.d_grid, grids.n_grid, check.verify,
+                           check.verify_seeds)
         with progress_bar(units, "dyn solve", quiet) as advance, native_signals():
-            results = run_solve(spec, v0s, tau=threshold, d_grid=d_grid, n_grid=n_grid,
-                                verify=verify, verify_seeds=verify_seeds, progress=advance)
-        ds = to_dataset(results, spec, threshold, d_grid, n_grid)
-        paths = write_outputs(results, ds, out, d_grid, n_grid)
+            results = run_solve(spec, v0s, tau=threshold, d_grid=grids.d_grid,
+                                n_grid=grids.n_grid, verify=check.verify,
+                                verify_seeds=check.verify_seeds, progress=advance)
+        ds = to_dataset(results, spec, threshold, grids.d_grid, grids.n_grid)
+        paths = write_outputs(results, ds, out, grids.d_grid, grids.n_grid)
         stale = remove_stale_figures(out, paths)
     click.echo(format_summary(results, threshold))
     if stale:

@@ -7,10 +7,12 @@ Only the CLI modules import this one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import signal
 import sys
 import threading
+import types
 
 import click
 
@@ -41,6 +43,20 @@ def click_type(spec):
         return click.FloatRange(spec.lo, spec.hi, min_open=spec.lo_open,
                                 max_open=spec.hi_open and spec.hi is not None)
     return str
+
+
+def pack(name, *fields):
+    """Decorator (put it directly above the command's ``def``): the click
+    parameters ``fields`` reach the command as one namespace argument
+    ``name`` (``name.field``), so that options that belong together travel
+    together (the run's level, sampler and times; an output and its flags)."""
+    def deco(func):
+        @functools.wraps(func)
+        def command(*args, **kwargs):
+            kwargs[name] = types.SimpleNamespace(**{f: kwargs.pop(f) for f in fields})
+            return func(*args, **kwargs)
+        return command
+    return deco
 
 
 def model_options(skip=(), refuse=None):

@@ -14,7 +14,7 @@ from dynamics.params import (ALL_LEVELS, AXES, D_GRID, N_GRID, PRECISIONS, SAMPL
                              TAU, ParamError)
 
 from .cli_common import (FiniteFloatRange, output_path, parse_times, build_params, cli_errors,
-                         model_options, native_signals, out_option, progress_bar,
+                         model_options, native_signals, out_option, pack, progress_bar,
                          refuse_sampler_of_level, refuse_unused, seeds_option,
                          threshold_option)
 
@@ -70,9 +70,10 @@ AXIS_NAMES = ", ".join(AXES)
 @click.option("--dask-workers", type=click.IntRange(1, 1024), default=None,
               help="start a local dask cluster with this many worker processes")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-@click.pass_context
-def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precision, out,
-          overwrite, scheduler, dask_workers, quiet, **kwargs):
+@pack("run", "level", "sampler", "times", "precision")
+@pack("store", "out", "overwrite")
+@pack("cluster", "scheduler", "dask_workers")
+def phase(x_axis, y_axis, seeds, threshold, run, store, cluster, quiet, **kwargs):
     """Test-error heatmap over two parameter axes (resumable sweep)."""
     from dynamics.spec import RunSpec
 
@@ -80,6 +81,7 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
     from .phase import make_spec, run_phase
     from .plots import plot_phase, plot_phase_times
 
+    ctx = click.get_current_context()
     for axis, flag in ((x_axis, "--x"), (y_axis, "--y")):
         name = AXES[axis[0]].name
         if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
@@ -89,41 +91,42 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
         raise click.BadParameter(f"{y_axis[0]}: must differ from the --x axis",
                                  param_hint="--y")
     params = build_params(kwargs, swept=(AXES[x_axis[0]].name, AXES[y_axis[0]].name),
-                          level=level)
-    refuse_sampler_of_level(level, sampler)
-    if times is not None:
+                          level=run.level)
+    refuse_sampler_of_level(run.level, run.sampler)
+    if run.times is not None:
         refuse_unused(ctx, "steps", "--steps", "with --times (the sweep runs to the "
                       "--times; --steps is only their default)")
-    if scheduler and dask_workers:
+    if cluster.scheduler and cluster.dask_workers:
         raise click.UsageError("--dask-workers has no effect with --scheduler (the "
                                "workers are those of the scheduler's cluster); give one "
                                "of them", ctx)
     t0 = time.perf_counter()
     with cli_errors():
-        sampler = sampler_for(level, sampler)
-        spec = make_spec(RunSpec(params, level, sampler, seeds, times, precision=precision),
+        sampler = sampler_for(run.level, run.sampler)
+        spec = make_spec(RunSpec(params, run.level, sampler, seeds, run.times,
+                                 precision=run.precision),
                          x_axis, y_axis, tau=threshold)
         runs = len(x_axis[1]) * len(y_axis[1]) * seeds
         if not quiet and runs >= PLAN_RUNS:  # say what a long sweep will do before it starts
             click.echo(f"dyn phase: {len(x_axis[1])} x {len(y_axis[1])} x {seeds} seeds = "
                        f"{runs} runs to T = {', '.join(f'{t:g}' for t in spec['times'])}; "
-                       f"rows are saved to {os.path.join(out, 'phase.zarr')} as they "
+                       f"rows are saved to {os.path.join(store.out, 'phase.zarr')} as they "
                        f"finish (re-run the same command to resume)", err=True)
         written = {}
 
         def finish(ds):  # under the store's lock: no second writer between
-            written["nc"] = write_netcdf(ds, os.path.join(out, "phase.nc"))
-            png = plot_phase(ds, os.path.join(out, "phase.png"))
+            written["nc"] = write_netcdf(ds, os.path.join(store.out, "phase.nc"))
+            png = plot_phase(ds, os.path.join(store.out, "phase.png"))
             made = set()
             if ds.sizes["steps"] > 1:
                 for k, t in enumerate(ds.steps.values):
-                    made.add(plot_phase(ds, os.path.join(out, f"phase_T={t:g}.png"), k))
+                    made.add(plot_phase(ds, os.path.join(store.out, f"phase_T={t:g}.png"), k))
                 if "mu_star" in ds and np.isfinite(ds.mu_star.values).any():
-                    made.add(plot_phase_times(ds, os.path.join(out, "phase_boundaries.png")))
-                    png += ", " + os.path.join(out, "phase_boundaries.png")
+                    made.add(plot_phase_times(ds, os.path.join(store.out, "phase_boundaries.png")))
+                    png += ", " + os.path.join(store.out, "phase_boundaries.png")
             import glob  # an earlier sweep's figures (other times) would look like ours
-            for old in glob.glob(os.path.join(glob.escape(out), "phase_T=*.png")) + \
-                    glob.glob(os.path.join(glob.escape(out), "phase_boundaries.png")):
+            for old in glob.glob(os.path.join(glob.escape(store.out), "phase_T=*.png")) + \
+                    glob.glob(os.path.join(glob.escape(store.out), "phase_boundaries.png")):
                 if os.path.realpath(old) not in {os.path.realpath(p) for p in made} \
                         and os.path.isfile(old) and not os.path.islink(old):
                     os.unlink(old)
@@ -131,11 +134,12 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
 
         with progress_bar(len(x_axis[1]), f"dyn phase {x_axis[0]} x {y_axis[0]}",
                           quiet) as advance:
-            ds = run_phase(spec, out, overwrite, scheduler, dask_workers, advance, finish)
+            ds = run_phase(spec, store.out, store.overwrite, cluster.scheduler,
+                           cluster.dask_workers, advance, finish)
         nc, png = written["nc"], written["png"]
     click.echo(f"dyn phase: {x_axis[0]} ({len(x_axis[1])}) x {y_axis[0]} ({len(y_axis[1])}) x "
-               f"{seeds} seeds = {ds.test_error.size} runs, level={level}, sampler={sampler}"
-               f"{', precision=float32' if precision == 'float32' else ''}; "
+               f"{seeds} seeds = {ds.test_error.size} runs, level={run.level}, sampler={sampler}"
+               f"{', precision=float32' if run.precision == 'float32' else ''}; "
                f"{time.perf_counter() - t0:.1f} s")
     if "mu_star" in ds:
         other = ds.mu_star.dims[0]
@@ -191,8 +195,9 @@ def phase(ctx, x_axis, y_axis, seeds, threshold, level, sampler, times, precisio
 @click.option("--limit", "limit_law", is_flag=True,
               help="the idealised max-margin program at t = inf (sympy) against the "
                    "measured limit boundary mu*(inf) (level exact, --seeds seeds)")
-def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet, limit_law,
-           **kwargs):
+@pack("run", "level", "sampler")
+@pack("report", "tol", "formulas", "latex")
+def theory(run, report, fit_laws, seeds, fig_dir, quiet, limit_law, **kwargs):
     """Derived mechanisms (sympy) against the measured dynamics."""
     from dynamics.spec import RunSpec
     from dynamics.theory import measure, symbolic
@@ -200,6 +205,8 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
     from . import laws
     from .runs import run_one
 
+    level, sampler = run.level, run.sampler
+    formulas = report.formulas
     params = build_params(kwargs, level=level)
     refuse_sampler_of_level(level, sampler)
     ctx = click.get_current_context()
@@ -233,8 +240,8 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
         if formulas:
             click.echo("derived formulas (sympy; alpha = eta c/(2n), beta = eta_v c/(2n)):")
             for name, f in symbolic.formulas().items():
-                body = f["latex"] if latex else f["text"]
-                sep = " " if latex or "\n" not in body else "\n"
+                body = f["latex"] if report.latex else f["text"]
+                sep = " " if report.latex or "\n" not in body else "\n"
                 click.echo(f"- {name}:{sep}{body}")
             click.echo("")
         if params.depth > 1 and (fit_laws or fig_dir):
@@ -251,7 +258,7 @@ def theory(level, sampler, tol, formulas, latex, fit_laws, seeds, fig_dir, quiet
         if params.depth > 1:
             click.echo(laws.format_layers(measure.layer_summary(traj)))
             return
-        click.echo(laws.format_report(measure.summarize(traj, tol)))
+        click.echo(laws.format_report(measure.summarize(traj, report.tol)))
         if fit_laws:
             with progress_bar(laws.regime_points(params), "fitting laws",
                               quiet) as advance, native_signals():

@@ -8,7 +8,8 @@ solver of `dyn solve --times inf --integrator flow` at that single time
 (``compare.boundaries.make_evaluator`` + ``dynamics.boundary.find_boundaries``;
 level exact, sampler wishart, tau = 0.25, seeds seed + k): bisection in ||mu||
 to --rel-tol 0.03 (dyn solve: 0.01), then log-linear interpolation.  Scans
-(other parameters at their defaults: m = 20, sigma_p = 1, eta = 0.01):
+(other parameters at their defaults, m = 20, sigma_p = 1, except eta: per
+point min(0.01, 100 / guess^2), see ``eta_of``):
   * "d":         d = 10^3 .. 10^8 (half decades), n = 20, sigma_0 = 0.01;
   * "n":         n = 10, 20, 40, 80 (doublings, up to --max-n) at d = 10^5;
   * "d,s0~d^-1/2": the d scan with sigma_0 = 0.01 sqrt(10^3 / d), so that
@@ -34,7 +35,7 @@ window are resampled jointly, the crossing of every point recomputed from its
 stored per-seed error curve, the slope refitted).
 
 Cost: the programs dominate at large n.  One `limit_batch` job (the flow to
-t = 1e30 plus its programs, 1-2 on average) at d = 10^5 took 0.08 s at
+the pattern time plus its programs, 1-2 on average) at d = 10^5 took 0.08 s at
 n = 20, 0.28 s at n = 40 and 3.0 s at n = 80 on 2 busy cores (one cone
 program: ~0.05, ~0.2, ~3 s; ~50 s at n = 160), and a point needs 8 seeds x
 ~10-15 ||mu||.  So the n scans stop at --max-n 80 by default; n = 160 would
@@ -74,6 +75,8 @@ V0S = (1e-3, 1.0)
 D_GRID = tuple(round(10 ** e) for e in np.arange(3.0, 8.01, 0.5))
 N_GRID = (10, 20, 40, 80, 160, 320, 640)   # cut at --max-n (default 80)
 S0 = Params().sigma_0                 # default sigma_0 (0.01)
+ETA0 = Params().eta                   # default GD step (0.01)
+ETA_MU2 = 100.0                       # eta guess^2 <= ETA_MU2: eta = min(ETA0, ETA_MU2 / guess^2)
 RULE = "d^-1/2"                       # sigma_0 = S0 sqrt(D_REF / d)
 D_REF = 1000
 # scans: (name, axis, v0s, values, fixed value of the other variable, sigma_0 or RULE)
@@ -114,6 +117,16 @@ def sigma0_label(scan) -> str:
     return "sigma0 = 0.01 sqrt(1e3/d)" if scan[5] == RULE else f"sigma0 = {scan[5]:g}"
 
 
+def eta_of(guess) -> float:
+    """GD step of a point: min(ETA0, ETA_MU2 / guess^2).  At v0 = 1 the GD
+    steps before the flow overshoot (the loss underflows to 0 after one step,
+    a run refused as diverged) once eta ||mu||^2 exceeds ~1e4 (measured: 1e4
+    ran, 1.6e4 did not); the bracket search steps by 4 (16 in ||mu||^2) from
+    the guess, so eta guess^2 <= 100 keeps its runs below that.  The limit
+    does not depend on eta (docs/results.md)."""
+    return float(min(ETA0, ETA_MU2 / guess ** 2))
+
+
 def idealised(base, d, n) -> float:
     return idealised_mu_star(n, d, base.sigma_p)
 
@@ -139,7 +152,7 @@ def limit_boundary(params: Params, n_seeds: int, guess, rel_tol: float) -> dict:
         return float(np.mean(f(lim[name][sel]))) if sel.any() else np.nan
 
     kappa = np.concatenate([lim["kappa_pos"][near], lim["kappa_neg"][near]])
-    return {"mu_star": star, "lo": b.ci[TAU][0], "hi": b.ci[TAU][1],
+    return {"mu_star": star, "lo": b.ci[TAU][0], "hi": b.ci[TAU][1], "eta": params.eta,
             "idealised": idealised(params, params.d, params.n),
             "sigma0_sqrt_d": params.sigma_0 * params.sigma_p * np.sqrt(params.d),
             "certified_all": b.limit_converged,
@@ -158,13 +171,14 @@ def limit_boundary(params: Params, n_seeds: int, guess, rel_tol: float) -> dict:
 
 
 # ---------------------------------------------------------------- storage
-SCALARS = ("mu_star", "lo", "hi", "idealised", "sigma0_sqrt_d", "certified_all",
+SCALARS = ("mu_star", "lo", "hi", "eta", "idealised", "sigma0_sqrt_d", "certified_all",
            "certified_near", "programs", "no_program", "flips_all", "ties_near", "cosine_near",
            "margin_ratio_near", "kappa_near", "zero_grow_near", "opt_drop_all", "n_diverged",
            "wall")
 META = {"mu_star": "critical ||mu|| where the seed-mean clean test error at t = inf = tau",
         "lo": "2.5% bootstrap (over seeds) quantile of mu*",
         "hi": "97.5% bootstrap (over seeds) quantile of mu*",
+        "eta": "GD step size of the point: min(0.01, 100 / guess^2), guess = its first ||mu||",
         "idealised": "idealised limit boundary sigma_p sqrt(2 d / n) (dynamics.theory.limit_law)",
         "sigma0_sqrt_d": "sigma_0 sigma_p sqrt(d): the initial filters' noise response",
         "certified_all": "fraction of the programs of the search certified stationary",
@@ -480,7 +494,8 @@ def main():
     base = Params(**sizes)
     settings = {"base": json.loads(base.to_json()), "rel_tol": args.rel_tol, "tau": TAU,
                 "level": LEVEL, "sampler": SAMPLER, "integrator": INTEGRATOR,
-                "time": "inf: certified limit program", "t_pattern": PATTERN_TIME}
+                "time": "inf: certified limit program", "t_pattern": PATTERN_TIME,
+                "eta": f"min({ETA0:g}, {ETA_MU2:g} / guess^2)"}
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "asymptotics.nc")
     records = load_records(path, settings)
@@ -490,6 +505,7 @@ def main():
     # the plan, scan by scan (d first: its cost does not grow with d), x ascending
     n_seeds = lambda n: args.big_n_seeds if n >= args.big_n else args.seeds
     plan = [(scan, x, v0) for scan in scans for x in scan[3] for v0 in scan[2]]
+    plan.sort(key=lambda p: point(p[0], p[1])[1])   # by n: the costly large-n points last
     keep = set()
     t0 = time.perf_counter()
     for scan, x, v0 in plan:
@@ -510,10 +526,12 @@ def main():
             guess = y1 * (x / x1) ** (np.log(y2 / y1) / np.log(x2 / x1))
         elif hist:
             guess = hist[0][2] * idealised(base, d, n) / idealised(base, *point(scan, hist[0][1]))
-        records[k] = r = limit_boundary(base.replace(v0=v0, d=d, n=n, sigma_0=s0),
-                                        n_seeds(n), guess, args.rel_tol)
+        records[k] = r = limit_boundary(
+            base.replace(v0=v0, d=d, n=n, sigma_0=s0, eta=eta_of(guess)),
+            n_seeds(n), guess, args.rel_tol)
         write_netcdf(to_dataset(records, settings, base), path)
-        print(f"{scan[0]:<16} v0={v0:<6g} d={d:<10d} n={n:<4d} s0={s0:<8.3g} S={n_seeds(n)}  "
+        print(f"{scan[0]:<16} v0={v0:<6g} d={d:<10d} n={n:<4d} s0={s0:<8.3g} S={n_seeds(n)} "
+              f"eta={r['eta']:.3g}  "
               f"mu*={r['mu_star']:.4g} [{r['lo']:.4g}, {r['hi']:.4g}] "
               f"(ideal {r['idealised']:.4g})  certified {r['certified_all']:.0%}/"
               f"{r['certified_near']:.0%} of {r['programs']:.0f}  {r['wall']:.0f} s "
