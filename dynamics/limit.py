@@ -287,14 +287,16 @@ class Limit:
     kappa: tuple
 
 
-def repair(prob: Problem, pat: Pattern, max_moves: int = MAX_MOVES, tries: int = 6) -> Limit:
-    """Walk from the flow's pattern to a stationary one: apply the best
-    improving move whose re-solve lowers OPT (by more than DECREASE,
-    relative), repeat; OPT decreases strictly along the walk.  Certified
-    when no candidate move is left or every candidate was re-solved without
-    a decrease (degenerate multipliers), the margin multipliers are >= 0 and
-    the solver succeeded.  A re-solve starts its column generation from the
-    current optimum's nonzero units and the flipped one."""
+def repair(prob: Problem, pat: Pattern, max_moves: int = MAX_MOVES) -> Limit:
+    """Walk from the flow's pattern to a stationary one: re-solve the
+    improving moves best first and apply the first whose re-solve lowers OPT
+    (by more than DECREASE, relative); repeat.  OPT decreases strictly along
+    the walk.  Certified when every candidate move was re-solved without a
+    decrease (none left, or degenerate multipliers: a first-order
+    improvement that the re-solve does not realise), the margin multipliers
+    are >= 0 and the solver succeeded.  A re-solve starts its column
+    generation from the current optimum's nonzero units and the flipped
+    one."""
     opt = solve_pattern(prob, pat)
     if not opt.ok:
         return Limit(opt, pat, np.nan, 0, False, "solver failed", (np.nan, np.nan))
@@ -307,7 +309,7 @@ def repair(prob: Problem, pat: Pattern, max_moves: int = MAX_MOVES, tries: int =
             reason = f"walk capped at {max_moves} moves"
             break
         done = False
-        for mv in cands[:tries]:
+        for mv in cands:
             new_pat = apply_move(pat, mv)
             units = opt.nonzero_units()
             units[mv[2][:2]] = True
@@ -316,8 +318,6 @@ def repair(prob: Problem, pat: Pattern, max_moves: int = MAX_MOVES, tries: int =
                 pat, opt, moves, done = new_pat, new, moves + 1, True
                 break
         if not done:
-            if len(cands) > tries:
-                reason = f"{len(cands) - tries} candidate moves left untested"
             break
     if not reason and opt.lam.min() < -1e-7 * max(opt.lam.max(), 1e-300):
         reason = "negative margin multiplier"
