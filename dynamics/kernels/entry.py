@@ -63,9 +63,8 @@ def run_kernel(st, cfg, mu, steps, record_every, state, rec):
     divergence rec.status = (step, reason) and the run stops; else
     rec.status[0] = -1.
     """
-    _run_kernel(st, _checked(cfg), _momentum(cfg), mu, steps, record_every, state.gamma, state.rho,
-                _upper(state.U), state.v, rec.gamma, rec.rho, rec.U, rec.v, rec.loss,
-                rec.train_error, rec.status)
+    _run_kernel(st, _checked(cfg), _momentum(cfg), mu, steps, record_every, state.gamma,
+                state.rho, _upper(state.U), state.v, rec)
 
 
 def outputs_kernel(st, cfg, mu, gammas, rhos, Us, vs, out_f):
@@ -96,9 +95,8 @@ def flow_kernel(st, cfg, fc, mu, state, times, rec, fc_last=None):
     with fc_last's steps).
     rec.status = (index of the failing time, reason) or (-1, 0); rec.info =
     (-1, final time, normalised steps, -1)."""
-    _flow_kernel(st, _checked(cfg), fc, fc_last, mu, state.gamma,
-                 state.rho, _upper(state.U), state.v, times, rec.gamma, rec.rho, rec.U, rec.v,
-                 rec.loss, rec.train_error, rec.status, rec.info)
+    _flow_kernel(st, _checked(cfg), fc, fc_last, mu, state.gamma, state.rho, _upper(state.U),
+                 state.v, times, rec)
 
 
 def batch_kernel(st, cfg, jobs, schedule, out, parallel=True):
@@ -170,67 +168,67 @@ def pattern_kernel(st, cfg, jobs, schedule, leg, out, states, parallel=True):
 
 
 # ---------------------------------------------------------------- compiled entries
+@njit(cache=True, inline="always")
+def _record(rec, k, gamma, rho, U, v, loss, f, y):
+    """Record k of ``rec`` (``Records``): the state (U None at depth 1), the
+    loss and the train error of the outputs f."""
+    _copy_flat(rec.gamma[k], gamma)
+    _copy_flat(rec.rho[k], rho)
+    if U is not None:
+        _copy_flat(rec.U[k], U)
+    _copy_flat(rec.v[k], v)
+    rec.loss[k] = loss
+    rec.train_error[k] = _error_rate(f, y)
+
+
 @njit(cache=True)
-def _run_kernel(st, cfg, momentum, mu, steps, record_every, gamma, rho, U, v,
-                out_gamma, out_rho, out_U, out_v, out_loss, out_err, status):
+def _run_kernel(st, cfg, momentum, mu, steps, record_every, gamma, rho, U, v, rec):
     """``run_kernel`` (U None at depth 1, momentum None for plain GD: then
     the fused loop between records, ``_run_depth1_gd``)."""
     m, n = gamma.shape[1], st.yhat.shape[0]
     A = mu * st.w0_e1
     w = _work(m, n, _depth(U))
-    status[0] = -1
-    status[1] = 0
+    rec.status[0] = -1
+    rec.status[1] = 0
     if U is None:
         if momentum is None:
-            _run_depth1_gd(st, cfg, A, mu, steps, record_every, gamma, rho, v, w, out_gamma,
-                           out_rho, out_v, out_loss, out_err, status)
+            _run_depth1_gd(st, cfg, A, mu, steps, record_every, gamma, rho, v, w, rec)
             return
-    rec = 0
+    k = 0
     for t in range(steps + 1):
         _forward(A, gamma, rho, U, v, st, cfg, w)
         reason = _lprime(w.f, st.y, w.lp)
         if reason == 0 and (t % record_every == 0 or t == steps):
-            _copy_flat(out_gamma[rec], gamma)
-            _copy_flat(out_rho[rec], rho)
-            if U is not None:
-                _copy_flat(out_U[rec], U)
-            _copy_flat(out_v[rec], v)
-            out_loss[rec] = _loss(w.f, st.y)
-            out_err[rec] = _error_rate(w.f, st.y)
-            rec += 1
+            _record(rec, k, gamma, rho, U, v, _loss(w.f, st.y), w.f, st.y)
+            k += 1
         if reason == 0 and t < steps:
             reason = _gd_step(A, mu * mu, gamma, rho, U, v, st, cfg, w, momentum)
             if reason != 0:
                 t += 1  # the new state is out of bounds
         if reason != 0:
-            status[0] = t
-            status[1] = reason
+            rec.status[0] = t
+            rec.status[1] = reason
             return
         if t == steps:
             return
 
 
 @njit(cache=True, inline="always")
-def _run_depth1_gd(st, cfg, A, mu, steps, record_every, gamma, rho, v, w, out_gamma, out_rho,
-                   out_v, out_loss, out_err, status):
+def _run_depth1_gd(st, cfg, A, mu, steps, record_every, gamma, rho, v, w, rec):
     """``_run_kernel`` at depth 1 with plain GD: ``loop1._gd_loop_depth1``
     from record to record (the numbers of the generic step bit for bit,
     tests/equivalence/test_reduction.py; a cold start then compiles no
     second depth-1 step)."""
-    t, target, rec = 0.0, 0, 0
+    t, target, k = 0.0, 0, 0
     while True:
         reason, t = _gd_loop_depth1(A, mu * mu, gamma, rho, v, st, cfg, w, t, float(target),
                                     cfg.general)
         if reason != 0:
-            status[0] = int(t)
-            status[1] = reason
+            rec.status[0] = int(t)
+            rec.status[1] = reason
             return
-        _copy_flat(out_gamma[rec], gamma)
-        _copy_flat(out_rho[rec], rho)
-        _copy_flat(out_v[rec], v)
-        out_loss[rec] = _loss(w.f, st.y)
-        out_err[rec] = _error_rate(w.f, st.y)
-        rec += 1
+        _record(rec, k, gamma, rho, None, v, _loss(w.f, st.y), w.f, st.y)
+        k += 1
         if target == steps:
             return
         target = min(target + record_every, steps)
@@ -253,18 +251,17 @@ def _outputs_kernel(st, cfg, mu, gammas, rhos, Us, vs, out_f):
 
 
 @njit(cache=True)
-def _flow_kernel(st, cfg, fc, fc_last, mu, gamma, rho, U, v, times, out_gamma, out_rho, out_U,
-                 out_v, out_loss, out_err, status, info):
+def _flow_kernel(st, cfg, fc, fc_last, mu, gamma, rho, U, v, times, rec):
     """``flow_kernel`` (U None at depth 1)."""
     A = mu * st.w0_e1
     m, n = gamma.shape[1], st.yhat.shape[0]
     w = _work(m, n, _depth(U))
     count = np.zeros(1, dtype=np.int64)
     L0 = _initial_loss(A, gamma, rho, U, v, st, cfg, w)
-    status[0] = -1
-    status[1] = 0
-    info[0] = -1.0
-    info[3] = 0.0
+    rec.status[0] = -1
+    rec.status[1] = 0
+    rec.info[0] = -1.0
+    rec.info[3] = 0.0
     t = 0.0
     for k in range(times.shape[0]):
         if np.isinf(times[k]):
@@ -278,19 +275,13 @@ def _flow_kernel(st, cfg, fc, fc_last, mu, gamma, rho, U, v, times, out_gamma, o
         if reason == 0:
             _forward(A, gamma, rho, U, v, st, cfg, w)
             reason, loss = _lprime_stable(w.f, st.y, w.lp)
-            _copy_flat(out_gamma[k], gamma)
-            _copy_flat(out_rho[k], rho)
-            if U is not None:
-                _copy_flat(out_U[k], U)
-            _copy_flat(out_v[k], v)
-            out_loss[k] = loss
-            out_err[k] = _error_rate(w.f, st.y)
+            _record(rec, k, gamma, rho, U, v, loss, w.f, st.y)
         if reason != 0:
-            status[0] = k
-            status[1] = reason
+            rec.status[0] = k
+            rec.status[1] = reason
             break
-    info[1] = t
-    info[2] = count[0]
+    rec.info[1] = t
+    rec.info[2] = count[0]
 
 
 @njit(cache=True, nogil=True)
