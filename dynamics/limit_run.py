@@ -159,7 +159,7 @@ def outputs(kst, cfg, mu: float, gamma, rho, v, zero_init: bool = False):
 
 
 def evaluate_limit(kst, cfg, params: Params, mu: float, end: FlowEnd, *,
-                   max_moves: int = lm.MAX_MOVES, certified=None):
+                   max_moves: int | None = None, certified=None):
     """The certified limit of one run from the flow's late state ``end``
     (``FlowEnd``): (fields, test_error, limit state (gamma, rho, v), Limit).
     ``fields``: LIMIT_FIELDS -> value (see LIMIT_META).  ``certified``: the
