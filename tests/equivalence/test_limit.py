@@ -50,10 +50,30 @@ def nonconvex_opt(prob, pat, starts=12, seed=0):
         noi = v2[:, None] * np.where(act, z, 0.0)
         return prob.y * prob.c * (js @ (sig + noi)) - 1.0
 
+    def margins_jac(x):  # d margins_i / d (a, v1, W, v2)
+        a, v1, W, v2 = unpack(x)
+        z = W @ L.T
+        pre = prob.yhat[None, :] * prob.mu * a[:, None]          # (U, n)
+        w = (prob.y * prob.c)[:, None] * js[None, :]             # (n, U)
+        d_a = w * (v1[:, None] * prob.mu * prob.yhat[None, :] * (pre > 0)).T
+        d_v1 = w * np.maximum(pre, 0.0).T
+        d_W = (w * (v2[:, None] * act).T)[:, :, None] * L[:, None, :]   # (n, U, n)
+        d_v2 = w * np.where(act, z, 0.0).T
+        return np.hstack([d_a, d_v1, d_W.reshape(n, U * n), d_v2])
+
     def pattern(x):
         a, v1, W, v2 = unpack(x)
         z = W @ L.T
         return np.concatenate([sa * a, s1 * v1, s2 * v2, ((2.0 * act - 1.0) * z).ravel()])
+
+    sgn = (2.0 * act - 1.0)
+    jac_pattern = np.zeros((3 * U + U * n, 3 * U + U * n))   # pattern() is linear in x
+    jac_pattern[:U, :U] = np.diag(sa)
+    jac_pattern[U:2 * U, U:2 * U] = np.diag(s1)
+    jac_pattern[2 * U:3 * U, 2 * U + U * n:] = np.diag(s2)
+    for u in range(U):   # rows (u, i): sgn_ui <W_u, L_i>
+        jac_pattern[3 * U + u * n:3 * U + (u + 1) * n, 2 * U + u * n:2 * U + (u + 1) * n] = \
+            sgn[u][:, None] * L
 
     rng = np.random.default_rng(seed)
     best = np.inf
@@ -61,8 +81,9 @@ def nonconvex_opt(prob, pat, starts=12, seed=0):
         for _ in range(starts):
             x0 = rng.normal(size=3 * U + U * n)
             res = minimize(lambda x: 0.5 * x @ x, x0, jac=lambda x: x, method="SLSQP",
-                           constraints=[{"type": "ineq", "fun": margins},
-                                        {"type": "ineq", "fun": pattern}],
+                           constraints=[{"type": "ineq", "fun": margins, "jac": margins_jac},
+                                        {"type": "ineq", "fun": pattern,
+                                         "jac": lambda x: jac_pattern}],
                            options=dict(maxiter=500, ftol=1e-12))
             if res.success and margins(res.x).min() > -1e-7 and pattern(res.x).min() > -1e-7:
                 best = min(best, res.fun)
