@@ -28,7 +28,8 @@ from .params import Params
 from .run import FLOW, PATTERN_FLOW, kernel_config
 
 
-POOL_MIN = 24  # fewer programs run in this process (forking costs more than it saves)
+POOL_MIN = 24  # fewer programs run in this process (forking costs more than it saves) ...
+POOL_N = 40    # ... unless n >= POOL_N (a program takes ~0.2 s at n = 40, seconds at n = 80)
 
 
 def _worker_start():
@@ -53,9 +54,11 @@ def _certify(item):
 def map_programs(items: list, workers: int) -> list:
     """``limit.certify`` of every (problem, pattern) in ``items``, in order:
     in this process, or in ``workers`` forked processes when workers > 1,
-    fork exists and there are at least POOL_MIN items.  The workers are
-    terminated on the way out, whatever happens (Ctrl-C, an error)."""
-    if workers <= 1 or len(items) < POOL_MIN \
+    fork exists and there are at least POOL_MIN items (2 at n >= POOL_N).
+    The workers are terminated on the way out, whatever happens (Ctrl-C, an
+    error)."""
+    least = 2 if items and items[0][0].n >= POOL_N else POOL_MIN
+    if workers <= 1 or len(items) < least \
             or "fork" not in multiprocessing.get_all_start_methods():
         return [lm.certify(*it) for it in items]
     with warnings.catch_warnings():  # the workers only run Clarabel and numpy
