@@ -34,15 +34,16 @@ factor 4) with 95% intervals from a bootstrap over seeds (the seeds of a
 window are resampled jointly, the crossing of every point recomputed from its
 stored per-seed error curve, the slope refitted).
 
-Cost: the programs dominate at large n.  One `limit_batch` job (the flow to
-the pattern time plus its programs, 1-2 on average) at d = 10^5 took 0.08 s at
-n = 20, 0.28 s at n = 40 and 3.0 s at n = 80 on 2 busy cores (one cone
-program: ~0.05, ~0.2, ~3 s; ~50 s at n = 160), and a point needs 8 seeds x
-~10-15 ||mu||.  So the n scans stop at --max-n 80 by default; n = 160 would
-take ~1-2 h per point, n = 320 and 640 are out of reach.  n >= --big-n (160)
+Cost: the repair walks dominate at large n and d.  With
+`--max-n 80 --big-n 80 --big-n-seeds 4` the whole study took 1 h on 2
+cores: 1-24 s per point at n <= 20, 11-521 s at n = 40, 41-1554 s at
+n = 80 (4 seeds; a walk there takes tens of moves of a few seconds each,
+and at d = 1e7 every run has tens of degenerate candidate flips to
+re-solve).  So the n scans stop at --max-n 80 by default; n = 160 would
+take hours per point, n = 320 and 640 are out of reach.  n >= --big-n (160)
 uses --big-n-seeds (4) seeds.
 
-Run:  python studies/asymptotics.py [--seeds 8] [--max-n 160 --big-n-seeds 4]
+Run:  python studies/asymptotics.py [--seeds 8] [--max-n 80 --big-n 80 --big-n-seeds 4]
       python studies/asymptotics.py --quick     # smoke test (temp dir)
 Resumable: results are saved (atomically) to OUT/asymptotics.nc after every
 point; a rerun with the same settings skips the points already there.
@@ -118,12 +119,13 @@ def sigma0_label(scan) -> str:
 
 
 def eta_of(guess) -> float:
-    """GD step of a point: min(ETA0, ETA_MU2 / guess^2).  At v0 = 1 the GD
-    steps before the flow overshoot (the loss underflows to 0 after one step,
-    a run refused as diverged) once eta ||mu||^2 exceeds ~1e4 (measured: 1e4
-    ran, 1.6e4 did not); the bracket search steps by 4 (16 in ||mu||^2) from
-    the guess, so eta guess^2 <= 100 keeps its runs below that.  The limit
-    does not depend on eta (docs/results.md)."""
+    """GD step of a point: min(ETA0, ETA_MU2 / guess^2).  The normalised
+    flow's time is counted in GD steps of eta, so its first steps are
+    GD-sized; at v0 = 1 they overshoot (the loss underflows to 0 after one
+    step, a run refused as diverged) once eta ||mu||^2 exceeds ~1e4
+    (measured: 1e4 ran, 1.6e4 did not).  The bracket search steps by 4 (16
+    in ||mu||^2) from the guess, so eta guess^2 <= 100 keeps its runs below
+    that.  The limit does not depend on eta (docs/results.md)."""
     return float(min(ETA0, ETA_MU2 / guess ** 2))
 
 
