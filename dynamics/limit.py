@@ -317,9 +317,10 @@ def repair(prob: Problem, pat: Pattern, max_moves: int | None = None) -> Limit:
             reason = f"walk capped at {max_moves} moves"
             break
         done = False
+        nonzero = opt.nonzero_units()
         for mv in cands:
             new_pat = apply_move(pat, mv)
-            units = opt.nonzero_units()
+            units = nonzero.copy()
             units[mv[2][:2]] = True
             new = solve_pattern(prob, new_pat, units)
             if new.ok and new.opt < opt.opt * (1.0 - DECREASE):

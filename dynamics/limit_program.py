@@ -200,10 +200,9 @@ def solve_pattern(prob, pat, units=None) -> Optimum:
                 keep[:] = True  # a restricted program in trouble: the whole program
                 continue
             break
-        lam = z[:n]
         if not didx.size:
             break
-        d, nus = dual_norms(prob, lay, lam, didx)
+        d, nus = dual_norms(prob, lay, z[:n], didx)
         if not np.any(d > 1.0 - PRICE_SLACK):
             break
         keep[didx[d > 1.0 - PRICE_SLACK]] = True

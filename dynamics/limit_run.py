@@ -65,8 +65,9 @@ def map_programs(items: list, workers: int) -> list:
         warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
         pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_start)
     try:
-        # small chunks: a program takes 10-100 ms, and a worker left without
-        # work at the end of the map idles for up to one chunk
+        # small chunks: a program takes 10-100 ms at n = 20 (seconds at n = 80),
+        # and a worker left without work at the end of the map idles for up
+        # to one chunk
         return pool.map(_certify, items, chunksize=max(1, len(items) // (32 * workers)))
     finally:
         pool.terminate()

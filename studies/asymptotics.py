@@ -180,7 +180,8 @@ SCALARS = ("mu_star", "lo", "hi", "eta", "idealised", "sigma0_sqrt_d", "certifie
 META = {"mu_star": "critical ||mu|| where the seed-mean clean test error at t = inf = tau",
         "lo": "2.5% bootstrap (over seeds) quantile of mu*",
         "hi": "97.5% bootstrap (over seeds) quantile of mu*",
-        "eta": "GD step size of the point: min(0.01, 100 / guess^2), guess = its first ||mu||",
+        "eta": (f"GD step size of the point: min({ETA0:g}, {ETA_MU2:g} / guess^2), guess = "
+                "its first ||mu||"),
         "idealised": "idealised limit boundary sigma_p sqrt(2 d / n) (dynamics.theory.limit_law)",
         "sigma0_sqrt_d": "sigma_0 sigma_p sqrt(d): the initial filters' noise response",
         "certified_all": "fraction of the programs of the search certified stationary",
@@ -504,10 +505,10 @@ def main():
     if records:
         print(f"resuming: {len(records)} points already in {path}")
 
-    # the plan, scan by scan (d first: its cost does not grow with d), x ascending
+    # the plan, scan by scan, x ascending, then ordered by n (cost grows with n)
     n_seeds = lambda n: args.big_n_seeds if n >= args.big_n else args.seeds
     plan = [(scan, x, v0) for scan in scans for x in scan[3] for v0 in scan[2]]
-    plan.sort(key=lambda p: point(p[0], p[1])[1])   # by n: the costly large-n points last
+    plan.sort(key=lambda p: point(p[0], p[1])[1])   # stable: the costly large-n points last
     keep = set()
     t0 = time.perf_counter()
     for scan, x, v0 in plan:

@@ -350,7 +350,6 @@ def test_cli_inf_refused_with_one_line(tmp_path):
     assert "finite late time" in res.output and "Traceback" not in res.output
 
 
-
 def _late_items(count, times=(200, 1e6)):
     """(problem, flow pattern) of ``count`` SMALL runs over seeds, ||mu|| and v0."""
     items = []
